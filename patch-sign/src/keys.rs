@@ -305,15 +305,15 @@ fn pem_blocks(text: &str) -> Vec<PemBlock> {
             .strip_prefix("-----END ")
             .and_then(|l| l.strip_suffix("-----"))
         {
-            if let Some(block) = current.take() {
-                if block.label == label {
-                    blocks.push(block);
-                }
+            if let Some(block) = current.take()
+                && block.label == label
+            {
+                blocks.push(block);
             }
-        } else if let Some(block) = &mut current {
-            if !line.contains(':') {
-                block.body.push_str(line);
-            }
+        } else if let Some(block) = &mut current
+            && !line.contains(':')
+        {
+            block.body.push_str(line);
         }
     }
     blocks
