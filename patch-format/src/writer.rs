@@ -177,11 +177,22 @@ impl PatchBuilder {
 
     /// Carries an in-service restart script as the outer member `<PATCH_ID>_<basename>`.
     pub fn restart_script(&mut self, path: &Path) -> Result<&mut Self, FormatError> {
-        let script = read_script(path)?;
         let base = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             FormatError::InvalidPatch(format!("bad script name {}", path.display()))
         })?;
         let name = format!("{}_{base}", self.metadata.id);
+        self.restart_script_named(&name, path)
+    }
+
+    /// Carries an in-service restart script under an explicit member name (used when
+    /// re-signing an existing patch, to keep its name).
+    pub fn restart_script_named(
+        &mut self,
+        name: &str,
+        path: &Path,
+    ) -> Result<&mut Self, FormatError> {
+        let script = read_script(path)?;
+        let name = name.to_owned();
         if name.len() > 100 {
             return Err(FormatError::InvalidPatch(format!(
                 "restart script member name {name} is longer than 100 bytes: shorten the script name"
@@ -229,8 +240,23 @@ impl PatchBuilder {
         dir: &Path,
         key: &PrivateKey,
     ) -> Result<(PathBuf, BuildSummary), FormatError> {
-        self.check()?;
         let target = dir.join(format!("{}.patch", self.metadata.id));
+        let summary = self.write_to_path(&target, key)?;
+        Ok((target, summary))
+    }
+
+    /// Writes the patch to `target` crash-safely: a temporary file in the same directory,
+    /// fsync, rename over `target`, directory fsync. A crash leaves the old file or the new one.
+    pub fn write_to_path(
+        &self,
+        target: &Path,
+        key: &PrivateKey,
+    ) -> Result<BuildSummary, FormatError> {
+        self.check()?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", self.metadata.id))
             .suffix(".tmp")
@@ -243,10 +269,10 @@ impl PatchBuilder {
         let (file, summary) = self.write(file, key)?;
         file.sync_all().map_err(FormatError::io(temp.path()))?;
         drop(file);
-        temp.persist(&target)
-            .map_err(|e| FormatError::io(&target)(e.error))?;
+        temp.persist(target)
+            .map_err(|e| FormatError::io(target)(e.error))?;
         sync_dir(dir)?;
-        Ok((target, summary))
+        Ok(summary)
     }
 
     /// Streams the patch into `out`: `metadata.tar`, `software.tar`, optional `semantics.tar`,

@@ -1,0 +1,177 @@
+//! Shared pieces of the stx-patch command-line tools: output format selection, error
+//! reporting and the text rendering of a verified patch. The binaries in `src/bin/` only parse
+//! arguments, call the library crates and print.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use patch_format::VerifiedPatch;
+use serde::Serialize;
+
+/// `--format`: human tables or JSON for machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text (the original's layout where there is one).
+    #[default]
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+/// Runs a command body; prints `error: …` (with causes) and exits 1 on failure.
+pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default keyring directory: `$STX_PATCH_KEYRING`, else `/etc/stx-patch/keyring`.
+pub fn default_keyring_dir() -> PathBuf {
+    std::env::var_os("STX_PATCH_KEYRING")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/stx-patch/keyring"))
+}
+
+/// A verified patch as JSON (what `patch-query --format json` prints).
+#[derive(Serialize)]
+pub struct PatchReport<'a> {
+    /// The metadata.
+    pub metadata: &'a patch_format::PatchMetadata,
+    /// Key file name that verified signature.v2.
+    pub signed_by: &'a str,
+    /// Its fingerprint.
+    pub fingerprint: &'a str,
+    /// `PSS` or `PKCS1v15`.
+    pub scheme: String,
+    /// The RPMs.
+    pub rpms: Vec<RpmReport<'a>>,
+}
+
+/// One RPM of a [`PatchReport`].
+#[derive(Serialize)]
+pub struct RpmReport<'a> {
+    /// File name.
+    pub file_name: &'a str,
+    /// Package name.
+    pub name: &'a str,
+    /// `[epoch:]version-release`.
+    pub evr: String,
+    /// Architecture.
+    pub arch: &'a str,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: &'a str,
+}
+
+impl<'a> PatchReport<'a> {
+    /// Builds the report of a verified patch.
+    pub fn new(patch: &'a VerifiedPatch) -> Self {
+        PatchReport {
+            metadata: &patch.metadata,
+            signed_by: &patch.signer.name,
+            fingerprint: &patch.signer.fingerprint,
+            scheme: scheme_name(patch.signer.scheme).to_owned(),
+            rpms: patch
+                .rpms
+                .iter()
+                .map(|r| RpmReport {
+                    file_name: &r.file_name,
+                    name: &r.info.name,
+                    evr: r.info.evr.to_string(),
+                    arch: &r.info.arch,
+                    size: r.size,
+                    sha256: &r.sha256,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The text form of a verified patch, field by field as `sw-patch show` lays them out.
+pub fn describe_patch(patch: &VerifiedPatch) -> String {
+    let m = &patch.metadata;
+    let mut out = String::new();
+    let yn = |b: bool| if b { "Y" } else { "N" };
+    let _ = writeln!(out, "{}:", m.id);
+    let field = |out: &mut String, name: &str, value: &str| {
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or("");
+        // The original `sw-patch show` layout: "    {label:<15} value", continuation lines
+        // indented to the value column.
+        let _ = writeln!(out, "    {:<15} {first}", format!("{name}:"));
+        for line in lines {
+            let _ = writeln!(out, "{:20}{line}", "");
+        }
+    };
+    field(&mut out, "Release", &m.sw_version);
+    field(&mut out, "Status", m.status.as_str());
+    field(&mut out, "Unremovable", yn(m.unremovable));
+    field(&mut out, "RR", yn(m.reboot_required));
+    field(&mut out, "Active Release", yn(m.apply_active_release_only));
+    if !m.summary.is_empty() {
+        field(&mut out, "Summary", &m.summary);
+    }
+    if !m.description.is_empty() {
+        field(&mut out, "Description", &m.description);
+    }
+    if !m.install_instructions.is_empty() {
+        field(&mut out, "Install Instr", &m.install_instructions);
+    }
+    if !m.warnings.is_empty() {
+        field(&mut out, "Warnings", &m.warnings);
+    }
+    if !m.requires.is_empty() {
+        let requires: Vec<&str> = m.requires.iter().map(String::as_str).collect();
+        field(&mut out, "Requires", &requires.join("\n"));
+    }
+    if !m.personalities.is_empty() {
+        let lines: Vec<String> = m
+            .personalities
+            .iter()
+            .map(|(personality, packages)| {
+                let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+                format!("{personality}: {}", packages.join(" "))
+            })
+            .collect();
+        field(&mut out, "New Packages", &lines.join("\n"));
+    }
+    if !m.semantics.is_empty() {
+        let actions: Vec<&str> = m.semantics.iter().map(|a| a.as_str()).collect();
+        field(&mut out, "Semantics", &actions.join("\n"));
+    }
+    if let Some(script) = &m.restart_script {
+        field(&mut out, "Restart Script", &script.name);
+    }
+    let contents: Vec<String> = patch
+        .rpms
+        .iter()
+        .map(|r| format!("{} ({} bytes)", r.file_name, r.size))
+        .collect();
+    field(&mut out, "Contents", &contents.join("\n"));
+    field(
+        &mut out,
+        "Signed By",
+        &format!(
+            "{} ({}, {})",
+            patch.signer.name,
+            patch.signer.fingerprint,
+            scheme_name(patch.signer.scheme)
+        ),
+    );
+    out
+}
+
+/// `PSS` or `PKCS1v15`.
+pub fn scheme_name(scheme: patch_sign::SignatureScheme) -> &'static str {
+    match scheme {
+        patch_sign::SignatureScheme::Pss => "PSS",
+        patch_sign::SignatureScheme::Pkcs1v15 => "PKCS1v15",
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test suite, as the README names it: installs the system tools the tests call (when
+# missing), then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v openssl >/dev/null || need+=(openssl)   # makes X.509 test certificates
+command -v tar >/dev/null || need+=(tar)           # GNU tar reads our patches in tests
+command -v gzip >/dev/null || need+=(gzip)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+cargo test --workspace --locked "$@"
