@@ -38,6 +38,11 @@ impl Keyring {
         }
     }
 
+    /// Adds a trusted key (revocations still apply to it).
+    pub fn trust(&mut self, name: String, key: PublicKey) {
+        self.trusted.push((name, key));
+    }
+
     /// Adds a revoked key.
     pub fn revoke(&mut self, name: String, key: PublicKey) {
         self.revoked.push((name, key));

@@ -43,16 +43,9 @@ fn main() -> ExitCode {
             Some(dir) => Keyring::load(dir)
                 .with_context(|| format!("loading the keyring {}", dir.display()))?,
             None => {
-                let mut ring = match Keyring::load(&default_keyring_dir()) {
-                    Ok(ring) => ring,
-                    Err(_) => Keyring::default(),
-                };
-                ring = Keyring::from_keys(
-                    ring.trusted()
-                        .map(|(n, k)| (n.to_owned(), k.clone()))
-                        .chain([("signing key".to_owned(), key.public_key())])
-                        .collect(),
-                );
+                // The default keyring (if any) plus the signing key itself.
+                let mut ring = Keyring::load(&default_keyring_dir()).unwrap_or_default();
+                ring.trust("signing key".to_owned(), key.public_key());
                 ring
             }
         };
