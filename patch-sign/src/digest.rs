@@ -167,6 +167,24 @@ impl<R: Read> Read for DigestingReader<'_, R> {
     }
 }
 
+/// SHA-256 and length of everything `reader` yields, in one pass.
+pub fn sha256_of(mut reader: impl Read) -> io::Result<(u64, [u8; 32])> {
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, sha.finalize().into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

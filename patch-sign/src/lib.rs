@@ -36,7 +36,9 @@ mod keys;
 mod md5sig;
 mod v2;
 
-pub use digest::{DigestingReader, DigestingWriter, InnerDigestSums, InnerDigests, MemberDigest};
+pub use digest::{
+    DigestingReader, DigestingWriter, InnerDigestSums, InnerDigests, MemberDigest, sha256_of,
+};
 pub use error::SignError;
 pub use keyring::{Keyring, SignerIdentity};
 pub use keys::{KeyBits, PrivateKey, PublicKey};

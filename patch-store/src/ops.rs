@@ -1,0 +1,626 @@
+//! The patching operations, with the original's rules and messages (reference §7).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use patch_format::{Evr, PatchReader, SemanticAction, Status};
+
+use crate::journal::Journal;
+use crate::semantic::run_semantic_checks;
+use crate::store::Store;
+use crate::{Outcome, PackageRecord, RepoState, StoreError, fsutil};
+
+/// Options of `apply` and `remove`.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeOptions {
+    /// Skip the pre-apply / pre-remove semantic checks (`--skip-semantic`).
+    pub skip_semantic: bool,
+    /// Remove even unremovable patches (`--removeunremovable`).
+    pub remove_unremovable: bool,
+    /// Remove even if applications depend on the patch (`--skipappcheck`).
+    pub skip_app_check: bool,
+    /// Current patch states, passed to semantic scripts as `-p ID=state`.
+    pub patch_states: BTreeMap<String, String>,
+}
+
+/// What a commit would do (dry run) or did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitPlan {
+    /// The patches committed (the closure of `requires`).
+    pub patches: Vec<String>,
+    /// RPM files removed as superseded.
+    pub superseded: Vec<String>,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+impl Store {
+    /// Imports an uploaded `.patch` file. `file_name` is the name the user gave it (the
+    /// original takes the patch ID from it); it must agree with the metadata's `<id>`.
+    pub fn import(&mut self, path: &Path, file_name: &str) -> Result<Outcome, StoreError> {
+        let base = Path::new(file_name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file_id = base.strip_suffix(".patch").unwrap_or(&base).to_owned();
+        let mut outcome = Outcome::default();
+
+        if let Some(existing) = self.patches.get(&file_id)
+            && existing.repo_state == RepoState::Committed
+        {
+            outcome.info(format!("{file_id} is committed. Metadata not updated"));
+            return Ok(outcome);
+        }
+        if !self.patches.contains_key(&file_id) && !base.ends_with(".patch") {
+            return Err(StoreError::refused(format!(
+                "File must end in .patch extension: {base}"
+            )));
+        }
+        let tmp = self.root().join("tmp");
+        let patch = PatchReader::new(&self.config.keyring)
+            .limits(self.config.limits.clone())
+            .temp_root(&tmp)
+            .read_file(path)
+            .map_err(|e| StoreError::Validation {
+                id: file_id.clone(),
+                reason: validation_reason(&e),
+            })?;
+        let meta = &patch.metadata;
+        if meta.id != file_id {
+            return Err(StoreError::Validation {
+                id: file_id.clone(),
+                reason: format!(
+                    "the file name says {file_id} but the patch metadata says {}: rename the file {}.patch",
+                    meta.id, meta.id
+                ),
+            });
+        }
+        let id = meta.id.clone();
+
+        // Known ID: a metadata-only re-import.
+        if let Some(existing) = self.patches.get(&id) {
+            if existing.metadata.contents != meta.contents {
+                return Err(StoreError::refused(format!(
+                    "Contents of {id} do not match re-imported patch"
+                )));
+            }
+            let state = existing.repo_state;
+            let xml = patch_format::metadata_xml(meta);
+            fsutil::atomic_write(&self.metadata_abs(state, &id), xml.as_bytes())?;
+            self.finish(Journal::Transition {
+                moves: Vec::new(),
+                remove: Vec::new(),
+                counter: self.next_counter(),
+            })?;
+            outcome.info(format!("{id} is already imported. Updated metadata only"));
+            return Ok(outcome);
+        }
+
+        let release = meta.sw_version.clone();
+        if !self.release_installed(&release) {
+            return Err(StoreError::refused(format!(
+                "Patch {id} software release ({release}) is not installed"
+            )));
+        }
+        let feed = self.feed_index(&release)?;
+        let mut records = Vec::new();
+        for rpm in &patch.rpms {
+            if !rpm
+                .info
+                .arch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::Validation {
+                    id: id.clone(),
+                    reason: format!(
+                        "{} has an invalid architecture {:?}",
+                        rpm.file_name, rpm.info.arch
+                    ),
+                });
+            }
+            for base_pkg in feed
+                .packages
+                .iter()
+                .filter(|p| p.name == rpm.info.name && p.arch == rpm.info.arch)
+            {
+                let base_evr = Evr::new(base_pkg.epoch, &base_pkg.version, &base_pkg.release);
+                if rpm.info.evr <= base_evr {
+                    return Err(StoreError::refused(format!(
+                        "RPM {} in patch {id} must be higher version than original ({base_evr})",
+                        rpm.file_name
+                    )));
+                }
+            }
+            for other in self.patches.values() {
+                if other.metadata.sw_version != release {
+                    continue;
+                }
+                if other.packages.iter().any(|p| {
+                    p.file_name == rpm.file_name
+                        || (p.name == rpm.info.name
+                            && p.arch == rpm.info.arch
+                            && p.evr() == rpm.info.evr)
+                }) {
+                    return Err(StoreError::refused(format!(
+                        "Patch {id} contains rpm {}, which is already provided by patch {}",
+                        rpm.file_name, other.metadata.id
+                    )));
+                }
+            }
+            records.push(PackageRecord {
+                file_name: rpm.file_name.clone(),
+                name: rpm.info.name.clone(),
+                epoch: rpm.info.evr.epoch,
+                version: rpm.info.evr.version.clone(),
+                release: rpm.info.evr.release.clone(),
+                arch: rpm.info.arch.clone(),
+                size: rpm.size,
+                sha256: rpm.sha256.clone(),
+            });
+        }
+
+        // Journal first: if we crash before the metadata file exists, every file below is
+        // removed again on restart.
+        let mut files: Vec<String> = records
+            .iter()
+            .map(|r| format!("packages/{release}/{}", r.file_name))
+            .collect();
+        for action in patch.semantics.keys() {
+            files.push(format!("semantics/{}/{id}", action.as_str()));
+        }
+        if let Some(script) = &meta.restart_script {
+            files.push(format!("patch-scripts/{}", script.name));
+        }
+        files.push(format!("patches/{id}.json"));
+        let journal = Journal::Import {
+            metadata_file: Store::metadata_rel(RepoState::Available, &id),
+            files,
+            counter: self.next_counter(),
+        };
+        journal.write(self.root())?;
+
+        for rpm in &patch.rpms {
+            fsutil::rename(&rpm.path, &self.package_path(&release, &rpm.file_name))?;
+        }
+        for (action, script) in &patch.semantics {
+            let dst = self
+                .root()
+                .join("semantics")
+                .join(action.as_str())
+                .join(&id);
+            set_mode(script, 0o544)?;
+            fsutil::rename(script, &dst)?;
+        }
+        if let (Some(script), Some(path)) = (&meta.restart_script, &patch.restart_script) {
+            set_mode(path, 0o700)?;
+            fsutil::rename(path, &self.root().join("patch-scripts").join(&script.name))?;
+        }
+        let info = serde_json::to_vec_pretty(&records)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode package records: {e}")))?;
+        fsutil::atomic_write(
+            &self.root().join("patches").join(format!("{id}.json")),
+            &info,
+        )?;
+        // The commit point.
+        let xml = patch_format::metadata_xml(meta);
+        fsutil::atomic_write(
+            &self.metadata_abs(RepoState::Available, &id),
+            xml.as_bytes(),
+        )?;
+        self.finish(journal)?;
+        outcome.info(format!("{id} is now available"));
+        Ok(outcome)
+    }
+
+    fn require_known(&self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            if !self.patches.contains_key(id) {
+                return Err(StoreError::refused(format!("Patch {id} does not exist")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies patches (puts them in the software repository). `ids` empty with `all` set:
+    /// every Available patch.
+    pub fn apply(
+        &mut self,
+        ids: &[String],
+        all: bool,
+        options: &ChangeOptions,
+    ) -> Result<Outcome, StoreError> {
+        let ids: Vec<String> = if all {
+            self.patches
+                .values()
+                .filter(|p| p.repo_state == RepoState::Available)
+                .map(|p| p.metadata.id.clone())
+                .collect()
+        } else {
+            dedup(ids)
+        };
+        self.require_known(&ids)?;
+        let targets: BTreeSet<&String> = ids.iter().collect();
+        for id in &ids {
+            let p = &self.patches[id];
+            if p.metadata.sw_version != self.config.running_release
+                && p.metadata.apply_active_release_only
+            {
+                return Err(StoreError::refused(format!(
+                    "{id} cannot be applied in an upgrade"
+                )));
+            }
+        }
+        // Requires: every required patch must exist and be in the repo (or applied now).
+        let mut missing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for id in &ids {
+            for req in &self.patches[id].metadata.requires {
+                if targets.contains(req) {
+                    continue;
+                }
+                let ok = self
+                    .patches
+                    .get(req)
+                    .is_some_and(|r| r.repo_state.in_repo());
+                if !ok {
+                    missing.entry(req.clone()).or_default().insert(id.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let lines: Vec<String> = missing
+                .iter()
+                .map(|(req, by)| format!("{req} is required by: {}", join(by)))
+                .collect();
+            return Err(StoreError::refused(lines.join("\n")));
+        }
+        if !options.skip_semantic {
+            for id in &ids {
+                if self.patches[id].repo_state == RepoState::Available {
+                    run_semantic_checks(
+                        self.root(),
+                        SemanticAction::PreApply,
+                        id,
+                        &options.patch_states,
+                    )?;
+                }
+            }
+        }
+        let mut outcome = Outcome::default();
+        let mut moves = Vec::new();
+        for id in &ids {
+            let state = self.patches[id].repo_state;
+            if state.in_repo() {
+                outcome.info(format!("{id} is already in the repo"));
+            } else {
+                moves.push((id.clone(), RepoState::Available, RepoState::Applied));
+                outcome.info(format!("{id} is now in the repo"));
+            }
+        }
+        if !moves.is_empty() {
+            self.finish(Journal::Transition {
+                moves,
+                remove: Vec::new(),
+                counter: self.next_counter(),
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes patches from the software repository.
+    pub fn remove(
+        &mut self,
+        ids: &[String],
+        options: &ChangeOptions,
+    ) -> Result<Outcome, StoreError> {
+        let ids = dedup(ids);
+        self.require_known(&ids)?;
+        let mut outcome = Outcome::default();
+        for id in &ids {
+            let p = &self.patches[id];
+            if p.metadata.unremovable {
+                if options.remove_unremovable {
+                    outcome.warn(format!("Patch {id} is not removable"));
+                } else {
+                    return Err(StoreError::refused(format!("Patch {id} is not removable")));
+                }
+            }
+            if p.repo_state == RepoState::Committed {
+                return Err(StoreError::refused(format!(
+                    "Patch {id} is committed and cannot be removed"
+                )));
+            }
+        }
+        let targets: BTreeSet<&String> = ids.iter().collect();
+        let mut lines = Vec::new();
+        for id in &ids {
+            let by: BTreeSet<String> = self
+                .patches
+                .values()
+                .filter(|p| {
+                    !targets.contains(&p.metadata.id)
+                        && p.repo_state.in_repo()
+                        && p.metadata.requires.contains(id)
+                })
+                .map(|p| p.metadata.id.clone())
+                .collect();
+            if !by.is_empty() {
+                lines.push(format!("{id} is required by: {}", join(&by)));
+            }
+        }
+        if !lines.is_empty() {
+            return Err(StoreError::refused(lines.join("\n")));
+        }
+        if !options.skip_app_check {
+            let mut lines = Vec::new();
+            for id in &ids {
+                let apps: BTreeSet<String> = self
+                    .app_deps
+                    .iter()
+                    .filter(|(_, patches)| patches.contains(id))
+                    .map(|(app, _)| app.clone())
+                    .collect();
+                if !apps.is_empty() {
+                    lines.push(format!(
+                        "{id} is required by application(s): {}",
+                        join(&apps)
+                    ));
+                }
+            }
+            if !lines.is_empty() {
+                return Err(StoreError::refused(lines.join("\n")));
+            }
+        }
+        if !options.skip_semantic {
+            for id in &ids {
+                if self.patches[id].repo_state.in_repo() {
+                    run_semantic_checks(
+                        self.root(),
+                        SemanticAction::PreRemove,
+                        id,
+                        &options.patch_states,
+                    )?;
+                }
+            }
+        }
+        let mut moves = Vec::new();
+        for id in &ids {
+            if self.patches[id].repo_state == RepoState::Available {
+                outcome.info(format!("{id} is not in the repo"));
+            } else {
+                moves.push((id.clone(), RepoState::Applied, RepoState::Available));
+                outcome.info(format!("{id} has been removed from the repo"));
+            }
+        }
+        if !moves.is_empty() {
+            self.finish(Journal::Transition {
+                moves,
+                remove: Vec::new(),
+                counter: self.next_counter(),
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes Available patches from the store. `patch_states` are the derived states; a
+    /// patch must be Available (or n/a) there too.
+    pub fn delete(
+        &mut self,
+        ids: &[String],
+        patch_states: &BTreeMap<String, String>,
+    ) -> Result<Outcome, StoreError> {
+        let ids = dedup(ids);
+        self.require_known(&ids)?;
+        for id in &ids {
+            let state_ok = patch_states
+                .get(id)
+                .is_none_or(|s| s == "Available" || s == "n/a");
+            if self.patches[id].repo_state != RepoState::Available || !state_ok {
+                return Err(StoreError::refused(format!(
+                    "Patch {id} not in Available state"
+                )));
+            }
+        }
+        let mut remove = Vec::new();
+        let mut outcome = Outcome::default();
+        for id in &ids {
+            let p = &self.patches[id];
+            remove.push(Store::metadata_rel(RepoState::Available, id));
+            remove.push(format!("patches/{id}.json"));
+            for pkg in &p.packages {
+                remove.push(format!(
+                    "packages/{}/{}",
+                    p.metadata.sw_version, pkg.file_name
+                ));
+            }
+            for action in SemanticAction::ALL {
+                remove.push(format!("semantics/{}/{id}", action.as_str()));
+            }
+            if let Some(script) = &p.metadata.restart_script {
+                remove.push(format!("patch-scripts/{}", script.name));
+            }
+            outcome.info(format!("{id} has been deleted"));
+        }
+        self.finish(Journal::Remove {
+            remove,
+            counter: self.next_counter(),
+        })?;
+        Ok(outcome)
+    }
+
+    /// Plans a commit of `ids` and everything they require (recursively): every patch in the
+    /// system must be REL and the whole closure Applied (or already Committed).
+    pub fn commit_plan(
+        &self,
+        ids: &[String],
+        patch_states: &BTreeMap<String, String>,
+    ) -> Result<CommitPlan, StoreError> {
+        let ids = dedup(ids);
+        self.require_known(&ids)?;
+        let not_rel: Vec<String> = self
+            .patches
+            .values()
+            .filter(|p| p.metadata.status != Status::Released)
+            .map(|p| p.metadata.id.clone())
+            .collect();
+        if !not_rel.is_empty() {
+            return Err(StoreError::refused(format!(
+                "A commit cannot be performed with non-REL status patches in the system:\n{}",
+                not_rel.join("\n")
+            )));
+        }
+        let closure = self.dependency_closure(&ids, true)?;
+        let not_applied: Vec<String> = closure
+            .iter()
+            .filter(|id| {
+                let p = &self.patches[*id];
+                let derived = patch_states.get(*id).map(String::as_str);
+                let ok = match p.repo_state {
+                    RepoState::Committed => true,
+                    RepoState::Applied => derived.is_none_or(|s| s == "Applied" || s == "n/a"),
+                    RepoState::Available => false,
+                };
+                !ok
+            })
+            .cloned()
+            .collect();
+        if !not_applied.is_empty() {
+            return Err(StoreError::refused(format!(
+                "The following patches are not applied and cannot be committed:\n{}",
+                not_applied.join("\n")
+            )));
+        }
+        // Superseded: among all committed patches after this commit, every lower version of a
+        // (release, name, arch).
+        let committed: Vec<&crate::PatchRecord> = self
+            .patches
+            .values()
+            .filter(|p| p.repo_state == RepoState::Committed || closure.contains(&p.metadata.id))
+            .collect();
+        let mut best: BTreeMap<(String, String, String), Evr> = BTreeMap::new();
+        for p in &committed {
+            for pkg in &p.packages {
+                let key = (
+                    p.metadata.sw_version.clone(),
+                    pkg.name.clone(),
+                    pkg.arch.clone(),
+                );
+                let evr = pkg.evr();
+                if best.get(&key).is_none_or(|b| evr > *b) {
+                    best.insert(key, evr);
+                }
+            }
+        }
+        let mut plan = CommitPlan {
+            patches: closure.iter().cloned().collect(),
+            ..CommitPlan::default()
+        };
+        for p in &committed {
+            for pkg in &p.packages {
+                let key = (
+                    p.metadata.sw_version.clone(),
+                    pkg.name.clone(),
+                    pkg.arch.clone(),
+                );
+                if best.get(&key).is_some_and(|b| pkg.evr() < *b)
+                    && self
+                        .package_path(&p.metadata.sw_version, &pkg.file_name)
+                        .exists()
+                {
+                    plan.superseded.push(format!(
+                        "packages/{}/{}",
+                        p.metadata.sw_version, pkg.file_name
+                    ));
+                    plan.bytes_freed += pkg.size;
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Commits: the plan's patches move to committed, superseded RPMs are deleted. Irreversible.
+    pub fn commit(
+        &mut self,
+        ids: &[String],
+        patch_states: &BTreeMap<String, String>,
+    ) -> Result<(CommitPlan, Outcome), StoreError> {
+        let plan = self.commit_plan(ids, patch_states)?;
+        let moves = plan
+            .patches
+            .iter()
+            .filter(|id| self.patches[*id].repo_state == RepoState::Applied)
+            .map(|id| (id.clone(), RepoState::Applied, RepoState::Committed))
+            .collect();
+        self.finish(Journal::Transition {
+            moves,
+            remove: plan.superseded.clone(),
+            counter: self.next_counter(),
+        })?;
+        let mut outcome = Outcome::default();
+        outcome.info("The patches have been committed.");
+        Ok((plan, outcome))
+    }
+
+    /// Records which patches an application depends on; an empty list removes the entry.
+    pub fn report_app_dependencies(&mut self, app: &str, ids: &[String]) -> Result<(), StoreError> {
+        if app.is_empty() {
+            return Err(StoreError::refused(
+                "An application name is required (app=NAME)",
+            ));
+        }
+        let mut deps = self.app_deps.clone();
+        if ids.is_empty() {
+            deps.remove(app);
+        } else {
+            deps.insert(app.to_owned(), ids.iter().cloned().collect());
+        }
+        self.write_app_deps(&deps)?;
+        self.app_deps = deps;
+        Ok(())
+    }
+
+    /// `is_applied`: every ID exists and `state_of` says Applied.
+    pub fn all_in_state(
+        &self,
+        ids: &[String],
+        wanted: &str,
+        state_of: impl Fn(&str) -> String,
+    ) -> bool {
+        !ids.is_empty()
+            && ids
+                .iter()
+                .all(|id| self.patches.contains_key(id) && state_of(id) == wanted)
+    }
+}
+
+fn validation_reason(e: &patch_format::FormatError) -> String {
+    match e {
+        // The original's wording on the first line; why, on the next.
+        patch_format::FormatError::Signature(detail) => {
+            format!("Signature check failed\n{detail}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(StoreError::io(path))
+}
+
+fn dedup(ids: &[String]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    ids.iter()
+        .filter(|id| seen.insert((*id).clone()))
+        .cloned()
+        .collect()
+}
+
+pub(crate) fn join(items: &BTreeSet<String>) -> String {
+    items
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
