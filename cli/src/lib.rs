@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use patch_format::VerifiedPatch;
 use serde::Serialize;
 
+pub mod client;
+
 /// `--format`: human tables or JSON for machines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -100,16 +102,7 @@ pub fn describe_patch(patch: &VerifiedPatch) -> String {
     let mut out = String::new();
     let yn = |b: bool| if b { "Y" } else { "N" };
     let _ = writeln!(out, "{}:", m.id);
-    let field = |out: &mut String, name: &str, value: &str| {
-        let mut lines = value.lines();
-        let first = lines.next().unwrap_or("");
-        // The original `sw-patch show` layout: "    {label:<15} value", continuation lines
-        // indented to the value column.
-        let _ = writeln!(out, "    {:<15} {first}", format!("{name}:"));
-        for line in lines {
-            let _ = writeln!(out, "{:20}{line}", "");
-        }
-    };
+    let field = write_field;
     field(&mut out, "Release", &m.sw_version);
     field(&mut out, "Status", m.status.as_str());
     field(&mut out, "Unremovable", yn(m.unremovable));
@@ -173,5 +166,16 @@ pub fn scheme_name(scheme: patch_sign::SignatureScheme) -> &'static str {
     match scheme {
         patch_sign::SignatureScheme::Pss => "PSS",
         patch_sign::SignatureScheme::Pkcs1v15 => "PKCS1v15",
+    }
+}
+
+/// One field in the original `sw-patch show` layout: `    {label:<15} value`, further lines
+/// indented to the value column.
+pub fn write_field(out: &mut String, name: &str, value: &str) {
+    let mut lines = value.lines();
+    let first = lines.next().unwrap_or("");
+    let _ = writeln!(out, "    {:<15} {first}", format!("{name}:"));
+    for line in lines {
+        let _ = writeln!(out, "{:20}{line}", "");
     }
 }

@@ -1,4 +1,144 @@
-//! The controller daemon as a library: the patching REST API, orchestration API, inventory,
-//! agent endpoint and the software repository served to hosts.
+//! The controller daemon as a library.
 //!
-//! Not built yet: see the "Patch repository" and "Hosts" issues.
+//! [`Controller::start`] opens the patch store and serves the patching REST API — the
+//! original's `/v1/<action>/<ids…>` (and `/patch/…`) paths, query-string options and JSON
+//! shapes, so that both `sw-patch` and the original Python client drive it — on a loopback
+//! listener without authentication and, optionally, an authenticated listener that requires
+//! `X-Auth-Token`.
+//!
+//! Mutations are serialized on one store; queries answer from a snapshot that is replaced
+//! after every mutation, so a long upload or import never blocks them.
+#![forbid(unsafe_code)]
+
+mod api;
+mod config;
+mod json;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{ConfigError, ControllerConfig};
+use patch_store::{Store, StoreConfig, StoreError};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The keyring could not be loaded.
+    #[error("keyring: {0}")]
+    Keyring(#[from] patch_sign::SignError),
+    /// The store could not be opened.
+    #[error("patch store: {0}")]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+/// A running controller: its bound addresses and a way to stop it.
+pub struct Controller {
+    /// Address of the unauthenticated patching API.
+    pub api_addr: SocketAddr,
+    /// Address of the authenticated patching API, if enabled.
+    pub auth_api_addr: Option<SocketAddr>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Opens the store (recovering from any crash) and starts serving. Binding port 0 picks a
+    /// free port; the chosen addresses are in the result.
+    pub async fn start(config: ControllerConfig) -> Result<Controller, StartError> {
+        config.validate()?;
+        let keyring = match &config.keyring {
+            Some(dir) => patch_sign::Keyring::load(dir)?,
+            None => patch_sign::Keyring::default(),
+        };
+        let store_config = StoreConfig {
+            root: config.state_dir.clone(),
+            running_release: config.release.clone(),
+            keyring,
+            limits: config.limits(),
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(store_config))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
+        let app = Arc::new(state::App::new(store, config.clone()));
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let api = bind(&config.listen).await?;
+        let api_addr = api.local_addr().map_err(|e| StartError::Bind {
+            addr: config.listen.clone(),
+            source: e,
+        })?;
+        tasks.push(serve(api, api::router(app.clone(), None), rx.clone()));
+
+        let auth_api_addr = match &config.auth_listen {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| StartError::Bind {
+                    addr: addr.clone(),
+                    source: e,
+                })?;
+                let tokens = Arc::new(config.auth_tokens()?);
+                tasks.push(serve(
+                    listener,
+                    api::router(app.clone(), Some(tokens)),
+                    rx.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
+        tracing::info!(%api_addr, ?auth_api_addr, release = %config.release, "controller started");
+        Ok(Controller {
+            api_addr,
+            auth_api_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops serving (in-flight requests finish) and waits for the servers to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr: addr.to_owned(),
+        source: e,
+    })
+}
+
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("server error: {e}");
+        }
+    })
+}

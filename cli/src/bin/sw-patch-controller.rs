@@ -1,0 +1,133 @@
+//! `sw-patch-controller`: the controller daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use controller::{Controller, ControllerConfig};
+
+/// The stx-patch controller: keeps the patch store and the software repository, and serves
+/// the patching REST API.
+#[derive(Parser, Debug)]
+#[command(name = "sw-patch-controller", version)]
+struct Args {
+    /// TOML configuration file; flags override its values
+    #[arg(long, env = "STX_PATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State directory (patches, packages, repositories)
+    #[arg(long, env = "STX_PATCH_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Directory of trusted public keys/certificates for uploads
+    #[arg(long, env = "STX_PATCH_KEYRING", value_name = "DIR")]
+    keyring: Option<PathBuf>,
+    /// The running release, e.g. 19.01
+    #[arg(long, env = "STX_PATCH_RELEASE")]
+    release: Option<String>,
+    /// Unauthenticated patching API address [default: 127.0.0.1:5487]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Authenticated patching API address (X-Auth-Token), e.g. 0.0.0.0:5491
+    #[arg(long, value_name = "ADDR")]
+    auth_listen: Option<String>,
+    /// File of accepted API tokens, one per line
+    #[arg(long, value_name = "FILE")]
+    auth_tokens_file: Option<PathBuf>,
+    /// Largest accepted upload in bytes
+    #[arg(long, value_name = "BYTES")]
+    max_upload_bytes: Option<u64>,
+    /// Print the bound addresses as JSON on stdout once listening (for scripts and tests)
+    #[arg(long)]
+    print_addresses: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STX_PATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    stx_patch_cli::run(|| {
+        let args = Args::parse();
+        let config = config_from(args.config.as_deref(), &args)?;
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(async {
+            let controller = Controller::start(config).await?;
+            if args.print_addresses {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "api": controller.api_addr.to_string(),
+                        "auth_api": controller.auth_api_addr.map(|a| a.to_string()),
+                    })
+                );
+            }
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            controller.stop().await;
+            Ok(())
+        })
+    })
+}
+
+fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<ControllerConfig> {
+    let mut config = match file {
+        Some(path) => ControllerConfig::from_file(path)?,
+        None => {
+            let state_dir = args
+                .state_dir
+                .clone()
+                .context("--state-dir is required (or state_dir in --config)")?;
+            let release = args
+                .release
+                .clone()
+                .context("--release is required (or release in --config)")?;
+            ControllerConfig::new(state_dir, release)
+        }
+    };
+    if let Some(v) = &args.state_dir {
+        config.state_dir = v.clone();
+    }
+    if let Some(v) = &args.release {
+        config.release = v.clone();
+    }
+    if let Some(v) = &args.keyring {
+        config.keyring = Some(v.clone());
+    }
+    if let Some(v) = &args.listen {
+        config.listen = v.clone();
+    }
+    if let Some(v) = &args.auth_listen {
+        config.auth_listen = Some(v.clone());
+    }
+    if let Some(v) = &args.auth_tokens_file {
+        config.auth_tokens_file = Some(v.clone());
+    }
+    if let Some(v) = args.max_upload_bytes {
+        config.max_upload_bytes = v;
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,621 @@
+//! `sw-patch`: the patching command-line client.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use stx_patch_cli::client::{ApiClient, print_outcome};
+use stx_patch_cli::{OutputFormat, run, write_field};
+
+/// Manage software patches on a StarlingX system through the controller's patching API.
+#[derive(Parser, Debug)]
+#[command(name = "sw-patch", version)]
+struct Args {
+    /// Patching API URL
+    #[arg(
+        long,
+        global = true,
+        env = "SW_PATCH_URL",
+        default_value = "http://127.0.0.1:5487"
+    )]
+    url: String,
+    /// API token (sent as X-Auth-Token)
+    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
+    token: Option<String>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t)]
+    format: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload patch files to the patch store
+    Upload {
+        /// .patch files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Upload every *.patch in directories (paths on the controller)
+    UploadDir {
+        /// Directories
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Apply patches (put them in the software repository)
+    Apply {
+        /// Patch IDs
+        ids: Vec<String>,
+        /// Apply every available patch
+        #[arg(long)]
+        all: bool,
+        /// Skip the pre-apply semantic checks
+        #[arg(long)]
+        skip_semantic: bool,
+    },
+    /// Remove patches from the software repository
+    Remove {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Skip the application dependency check
+        #[arg(long)]
+        skipappcheck: bool,
+        /// Skip the pre-remove semantic checks
+        #[arg(long)]
+        skip_semantic: bool,
+        /// Remove unremovable patches too
+        #[arg(long, hide = true)]
+        removeunremovable: bool,
+    },
+    /// Delete available patches from the patch store
+    Delete {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List patches
+    Query {
+        /// all, available, applied or committed
+        #[arg(default_value = "all", value_parser = ["all", "available", "applied", "committed"])]
+        which: String,
+        /// Only patches for this release
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Show patch details
+    Show {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List the patches that require the given ones
+    WhatRequires {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List the patches the given ones require
+    QueryDependencies {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Follow requirements transitively
+        #[arg(long)]
+        recursive: bool,
+    },
+    /// Whether all the given patches are applied
+    IsApplied {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Whether all the given patches are available
+    IsAvailable {
+        /// Patch IDs
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Commit patches (irreversible): they can no longer be removed
+    Commit {
+        /// Patch IDs (their requirements are committed too)
+        ids: Vec<String>,
+        /// Commit every patch of the release
+        #[arg(long)]
+        all: bool,
+        /// Release for --all (default: the running release)
+        #[arg(long)]
+        release: Option<String>,
+        /// Only report what would be committed and freed
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Record that an application depends on patches (no IDs: forget the application)
+    ReportAppDependencies {
+        /// Patch IDs
+        ids: Vec<String>,
+        /// Application name
+        #[arg(long, required = true)]
+        app: String,
+    },
+    /// List application dependencies on patches
+    QueryAppDependencies,
+    /// Import a release's base load
+    InitRelease {
+        /// Release, e.g. 19.01
+        release: String,
+        /// Directory of the base load's RPMs (on the controller)
+        #[arg(long)]
+        feed: Option<PathBuf>,
+    },
+    /// Delete a release (not the running one)
+    DelRelease {
+        /// Release
+        release: String,
+    },
+}
+
+fn main() -> ExitCode {
+    run(|| {
+        let args = Args::parse();
+        let client = ApiClient::new(&args.url, args.token.clone())?;
+        let json = args.format == OutputFormat::Json;
+        let failed = match args.command {
+            Command::Upload { files } => {
+                let mut failed = false;
+                for file in dedup(files) {
+                    let value = client.upload(&file)?;
+                    failed |= emit(&value, json);
+                }
+                failed
+            }
+            Command::UploadDir { dirs } => {
+                let query: Vec<(&str, String)> = dirs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let abs = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+                        (
+                            DIR_KEYS.get(i).copied().unwrap_or("dir"),
+                            abs.to_string_lossy().into_owned(),
+                        )
+                    })
+                    .collect();
+                emit(&client.post("upload_dir", &[], &query)?, json)
+            }
+            Command::Apply {
+                mut ids,
+                all,
+                skip_semantic,
+            } => {
+                if all {
+                    ids.push("--all".into());
+                } else if ids.is_empty() {
+                    bail!("give patch IDs or --all");
+                }
+                emit(
+                    &client.post(
+                        "apply",
+                        &ids,
+                        &yes_flags(&[("skip-semantic", skip_semantic)]),
+                    )?,
+                    json,
+                )
+            }
+            Command::Remove {
+                ids,
+                skipappcheck,
+                skip_semantic,
+                removeunremovable,
+            } => emit(
+                &client.post(
+                    "remove",
+                    &ids,
+                    &yes_flags(&[
+                        ("skipappcheck", skipappcheck),
+                        ("skip-semantic", skip_semantic),
+                        ("removeunremovable", removeunremovable),
+                    ]),
+                )?,
+                json,
+            ),
+            Command::Delete { ids } => emit(&client.post("delete", &ids, &[])?, json),
+            Command::Query { which, release } => {
+                let mut query = vec![("show", which)];
+                if let Some(r) = release {
+                    query.push(("release", r));
+                }
+                let value = client.get("query", &[], &query)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    print!("{}", query_table(&value));
+                }
+                false
+            }
+            Command::Show { ids } => {
+                let value = client.post("show", &ids, &[])?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    print!("{}", show_text(&value, &ids));
+                }
+                let error = value.get("error").and_then(Value::as_str).unwrap_or("");
+                if !error.is_empty() {
+                    eprint!("{error}");
+                }
+                !error.is_empty()
+            }
+            Command::WhatRequires { ids } => emit(&client.get("what_requires", &ids, &[])?, json),
+            Command::QueryDependencies { ids, recursive } => {
+                let value = client.get(
+                    "query_dependencies",
+                    &ids,
+                    &yes_flags(&[("recursive", recursive)]),
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    for id in value
+                        .get("patches")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        println!("{}", id.as_str().unwrap_or(""));
+                    }
+                }
+                let error = value.get("error").and_then(Value::as_str).unwrap_or("");
+                if !error.is_empty() {
+                    eprint!("{error}");
+                }
+                !error.is_empty()
+            }
+            Command::IsApplied { ids } => print_bool(&client.post("is_applied", &ids, &[])?, json),
+            Command::IsAvailable { ids } => {
+                print_bool(&client.post("is_available", &ids, &[])?, json)
+            }
+            Command::Commit {
+                ids,
+                all,
+                release,
+                dry_run,
+                yes,
+            } => commit(&client, ids, all, release, dry_run, yes, json)?,
+            Command::ReportAppDependencies { ids, app } => {
+                let value = client.post("report_app_dependencies", &ids, &[("app", app)])?;
+                if json {
+                    println!("{value}");
+                }
+                if value.as_bool() == Some(true) {
+                    false
+                } else {
+                    emit(&value, json)
+                }
+            }
+            Command::QueryAppDependencies => {
+                let value = client.post("query_app_dependencies", &[], &[])?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    print!("{}", app_table(&value));
+                }
+                false
+            }
+            Command::InitRelease { release, feed } => {
+                let mut query = Vec::new();
+                if let Some(feed) = feed {
+                    let abs = std::path::absolute(&feed).unwrap_or(feed);
+                    query.push(("feed", abs.to_string_lossy().into_owned()));
+                }
+                emit(&client.post("init_release", &[release], &query)?, json)
+            }
+            Command::DelRelease { release } => {
+                emit(&client.post("del_release", &[release], &[])?, json)
+            }
+        };
+        if failed {
+            bail!("the operation failed");
+        }
+        Ok(())
+    })
+}
+
+const DIR_KEYS: [&str; 16] = [
+    "dir0", "dir1", "dir2", "dir3", "dir4", "dir5", "dir6", "dir7", "dir8", "dir9", "dir10",
+    "dir11", "dir12", "dir13", "dir14", "dir15",
+];
+
+fn dedup(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut seen = std::collections::BTreeSet::new();
+    files
+        .into_iter()
+        .filter(|f| seen.insert(f.clone()))
+        .collect()
+}
+
+fn yes_flags(flags: &[(&'static str, bool)]) -> Vec<(&'static str, String)> {
+    flags
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(k, _)| (*k, "yes".to_owned()))
+        .collect()
+}
+
+/// Prints a `{info, warning, error}` result; returns whether it failed.
+fn emit(value: &Value, json: bool) -> bool {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+        return value
+            .get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| !e.is_empty());
+    }
+    print_outcome(value)
+}
+
+fn print_bool(value: &Value, json: bool) -> bool {
+    let b = value.as_bool().unwrap_or(false);
+    if json {
+        println!("{b}");
+    } else {
+        // The original client prints Python's bool.
+        println!("{}", if b { "True" } else { "False" });
+    }
+    false
+}
+
+/// The `Patch ID  RR  Release  Patch State` table, with a `Repo State` column when any patch
+/// state is `n/a` (no hosts), as the original client prints it.
+fn query_table(value: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let pd = value.get("pd").and_then(Value::as_object).unwrap_or(&empty);
+    let text = |p: &Value, k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let rows: Vec<[String; 5]> = pd
+        .iter()
+        .map(|(id, p)| {
+            let rr = if text(p, "reboot_required") == "N" {
+                "N"
+            } else {
+                "Y"
+            };
+            [
+                id.clone(),
+                rr.to_owned(),
+                text(p, "sw_version"),
+                text(p, "repostate"),
+                text(p, "patchstate"),
+            ]
+        })
+        .collect();
+    let show_repo = rows.iter().any(|r| r[4] == "n/a");
+    let headers = ["Patch ID", "RR", "Release", "Repo State", "Patch State"];
+    let cols: Vec<usize> = if show_repo {
+        vec![0, 1, 2, 3, 4]
+    } else {
+        vec![0, 1, 2, 4]
+    };
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r[c].len())
+            .chain([headers[c].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = cols.iter().map(|&c| width(c)).collect();
+    let mut out = String::new();
+    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+    out += &line(
+        cols.iter()
+            .zip(&widths)
+            .map(|(&c, &w)| format!("{:^w$}", headers[c]))
+            .collect(),
+    );
+    out += &line(widths.iter().map(|&w| "=".repeat(w)).collect());
+    for row in &rows {
+        out += &line(
+            cols.iter()
+                .zip(&widths)
+                .map(|(&c, &w)| {
+                    if c == 0 {
+                        format!("{:<w$}", row[c])
+                    } else {
+                        format!("{:^w$}", row[c])
+                    }
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// `sw-patch show`: each patch's fields in the original's layout.
+fn show_text(value: &Value, ids: &[String]) -> String {
+    let mut out = String::new();
+    for id in ids {
+        let Some(m) = value.get("metadata").and_then(|m| m.get(id)) else {
+            continue;
+        };
+        let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        out.push_str(&format!("{id}:\n"));
+        write_field(&mut out, "Release", &text("sw_version"));
+        write_field(&mut out, "Patch State", &text("patchstate"));
+        write_field(&mut out, "Repo State", &text("repostate"));
+        write_field(&mut out, "Status", &text("status"));
+        write_field(&mut out, "Unremovable", &text("unremovable"));
+        write_field(&mut out, "RR", &text("reboot_required"));
+        write_field(
+            &mut out,
+            "Apply Active Release Only",
+            &text("apply_active_release_only"),
+        );
+        for (key, label) in [
+            ("summary", "Summary"),
+            ("description", "Description"),
+            ("install_instructions", "Install Instr"),
+            ("warnings", "Warnings"),
+        ] {
+            if !text(key).is_empty() {
+                write_field(&mut out, label, &text(key));
+            }
+        }
+        let list = |v: Option<&Value>| -> String {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default()
+        };
+        let requires = list(m.get("requires"));
+        if !requires.is_empty() {
+            write_field(&mut out, "Requires", &requires);
+        }
+        write_field(
+            &mut out,
+            "Contents",
+            &list(value.get("contents").and_then(|c| c.get(id))),
+        );
+        out.push('\n');
+    }
+    out
+}
+
+fn app_table(value: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let apps = value.as_object().unwrap_or(&empty);
+    let rows: Vec<(String, String)> = apps
+        .iter()
+        .map(|(app, ids)| {
+            let ids = ids
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            (app.clone(), ids)
+        })
+        .collect();
+    let w1 = rows
+        .iter()
+        .map(|r| r.0.len())
+        .chain(["Application".len()])
+        .max()
+        .unwrap_or(0);
+    let w2 = rows
+        .iter()
+        .map(|r| r.1.len())
+        .chain(["Patches".len()])
+        .max()
+        .unwrap_or(0);
+    let mut out = format!(
+        "{:<w1$}  {}\n{}  {}\n",
+        "Application",
+        "Patches",
+        "=".repeat(w1),
+        "=".repeat(w2)
+    );
+    for (app, ids) in rows {
+        out += &format!("{app:<w1$}  {ids}\n");
+    }
+    out
+}
+
+fn commit(
+    client: &ApiClient,
+    ids: Vec<String>,
+    all: bool,
+    release: Option<String>,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let patches: Vec<String> = if all {
+        let release = match release {
+            Some(r) => r,
+            None => client
+                .get("isystems", &[], &[])?
+                .pointer("/isystems/0/software_version")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        };
+        let value = client.get(
+            "query",
+            &[],
+            &[("show", "all".into()), ("release", release)],
+        )?;
+        value
+            .get("pd")
+            .and_then(Value::as_object)
+            .map(|pd| pd.keys().cloned().collect())
+            .unwrap_or_default()
+    } else {
+        if ids.is_empty() {
+            bail!("give patch IDs or --all");
+        }
+        let value = client.get("query_dependencies", &ids, &[("recursive", "yes".into())])?;
+        let error = value.get("error").and_then(Value::as_str).unwrap_or("");
+        if !error.is_empty() {
+            bail!("{}", error.trim_end());
+        }
+        value
+            .get("patches")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if patches.is_empty() {
+        bail!("There are no patches to commit.");
+    }
+    let dry = client.post("commit_dry_run", &patches, &[])?;
+    if !json {
+        println!("The following patches will be committed:");
+        for id in &patches {
+            println!("    {id}");
+        }
+        println!();
+    }
+    if emit(&dry, json) || dry_run {
+        return Ok(dry
+            .get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| !e.is_empty()));
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("refusing to commit without confirmation: pass --yes");
+        }
+        print!(
+            "WARNING: Committing a patch is an irreversible operation. Committed patches cannot be removed.\nWould you like to continue? [y/N]: "
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("The commit operation has been aborted.");
+            return Ok(false);
+        }
+    }
+    Ok(emit(&client.post("commit", &patches, &[])?, json))
+}

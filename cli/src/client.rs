@@ -1,0 +1,179 @@
+//! A small blocking client for the patching REST API, shared by `sw-patch` and `system`.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The patching API at one URL.
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl ApiClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:5487`), sending `X-Auth-Token` if given.
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(None::<Duration>)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("creating the HTTP client")?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    fn url(&self, action: &str, ids: &[String]) -> String {
+        let mut url = format!("{}/v1/{action}", self.base);
+        for id in ids {
+            url.push('/');
+            url.push_str(&percent_encode(id));
+        }
+        url
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<Value> {
+        let request = match &self.token {
+            Some(token) => request.header("X-Auth-Token", token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .with_context(|| format!("cannot reach the patching API at {}", self.base))?;
+        let status = response.status();
+        let body = response.text().context("reading the API response")?;
+        if !status.is_success() {
+            let message = body
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Error message:"))
+                .map(|m| m.trim().to_owned())
+                .or_else(|| {
+                    serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                })
+                .unwrap_or_else(|| body.chars().take(200).collect());
+            if status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
+                bail!("An internal error has occurred: {message}");
+            }
+            bail!("{message} (HTTP {status})");
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("the API answered with invalid JSON: {body:.200}"))
+    }
+
+    /// GET `/v1/<action>/<ids>?<query>`.
+    pub fn get(
+        &self,
+        action: &str,
+        ids: &[String],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(action, ids)).query(query))
+    }
+
+    /// POST `/v1/<action>/<ids>?<query>`.
+    pub fn post(
+        &self,
+        action: &str,
+        ids: &[String],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        self.send(self.http.post(self.url(action, ids)).query(query))
+    }
+
+    /// POST a patch file as multipart field `file` (as the original client does), with a
+    /// progress bar on a terminal.
+    pub fn upload(&self, path: &Path) -> anyhow::Result<Value> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("File does not exist: {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let name = path.to_string_lossy().into_owned();
+        let bar = if std::io::stderr().is_terminal() && len > 1 << 20 {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("uploading {}", path.display()));
+            Some(bar)
+        } else {
+            None
+        };
+        let reader = ProgressReader {
+            inner: file,
+            bar: bar.clone(),
+        };
+        let part =
+            reqwest::blocking::multipart::Part::reader_with_length(reader, len).file_name(name);
+        let form = reqwest::blocking::multipart::Form::new().part("file", part);
+        let result = self.send(self.http.post(self.url("upload", &[])).multipart(form));
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        result
+    }
+}
+
+struct ProgressReader {
+    inner: std::fs::File,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Read for ProgressReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Prints an operation result the original client's way; returns whether it failed.
+pub fn print_outcome(value: &Value) -> bool {
+    let text = |k: &str| {
+        value
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (info, warning, error) = (text("info"), text("warning"), text("error"));
+    if !info.is_empty() {
+        print!("{info}");
+        if !info.ends_with('\n') {
+            println!();
+        }
+    }
+    if !warning.is_empty() {
+        println!("Warning:");
+        print!("{warning}");
+    }
+    if !error.is_empty() {
+        eprintln!("Error:");
+        eprint!("{error}");
+        return true;
+    }
+    false
+}

@@ -1,0 +1,565 @@
+//! The patching REST API: `/v1/<action>/<ids…>?options` and its `/patch/…` alias, with the
+//! original's JSON shapes. Operation failures are HTTP 200 with `error` set, as the original
+//! server does (its client relies on that); any other non-200 body carries an
+//! `Error message:` line, which the original client looks for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, RawQuery, Request, State,
+};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use futures_util::StreamExt;
+use patch_store::{ChangeOptions, Outcome, StoreError};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::json;
+use crate::state::App;
+
+#[derive(Clone)]
+struct Api {
+    app: Arc<App>,
+    /// `Some` on the authenticated listener.
+    tokens: Option<Arc<BTreeSet<String>>>,
+}
+
+pub(crate) fn router(app: Arc<App>, tokens: Option<Arc<BTreeSet<String>>>) -> Router {
+    Router::new()
+        .route("/", any(banner))
+        .route("/v1", any(banner))
+        .route("/v1/{*rest}", any(dispatch))
+        .route("/patch/{*rest}", any(dispatch))
+        .fallback(not_found)
+        // Uploads are streamed to disk with their own limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(Api { app, tokens })
+}
+
+async fn banner() -> &'static str {
+    "Titanium Cloud Patching API, Available versions: /v1"
+}
+
+async fn not_found() -> Response {
+    http_error(StatusCode::NOT_FOUND, "no such resource: use /v1/<action>")
+}
+
+/// A non-200 answer: plain text with the `Error message:` line the original client expects.
+fn http_error(status: StatusCode, message: &str) -> Response {
+    (status, format!("Error message: {message}\n")).into_response()
+}
+
+fn ok(value: Value) -> Response {
+    (StatusCode::OK, axum::Json(value)).into_response()
+}
+
+/// A store result as the original reports it.
+fn reply(result: Result<Outcome, StoreError>) -> Response {
+    match result {
+        Ok(outcome) => ok(json::outcome(&outcome)),
+        Err(e) => store_error(e),
+    }
+}
+
+fn store_error(e: StoreError) -> Response {
+    if e.is_refusal() {
+        ok(json::error(&e.to_string()))
+    } else {
+        tracing::error!("store failure: {e}");
+        let body = json::error(&format!("Error message: {e}"));
+        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+    }
+}
+
+struct Call {
+    action: String,
+    ids: Vec<String>,
+    options: BTreeMap<String, String>,
+}
+
+impl Call {
+    fn flag(&self, name: &str) -> bool {
+        self.options
+            .get(name)
+            .is_some_and(|v| v == "yes" || v == "true" || v == "1")
+    }
+}
+
+async fn dispatch(
+    State(api): State<Api>,
+    UrlPath(rest): UrlPath<String>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let user = match &api.tokens {
+        None => "local",
+        Some(tokens) => {
+            let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
+            if !token.is_some_and(|t| tokens.contains(t)) {
+                return http_error(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication required: send a valid X-Auth-Token header",
+                );
+            }
+            "admin"
+        }
+    };
+    let mut segments = rest.split('/').filter(|s| !s.is_empty()).map(str::to_owned);
+    let Some(action) = segments.next() else {
+        return not_found().await;
+    };
+    let ids: Vec<String> = segments.collect();
+    let options = match parse_query(raw_query.as_deref().unwrap_or("")) {
+        Ok(pairs) => pairs.into_iter().collect(),
+        Err(e) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed query string: {e}"),
+            );
+        }
+    };
+    let call = Call {
+        action,
+        ids,
+        options,
+    };
+    let mutating = !matches!(
+        call.action.as_str(),
+        "query"
+            | "show"
+            | "isystems"
+            | "what_requires"
+            | "query_dependencies"
+            | "query_hosts"
+            | "is_applied"
+            | "is_available"
+            | "query_app_dependencies"
+            | "commit_dry_run"
+    );
+    if mutating {
+        tracing::info!(target: "audit", "User: {user} Action: {} {} {:?}", call.action, call.ids.join(" "), call.options);
+    }
+    match call.action.as_str() {
+        "query" => query(&api.app, &call),
+        "show" => show(&api.app, &call),
+        "upload" => upload(api.app.clone(), &call, headers, request).await,
+        "upload_dir" => upload_dir(api.app.clone(), &call).await,
+        "apply" => apply(api.app.clone(), call).await,
+        "remove" => remove(api.app.clone(), call).await,
+        "delete" => {
+            let app = api.app.clone();
+            blocking(move || {
+                let states = app.snapshot().patch_states();
+                reply(app.mutate(|s| s.delete(&call.ids, &states)))
+            })
+            .await
+        }
+        "what_requires" => {
+            let app = api.app.clone();
+            blocking(move || reply(app.with_store(|s| s.what_requires(&call.ids)))).await
+        }
+        "query_dependencies" => {
+            let app = api.app.clone();
+            blocking(move || {
+                match app.with_store(|s| s.query_dependencies(&call.ids, call.flag("recursive"))) {
+                    Ok(patches) => ok(json!({"patches": patches, "error": ""})),
+                    Err(e) if e.is_refusal() => {
+                        ok(json!({"patches": [], "error": format!("{e}\n")}))
+                    }
+                    Err(e) => store_error(e),
+                }
+            })
+            .await
+        }
+        "commit_dry_run" | "commit" => commit(api.app.clone(), call).await,
+        "is_applied" | "is_available" => {
+            let snapshot = api.app.snapshot();
+            let wanted = if call.action == "is_applied" {
+                "Applied"
+            } else {
+                "Available"
+            };
+            let all = !call.ids.is_empty()
+                && call.ids.iter().all(|id| {
+                    snapshot.patches.get(id).is_some_and(|p| {
+                        // Without host reports the repo state stands for the patch state.
+                        let state = snapshot.patch_state(p);
+                        if state == "n/a" {
+                            p.repo_state.as_str() == wanted
+                        } else {
+                            state == wanted
+                        }
+                    })
+                });
+            ok(json!(all))
+        }
+        "report_app_dependencies" => {
+            let Some(app_name) = call.options.get("app").cloned() else {
+                return ok(json::error("An application name is required: app=NAME"));
+            };
+            let app = api.app.clone();
+            blocking(move || {
+                match app.mutate(|s| s.report_app_dependencies(&app_name, &call.ids)) {
+                    Ok(()) => ok(json!(true)),
+                    Err(e) => store_error(e),
+                }
+            })
+            .await
+        }
+        "query_app_dependencies" => ok(json!(api.app.snapshot().app_deps)),
+        "query_hosts" => ok(json!({"data": []})),
+        "host_install" => ok(json::error("Deprecated")),
+        "host_install_async" | "drop_host" => {
+            let host = call.ids.first().cloned().unwrap_or_default();
+            ok(json::error(&format!("Unknown host specified: {host}")))
+        }
+        "init_release" | "del_release" => release(api.app.clone(), call).await,
+        // What `system show` reports (the sysinv `isystems` shape, with the fields we know).
+        "isystems" => {
+            let snapshot = api.app.snapshot();
+            ok(json!({"isystems": [{
+                "software_version": api.app.config.release,
+                "patch_op_counter": snapshot.op_counter,
+            }]}))
+        }
+        other => http_error(StatusCode::NOT_FOUND, &format!("unknown action {other:?}")),
+    }
+}
+
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(response) => response,
+        Err(e) => http_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("request task failed: {e}"),
+        ),
+    }
+}
+
+fn query(app: &App, call: &Call) -> Response {
+    let snapshot = app.snapshot();
+    let show = call
+        .options
+        .get("show")
+        .map(String::as_str)
+        .unwrap_or("all");
+    let release = call.options.get("release");
+    let mut pd = serde_json::Map::new();
+    for (id, record) in &snapshot.patches {
+        let state_ok = match show {
+            "available" | "applied" | "committed" => {
+                record.repo_state.as_str().eq_ignore_ascii_case(show)
+            }
+            _ => true,
+        };
+        if state_ok && release.is_none_or(|r| *r == record.metadata.sw_version) {
+            pd.insert(
+                id.clone(),
+                json::metadata_dict(record, &snapshot.patch_state(record)),
+            );
+        }
+    }
+    ok(json!({"pd": pd, "info": "", "warning": "", "error": ""}))
+}
+
+fn show(app: &App, call: &Call) -> Response {
+    let snapshot = app.snapshot();
+    let mut metadata = serde_json::Map::new();
+    let mut contents = serde_json::Map::new();
+    let mut error = String::new();
+    for id in &call.ids {
+        match snapshot.patches.get(id) {
+            Some(record) => {
+                metadata.insert(
+                    id.clone(),
+                    json::metadata_dict(record, &snapshot.patch_state(record)),
+                );
+                contents.insert(id.clone(), json!(record.metadata.contents));
+            }
+            None => error.push_str(&format!("{id} is unrecognized\n")),
+        }
+    }
+    ok(json!({"metadata": metadata, "contents": contents, "error": error}))
+}
+
+async fn apply(app: Arc<App>, call: Call) -> Response {
+    let all = call.ids.iter().any(|i| i == "--all");
+    let ids: Vec<String> = call.ids.iter().filter(|i| *i != "--all").cloned().collect();
+    let options = ChangeOptions {
+        skip_semantic: call.flag("skip-semantic"),
+        ..ChangeOptions::default()
+    };
+    blocking(move || {
+        let options = ChangeOptions {
+            patch_states: app.snapshot().patch_states(),
+            ..options
+        };
+        reply(app.mutate(|s| s.apply(&ids, all, &options)))
+    })
+    .await
+}
+
+async fn remove(app: Arc<App>, call: Call) -> Response {
+    let options = ChangeOptions {
+        skip_semantic: call.flag("skip-semantic"),
+        skip_app_check: call.flag("skipappcheck"),
+        remove_unremovable: call.flag("removeunremovable"),
+        ..ChangeOptions::default()
+    };
+    blocking(move || {
+        let options = ChangeOptions {
+            patch_states: app.snapshot().patch_states(),
+            ..options
+        };
+        reply(app.mutate(|s| s.remove(&call.ids, &options)))
+    })
+    .await
+}
+
+async fn commit(app: Arc<App>, call: Call) -> Response {
+    blocking(move || {
+        let states = app.snapshot().patch_states();
+        if call.action == "commit_dry_run" {
+            return match app.with_store(|s| s.commit_plan(&call.ids, &states)) {
+                Ok(plan) => ok(json!({
+                    "info": format!("This commit operation would free {:.2} MiB\n", plan.bytes_freed as f64 / (1024.0 * 1024.0)),
+                    "warning": "",
+                    "error": "",
+                    "patches": plan.patches,
+                })),
+                Err(e) => store_error(e),
+            };
+        }
+        reply(app.mutate(|s| s.commit(&call.ids, &states)).map(|(_, outcome)| outcome))
+    })
+    .await
+}
+
+async fn release(app: Arc<App>, call: Call) -> Response {
+    let Some(release) = call.ids.first().cloned() else {
+        return ok(json::error(
+            "A release must be given, e.g. init_release/19.01",
+        ));
+    };
+    let feed = call
+        .options
+        .get("feed")
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
+    blocking(move || {
+        if call.action == "init_release" {
+            let personalities = BTreeMap::new();
+            reply(app.mutate(|s| s.init_release(&release, feed.as_deref(), &personalities)))
+        } else {
+            reply(app.mutate(|s| s.del_release(&release)))
+        }
+    })
+    .await
+}
+
+/// Merges several outcomes (one per uploaded file) the way the original concatenates them.
+fn merge(results: Vec<Result<Outcome, StoreError>>) -> Response {
+    let mut info = Vec::new();
+    let mut warning = Vec::new();
+    let mut error = Vec::new();
+    for result in results {
+        match result {
+            Ok(o) => {
+                info.extend(o.info);
+                warning.extend(o.warning);
+            }
+            Err(e) if e.is_refusal() => error.push(e.to_string()),
+            Err(e) => return store_error(e),
+        }
+    }
+    let join = |v: &[String]| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+    ok(json!({"info": join(&info), "warning": join(&warning), "error": join(&error)}))
+}
+
+/// `upload`: multipart field `file` (one or more), or a raw body with `?filename=`. Each file
+/// streams to the state directory's scratch area, bounded, then is imported.
+async fn upload(app: Arc<App>, call: &Call, headers: HeaderMap, request: Request) -> Response {
+    let max = app.config.max_upload_bytes;
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let mut staged: Vec<(tempfile::TempPath, String)> = Vec::new();
+    if is_multipart {
+        let mut multipart = match Multipart::from_request(request, &()).await {
+            Ok(m) => m,
+            Err(e) => return ok(json::error(&format!("bad multipart upload: {e}"))),
+        };
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(e) => return ok(json::error(&format!("bad multipart upload: {e}"))),
+            };
+            if field.name() != Some("file") {
+                continue;
+            }
+            let name = field.file_name().map(basename).unwrap_or_default();
+            let stream = field.map(|chunk| chunk.map_err(std::io::Error::other));
+            match stage(&app, stream, max).await {
+                Ok(path) => staged.push((path, name)),
+                Err(message) => return ok(json::error(&message)),
+            }
+        }
+    } else {
+        let Some(name) = call.options.get("filename").map(|n| basename(n)) else {
+            return ok(json::error(
+                "upload: send the patch as multipart field 'file', or as the body with ?filename=<id>.patch",
+            ));
+        };
+        let stream = request
+            .into_body()
+            .into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        match stage(&app, stream, max).await {
+            Ok(path) => staged.push((path, name)),
+            Err(message) => return ok(json::error(&message)),
+        }
+    }
+    if staged.is_empty() {
+        return ok(json::error(
+            "No patch file in the upload (multipart field 'file')",
+        ));
+    }
+    blocking(move || {
+        let results = staged
+            .iter()
+            .map(|(path, name)| app.mutate(|s| s.import(path, name)))
+            .collect();
+        merge(results)
+    })
+    .await
+}
+
+/// The final component of a client-side path (the original client sends what the user typed).
+fn basename(name: &str) -> String {
+    Path::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// How much of an over-limit upload is still read and discarded before giving up on it.
+const DRAIN_AFTER_LIMIT: u64 = 1 << 30;
+
+/// Streams a body to a new file in the scratch area, refusing more than `max` bytes.
+async fn stage(
+    app: &App,
+    mut stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
+    max: u64,
+) -> Result<tempfile::TempPath, String> {
+    let dir = app.upload_dir();
+    let temp = tempfile::Builder::new()
+        .prefix("upload-")
+        .suffix(".patch")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("cannot stage the upload in {}: {e}", dir.display()))?;
+    let (file, path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("upload interrupted: {e}"))?;
+        written += chunk.len() as u64;
+        if written > max {
+            // Read (and drop) a bounded amount more, so that a client still sending gets the
+            // answer instead of a broken connection.
+            let mut drained = 0u64;
+            while drained < DRAIN_AFTER_LIMIT {
+                match stream.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+            return Err(format!(
+                "the upload is larger than the {max}-byte limit (max_upload_bytes)"
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("cannot write the upload: {e}"))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("cannot write the upload: {e}"))?;
+    Ok(path)
+}
+
+/// `upload_dir`: every `*.patch` in the server-side directories `dir0=…&dir1=…`.
+async fn upload_dir(app: Arc<App>, call: &Call) -> Response {
+    let dirs: Vec<PathBuf> = call
+        .options
+        .iter()
+        .filter(|(k, _)| k.starts_with("dir"))
+        .map(|(_, v)| PathBuf::from(v))
+        .collect();
+    blocking(move || {
+        let mut files = Vec::new();
+        for dir in &dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "patch") && path.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            return ok(json!({"error": "No patches found\n", "info": "", "warning": ""}));
+        }
+        let results = files
+            .iter()
+            .map(|path| app.mutate(|s| s.import(path, &basename(&path.to_string_lossy()))))
+            .collect();
+        merge(results)
+    })
+    .await
+}
+
+/// Parses `a=b&c=d` strictly: a `%` must start a two-digit hex escape and the decoded text
+/// must be UTF-8 (a lenient decoder would silently turn garbage into other values).
+fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
+    fn decode(part: &str) -> Result<String, String> {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = bytes
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| format!("bad %-escape in {part:?}"))?;
+                    out.push(hex);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| format!("{part:?} is not UTF-8"))
+    }
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}

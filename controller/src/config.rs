@@ -1,0 +1,136 @@
+//! Controller configuration: a TOML file whose every key is also a command-line flag.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is missing or invalid.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the controller needs to start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// State directory (the original's `/opt/patching`).
+    pub state_dir: PathBuf,
+    /// Directory of trusted public keys and certificates (none: every upload is refused).
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    /// The running release, e.g. `19.01`.
+    pub release: String,
+    /// Unauthenticated patching API (loopback, like the original's 5487).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Authenticated patching API (requires `X-Auth-Token`), e.g. `0.0.0.0:5491`.
+    #[serde(default)]
+    pub auth_listen: Option<String>,
+    /// Tokens accepted on the authenticated API.
+    #[serde(default)]
+    pub auth_tokens: Vec<String>,
+    /// A file of accepted tokens, one per line (`#` comments allowed).
+    #[serde(default)]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Largest upload accepted, in bytes.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5487".to_owned()
+}
+
+fn default_max_upload() -> u64 {
+    8 << 30
+}
+
+impl ControllerConfig {
+    /// A configuration with defaults for everything but the state directory and release.
+    pub fn new(state_dir: impl Into<PathBuf>, release: impl Into<String>) -> Self {
+        ControllerConfig {
+            state_dir: state_dir.into(),
+            keyring: None,
+            release: release.into(),
+            listen: default_listen(),
+            auth_listen: None,
+            auth_tokens: Vec::new(),
+            auth_tokens_file: None,
+            max_upload_bytes: default_max_upload(),
+        }
+    }
+
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.release.is_empty() {
+            return Err(ConfigError::Invalid(
+                "release must be set (--release)".into(),
+            ));
+        }
+        patch_format::validate_patch_id(&self.release)
+            .map_err(|e| ConfigError::Invalid(format!("release: {e}")))?;
+        if self.auth_listen.is_some() && self.auth_tokens()?.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth_listen needs at least one token (auth_tokens or auth_tokens_file)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn limits(&self) -> patch_format::Limits {
+        patch_format::Limits {
+            max_total_size: self.max_upload_bytes.saturating_mul(4).max(1 << 30),
+            ..patch_format::Limits::default()
+        }
+    }
+
+    /// Every accepted token.
+    pub(crate) fn auth_tokens(&self) -> Result<BTreeSet<String>, ConfigError> {
+        let mut tokens: BTreeSet<String> = self.auth_tokens.iter().cloned().collect();
+        if let Some(path) = &self.auth_tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        tokens.retain(|t| !t.is_empty());
+        Ok(tokens)
+    }
+}
