@@ -78,7 +78,7 @@ fn sigkill_at_random_moments_never_corrupts_the_store() {
         .map(|i| {
             let id = format!("K{i:02}");
             let payload: Vec<u8> = (0..(1 << 20))
-                .map(|j| (j as u64 * 2654435761 >> 13) as u8 ^ i as u8)
+                .map(|j| ((j as u64 * 2654435761) >> 13) as u8 ^ i as u8)
                 .collect();
             let rpm = TestRpm::new(&format!("pkg{i}"), "1.0", "1")
                 .file(&format!("/opt/pkg{i}/blob"), payload)
