@@ -379,8 +379,23 @@ fn bad_uploads_leave_the_store_unchanged() {
     let mut b = PatchBuilder::new(PatchMetadata::new("EVIL", "19.01"));
     b.add_rpm(&rpm, &[]).unwrap();
     let (evil, _) = b.write_to_dir(c.dir.path(), &stranger).unwrap();
-    let big = c.path("BIG.patch");
-    std::fs::write(&big, vec![0u8; 300_000]).unwrap();
+    // A genuine, validly signed patch that is simply too big.
+    let mut x = 0x2545f4914f6cdd1du64;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let big_rpm = TestRpm::new("huge", "1.0", "1")
+        .file("/opt/huge", noise)
+        .build(&c.path("rpms"));
+    let mut b = PatchBuilder::new(PatchMetadata::new("BIG", "19.01"));
+    b.add_rpm(&big_rpm, &[]).unwrap();
+    let (big, _) = b.write_to_dir(c.dir.path(), key()).unwrap();
+    assert!(std::fs::metadata(&big).unwrap().len() > 200_000);
 
     for (file, name, message) in [
         (&junk, "junk.patch", "not gzip"),

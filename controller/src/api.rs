@@ -17,7 +17,6 @@ use axum::routing::any;
 use futures_util::StreamExt;
 use patch_store::{ChangeOptions, Outcome, StoreError};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 use crate::json;
 use crate::state::App;
@@ -383,14 +382,14 @@ fn merge(results: Vec<Result<Outcome, StoreError>>) -> Response {
 }
 
 /// `upload`: multipart field `file` (one or more), or a raw body with `?filename=`. Each file
-/// streams to the state directory's scratch area, bounded, then is imported.
+/// streams straight into the verifying reader on a blocking thread (never whole in memory,
+/// never staged as a second copy), bounded by `max_upload_bytes`; then it is imported.
 async fn upload(app: Arc<App>, call: &Call, headers: HeaderMap, request: Request) -> Response {
-    let max = app.config.max_upload_bytes;
     let is_multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let mut staged: Vec<(tempfile::TempPath, String)> = Vec::new();
+    let mut results = Vec::new();
     if is_multipart {
         let mut multipart = match Multipart::from_request(request, &()).await {
             Ok(m) => m,
@@ -407,10 +406,7 @@ async fn upload(app: Arc<App>, call: &Call, headers: HeaderMap, request: Request
             }
             let name = field.file_name().map(basename).unwrap_or_default();
             let stream = field.map(|chunk| chunk.map_err(std::io::Error::other));
-            match stage(&app, stream, max).await {
-                Ok(path) => staged.push((path, name)),
-                Err(message) => return ok(json::error(&message)),
-            }
+            results.push(import_stream(app.clone(), stream, name).await);
         }
     } else {
         let Some(name) = call.options.get("filename").map(|n| basename(n)) else {
@@ -422,24 +418,14 @@ async fn upload(app: Arc<App>, call: &Call, headers: HeaderMap, request: Request
             .into_body()
             .into_data_stream()
             .map(|chunk| chunk.map_err(std::io::Error::other));
-        match stage(&app, stream, max).await {
-            Ok(path) => staged.push((path, name)),
-            Err(message) => return ok(json::error(&message)),
-        }
+        results.push(import_stream(app.clone(), stream, name).await);
     }
-    if staged.is_empty() {
+    if results.is_empty() {
         return ok(json::error(
             "No patch file in the upload (multipart field 'file')",
         ));
     }
-    blocking(move || {
-        let results = staged
-            .iter()
-            .map(|(path, name)| app.mutate(|s| s.import(path, name)))
-            .collect();
-        merge(results)
-    })
-    .await
+    merge(results)
 }
 
 /// The final component of a client-side path (the original client sends what the user typed).
@@ -450,49 +436,117 @@ fn basename(name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// How much of an over-limit upload is still read and discarded before giving up on it.
-const DRAIN_AFTER_LIMIT: u64 = 1 << 30;
+/// How much of a refused upload is still read and discarded, so that a client still sending
+/// gets the answer instead of a broken connection.
+const DRAIN_AFTER_REFUSAL: u64 = 1 << 30;
 
-/// Streams a body to a new file in the scratch area, refusing more than `max` bytes.
-async fn stage(
-    app: &App,
+/// Feeds one uploaded file to the verifier (on a blocking thread) as it arrives, then imports
+/// it under the store lock.
+async fn import_stream(
+    app: Arc<App>,
     mut stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
-    max: u64,
-) -> Result<tempfile::TempPath, String> {
-    let dir = app.upload_dir();
-    let temp = tempfile::Builder::new()
-        .prefix("upload-")
-        .suffix(".patch")
-        .tempfile_in(&dir)
-        .map_err(|e| format!("cannot stage the upload in {}: {e}", dir.display()))?;
-    let (file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("upload interrupted: {e}"))?;
-        written += chunk.len() as u64;
-        if written > max {
-            // Read (and drop) a bounded amount more, so that a client still sending gets the
-            // answer instead of a broken connection.
-            let mut drained = 0u64;
-            while drained < DRAIN_AFTER_LIMIT {
-                match stream.next().await {
-                    Some(Ok(chunk)) => drained += chunk.len() as u64,
-                    _ => break,
-                }
-            }
-            return Err(format!(
-                "the upload is larger than the {max}-byte limit (max_upload_bytes)"
-            ));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| format!("cannot write the upload: {e}"))?;
+    name: String,
+) -> Result<Outcome, StoreError> {
+    let (base, id) = (
+        name.clone(),
+        name.strip_suffix(".patch").unwrap_or(&name).to_owned(),
+    );
+    if !base.ends_with(".patch") && !app.snapshot().patches.contains_key(&id) {
+        drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
+        return Err(StoreError::Refused(format!(
+            "File must end in .patch extension: {base}"
+        )));
     }
-    file.flush()
+    let max = app.config.max_upload_bytes;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(32);
+    let verifier = app.verifier.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        verifier.verify(
+            ChannelReader {
+                rx,
+                current: axum::body::Bytes::new(),
+            },
+            &name,
+        )
+    });
+    let mut received = 0u64;
+    let mut too_big = false;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!(
+                        "upload interrupted: {e}"
+                    ))))
+                    .await;
+                break;
+            }
+        };
+        received += chunk.len() as u64;
+        if received > max {
+            too_big = true;
+            let _ = tx
+                .send(Err(std::io::Error::other(format!(
+                    "larger than the {max}-byte upload limit"
+                ))))
+                .await;
+            break;
+        }
+        if tx.send(Ok(chunk)).await.is_err() {
+            // The reader stopped early (the patch was refused); it will say why.
+            break;
+        }
+    }
+    drop(tx);
+    drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
+    let verified = reader
         .await
-        .map_err(|e| format!("cannot write the upload: {e}"))?;
-    Ok(path)
+        .map_err(|e| StoreError::Corrupt(format!("verification task failed: {e}")))?;
+    if too_big {
+        return Err(StoreError::Refused(format!(
+            "the upload is larger than the {max}-byte limit (max_upload_bytes)"
+        )));
+    }
+    let upload = verified?;
+    tokio::task::spawn_blocking(move || app.mutate(|s| s.import_verified(upload)))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))?
+}
+
+async fn drain(
+    stream: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin),
+    limit: u64,
+) {
+    let mut drained = 0u64;
+    while drained < limit {
+        match stream.next().await {
+            Some(Ok(chunk)) => drained += chunk.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+/// A blocking `Read` over chunks arriving on a channel from the async side.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
+    current: axum::body::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
 }
 
 /// `upload_dir`: every `*.patch` in the server-side directories `dir0=…&dir1=…`.

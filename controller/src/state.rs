@@ -45,6 +45,8 @@ impl Snapshot {
 
 pub(crate) struct App {
     store: Mutex<Store>,
+    /// Verifies uploads without holding the store.
+    pub(crate) verifier: patch_store::UploadVerifier,
     snapshot: RwLock<Arc<Snapshot>>,
     pub(crate) config: ControllerConfig,
 }
@@ -53,6 +55,7 @@ impl App {
     pub(crate) fn new(store: Store, config: ControllerConfig) -> Self {
         let snapshot = Snapshot::of(&store);
         App {
+            verifier: store.upload_verifier(),
             store: Mutex::new(store),
             snapshot: RwLock::new(Arc::new(snapshot)),
             config,
@@ -94,10 +97,5 @@ impl App {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&store)
-    }
-
-    /// The state directory's scratch area for uploads.
-    pub(crate) fn upload_dir(&self) -> std::path::PathBuf {
-        self.config.state_dir.join("tmp")
     }
 }

@@ -44,5 +44,5 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{IndexEntry, Outcome, PackageRecord, PatchRecord, RepoIndex, RepoState};
-pub use ops::{ChangeOptions, CommitPlan};
+pub use ops::{ChangeOptions, CommitPlan, UploadVerifier, VerifiedUpload};
 pub use store::{Store, StoreConfig};

@@ -10,6 +10,69 @@ use crate::semantic::run_semantic_checks;
 use crate::store::Store;
 use crate::{Outcome, PackageRecord, RepoState, StoreError, fsutil};
 
+/// Reads and verifies uploaded patches against the store's keyring and limits, extracting into
+/// the store's scratch directory. Holds no reference to the store.
+#[derive(Clone, Debug)]
+pub struct UploadVerifier {
+    keyring: patch_sign::Keyring,
+    limits: patch_format::Limits,
+    tmp: std::path::PathBuf,
+}
+
+/// An upload whose signatures and contents verified, ready for [`Store::import_verified`].
+#[derive(Debug)]
+pub struct VerifiedUpload {
+    base: String,
+    patch: patch_format::VerifiedPatch,
+}
+
+impl VerifiedUpload {
+    /// The patch ID.
+    pub fn id(&self) -> &str {
+        &self.patch.metadata.id
+    }
+}
+
+impl UploadVerifier {
+    /// Reads an upload from a stream (it is never held whole in memory) and checks that its
+    /// file name names its `<id>`.
+    pub fn verify(
+        &self,
+        input: impl std::io::Read,
+        file_name: &str,
+    ) -> Result<VerifiedUpload, StoreError> {
+        let (base, file_id) = split_file_name(file_name);
+        let patch = PatchReader::new(&self.keyring)
+            .limits(self.limits.clone())
+            .temp_root(&self.tmp)
+            .read(input)
+            .map_err(|e| StoreError::Validation {
+                id: file_id.clone(),
+                reason: validation_reason(&e),
+            })?;
+        if patch.metadata.id != file_id {
+            return Err(StoreError::Validation {
+                id: file_id.clone(),
+                reason: format!(
+                    "the file name says {file_id} but the patch metadata says {}: rename the file {}.patch",
+                    patch.metadata.id, patch.metadata.id
+                ),
+            });
+        }
+        Ok(VerifiedUpload { base, patch })
+    }
+}
+
+/// The base name of an uploaded file and the patch ID it implies (`<ID>.patch`).
+fn split_file_name(file_name: &str) -> (String, String) {
+    let base = Path::new(file_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = base.strip_suffix(".patch").unwrap_or(&base).to_owned();
+    (base, id)
+}
+
 /// Options of `apply` and `remove`.
 #[derive(Clone, Debug, Default)]
 pub struct ChangeOptions {
@@ -35,19 +98,24 @@ pub struct CommitPlan {
 }
 
 impl Store {
+    /// A verifier for uploads that needs no access to the store (so a long upload can be
+    /// read and checked while other operations go on).
+    pub fn upload_verifier(&self) -> UploadVerifier {
+        UploadVerifier {
+            keyring: self.config.keyring.clone(),
+            limits: self.config.limits.clone(),
+            tmp: self.root().join("tmp"),
+        }
+    }
+
     /// Imports an uploaded `.patch` file. `file_name` is the name the user gave it (the
     /// original takes the patch ID from it); it must agree with the metadata's `<id>`.
     pub fn import(&mut self, path: &Path, file_name: &str) -> Result<Outcome, StoreError> {
-        let base = Path::new(file_name)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let file_id = base.strip_suffix(".patch").unwrap_or(&base).to_owned();
-        let mut outcome = Outcome::default();
-
+        let (base, file_id) = split_file_name(file_name);
         if let Some(existing) = self.patches.get(&file_id)
             && existing.repo_state == RepoState::Committed
         {
+            let mut outcome = Outcome::default();
             outcome.info(format!("{file_id} is committed. Metadata not updated"));
             return Ok(outcome);
         }
@@ -56,26 +124,29 @@ impl Store {
                 "File must end in .patch extension: {base}"
             )));
         }
-        let tmp = self.root().join("tmp");
-        let patch = PatchReader::new(&self.config.keyring)
-            .limits(self.config.limits.clone())
-            .temp_root(&tmp)
-            .read_file(path)
-            .map_err(|e| StoreError::Validation {
-                id: file_id.clone(),
-                reason: validation_reason(&e),
-            })?;
+        let file = std::fs::File::open(path)
+            .map_err(|_| StoreError::refused(format!("File does not exist: {}", path.display())))?;
+        let upload = self.upload_verifier().verify(file, file_name)?;
+        self.import_verified(upload)
+    }
+
+    /// Imports a patch that [`UploadVerifier::verify`] accepted.
+    pub fn import_verified(&mut self, upload: VerifiedUpload) -> Result<Outcome, StoreError> {
+        let VerifiedUpload { base, patch } = upload;
+        let mut outcome = Outcome::default();
         let meta = &patch.metadata;
-        if meta.id != file_id {
-            return Err(StoreError::Validation {
-                id: file_id.clone(),
-                reason: format!(
-                    "the file name says {file_id} but the patch metadata says {}: rename the file {}.patch",
-                    meta.id, meta.id
-                ),
-            });
-        }
         let id = meta.id.clone();
+        if let Some(existing) = self.patches.get(&id)
+            && existing.repo_state == RepoState::Committed
+        {
+            outcome.info(format!("{id} is committed. Metadata not updated"));
+            return Ok(outcome);
+        }
+        if !self.patches.contains_key(&id) && !base.ends_with(".patch") {
+            return Err(StoreError::refused(format!(
+                "File must end in .patch extension: {base}"
+            )));
+        }
 
         // Known ID: a metadata-only re-import.
         if let Some(existing) = self.patches.get(&id) {
