@@ -309,7 +309,45 @@ fn refusal_rules_with_their_messages() {
             "{args:?}: expected {message:?} in {err:?}"
         );
     }
-    c.ok(&["apply", "--all"]);
+    // Upload refusals.
+    let dup = c.patch("DUP", &[("sysinv", "231")], |_| {});
+    assert!(c.fails(&["upload", dup.to_str().unwrap()]).contains(
+        "Patch DUP contains rpm sysinv-1.0-231.x86_64.rpm, which is already provided by patch A"
+    ));
+    let a2 = c.patch("A", &[("sysinv", "299")], |_| {});
+    assert!(
+        c.fails(&["upload", a2.to_str().unwrap()])
+            .contains("Contents of A do not match re-imported patch")
+    );
+    let tgz = c.path("A.tgz");
+    std::fs::copy(&dup, &tgz).unwrap();
+    assert!(
+        c.fails(&["upload", tgz.to_str().unwrap()])
+            .contains("File must end in .patch extension: A.tgz")
+    );
+    let mut m = PatchMetadata::new("NEXT", "20.01");
+    m.status = Status::Released;
+    m.apply_active_release_only = true;
+    let rpm = TestRpm::new("sysinv", "2.0", "1").build(&c.path("rpms"));
+    let mut builder = PatchBuilder::new(m);
+    builder.add_rpm(&rpm, &[]).unwrap();
+    let (next, _) = builder.write_to_dir(&c.path("patches"), key()).unwrap();
+    assert!(
+        c.fails(&["upload", next.to_str().unwrap()])
+            .contains("Patch NEXT software release (20.01) is not installed")
+    );
+    c.ok(&["init-release", "20.01", "--personality", "worker=kernel"]);
+    c.ok(&["upload", next.to_str().unwrap()]);
+    assert!(
+        c.fails(&["apply", "NEXT"])
+            .contains("NEXT cannot be applied in an upgrade")
+    );
+    assert!(
+        c.fails(&["commit", "A", "--yes"])
+            .contains("The following patches are not applied and cannot be committed:\nA")
+    );
+
+    c.ok(&["apply", "A", "B", "U"]);
     for (args, message) in [
         (vec!["remove", "A"], "A is required by: B"),
         (vec!["remove", "U"], "Patch U is not removable"),

@@ -353,7 +353,24 @@ async fn release(app: Arc<App>, call: Call) -> Response {
         .map(PathBuf::from);
     blocking(move || {
         if call.action == "init_release" {
-            let personalities = BTreeMap::new();
+            // personality-<type>=pkg1,pkg2: base-load packages only that node type installs.
+            let mut personalities = BTreeMap::new();
+            for (key, value) in &call.options {
+                let Some(kind) = key.strip_prefix("personality-") else {
+                    continue;
+                };
+                let personality = match kind.parse::<patch_format::Personality>() {
+                    Ok(p) => p,
+                    Err(e) => return ok(json::error(&e.to_string())),
+                };
+                let names: BTreeSet<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                personalities.insert(personality, names);
+            }
             reply(app.mutate(|s| s.init_release(&release, feed.as_deref(), &personalities)))
         } else {
             reply(app.mutate(|s| s.del_release(&release)))

@@ -154,6 +154,10 @@ enum Command {
         /// Directory of the base load's RPMs (on the controller)
         #[arg(long)]
         feed: Option<PathBuf>,
+        /// Packages of the base load only one node type installs: TYPE=pkg1,pkg2 (repeatable;
+        /// other packages are for every node type)
+        #[arg(long = "personality", value_name = "TYPE=PKGS")]
+        personalities: Vec<String>,
     },
     /// Delete a release (not the running one)
     DelRelease {
@@ -309,8 +313,18 @@ fn main() -> ExitCode {
                 }
                 false
             }
-            Command::InitRelease { release, feed } => {
+            Command::InitRelease {
+                release,
+                feed,
+                personalities,
+            } => {
                 let mut query = Vec::new();
+                for spec in &personalities {
+                    let Some((kind, packages)) = spec.split_once('=') else {
+                        bail!("--personality takes TYPE=pkg1,pkg2, got {spec:?}");
+                    };
+                    query.push((personality_key(kind)?, packages.to_owned()));
+                }
                 if let Some(feed) = feed {
                     let abs = std::path::absolute(&feed).unwrap_or(feed);
                     query.push(("feed", abs.to_string_lossy().into_owned()));
@@ -332,6 +346,19 @@ const DIR_KEYS: [&str; 16] = [
     "dir0", "dir1", "dir2", "dir3", "dir4", "dir5", "dir6", "dir7", "dir8", "dir9", "dir10",
     "dir11", "dir12", "dir13", "dir14", "dir15",
 ];
+
+/// The query key for a node type's base-load list.
+fn personality_key(kind: &str) -> anyhow::Result<&'static str> {
+    Ok(match kind {
+        "controller" => "personality-controller",
+        "worker" => "personality-worker",
+        "worker-lowlatency" => "personality-worker-lowlatency",
+        "storage" => "personality-storage",
+        "controller-worker" => "personality-controller-worker",
+        "controller-worker-lowlatency" => "personality-controller-worker-lowlatency",
+        other => bail!("unknown node type {other:?}"),
+    })
+}
 
 fn dedup(files: Vec<PathBuf>) -> Vec<PathBuf> {
     let mut seen = std::collections::BTreeSet::new();
