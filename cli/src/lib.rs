@@ -22,6 +22,25 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How the API clients reach the controller (`sw-patch`, `system`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ConnectionArgs {
+    /// Controller API URL
+    #[arg(
+        long,
+        global = true,
+        env = "SW_PATCH_URL",
+        default_value = "http://127.0.0.1:5487"
+    )]
+    pub url: String,
+    /// API token (sent as X-Auth-Token)
+    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
 /// Runs a command body; prints `error: …` (with causes) and exits 1 on failure.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {

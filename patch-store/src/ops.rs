@@ -357,15 +357,34 @@ impl Store {
                 }
             }
         }
-        let mut outcome = Outcome::default();
+        self.move_patches(
+            &ids,
+            RepoState::Available,
+            RepoState::Applied,
+            Outcome::default(),
+            |id| format!("{id} is now in the repo"),
+            |id| format!("{id} is already in the repo"),
+        )
+    }
+
+    /// Moves every patch of `ids` that is in `from` to `to` in one journalled transition;
+    /// reports `moved` for those and `unchanged` for the others.
+    fn move_patches(
+        &mut self,
+        ids: &[String],
+        from: RepoState,
+        to: RepoState,
+        mut outcome: Outcome,
+        moved: impl Fn(&str) -> String,
+        unchanged: impl Fn(&str) -> String,
+    ) -> Result<Outcome, StoreError> {
         let mut moves = Vec::new();
-        for id in &ids {
-            let state = self.patches[id].repo_state;
-            if state.in_repo() {
-                outcome.info(format!("{id} is already in the repo"));
+        for id in ids {
+            if self.patches[id].repo_state == from {
+                moves.push((id.clone(), from, to));
+                outcome.info(moved(id));
             } else {
-                moves.push((id.clone(), RepoState::Available, RepoState::Applied));
-                outcome.info(format!("{id} is now in the repo"));
+                outcome.info(unchanged(id));
             }
         }
         if !moves.is_empty() {
@@ -454,23 +473,15 @@ impl Store {
                 }
             }
         }
-        let mut moves = Vec::new();
-        for id in &ids {
-            if self.patches[id].repo_state == RepoState::Available {
-                outcome.info(format!("{id} is not in the repo"));
-            } else {
-                moves.push((id.clone(), RepoState::Applied, RepoState::Available));
-                outcome.info(format!("{id} has been removed from the repo"));
-            }
-        }
-        if !moves.is_empty() {
-            self.finish(Journal::Transition {
-                moves,
-                remove: Vec::new(),
-                counter: self.next_counter(),
-            })?;
-        }
-        Ok(outcome)
+        // Committed patches were refused above, so everything in the repo is Applied.
+        self.move_patches(
+            &ids,
+            RepoState::Applied,
+            RepoState::Available,
+            outcome,
+            |id| format!("{id} has been removed from the repo"),
+            |id| format!("{id} is not in the repo"),
+        )
     }
 
     /// Deletes Available patches from the store. `patch_states` are the derived states; a

@@ -130,19 +130,9 @@ impl Store {
 
     /// Releases whose base load is installed (`feed/rel-<R>` exists), sorted.
     pub fn releases(&self) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(self.root().join("feed"))
+        release_dirs(&self.root().join("feed"))
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("rel-")
-                    .map(str::to_owned)
-            })
-            .collect();
-        out.sort();
-        out
+            .collect()
     }
 
     /// Whether release `r`'s base load is installed.
@@ -286,17 +276,7 @@ impl Store {
 
     /// Releases that have a repository directory.
     fn repo_releases(&self) -> Vec<String> {
-        let mut out: BTreeSet<String> = std::fs::read_dir(self.root().join("repo"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("rel-")
-                    .map(str::to_owned)
-            })
-            .collect();
+        let mut out = release_dirs(&self.root().join("repo"));
         for patch in self.patches.values() {
             if patch.repo_state.in_repo() {
                 out.insert(patch.metadata.sw_version.clone());
@@ -504,6 +484,21 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("cannot encode app dependencies: {e}")))?;
         fsutil::atomic_write(&self.root().join(APP_DEPS), &json)
     }
+}
+
+/// The releases `R` with a `rel-R` directory in `dir`.
+fn release_dirs(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("rel-")
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 fn find_debris(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -8,26 +8,14 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use stx_patch_cli::client::{ApiClient, print_outcome};
-use stx_patch_cli::{OutputFormat, run, write_field};
+use stx_patch_cli::{ConnectionArgs, OutputFormat, run, write_field};
 
 /// Manage software patches on a StarlingX system through the controller's patching API.
 #[derive(Parser, Debug)]
 #[command(name = "sw-patch", version)]
 struct Args {
-    /// Patching API URL
-    #[arg(
-        long,
-        global = true,
-        env = "SW_PATCH_URL",
-        default_value = "http://127.0.0.1:5487"
-    )]
-    url: String,
-    /// API token (sent as X-Auth-Token)
-    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
-    token: Option<String>,
-    /// Output format
-    #[arg(long, global = true, value_enum, default_value_t)]
-    format: OutputFormat,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,8 +157,8 @@ enum Command {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
-        let client = ApiClient::new(&args.url, args.token.clone())?;
-        let json = args.format == OutputFormat::Json;
+        let client = ApiClient::new(&args.connection.url, args.connection.token.clone())?;
+        let json = args.connection.format == OutputFormat::Json;
         let failed = match args.command {
             Command::Upload { files } => {
                 let mut failed = false;

@@ -5,26 +5,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use stx_patch_cli::client::ApiClient;
-use stx_patch_cli::{OutputFormat, run};
+use stx_patch_cli::{ConnectionArgs, OutputFormat, run};
 
 /// System inventory commands.
 #[derive(Parser, Debug)]
 #[command(name = "system", version)]
 struct Args {
-    /// Controller API URL
-    #[arg(
-        long,
-        global = true,
-        env = "SW_PATCH_URL",
-        default_value = "http://127.0.0.1:5487"
-    )]
-    url: String,
-    /// API token (sent as X-Auth-Token)
-    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
-    token: Option<String>,
-    /// Output format
-    #[arg(long, global = true, value_enum, default_value_t)]
-    format: OutputFormat,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,12 +26,12 @@ enum Command {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
-        let client = ApiClient::new(&args.url, args.token)?;
+        let client = ApiClient::new(&args.connection.url, args.connection.token)?;
         match args.command {
             Command::Show => {
                 let value = client.get("isystems", &[], &[])?;
                 let system = value.pointer("/isystems/0").cloned().unwrap_or(Value::Null);
-                if args.format == OutputFormat::Json {
+                if args.connection.format == OutputFormat::Json {
                     println!("{}", serde_json::to_string_pretty(&system)?);
                 } else {
                     let rows: Vec<(String, String)> = system
