@@ -1,0 +1,136 @@
+//! Host facts and the states of a host.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use patch_format::{Evr, Personality};
+use serde::{Deserialize, Serialize};
+
+/// A package identity on a host: name and architecture.
+pub type PackageKey = (String, String);
+
+/// Administrative state (`system host-lock` / `host-unlock`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminState {
+    /// In service.
+    #[default]
+    Unlocked,
+    /// Taken out of service: reboot-required patches may be installed.
+    Locked,
+}
+
+/// Operational state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperState {
+    /// Running its services.
+    #[default]
+    Enabled,
+    /// Not running them (locked, rebooting, failed).
+    Disabled,
+}
+
+/// Availability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Availability {
+    /// Reporting and healthy.
+    #[default]
+    Available,
+    /// Locked and reporting.
+    Online,
+    /// Not reporting.
+    Offline,
+}
+
+macro_rules! display_serde {
+    ($($t:ty => [$($v:ident = $s:literal),*]),*) => {$(
+        impl $t {
+            /// The name shown in tables and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_serde!(
+    AdminState => [Unlocked = "unlocked", Locked = "locked"],
+    OperState => [Enabled = "enabled", Disabled = "disabled"],
+    Availability => [Available = "available", Online = "online", Offline = "offline"],
+    InstallState => [Idle = "idle", Installing = "installing", InstallFailed = "install-failed", InstallRejected = "install-rejected"]
+);
+
+/// The agent's install state (the original's agent states).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallState {
+    /// Nothing in progress.
+    #[default]
+    Idle,
+    /// An install transaction is running.
+    Installing,
+    /// The last install failed (and was rolled back).
+    InstallFailed,
+    /// The last install was refused ("Node must be locked.").
+    InstallRejected,
+}
+
+/// A package installed on a host, as its agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Architecture.
+    pub arch: String,
+    /// Installed version.
+    pub evr: Evr,
+    /// The patch it was installed from (none for the base load).
+    pub patch: Option<String>,
+    /// It came from a reboot-required patch.
+    pub reboot_required: bool,
+}
+
+/// What the controller knows about a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Host name, e.g. `controller-0`.
+    pub hostname: String,
+    /// Management address.
+    pub ip: String,
+    /// Node type.
+    pub personality: Personality,
+    /// Subfunctions (e.g. `controller`, `worker` for an all-in-one).
+    pub subfunctions: Vec<String>,
+    /// The release the host runs.
+    pub sw_version: String,
+    /// Administrative state.
+    pub admin: AdminState,
+    /// Operational state.
+    pub oper: OperState,
+    /// Availability.
+    pub availability: Availability,
+    /// Agent install state.
+    pub install_state: InstallState,
+    /// Changes a reboot-required patch installed are waiting for a reboot.
+    pub reboot_pending: bool,
+    /// Identifies the current boot (changes on every reboot).
+    pub boot_id: String,
+    /// Seconds since the epoch of the last report.
+    pub last_report: u64,
+    /// Installed packages.
+    pub installed: BTreeMap<PackageKey, InstalledPackage>,
+}
+
+impl HostFacts {
+    /// Whether the host is locked.
+    pub fn is_locked(&self) -> bool {
+        self.admin == AdminState::Locked
+    }
+}
