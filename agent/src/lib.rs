@@ -1,4 +1,14 @@
-//! The host agent as a library: reports the host's state to the controller and installs or
-//! removes packages into its root filesystem, atomically and crash-safely.
+//! The host agent as a library.
 //!
-//! Not built yet: see the "Hosts" issue.
+//! [`BuiltinInstaller`] installs and removes RPM packages in a root directory as one
+//! transaction: payloads are extracted (with the `rpm` crate) into a staging area under the
+//! root, then renamed into place; a journal records every step so that a crash or an error at
+//! any point rolls the root back to exactly its previous content when the installer is next
+//! opened. Its package database lives under the root.
+#![forbid(unsafe_code)]
+
+mod builtin;
+mod error;
+
+pub use builtin::{BuiltinInstaller, InstalledRecord, Recovery, Transaction, TransactionPackage};
+pub use error::InstallError;
