@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 mod builtin;
+mod daemon;
 mod error;
 
 pub use builtin::{BuiltinInstaller, InstalledRecord, Recovery, Transaction, TransactionPackage};
+pub use daemon::{Agent, AgentConfig, AgentError, subfunctions};
 pub use error::InstallError;

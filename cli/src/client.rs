@@ -177,3 +177,14 @@ pub fn print_outcome(value: &Value) -> bool {
     }
     false
 }
+
+/// [`print_outcome`] unless the caller printed JSON already; returns whether it failed.
+pub fn print_outcome_unless(value: &Value, json: bool) -> bool {
+    if json {
+        return value
+            .get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| !e.is_empty());
+    }
+    print_outcome(value)
+}

@@ -198,3 +198,25 @@ pub fn write_field(out: &mut String, name: &str, value: &str) {
         let _ = writeln!(out, "{:20}{line}", "");
     }
 }
+
+/// Resolves on Ctrl-C or SIGTERM (how daemons are asked to stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

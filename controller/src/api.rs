@@ -53,7 +53,7 @@ fn http_error(status: StatusCode, message: &str) -> Response {
     (status, format!("Error message: {message}\n")).into_response()
 }
 
-fn ok(value: Value) -> Response {
+pub(crate) fn ok(value: Value) -> Response {
     (StatusCode::OK, axum::Json(value)).into_response()
 }
 
@@ -75,7 +75,7 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-struct Call {
+pub(crate) struct Call {
     action: String,
     ids: Vec<String>,
     options: BTreeMap<String, String>,
@@ -186,7 +186,7 @@ async fn dispatch(
             };
             let all = !call.ids.is_empty()
                 && call.ids.iter().all(|id| {
-                    snapshot.patches.get(id).is_some_and(|p| {
+                    snapshot.patches().get(id).is_some_and(|p| {
                         // Without host reports the repo state stands for the patch state.
                         let state = snapshot.patch_state(p);
                         if state == "n/a" {
@@ -211,20 +211,22 @@ async fn dispatch(
             })
             .await
         }
-        "query_app_dependencies" => ok(json!(api.app.snapshot().app_deps)),
-        "query_hosts" => ok(json!({"data": []})),
+        "query_app_dependencies" => ok(json!(api.app.snapshot().store.app_deps)),
+        "query_hosts" => ok(crate::inventory::query_hosts(&api.app.snapshot())),
         "host_install" => ok(json::error("Deprecated")),
-        "host_install_async" | "drop_host" => {
-            let host = call.ids.first().cloned().unwrap_or_default();
-            ok(json::error(&format!("Unknown host specified: {host}")))
-        }
+        "host_install_async" => crate::inventory::host_install_async(&api.app, &call.ids),
+        "drop_host" => crate::inventory::drop_host(&api.app, &call.ids),
+        "host_list" => ok(crate::inventory::host_list(&api.app.snapshot())),
+        "host_show" => crate::inventory::host_show(&api.app.snapshot(), &call.ids),
+        "host_lock" => crate::inventory::host_lock(&api.app, &call.ids, call.flag("force")),
+        "host_unlock" => crate::inventory::host_unlock(&api.app, &call.ids),
         "init_release" | "del_release" => release(api.app.clone(), call).await,
         // What `system show` reports (the sysinv `isystems` shape, with the fields we know).
         "isystems" => {
             let snapshot = api.app.snapshot();
             ok(json!({"isystems": [{
                 "software_version": api.app.config.release,
-                "patch_op_counter": snapshot.op_counter,
+                "patch_op_counter": snapshot.store.op_counter,
             }]}))
         }
         other => http_error(StatusCode::NOT_FOUND, &format!("unknown action {other:?}")),
@@ -250,7 +252,7 @@ fn query(app: &App, call: &Call) -> Response {
         .unwrap_or("all");
     let release = call.options.get("release");
     let mut pd = serde_json::Map::new();
-    for (id, record) in &snapshot.patches {
+    for (id, record) in snapshot.patches() {
         let state_ok = match show {
             "available" | "applied" | "committed" => {
                 record.repo_state.as_str().eq_ignore_ascii_case(show)
@@ -273,7 +275,7 @@ fn show(app: &App, call: &Call) -> Response {
     let mut contents = serde_json::Map::new();
     let mut error = String::new();
     for id in &call.ids {
-        match snapshot.patches.get(id) {
+        match snapshot.patches().get(id) {
             Some(record) => {
                 metadata.insert(
                     id.clone(),
@@ -287,7 +289,12 @@ fn show(app: &App, call: &Call) -> Response {
     ok(json!({"metadata": metadata, "contents": contents, "error": error}))
 }
 
+const INSTALLING: &str = "Rejected: One or more nodes are installing patches.";
+
 async fn apply(app: Arc<App>, call: Call) -> Response {
+    if app.snapshot().any_installing() {
+        return ok(json::error(INSTALLING));
+    }
     let all = call.ids.iter().any(|i| i == "--all");
     let ids: Vec<String> = call.ids.iter().filter(|i| *i != "--all").cloned().collect();
     let options = ChangeOptions {
@@ -305,6 +312,9 @@ async fn apply(app: Arc<App>, call: Call) -> Response {
 }
 
 async fn remove(app: Arc<App>, call: Call) -> Response {
+    if app.snapshot().any_installing() {
+        return ok(json::error(INSTALLING));
+    }
     let options = ChangeOptions {
         skip_semantic: call.flag("skip-semantic"),
         skip_app_check: call.flag("skipappcheck"),
@@ -468,7 +478,7 @@ async fn import_stream(
         name.clone(),
         name.strip_suffix(".patch").unwrap_or(&name).to_owned(),
     );
-    if !base.ends_with(".patch") && !app.snapshot().patches.contains_key(&id) {
+    if !base.ends_with(".patch") && !app.snapshot().patches().contains_key(&id) {
         drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
         return Err(StoreError::Refused(format!(
             "File must end in .patch extension: {base}"

@@ -52,6 +52,12 @@ pub struct ControllerConfig {
     /// A file of accepted tokens, one per line (`#` comments allowed).
     #[serde(default)]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Agent endpoint (hosts report here and fetch packages), e.g. `0.0.0.0:5488`.
+    #[serde(default)]
+    pub agent_listen: Option<String>,
+    /// File holding the token agents must present (`Authorization: Bearer …`).
+    #[serde(default)]
+    pub agent_token_file: Option<PathBuf>,
     /// Largest upload accepted, in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
@@ -76,6 +82,8 @@ impl ControllerConfig {
             auth_listen: None,
             auth_tokens: Vec::new(),
             auth_tokens_file: None,
+            agent_listen: None,
+            agent_token_file: None,
             max_upload_bytes: default_max_upload(),
         }
     }
@@ -106,6 +114,22 @@ impl ControllerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The agents' token (first non-comment line of `agent_token_file`).
+    pub(crate) fn agent_token(&self) -> Result<String, ConfigError> {
+        let path = self.agent_token_file.as_ref().ok_or_else(|| {
+            ConfigError::Invalid("agent_listen needs agent_token_file (the agents' token)".into())
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .ok_or_else(|| ConfigError::Invalid(format!("{} holds no token", path.display())))
     }
 
     pub(crate) fn limits(&self) -> patch_format::Limits {

@@ -10,8 +10,11 @@
 //! after every mutation, so a long upload or import never blocks them.
 #![forbid(unsafe_code)]
 
+mod agent_api;
 mod api;
 mod config;
+mod hosts;
+mod inventory;
 mod json;
 mod state;
 
@@ -51,6 +54,8 @@ pub struct Controller {
     pub api_addr: SocketAddr,
     /// Address of the authenticated patching API, if enabled.
     pub auth_api_addr: Option<SocketAddr>,
+    /// Address of the agent endpoint, if enabled.
+    pub agent_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -73,7 +78,12 @@ impl Controller {
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await
             .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
-        let app = Arc::new(state::App::new(store, config.clone()));
+        let hosts_dir = config.state_dir.join("hosts");
+        let hosts = hosts::HostRegistry::load(&hosts_dir).map_err(|e| StoreError::Io {
+            path: hosts_dir.clone(),
+            source: e,
+        })?;
+        let app = Arc::new(state::App::new(store, hosts, config.clone()));
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -101,10 +111,42 @@ impl Controller {
             }
             None => None,
         };
-        tracing::info!(%api_addr, ?auth_api_addr, release = %config.release, "controller started");
+        let agent_addr = match &config.agent_listen {
+            Some(addr) => {
+                let token = config.agent_token()?;
+                let listener = bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| StartError::Bind {
+                    addr: addr.clone(),
+                    source: e,
+                })?;
+                tasks.push(serve(
+                    listener,
+                    agent_api::router(app.clone(), token),
+                    rx.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
+        // Hosts that stop reporting go offline, and are aged out after an hour.
+        let aging = app.clone();
+        let mut stop = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                let app = aging.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || app.with_hosts(|h| ((), h.age()))).await;
+            }
+        }));
+        tracing::info!(%api_addr, ?auth_api_addr, ?agent_addr, release = %config.release, "controller started");
         Ok(Controller {
             api_addr,
             auth_api_addr,
+            agent_addr,
             shutdown,
             tasks,
         })

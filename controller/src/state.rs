@@ -1,45 +1,108 @@
-//! Shared controller state: the store behind a mutex (mutations are serialized) and a
-//! snapshot of it behind a read-write lock (queries never wait for a mutation).
+//! Shared controller state. The store sits behind a mutex (mutations are serialized); the
+//! host registry behind another; queries read a snapshot — patches, hosts, their diffs and the
+//! derived patch states — that is rebuilt after every mutation or host change, so they never
+//! wait for either.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use patch_store::{PatchRecord, Store, StoreError};
+use host_state::{
+    HostDiff, HostFacts, PatchInfo, PatchState, derive_patch_states, desired_packages,
+};
+use patch_store::{PatchRecord, RepoIndex, Store, StoreError};
 
 use crate::ControllerConfig;
+use crate::hosts::HostRegistry;
 
-/// What queries read.
+/// What the store holds, as queries see it.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Snapshot {
+pub(crate) struct StoreView {
     pub(crate) patches: BTreeMap<String, PatchRecord>,
     pub(crate) app_deps: BTreeMap<String, BTreeSet<String>>,
     pub(crate) op_counter: u64,
+    /// Per release: base load index and repository index.
+    pub(crate) indexes: BTreeMap<String, (RepoIndex, RepoIndex)>,
 }
 
-impl Snapshot {
+impl StoreView {
     fn of(store: &Store) -> Self {
-        Snapshot {
+        let mut releases: BTreeSet<String> = store.releases().into_iter().collect();
+        releases.extend(store.patches().map(|p| p.metadata.sw_version.clone()));
+        let indexes = releases
+            .into_iter()
+            .map(|r| {
+                let feed = store.feed_index(&r).unwrap_or_default();
+                let repo = store.repo_index(&r).unwrap_or_default();
+                (r, (feed, repo))
+            })
+            .collect();
+        StoreView {
             patches: store
                 .patches()
                 .map(|p| (p.metadata.id.clone(), p.clone()))
                 .collect(),
             app_deps: store.app_dependencies().clone(),
             op_counter: store.op_counter(),
+            indexes,
         }
     }
+}
 
-    /// The derived patch state. With no hosts known the original reports `n/a`; host
-    /// reports refine it once agents exist.
-    pub(crate) fn patch_state(&self, _record: &PatchRecord) -> String {
-        "n/a".to_owned()
+/// A host as queries see it.
+#[derive(Clone, Debug)]
+pub(crate) struct HostView {
+    pub(crate) facts: HostFacts,
+    pub(crate) diff: HostDiff,
+    pub(crate) install_state: host_state::InstallState,
+    pub(crate) last_error: Option<String>,
+    pub(crate) interim: bool,
+}
+
+impl HostView {
+    pub(crate) fn patch_current(&self) -> bool {
+        self.diff.is_empty()
+    }
+
+    /// Reboot Required: installed changes wait for a reboot, or pending ones need it.
+    pub(crate) fn requires_reboot(&self) -> bool {
+        self.facts.reboot_pending || self.diff.requires_reboot()
+    }
+}
+
+/// What queries read.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) store: Arc<StoreView>,
+    pub(crate) hosts: Vec<HostView>,
+    pub(crate) states: BTreeMap<String, PatchState>,
+}
+
+impl Snapshot {
+    pub(crate) fn patches(&self) -> &BTreeMap<String, PatchRecord> {
+        &self.store.patches
+    }
+
+    /// The derived patch state (`n/a` without hosts).
+    pub(crate) fn patch_state(&self, record: &PatchRecord) -> String {
+        self.states
+            .get(&record.metadata.id)
+            .map_or("n/a", |s| s.as_str())
+            .to_owned()
     }
 
     /// Every patch's derived state (passed to semantic scripts and delete/commit checks).
     pub(crate) fn patch_states(&self) -> BTreeMap<String, String> {
-        self.patches
+        self.states
             .iter()
-            .map(|(id, p)| (id.clone(), self.patch_state(p)))
+            .map(|(id, s)| (id.clone(), s.as_str().to_owned()))
             .collect()
+    }
+
+    /// Whether some host is installing (apply/remove are refused meanwhile, as the original).
+    pub(crate) fn any_installing(&self) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.install_state == host_state::InstallState::Installing)
     }
 }
 
@@ -47,19 +110,38 @@ pub(crate) struct App {
     store: Mutex<Store>,
     /// Verifies uploads without holding the store.
     pub(crate) verifier: patch_store::UploadVerifier,
+    store_view: RwLock<Arc<StoreView>>,
+    hosts: Mutex<HostRegistry>,
+    /// Patch → hosts that have not reported since it was applied or removed.
+    interim: Mutex<BTreeMap<String, BTreeSet<String>>>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Wakes agents' long polls when an order is queued.
+    pub(crate) orders: tokio::sync::Notify,
     pub(crate) config: ControllerConfig,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl App {
-    pub(crate) fn new(store: Store, config: ControllerConfig) -> Self {
-        let snapshot = Snapshot::of(&store);
-        App {
+    pub(crate) fn new(store: Store, hosts: HostRegistry, config: ControllerConfig) -> Self {
+        let view = Arc::new(StoreView::of(&store));
+        let app = App {
             verifier: store.upload_verifier(),
             store: Mutex::new(store),
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            store_view: RwLock::new(view),
+            hosts: Mutex::new(hosts),
+            interim: Mutex::new(BTreeMap::new()),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            orders: tokio::sync::Notify::new(),
             config,
-        }
+        };
+        app.refresh();
+        app
     }
 
     /// The current snapshot.
@@ -70,32 +152,121 @@ impl App {
         }
     }
 
-    /// Runs a mutation on the store (callers are on a blocking thread), then publishes a new
-    /// snapshot. A panic in an earlier mutation poisons nothing the store relies on — its
-    /// state is on disk — so a poisoned lock is taken over.
-    pub(crate) fn mutate<T>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut store = match self.store.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let result = f(&mut store);
-        let fresh = Arc::new(Snapshot::of(&store));
+    fn store_view(&self) -> Arc<StoreView> {
+        match self.store_view.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Rebuilds the snapshot from the store view, the host registry and interim states.
+    pub(crate) fn refresh(&self) {
+        let store = self.store_view();
+        let hosts = lock(&self.hosts);
+        let interim = lock(&self.interim).clone();
+        let empty = (RepoIndex::default(), RepoIndex::default());
+        let views: Vec<HostView> = hosts
+            .hosts
+            .values()
+            .map(|entry| {
+                let (feed, repo) = store.indexes.get(&entry.facts.sw_version).unwrap_or(&empty);
+                let desired =
+                    desired_packages(entry.facts.personality, feed, repo, &entry.facts.installed);
+                HostView {
+                    diff: HostDiff::compute(&entry.facts.installed, &desired),
+                    install_state: entry.effective_install_state(),
+                    last_error: entry.last_error.clone(),
+                    interim: interim.values().any(|h| h.contains(&entry.facts.hostname)),
+                    facts: entry.facts.clone(),
+                }
+            })
+            .collect();
+        drop(hosts);
+        let infos: Vec<PatchInfo> = store
+            .patches
+            .values()
+            .map(|p| PatchInfo {
+                id: p.metadata.id.clone(),
+                repo_state: p.repo_state,
+                sw_version: p.metadata.sw_version.clone(),
+                packages: p
+                    .packages
+                    .iter()
+                    .map(|k| ((k.name.clone(), k.arch.clone()), k.evr()))
+                    .collect(),
+            })
+            .collect();
+        let pairs: Vec<(&HostFacts, &HostDiff)> =
+            views.iter().map(|v| (&v.facts, &v.diff)).collect();
+        let states = derive_patch_states(&infos, &pairs, &interim);
+        let fresh = Arc::new(Snapshot {
+            store,
+            hosts: views,
+            states,
+        });
         match self.snapshot.write() {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
+    }
+
+    /// Runs a mutation on the store (callers are on a blocking thread), then publishes a new
+    /// snapshot. Patches whose repo state changed become interim until every host re-reports.
+    pub(crate) fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut store = lock(&self.store);
+        let before: BTreeMap<String, patch_store::RepoState> = store
+            .patches()
+            .map(|p| (p.metadata.id.clone(), p.repo_state))
+            .collect();
+        let result = f(&mut store);
+        let view = Arc::new(StoreView::of(&store));
+        drop(store);
+        let hostnames: BTreeSet<String> = lock(&self.hosts).hosts.keys().cloned().collect();
+        {
+            let mut interim = lock(&self.interim);
+            for (id, p) in &view.patches {
+                if before.get(id).is_some_and(|s| *s != p.repo_state) && !hostnames.is_empty() {
+                    interim.insert(id.clone(), hostnames.clone());
+                }
+            }
+            interim.retain(|id, _| view.patches.contains_key(id));
+        }
+        match self.store_view.write() {
+            Ok(mut guard) => *guard = view,
+            Err(poisoned) => *poisoned.into_inner() = view,
+        }
+        self.refresh();
         result
     }
 
     /// Read access to the store itself (for the few queries a snapshot does not cover).
     pub(crate) fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        let store = match self.store.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&store)
+        f(&lock(&self.store))
+    }
+
+    /// Runs `f` on the host registry, then refreshes the snapshot if it says so.
+    pub(crate) fn with_hosts<T>(&self, f: impl FnOnce(&mut HostRegistry) -> (T, bool)) -> T {
+        let (value, changed) = f(&mut lock(&self.hosts));
+        if changed {
+            self.refresh();
+        }
+        value
+    }
+
+    /// A host reported: it is no longer interim for any patch.
+    pub(crate) fn host_reported(&self, hostname: &str) {
+        let mut interim = lock(&self.interim);
+        for hosts in interim.values_mut() {
+            hosts.remove(hostname);
+        }
+        interim.retain(|_, h| !h.is_empty());
+    }
+
+    /// Forgets a host in the interim sets (drop-host, age-out).
+    pub(crate) fn forget_host(&self, hostname: &str) {
+        self.host_reported(hostname);
     }
 }

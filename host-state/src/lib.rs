@@ -15,6 +15,7 @@
 mod desired;
 mod model;
 mod patch_state;
+pub mod protocol;
 
 pub use desired::{DesiredPackage, HostDiff, PackageChange, desired_packages};
 pub use model::{

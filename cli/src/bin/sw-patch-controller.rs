@@ -33,6 +33,12 @@ struct Args {
     /// File of accepted API tokens, one per line
     #[arg(long, value_name = "FILE")]
     auth_tokens_file: Option<PathBuf>,
+    /// Agent endpoint address (hosts report and download packages here), e.g. 0.0.0.0:5488
+    #[arg(long, value_name = "ADDR")]
+    agent_listen: Option<String>,
+    /// File holding the agents' token
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
     /// Largest accepted upload in bytes
     #[arg(long, value_name = "BYTES")]
     max_upload_bytes: Option<u64>,
@@ -61,10 +67,11 @@ fn main() -> ExitCode {
                     serde_json::json!({
                         "api": controller.api_addr.to_string(),
                         "auth_api": controller.auth_api_addr.map(|a| a.to_string()),
+                        "agent_api": controller.agent_addr.map(|a| a.to_string()),
                     })
                 );
             }
-            shutdown_signal().await;
+            stx_patch_cli::shutdown_signal().await;
             tracing::info!("shutting down");
             controller.stop().await;
             Ok(())
@@ -105,29 +112,14 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     if let Some(v) = &args.auth_tokens_file {
         config.auth_tokens_file = Some(v.clone());
     }
+    if let Some(v) = &args.agent_listen {
+        config.agent_listen = Some(v.clone());
+    }
+    if let Some(v) = &args.agent_token_file {
+        config.agent_token_file = Some(v.clone());
+    }
     if let Some(v) = args.max_upload_bytes {
         config.max_upload_bytes = v;
     }
     Ok(config)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -135,6 +135,29 @@ enum Command {
     },
     /// List application dependencies on patches
     QueryAppDependencies,
+    /// List hosts and whether they are patch current
+    QueryHosts,
+    /// Install the applied patches on a host and wait for the result
+    HostInstall {
+        /// Host name or IP address
+        host: String,
+        /// Install reboot-required patches even on an unlocked host
+        #[arg(long)]
+        force: bool,
+    },
+    /// Ask a host to install the applied patches, without waiting
+    HostInstallAsync {
+        /// Host name or IP address
+        host: String,
+        /// Install reboot-required patches even on an unlocked host
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget a host (it reappears when its agent reports again)
+    DropHost {
+        /// Host name or IP address
+        host: String,
+    },
     /// Import a release's base load
     InitRelease {
         /// Release, e.g. 19.01
@@ -319,6 +342,24 @@ fn main() -> ExitCode {
                 }
                 emit(&client.post("init_release", &[release], &query)?, json)
             }
+            Command::QueryHosts => {
+                let value = client.get("query_hosts", &[], &[])?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    print!("{}", hosts_table(&value));
+                }
+                false
+            }
+            Command::HostInstallAsync { host, force } => {
+                let mut ids = vec![host];
+                if force {
+                    ids.push("force".into());
+                }
+                emit(&client.post("host_install_async", &ids, &[])?, json)
+            }
+            Command::HostInstall { host, force } => host_install(&client, host, force, json)?,
+            Command::DropHost { host } => emit(&client.post("drop_host", &[host], &[])?, json),
             Command::DelRelease { release } => {
                 emit(&client.post("del_release", &[release], &[])?, json)
             }
@@ -506,6 +547,156 @@ fn show_text(value: &Value, ids: &[String]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The original's `query-hosts` table.
+fn hosts_table(value: &Value) -> String {
+    let hosts = value
+        .get("data")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let headers = [
+        "Hostname",
+        "IP Address",
+        "Patch Current",
+        "Reboot Required",
+        "Release",
+        "State",
+    ];
+    let rows: Vec<[String; 6]> = hosts
+        .iter()
+        .map(|h| {
+            let b = |k: &str| h.get(k).and_then(Value::as_bool).unwrap_or(false);
+            let t = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            // The original's precedence: Yes/No, then Pending, then Failed.
+            let mut current = if b("patch_current") { "Yes" } else { "No" };
+            if b("interim_state") {
+                current = "Pending";
+            }
+            if b("patch_failed") {
+                current = "Failed";
+            }
+            [
+                t("hostname"),
+                t("ip"),
+                current.to_owned(),
+                if b("requires_reboot") { "Yes" } else { "No" }.to_owned(),
+                t("sw_version"),
+                t("state"),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len())
+                .chain([headers[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+    let mut out = line(
+        headers
+            .iter()
+            .zip(&widths)
+            .map(|(h, &w)| format!("{h:^w$}"))
+            .collect(),
+    );
+    out += &line(widths.iter().map(|&w| "=".repeat(w)).collect());
+    for row in &rows {
+        out += &line(
+            row.iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (v, &w))| {
+                    if c == 0 {
+                        format!("{v:<w$}")
+                    } else {
+                        format!("{v:^w$}")
+                    }
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// `host-install`: order the install, then poll `query_hosts` until the host is done.
+fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> anyhow::Result<bool> {
+    let mut ids = vec![host.clone()];
+    if force {
+        ids.push("force".into());
+    }
+    let ordered = client.post("host_install_async", &ids, &[])?;
+    if emit(&ordered, json) {
+        return Ok(true);
+    }
+    let started = std::time::Instant::now();
+    let mut misses = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let hosts = match client.get("query_hosts", &[], &[]) {
+            Ok(v) => v,
+            Err(e) if misses < 4 => {
+                misses += 1;
+                eprintln!("warning: {e:#}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let found = hosts.get("data").and_then(Value::as_array).and_then(|a| {
+            a.iter()
+                .find(|h| h["hostname"] == host.as_str() || h["ip"] == host.as_str())
+                .cloned()
+        });
+        let Some(h) = found else {
+            misses += 1;
+            if misses > 4 {
+                bail!("{host} is no longer reported by the controller");
+            }
+            continue;
+        };
+        let state = h["state"].as_str().unwrap_or("");
+        if state == "installing" || h["interim_state"].as_bool() == Some(true) {
+            if started.elapsed() > std::time::Duration::from_secs(3600) {
+                bail!("{host} is still installing after an hour");
+            }
+            continue;
+        }
+        let reason = h["last_error"].as_str().unwrap_or("").to_owned();
+        return Ok(match state {
+            "install-rejected" => {
+                eprintln!(
+                    "Installation rejected. {}",
+                    if reason.is_empty() {
+                        "Node must be locked."
+                    } else {
+                        &reason
+                    }
+                );
+                true
+            }
+            "install-failed" => {
+                eprintln!(
+                    "Installation failed: {}",
+                    if reason.is_empty() {
+                        "please check the agent's log"
+                    } else {
+                        &reason
+                    }
+                );
+                true
+            }
+            _ => {
+                if !json {
+                    println!("Installation was successful.");
+                }
+                false
+            }
+        });
+    }
 }
 
 fn app_table(value: &Value) -> String {

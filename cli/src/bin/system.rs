@@ -21,13 +21,113 @@ struct Args {
 enum Command {
     /// Show the system's properties that stx-patch knows (software version, …)
     Show,
+    /// List hosts with their administrative, operational and availability states
+    HostList,
+    /// Show one host
+    HostShow {
+        /// Host name or IP address
+        host: String,
+    },
+    /// Lock a host (take it out of service so reboot-required patches can be installed)
+    HostLock {
+        /// Host name or IP address
+        host: String,
+        /// Lock even while it is installing
+        #[arg(long)]
+        force: bool,
+    },
+    /// Unlock a host (reboots it if installed patches require it)
+    HostUnlock {
+        /// Host name or IP address
+        host: String,
+    },
 }
 
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
         let client = ApiClient::new(&args.connection.url, args.connection.token)?;
+        let json = args.connection.format == OutputFormat::Json;
+        let outcome = |value: Value| -> anyhow::Result<()> {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            }
+            if stx_patch_cli::client::print_outcome_unless(&value, json) {
+                anyhow::bail!("the operation failed");
+            }
+            Ok(())
+        };
         match args.command {
+            Command::HostList => {
+                let value = client.get("host_list", &[], &[])?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    let hosts = value["ihosts"].as_array().cloned().unwrap_or_default();
+                    let rows: Vec<Vec<String>> = hosts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| {
+                            let t = |k: &str| h[k].as_str().unwrap_or("").to_owned();
+                            vec![
+                                (i + 1).to_string(),
+                                t("hostname"),
+                                t("personality"),
+                                t("administrative"),
+                                t("operational"),
+                                t("availability"),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        grid(
+                            &[
+                                "id",
+                                "hostname",
+                                "personality",
+                                "administrative",
+                                "operational",
+                                "availability"
+                            ],
+                            &rows
+                        )
+                    );
+                }
+            }
+            Command::HostShow { host } => {
+                let value = client.get("host_show", &[host], &[])?;
+                if value.get("hostname").is_none() {
+                    return outcome(value);
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    let rows: Vec<(String, String)> = value
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str()
+                                    .map(str::to_owned)
+                                    .unwrap_or_else(|| v.to_string()),
+                            )
+                        })
+                        .collect();
+                    print!("{}", property_table(&rows));
+                }
+            }
+            Command::HostLock { host, force } => {
+                let query = if force {
+                    vec![("force", "yes".to_owned())]
+                } else {
+                    vec![]
+                };
+                outcome(client.post("host_lock", &[host], &query)?)?;
+            }
+            Command::HostUnlock { host } => outcome(client.post("host_unlock", &[host], &[])?)?,
             Command::Show => {
                 let value = client.get("isystems", &[], &[])?;
                 let system = value.pointer("/isystems/0").cloned().unwrap_or(Value::Null);
@@ -53,6 +153,40 @@ fn main() -> ExitCode {
         }
         Ok(())
     })
+}
+
+/// A `+----+----+` grid with a header row, as the StarlingX clients print lists.
+fn grid(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len())
+                .chain([headers[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let rule: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let row = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, &w)| format!("| {c:<w$} "))
+            .collect::<String>()
+            + "|\n"
+    };
+    let mut out = rule.clone();
+    out += &row(headers.to_vec());
+    out += &rule;
+    for r in rows {
+        out += &row(r.iter().map(String::as_str).collect());
+    }
+    out += &rule;
+    out
 }
 
 /// The `+----------+-------+` Property/Value table of the StarlingX clients.

@@ -1,0 +1,505 @@
+//! The agent loop: report, long-poll orders, install, reboot.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use host_state::protocol::{AgentOrder, HostReport, ReportReply};
+use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
+use patch_format::Personality;
+use patch_store::RepoIndex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::{BuiltinInstaller, InstallError, Recovery, Transaction, TransactionPackage};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Controller agent-endpoint URLs, e.g. `http://192.168.204.2:5488` (the first that
+    /// answers is used).
+    pub controllers: Vec<String>,
+    /// The agent token.
+    pub token: String,
+    /// This host's name.
+    pub hostname: String,
+    /// This host's management address (reported only).
+    pub ip: String,
+    /// Node type.
+    pub personality: Personality,
+    /// Release the host runs.
+    pub release: String,
+    /// The root file system packages are installed into (`/` in production).
+    pub root: PathBuf,
+    /// Where the agent keeps its own state and download cache.
+    pub state_dir: PathBuf,
+    /// Seconds between reports (and the long-poll length).
+    pub heartbeat: Duration,
+    /// Command that reboots the host when the root is `/` (none: soft reboot).
+    pub reboot_command: Option<String>,
+}
+
+/// What the agent persists across restarts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AgentState {
+    boot_id: String,
+    reboot_pending: bool,
+    install_done: u64,
+    install_state: InstallState,
+    last_error: Option<String>,
+    /// Set while an install runs: found set after a restart, the install was interrupted.
+    installing: bool,
+    rejected_at: Option<u64>,
+}
+
+/// The agent.
+pub struct Agent {
+    config: AgentConfig,
+    http: reqwest::Client,
+    installer: Arc<std::sync::Mutex<BuiltinInstaller>>,
+    state: Mutex<AgentState>,
+    controller: Mutex<usize>,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The installer could not be opened.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// Local state could not be read or written.
+    #[error("agent state {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn new_boot_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    hex::encode(bytes)
+}
+
+impl Agent {
+    /// Opens the agent: recovers an interrupted install (rolled back; the host then reports
+    /// install-failed) and loads its state.
+    pub fn open(config: AgentConfig) -> Result<Agent, AgentError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| AgentError::State {
+            path: config.state_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let (installer, recovery) = BuiltinInstaller::open(&config.root)?;
+        let path = config.state_dir.join("agent.json");
+        let mut state: AgentState = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if state.boot_id.is_empty() {
+            state.boot_id = if config.root == Path::new("/") {
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| new_boot_id())
+            } else {
+                new_boot_id()
+            };
+        }
+        if state.installing || recovery == Recovery::RolledBack {
+            state.installing = false;
+            state.install_state = InstallState::InstallFailed;
+            state.last_error = Some("the install was interrupted and rolled back; retry it".into());
+        }
+        let agent = Agent {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| AgentError::State {
+                    path: PathBuf::new(),
+                    reason: format!("HTTP client: {e}"),
+                })?,
+            installer: Arc::new(std::sync::Mutex::new(installer)),
+            state: Mutex::new(state),
+            controller: Mutex::new(0),
+            config,
+        };
+        Ok(agent)
+    }
+
+    fn save(&self, state: &AgentState) {
+        let path = self.config.state_dir.join("agent.json");
+        if let Ok(bytes) = serde_json::to_vec_pretty(state) {
+            let tmp = path.with_extension("json.tmp");
+            let ok = std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            if let Err(e) = ok {
+                tracing::error!("cannot save agent state: {e}");
+            }
+        }
+    }
+
+    fn installed(&self) -> std::collections::BTreeMap<host_state::PackageKey, InstalledPackage> {
+        match self.installer.lock() {
+            Ok(i) => i.installed(),
+            Err(p) => p.into_inner().installed(),
+        }
+    }
+
+    async fn base(&self) -> String {
+        let i = *self.controller.lock().await;
+        self.config.controllers[i % self.config.controllers.len()]
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// Sends a request to the current controller, moving on to the next URL on a connection
+    /// failure.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let mut last = String::new();
+        for _ in 0..self.config.controllers.len().max(1) {
+            let base = self.base().await;
+            let request = build(&self.http, &base).bearer_auth(&self.config.token);
+            match request.send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    return Err(format!("{base}: HTTP {status}: {}", body.trim()));
+                }
+                Err(e) => {
+                    last = format!("{base}: {e}");
+                    let mut i = self.controller.lock().await;
+                    *i = (*i + 1) % self.config.controllers.len().max(1);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends a report; returns the controller's reply.
+    pub async fn report(&self, op_counter: u64) -> Result<ReportReply, String> {
+        let state = self.state.lock().await.clone();
+        let report = HostReport {
+            hostname: self.config.hostname.clone(),
+            ip: self.config.ip.clone(),
+            personality: self.config.personality,
+            subfunctions: subfunctions(self.config.personality),
+            sw_version: self.config.release.clone(),
+            install_state: state.install_state,
+            last_error: state.last_error.clone(),
+            reboot_pending: state.reboot_pending,
+            boot_id: state.boot_id.clone(),
+            installed: self.installed().into_values().collect(),
+            op_counter,
+            install_done: state.install_done,
+        };
+        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        let response = self
+            .send(|http, base| {
+                http.post(format!("{base}/agent/v1/report"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad reply: {e}"))
+    }
+
+    async fn poll(&self) -> Result<AgentOrder, String> {
+        let wait = self.config.heartbeat.as_secs().max(1);
+        let host = self.config.hostname.clone();
+        let response = self
+            .send(|http, base| {
+                http.get(format!("{base}/agent/v1/orders"))
+                    .query(&[("hostname", host.as_str()), ("wait", &wait.to_string())])
+                    .timeout(Duration::from_secs(wait + 10))
+            })
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad order: {e}"))
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut op_counter = 0;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let locked = match self.report(op_counter).await {
+                Ok(reply) => {
+                    op_counter = reply.op_counter;
+                    reply.locked
+                }
+                Err(e) => {
+                    tracing::warn!("report failed: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.heartbeat) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
+                }
+            };
+            self.reset_rejection(locked).await;
+            let order = tokio::select! {
+                o = self.poll() => o,
+                _ = shutdown.changed() => return,
+            };
+            match order {
+                Ok(AgentOrder::None) => {}
+                Ok(AgentOrder::Install { force, seq, locked }) => {
+                    // Tell the controller at once that the install started.
+                    self.set_state(InstallState::Installing, None).await;
+                    let _ = self.report(op_counter).await;
+                    self.install(force, locked, seq).await;
+                }
+                Ok(AgentOrder::Reboot) => self.reboot().await,
+                Err(e) => {
+                    tracing::warn!("order poll failed: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.heartbeat) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn set_state(&self, install_state: InstallState, error: Option<String>) {
+        let mut state = self.state.lock().await;
+        state.install_state = install_state;
+        state.last_error = error;
+        self.save(&state);
+    }
+
+    /// install-rejected goes back to idle once the host is locked, or after 60 s.
+    async fn reset_rejection(&self, locked: bool) {
+        let mut state = self.state.lock().await;
+        if state.install_state == InstallState::InstallRejected
+            && (locked
+                || state
+                    .rejected_at
+                    .is_some_and(|t| now().saturating_sub(t) >= 60))
+        {
+            state.install_state = InstallState::Idle;
+            state.last_error = None;
+            state.rejected_at = None;
+            self.save(&state);
+        }
+    }
+
+    /// Brings the host to its desired package set; records the outcome.
+    pub async fn install(&self, force: bool, locked: bool, seq: u64) {
+        let started = Instant::now();
+        let outcome = self.install_inner(force, locked).await;
+        let mut state = self.state.lock().await;
+        state.installing = false;
+        state.install_done = state.install_done.max(seq);
+        match outcome {
+            Ok(rebooting) => {
+                state.install_state = InstallState::Idle;
+                state.last_error = None;
+                state.reboot_pending |= rebooting;
+                tracing::info!("install finished in {:?}", started.elapsed());
+            }
+            Err((install_state, message)) => {
+                tracing::warn!("install {}: {message}", install_state.as_str());
+                if install_state == InstallState::InstallRejected {
+                    state.rejected_at = Some(now());
+                }
+                state.install_state = install_state;
+                state.last_error = Some(message);
+            }
+        }
+        self.save(&state);
+    }
+
+    async fn install_inner(
+        &self,
+        force: bool,
+        locked: bool,
+    ) -> Result<bool, (InstallState, String)> {
+        let failed = |m: String| (InstallState::InstallFailed, m);
+        let release = &self.config.release;
+        let feed: RepoIndex = self
+            .fetch_json(&format!("feed/rel-{release}/index.json"))
+            .await
+            .map_err(failed)?;
+        let repo: RepoIndex = self
+            .fetch_json(&format!("repo/rel-{release}/index.json"))
+            .await
+            .map_err(failed)?;
+        let installed = self.installed();
+        let desired = desired_packages(self.config.personality, &feed, &repo, &installed);
+        let diff = HostDiff::compute(&installed, &desired);
+        if diff.is_empty() {
+            return Ok(false);
+        }
+        let rr = diff.requires_reboot();
+        if rr && !locked && !force {
+            return Err((InstallState::InstallRejected, "Node must be locked.".into()));
+        }
+        {
+            let mut state = self.state.lock().await;
+            state.installing = true;
+            self.save(&state);
+        }
+        let cache = self.config.state_dir.join("cache");
+        let _ = tokio::fs::remove_dir_all(&cache).await;
+        tokio::fs::create_dir_all(&cache)
+            .await
+            .map_err(|e| failed(format!("{}: {e}", cache.display())))?;
+        let mut tx = Transaction::default();
+        for change in &diff.changes {
+            let (to, from) = match change {
+                PackageChange::Missing(to) => (to, None),
+                PackageChange::Upgrade { from, to } | PackageChange::Downgrade { from, to } => {
+                    (to, Some(from))
+                }
+                PackageChange::Remove(from) => {
+                    tx.remove.push((from.name.clone(), from.arch.clone()));
+                    continue;
+                }
+            };
+            let _ = from;
+            let area = if to.from_base { "feed" } else { "repo" };
+            let file = cache.join(format!("{}.{}.rpm", to.name, to.arch));
+            self.download(
+                &format!("{area}/rel-{release}/{}", to.path),
+                &file,
+                to.size,
+                &to.sha256,
+            )
+            .await
+            .map_err(|e| failed(format!("{}: {e}", to.name)))?;
+            tx.install.push(TransactionPackage {
+                package: InstalledPackage {
+                    name: to.name.clone(),
+                    arch: to.arch.clone(),
+                    evr: to.evr.clone(),
+                    patch: to.patch.clone(),
+                    reboot_required: to.reboot_required,
+                },
+                rpm: file,
+            });
+        }
+        let installer = self.installer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut installer = match installer.lock() {
+                Ok(i) => i,
+                Err(p) => p.into_inner(),
+            };
+            installer.apply(&tx)
+        })
+        .await
+        .map_err(|e| failed(format!("install task: {e}")))?;
+        let _ = tokio::fs::remove_dir_all(&cache).await;
+        result.map_err(|e| failed(e.to_string()))?;
+        Ok(rr)
+    }
+
+    async fn fetch_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, String> {
+        let response = self
+            .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Downloads to `file`, checking size and SHA-256 as the bytes arrive.
+    async fn download(
+        &self,
+        path: &str,
+        file: &Path,
+        size: u64,
+        sha256: &str,
+    ) -> Result<(), String> {
+        let mut response = self
+            .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
+            .await?;
+        let mut out = tokio::fs::File::create(file)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut hasher = Sha256::new();
+        let mut got = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("download interrupted: {e}"))?
+        {
+            got += chunk.len() as u64;
+            if got > size {
+                return Err(format!(
+                    "the download is larger than the {size} bytes the index states"
+                ));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        }
+        out.flush().await.map_err(|e| e.to_string())?;
+        if got != size {
+            return Err(format!(
+                "the download is {got} bytes, the index states {size} (truncated?)"
+            ));
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != sha256 {
+            return Err(format!(
+                "sha256 {actual} does not match the index ({sha256}); refusing it"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reboots: the configured command on a real host; otherwise a soft reboot (new boot id,
+    /// pending reboot cleared).
+    pub async fn reboot(&self) {
+        if self.config.root == Path::new("/")
+            && let Some(command) = &self.config.reboot_command
+        {
+            tracing::info!("rebooting with {command}");
+            let _ = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .status()
+                .await;
+            return;
+        }
+        let mut state = self.state.lock().await;
+        state.boot_id = new_boot_id();
+        state.reboot_pending = false;
+        self.save(&state);
+        tracing::info!("soft reboot: new boot id {}", state.boot_id);
+    }
+}
+
+/// The subfunctions of a node type, as the original reports them.
+pub fn subfunctions(personality: Personality) -> Vec<String> {
+    personality
+        .as_str()
+        .split('-')
+        .filter(|s| *s != "lowlatency")
+        .map(str::to_owned)
+        .chain(
+            personality
+                .as_str()
+                .ends_with("lowlatency")
+                .then(|| "lowlatency".to_owned()),
+        )
+        .collect()
+}

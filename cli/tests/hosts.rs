@@ -1,0 +1,390 @@
+//! Real controller + real agents (separate processes, temp roots) on loopback: install,
+//! reboot-required patches with lock/unlock, removal, and refusals.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use patch_format::testing::TestRpm;
+use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
+use patch_sign::PrivateKey;
+use serde_json::Value;
+
+struct Site {
+    dir: tempfile::TempDir,
+    controller: Child,
+    url: String,
+    agent_url: String,
+    agents: Vec<Child>,
+    key: PrivateKey,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        for child in self
+            .agents
+            .iter_mut()
+            .chain(std::iter::once(&mut self.controller))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["keyring", "feed", "rpms", "patches", "roots"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let key = PrivateKey::generate(2048).unwrap();
+        std::fs::write(
+            d.join("keyring/dev.pem"),
+            key.public_key().to_spki_pem().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(d.join("agent-token"), "agent-secret\n").unwrap();
+        TestRpm::new("sysinv", "1.0", "230")
+            .file("/usr/lib/sysinv/api.py", "VERSION = 230\n")
+            .build(&d.join("feed"));
+        let mut controller = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--keyring")
+            .arg(d.join("keyring"))
+            .args([
+                "--release",
+                "19.01",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--agent-token-file")
+            .arg(d.join("agent-token"))
+            .arg("--print-addresses")
+            .env("STX_PATCH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(controller.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addrs: Value = serde_json::from_str(&line).unwrap();
+        let site = Site {
+            url: format!("http://{}", addrs["api"].as_str().unwrap()),
+            agent_url: format!("http://{}", addrs["agent_api"].as_str().unwrap()),
+            dir,
+            controller,
+            agents: Vec::new(),
+            key,
+        };
+        site.ok(&[
+            "init-release",
+            "19.01",
+            "--feed",
+            site.path("feed").to_str().unwrap(),
+        ]);
+        site
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn root(&self, host: &str) -> PathBuf {
+        self.path("roots").join(host)
+    }
+
+    fn agent_command(&self, host: &str, personality: &str) -> Command {
+        let root = self.root(host);
+        std::fs::create_dir_all(&root).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sw-patch-agent"));
+        cmd.args([
+            "--controller",
+            &self.agent_url,
+            "--hostname",
+            host,
+            "--personality",
+            personality,
+        ])
+        .args(["--release", "19.01", "--heartbeat", "1"])
+        .arg("--token-file")
+        .arg(self.path("agent-token"))
+        .arg("--root")
+        .arg(&root)
+        .env("STX_PATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        cmd
+    }
+
+    fn start_agent(&mut self, host: &str, personality: &str) {
+        // Boot-time install of the base load first, as a host does before it joins.
+        let status = self
+            .agent_command(host, personality)
+            .arg("--install-local")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let child = self.agent_command(host, personality).spawn().unwrap();
+        self.agents.push(child);
+    }
+
+    fn run(&self, bin: &str, args: &[&str]) -> Output {
+        let path = match bin {
+            "system" => env!("CARGO_BIN_EXE_system"),
+            _ => env!("CARGO_BIN_EXE_sw-patch"),
+        };
+        Command::new(path)
+            .args(["--url", &self.url])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run("sw-patch", args);
+        assert!(
+            out.status.success(),
+            "sw-patch {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn system(&self, args: &[&str]) -> String {
+        let out = self.run("system", args);
+        assert!(
+            out.status.success(),
+            "system {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn hosts(&self) -> Vec<Value> {
+        let out = self.ok(&["query-hosts", "--format", "json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn host(&self, name: &str) -> Value {
+        self.hosts()
+            .into_iter()
+            .find(|h| h["hostname"] == name)
+            .unwrap_or(Value::Null)
+    }
+
+    fn patch_state(&self, id: &str) -> String {
+        let out = self.ok(&["query", "--format", "json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["pd"][id]["patchstate"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn wait_for(&self, what: &str, mut cond: impl FnMut(&Site) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn patch(&self, id: &str, rr: bool, rpms: &[TestRpm], new: &[&str]) -> PathBuf {
+        let mut m = PatchMetadata::new(id, "19.01");
+        m.status = Status::Released;
+        m.reboot_required = rr;
+        let mut b = PatchBuilder::new(m);
+        for rpm in rpms {
+            let path = rpm.build(&self.path("rpms"));
+            let p: &[Personality] = if new.contains(&rpm.name.as_str()) {
+                &Personality::ALL
+            } else {
+                &[]
+            };
+            b.add_rpm(&path, p).unwrap();
+        }
+        b.write_to_dir(&self.path("patches"), &self.key).unwrap().0
+    }
+}
+
+fn read(root: &Path, file: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(file)).ok()
+}
+
+#[test]
+fn install_reboot_required_lock_unlock_and_remove_on_real_agents() {
+    let mut site = Site::new();
+    site.start_agent("controller-0", "controller");
+    site.start_agent("compute-0", "worker");
+    site.wait_for("both hosts reporting, current", |s| {
+        let hosts = s.hosts();
+        hosts.len() == 2 && hosts.iter().all(|h| h["patch_current"] == true)
+    });
+    assert_eq!(
+        read(&site.root("compute-0"), "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 230\n")
+    );
+    let table = site.ok(&["query-hosts"]);
+    assert!(
+        table.starts_with(
+            "  Hostname    IP Address  Patch Current  Reboot Required  Release  State\n"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("compute-0     127.0.0.1        Yes             No          19.01   idle\n"),
+        "{table}"
+    );
+
+    // An in-service patch: upgrade + a new package on every node type.
+    let p1 = site.patch(
+        "P1",
+        false,
+        &[
+            TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
+            TestRpm::new("newpkg", "1.0", "1").file("/usr/bin/newpkg", "#!/bin/sh\necho new\n"),
+        ],
+        &["newpkg"],
+    );
+    site.ok(&["upload", p1.to_str().unwrap()]);
+    site.ok(&["apply", "P1"]);
+    site.wait_for("hosts see P1", |s| {
+        s.hosts().iter().all(|h| h["patch_current"] == false)
+    });
+    assert_eq!(site.patch_state("P1"), "Partial-Apply");
+    for host in ["controller-0", "compute-0"] {
+        let out = site.ok(&["host-install", host]);
+        assert_eq!(
+            out,
+            format!("Patch installation request sent to {host}.\nInstallation was successful.\n")
+        );
+        let root = site.root(host);
+        assert_eq!(
+            read(&root, "usr/lib/sysinv/api.py").as_deref(),
+            Some("VERSION = 231\n")
+        );
+        assert_eq!(
+            read(&root, "usr/bin/newpkg").as_deref(),
+            Some("#!/bin/sh\necho new\n")
+        );
+    }
+    site.wait_for("P1 applied", |s| s.patch_state("P1") == "Applied");
+    let table = site.ok(&["query"]);
+    assert_eq!(
+        table,
+        "Patch ID  RR  Release  Patch State\n========  ==  =======  ===========\nP1        N    19.01     Applied\n"
+    );
+
+    // A reboot-required patch: refused on an unlocked host, root untouched.
+    let p2 = site.patch(
+        "P2",
+        true,
+        &[TestRpm::new("sysinv", "1.0", "232").file("/usr/lib/sysinv/api.py", "VERSION = 232\n")],
+        &[],
+    );
+    site.ok(&["upload", p2.to_str().unwrap()]);
+    site.ok(&["apply", "P2"]);
+    site.wait_for("compute-0 sees P2", |s| {
+        s.host("compute-0")["requires_reboot"] == true
+    });
+    let out = site.run("sw-patch", &["host-install", "compute-0"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Installation rejected. Node must be locked.")
+    );
+    assert_eq!(
+        read(&site.root("compute-0"), "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 231\n")
+    );
+
+    // Lock, install, unlock (reboots), current.
+    assert!(
+        site.system(&["host-lock", "compute-0"])
+            .contains("Host compute-0 is locked.")
+    );
+    let list = site.system(&["host-list"]);
+    assert!(
+        list.contains(
+            "| compute-0    | worker      | locked         | disabled    | online       |"
+        ),
+        "{list}"
+    );
+    site.ok(&["host-install", "compute-0"]);
+    assert_eq!(
+        read(&site.root("compute-0"), "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 232\n")
+    );
+    let boot = site.host("compute-0")["boot_id"].clone();
+    assert_eq!(
+        site.host("compute-0")["requires_reboot"],
+        true,
+        "installed, waiting for the reboot"
+    );
+    assert!(
+        site.system(&["host-unlock", "compute-0"])
+            .contains("rebooting")
+    );
+    site.wait_for("compute-0 rebooted", |s| {
+        let h = s.host("compute-0");
+        h["boot_id"] != boot && h["requires_reboot"] == false
+    });
+    let list = site.system(&["host-list"]);
+    assert!(
+        list.contains(
+            "| compute-0    | worker      | unlocked       | enabled     | available    |"
+        ),
+        "{list}"
+    );
+    assert_eq!(site.host("compute-0")["patch_current"], true);
+
+    // Remove both patches; the roots go back to the base load.
+    site.ok(&["remove", "P2", "P1"]);
+    for host in ["controller-0", "compute-0"] {
+        site.system(&["host-lock", host]);
+        site.ok(&["host-install", host]);
+        site.system(&["host-unlock", host]);
+        let root = site.root(host);
+        assert_eq!(
+            read(&root, "usr/lib/sysinv/api.py").as_deref(),
+            Some("VERSION = 230\n")
+        );
+        assert!(
+            !root.join("usr/bin/newpkg").exists(),
+            "{host}: newpkg not removed"
+        );
+    }
+    site.wait_for("all current", |s| {
+        s.hosts()
+            .iter()
+            .all(|h| h["patch_current"] == true && h["requires_reboot"] == false)
+    });
+    site.wait_for("patches available", |s| {
+        s.patch_state("P1") == "Available" && s.patch_state("P2") == "Available"
+    });
+
+    // Refusals: unknown host; an agent with a wrong token.
+    let out = site.run("sw-patch", &["host-install", "nosuchhost"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unknown host specified: nosuchhost"));
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/agent/v1/report", site.agent_url))
+        .bearer_auth("wrong")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -1,0 +1,173 @@
+//! The agent endpoint: reports, long-polled orders, and the repositories' files. Every call
+//! needs `Authorization: Bearer <agent token>`.
+
+use std::path::{Component, Path};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use host_state::protocol::{AgentOrder, HostReport, ReportReply};
+use serde::Deserialize;
+
+use crate::state::App;
+
+#[derive(Clone)]
+struct AgentApi {
+    app: Arc<App>,
+    token: Arc<String>,
+}
+
+pub(crate) fn router(app: Arc<App>, token: String) -> Router {
+    Router::new()
+        .route("/agent/v1/report", post(report))
+        .route("/agent/v1/orders", get(orders))
+        .route("/agent/v1/feed/{*path}", get(feed_file))
+        .route("/agent/v1/repo/{*path}", get(repo_file))
+        .with_state(AgentApi {
+            app,
+            token: Arc::new(token),
+        })
+}
+
+fn authorized(api: &AgentApi, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), api.token.as_bytes()))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "Error message: a valid agent token is required\n",
+    )
+        .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn report(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    let report: HostReport = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("Error message: bad report: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    if patch_format::validate_patch_id(&report.hostname).is_err() {
+        return (StatusCode::BAD_REQUEST, "Error message: bad hostname\n").into_response();
+    }
+    let hostname = report.hostname.clone();
+    let done = report.install_done;
+    let app = api.app.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        app.host_reported(&hostname);
+        app.with_hosts(|hosts| {
+            hosts.report(report, done);
+            let locked = hosts
+                .hosts
+                .get(&hostname)
+                .is_some_and(|h| h.facts.admin == host_state::AdminState::Locked);
+            // Interim sets changed too: always refresh.
+            (locked, true)
+        })
+    })
+    .await
+    .unwrap_or(false);
+    let reply = ReportReply {
+        op_counter: api.app.snapshot().store.op_counter,
+        locked,
+    };
+    axum::Json(reply).into_response()
+}
+
+#[derive(Deserialize)]
+struct OrdersQuery {
+    hostname: String,
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn orders(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    Query(q): Query<OrdersQuery>,
+) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(60));
+    loop {
+        // Register interest before checking, so a notify in between is not lost.
+        let notified = api.app.orders.notified();
+        let order = api
+            .app
+            .with_hosts(|hosts| (hosts.take_order(&q.hostname), false));
+        if let Some(order) = order {
+            return axum::Json(order).into_response();
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return axum::Json(AgentOrder::None).into_response();
+        }
+    }
+}
+
+async fn feed_file(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    serve(&api, &headers, "feed", &path).await
+}
+
+async fn repo_file(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    serve(&api, &headers, "repo", &path).await
+}
+
+/// Streams a file of `<state>/<area>/<path>`; only plain relative paths are accepted.
+async fn serve(api: &AgentApi, headers: &HeaderMap, area: &str, path: &str) -> Response {
+    if !authorized(api, headers) {
+        return unauthorized();
+    }
+    let rel = Path::new(path);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return (StatusCode::BAD_REQUEST, "Error message: bad path\n").into_response();
+    }
+    let full = api.app.config.state_dir.join(area).join(rel);
+    match tokio::fs::File::open(&full).await {
+        Ok(file) => {
+            let len = file.metadata().await.map(|m| m.len()).ok();
+            let stream = tokio_util::io::ReaderStream::new(file);
+            let mut response = Body::from_stream(stream).into_response();
+            if let Some(len) = len
+                && let Ok(value) = len.to_string().parse()
+            {
+                response.headers_mut().insert(header::CONTENT_LENGTH, value);
+            }
+            response
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "Error message: no such file\n").into_response(),
+    }
+}

@@ -1,0 +1,256 @@
+//! The host registry: what each agent last reported, its administrative state and pending
+//! order, persisted under `<state>/hosts/` so a controller restart keeps the inventory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use host_state::protocol::{AgentOrder, HostReport};
+use host_state::{AdminState, Availability, HostFacts, InstallState, OperState};
+use serde::{Deserialize, Serialize};
+
+/// A host not heard from for this long is offline.
+pub(crate) const OFFLINE_AFTER_SECS: u64 = 30;
+/// A host not heard from for this long is dropped from the inventory (the original's value).
+pub(crate) const AGE_OUT_SECS: u64 = 3600;
+
+/// One host as the controller keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct HostEntry {
+    pub(crate) facts: HostFacts,
+    pub(crate) last_error: Option<String>,
+    /// Operation counter the agent last computed against.
+    pub(crate) op_counter: u64,
+    /// An order not yet fetched by the agent.
+    pub(crate) pending: Option<AgentOrder>,
+    /// Sequence number of the last install order sent; the host reports the last it finished.
+    pub(crate) install_seq: u64,
+    pub(crate) install_done: u64,
+}
+
+impl HostEntry {
+    /// The install state to show: `installing` from the moment an install is requested until
+    /// the agent reports that order finished (so a poll right after `host-install-async` never
+    /// reads a stale `idle` as success).
+    pub(crate) fn effective_install_state(&self) -> InstallState {
+        if self.install_seq > self.install_done {
+            InstallState::Installing
+        } else {
+            self.facts.install_state
+        }
+    }
+}
+
+pub(crate) struct HostRegistry {
+    dir: PathBuf,
+    pub(crate) hosts: BTreeMap<String, HostEntry>,
+}
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl HostRegistry {
+    pub(crate) fn load(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut hosts = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Ok(bytes) = std::fs::read(&path)
+                && let Ok(host) = serde_json::from_slice::<HostEntry>(&bytes)
+            {
+                hosts.insert(host.facts.hostname.clone(), host);
+            }
+        }
+        Ok(HostRegistry {
+            dir: dir.to_owned(),
+            hosts,
+        })
+    }
+
+    fn persist(&self, hostname: &str) {
+        let Some(host) = self.hosts.get(hostname) else {
+            return;
+        };
+        let path = self.dir.join(format!("{hostname}.json"));
+        let result = serde_json::to_vec_pretty(host)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| atomic_write(&path, &bytes));
+        if let Err(e) = result {
+            tracing::error!("cannot persist host {hostname}: {e}");
+        }
+    }
+
+    /// Records a report; returns whether anything other than the timestamp changed.
+    pub(crate) fn report(&mut self, report: HostReport, last_order_done: u64) -> bool {
+        let now = now();
+        let installed = report
+            .installed
+            .iter()
+            .map(|p| ((p.name.clone(), p.arch.clone()), p.clone()))
+            .collect();
+        let existing = self.hosts.get(&report.hostname);
+        let (admin, boot_id, pending, install_seq) =
+            existing.map_or((AdminState::Unlocked, String::new(), None, 0), |h| {
+                (
+                    h.facts.admin,
+                    h.facts.boot_id.clone(),
+                    h.pending.clone(),
+                    h.install_seq,
+                )
+            });
+        let rebooted = !boot_id.is_empty() && boot_id != report.boot_id;
+        let facts = HostFacts {
+            hostname: report.hostname.clone(),
+            ip: report.ip,
+            personality: report.personality,
+            subfunctions: report.subfunctions,
+            sw_version: report.sw_version,
+            admin,
+            oper: if admin == AdminState::Locked {
+                OperState::Disabled
+            } else {
+                OperState::Enabled
+            },
+            availability: if admin == AdminState::Locked {
+                Availability::Online
+            } else {
+                Availability::Available
+            },
+            install_state: report.install_state,
+            reboot_pending: report.reboot_pending,
+            boot_id: report.boot_id,
+            last_report: now,
+            installed,
+        };
+        let changed = existing.is_none_or(|h| {
+            let mut old = h.facts.clone();
+            old.last_report = now;
+            old != facts || h.last_error != report.last_error || h.install_done != last_order_done
+        }) || rebooted;
+        let entry = HostEntry {
+            facts,
+            last_error: report.last_error,
+            op_counter: report.op_counter,
+            pending,
+            install_seq,
+            install_done: last_order_done,
+        };
+        self.hosts.insert(report.hostname.clone(), entry);
+        if changed {
+            self.persist(&report.hostname);
+        }
+        changed
+    }
+
+    /// Finds a host by name or IP.
+    pub(crate) fn find(&self, name_or_ip: &str) -> Option<String> {
+        self.hosts
+            .values()
+            .find(|h| h.facts.hostname == name_or_ip || h.facts.ip == name_or_ip)
+            .map(|h| h.facts.hostname.clone())
+    }
+
+    /// Queues an install order; returns its sequence number.
+    pub(crate) fn order_install(&mut self, hostname: &str, force: bool) -> Option<u64> {
+        let host = self.hosts.get_mut(hostname)?;
+        host.install_seq += 1;
+        host.pending = Some(AgentOrder::Install {
+            force,
+            seq: host.install_seq,
+            locked: false,
+        });
+        let seq = host.install_seq;
+        self.persist(hostname);
+        Some(seq)
+    }
+
+    /// Queues a reboot.
+    pub(crate) fn order_reboot(&mut self, hostname: &str) {
+        if let Some(host) = self.hosts.get_mut(hostname) {
+            host.pending = Some(AgentOrder::Reboot);
+            self.persist(hostname);
+        }
+    }
+
+    /// Takes the host's pending order, if any.
+    pub(crate) fn take_order(&mut self, hostname: &str) -> Option<AgentOrder> {
+        let host = self.hosts.get_mut(hostname)?;
+        let locked = host.facts.admin == AdminState::Locked;
+        // The lock state travels with the order: the agent's last report may predate a lock.
+        let order = host.pending.take().map(|order| match order {
+            AgentOrder::Install { force, seq, .. } => AgentOrder::Install { force, seq, locked },
+            other => other,
+        });
+        if order.is_some() {
+            self.persist(hostname);
+        }
+        order
+    }
+
+    pub(crate) fn set_admin(&mut self, hostname: &str, admin: AdminState) {
+        if let Some(host) = self.hosts.get_mut(hostname) {
+            host.facts.admin = admin;
+            let locked = admin == AdminState::Locked;
+            host.facts.oper = if locked {
+                OperState::Disabled
+            } else {
+                OperState::Enabled
+            };
+            host.facts.availability = if locked {
+                Availability::Online
+            } else {
+                Availability::Available
+            };
+            // A rejected install is reset once the host is locked (the original's rule).
+            if locked && host.facts.install_state == InstallState::InstallRejected {
+                host.facts.install_state = InstallState::Idle;
+            }
+            self.persist(hostname);
+        }
+    }
+
+    pub(crate) fn drop_host(&mut self, hostname: &str) -> bool {
+        let removed = self.hosts.remove(hostname).is_some();
+        let _ = std::fs::remove_file(self.dir.join(format!("{hostname}.json")));
+        removed
+    }
+
+    /// Marks silent hosts offline and ages out the long silent; returns whether anything
+    /// changed.
+    pub(crate) fn age(&mut self) -> bool {
+        let now = now();
+        let mut changed = false;
+        let expired: Vec<String> = self
+            .hosts
+            .values()
+            .filter(|h| now.saturating_sub(h.facts.last_report) > AGE_OUT_SECS)
+            .map(|h| h.facts.hostname.clone())
+            .collect();
+        for name in expired {
+            tracing::info!("host {name} aged out after {AGE_OUT_SECS} s of silence");
+            changed |= self.drop_host(&name);
+        }
+        for host in self.hosts.values_mut() {
+            let silent = now.saturating_sub(host.facts.last_report) > OFFLINE_AFTER_SECS;
+            if silent && host.facts.availability != Availability::Offline {
+                host.facts.availability = Availability::Offline;
+                host.facts.oper = OperState::Disabled;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}

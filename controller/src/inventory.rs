@@ -1,0 +1,164 @@
+//! Hosts in the patching API (`query_hosts`, `host_install_async`, `drop_host`) and the
+//! inventory actions behind `system host-list|host-show|host-lock|host-unlock`.
+
+use axum::response::Response;
+use host_state::{AdminState, PackageChange};
+use serde_json::{Value, json};
+
+use crate::api::ok;
+use crate::hosts::now;
+use crate::json;
+use crate::state::{App, HostView, Snapshot};
+
+/// The original's host dict (reference §4), plus the inventory states.
+fn host_dict(h: &HostView) -> Value {
+    let mut installed = serde_json::Map::new();
+    let mut to_remove = Vec::new();
+    let mut missing = Vec::new();
+    for change in &h.diff.changes {
+        match change {
+            PackageChange::Upgrade { from, .. } | PackageChange::Downgrade { from, .. } => {
+                installed.insert(
+                    from.name.clone(),
+                    json!(format!("{}@{}", from.evr, from.arch)),
+                );
+            }
+            PackageChange::Remove(from) => to_remove.push(from.name.clone()),
+            PackageChange::Missing(to) => missing.push(to.name.clone()),
+        }
+    }
+    let f = &h.facts;
+    json!({
+        "ip": f.ip,
+        "hostname": f.hostname,
+        "patch_current": h.patch_current(),
+        "secs_since_ack": now().saturating_sub(f.last_report),
+        "patch_failed": h.install_state == host_state::InstallState::InstallFailed,
+        "stale_details": false,
+        "installed": installed,
+        "to_remove": to_remove,
+        "missing_pkgs": missing,
+        "duplicated_pkgs": {},
+        "nodetype": f.personality.as_str(),
+        "subfunctions": f.subfunctions,
+        "sw_version": f.sw_version,
+        "state": h.install_state.as_str(),
+        "requires_reboot": h.requires_reboot(),
+        "allow_insvc_patching": !h.diff.requires_reboot(),
+        "interim_state": h.interim,
+        "administrative": f.admin.as_str(),
+        "operational": f.oper.as_str(),
+        "availability": f.availability.as_str(),
+        "personality": f.personality.as_str(),
+        "boot_id": f.boot_id,
+        "reboot_pending": f.reboot_pending,
+        "last_error": h.last_error,
+    })
+}
+
+pub(crate) fn query_hosts(snapshot: &Snapshot) -> Value {
+    json!({"data": snapshot.hosts.iter().map(host_dict).collect::<Vec<_>>()})
+}
+
+pub(crate) fn host_list(snapshot: &Snapshot) -> Value {
+    json!({"ihosts": snapshot.hosts.iter().map(host_dict).collect::<Vec<_>>()})
+}
+
+pub(crate) fn host_show(snapshot: &Snapshot, ids: &[String]) -> Response {
+    let name = ids.first().map(String::as_str).unwrap_or("");
+    match snapshot
+        .hosts
+        .iter()
+        .find(|h| h.facts.hostname == name || h.facts.ip == name)
+    {
+        Some(h) => ok(host_dict(h)),
+        None => ok(json::error(&format!("Unknown host specified: {name}"))),
+    }
+}
+
+/// The host named (by name or IP) in the first path segment, or the original's error.
+fn resolve(app: &App, ids: &[String]) -> Result<String, String> {
+    let name = ids.first().map(String::as_str).unwrap_or("");
+    app.with_hosts(|hosts| (hosts.find(name), false))
+        .ok_or_else(|| format!("Unknown host specified: {name}"))
+}
+
+pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
+    let hostname = match resolve(app, ids) {
+        Ok(h) => h,
+        Err(message) => return ok(json::error(&message)),
+    };
+    let force = ids.get(1).is_some_and(|f| f == "force");
+    app.with_hosts(|hosts| (hosts.order_install(&hostname, force), true));
+    app.orders.notify_waiters();
+    tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
+    ok(json!({
+        "info": format!("Patch installation request sent to {hostname}.\n"),
+        "warning": "",
+        "error": "",
+    }))
+}
+
+pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
+    let hostname = match resolve(app, ids) {
+        Ok(h) => h,
+        Err(message) => return ok(json::error(&message)),
+    };
+    app.forget_host(&hostname);
+    app.with_hosts(|hosts| ((), hosts.drop_host(&hostname)));
+    ok(json!({"info": format!("{hostname} has been dropped\n"), "warning": "", "error": ""}))
+}
+
+pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
+    let hostname = match resolve(app, ids) {
+        Ok(h) => h,
+        Err(message) => return ok(json::error(&message)),
+    };
+    let snapshot = app.snapshot();
+    let Some(view) = snapshot.hosts.iter().find(|h| h.facts.hostname == hostname) else {
+        return ok(json::error(&format!("Unknown host specified: {hostname}")));
+    };
+    if view.facts.admin == AdminState::Locked {
+        return ok(json::error(&format!("Host {hostname} is already locked.")));
+    }
+    if view.install_state == host_state::InstallState::Installing && !force {
+        return ok(json::error(&format!(
+            "Host {hostname} is installing patches; wait for it to finish or use --force."
+        )));
+    }
+    app.with_hosts(|hosts| {
+        hosts.set_admin(&hostname, AdminState::Locked);
+        ((), true)
+    });
+    app.orders.notify_waiters();
+    ok(json!({"info": format!("Host {hostname} is locked.\n"), "warning": "", "error": ""}))
+}
+
+pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
+    let hostname = match resolve(app, ids) {
+        Ok(h) => h,
+        Err(message) => return ok(json::error(&message)),
+    };
+    let snapshot = app.snapshot();
+    let Some(view) = snapshot.hosts.iter().find(|h| h.facts.hostname == hostname) else {
+        return ok(json::error(&format!("Unknown host specified: {hostname}")));
+    };
+    if view.facts.admin != AdminState::Locked {
+        return ok(json::error(&format!("Host {hostname} is not locked.")));
+    }
+    let reboot = view.facts.reboot_pending;
+    app.with_hosts(|hosts| {
+        hosts.set_admin(&hostname, AdminState::Unlocked);
+        if reboot {
+            hosts.order_reboot(&hostname);
+        }
+        ((), true)
+    });
+    app.orders.notify_waiters();
+    let info = if reboot {
+        format!("Host {hostname} is unlocked and rebooting to finish installing patches.\n")
+    } else {
+        format!("Host {hostname} is unlocked.\n")
+    };
+    ok(json!({"info": info, "warning": "", "error": ""}))
+}

@@ -1,0 +1,69 @@
+//! The agent ↔ controller messages (JSON over HTTP, bearer token). The agent always calls the
+//! controller; the controller never connects to a host.
+//!
+//! * `POST /agent/v1/report` — [`HostReport`] → [`ReportReply`] (registration and heartbeat).
+//! * `GET /agent/v1/orders?hostname=H&wait=S` — long poll → [`AgentOrder`].
+//! * `GET /agent/v1/feed/rel-R/…`, `GET /agent/v1/repo/rel-R/…` — index.json and RPMs.
+
+use patch_format::Personality;
+use serde::{Deserialize, Serialize};
+
+use crate::{InstallState, InstalledPackage};
+
+/// What an agent tells the controller about its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Host name.
+    pub hostname: String,
+    /// Management address.
+    pub ip: String,
+    /// Node type.
+    pub personality: Personality,
+    /// Subfunctions.
+    pub subfunctions: Vec<String>,
+    /// Release the host runs.
+    pub sw_version: String,
+    /// Install state.
+    pub install_state: InstallState,
+    /// Why the last install failed or was rejected.
+    pub last_error: Option<String>,
+    /// A reboot-required change is installed and waits for a reboot.
+    pub reboot_pending: bool,
+    /// The current boot's identifier.
+    pub boot_id: String,
+    /// Installed packages.
+    pub installed: Vec<InstalledPackage>,
+    /// The repository operation counter the host last computed its state against.
+    pub op_counter: u64,
+    /// Sequence number of the last install order the agent finished (0: none).
+    pub install_done: u64,
+}
+
+/// The controller's answer to a report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportReply {
+    /// The store's operation counter (a higher one than the agent's means: re-check).
+    pub op_counter: u64,
+    /// Whether the host is administratively locked.
+    pub locked: bool,
+}
+
+/// Something the controller wants an agent to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "kebab-case")]
+pub enum AgentOrder {
+    /// Nothing (the long poll timed out).
+    None,
+    /// Bring the host to its desired package set.
+    Install {
+        /// Install reboot-required changes even on an unlocked host.
+        force: bool,
+        /// Sequence number, echoed in [`HostReport::install_done`] once finished.
+        seq: u64,
+        /// Whether the host is locked as the order is handed over.
+        #[serde(default)]
+        locked: bool,
+    },
+    /// Reboot (after an unlock with reboot-required changes installed).
+    Reboot,
+}
