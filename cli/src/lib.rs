@@ -11,6 +11,7 @@ use patch_format::VerifiedPatch;
 use serde::Serialize;
 
 pub mod client;
+pub mod tables;
 
 /// `--format`: human tables or JSON for machines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -1,0 +1,197 @@
+//! The tables `sw-patch` prints, in the original client's layouts (shared with the demo).
+
+use serde_json::Value;
+
+use crate::write_field;
+
+/// The `Patch ID  RR  Release  Patch State` table, with a `Repo State` column when any patch
+/// state is `n/a` (no hosts), as the original client prints it.
+pub fn query_table(value: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let pd = value.get("pd").and_then(Value::as_object).unwrap_or(&empty);
+    let text = |p: &Value, k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let rows: Vec<[String; 5]> = pd
+        .iter()
+        .map(|(id, p)| {
+            let rr = if text(p, "reboot_required") == "N" {
+                "N"
+            } else {
+                "Y"
+            };
+            [
+                id.clone(),
+                rr.to_owned(),
+                text(p, "sw_version"),
+                text(p, "repostate"),
+                text(p, "patchstate"),
+            ]
+        })
+        .collect();
+    let show_repo = rows.iter().any(|r| r[4] == "n/a");
+    let headers = ["Patch ID", "RR", "Release", "Repo State", "Patch State"];
+    let cols: Vec<usize> = if show_repo {
+        vec![0, 1, 2, 3, 4]
+    } else {
+        vec![0, 1, 2, 4]
+    };
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r[c].len())
+            .chain([headers[c].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = cols.iter().map(|&c| width(c)).collect();
+    let mut out = String::new();
+    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+    out += &line(
+        cols.iter()
+            .zip(&widths)
+            .map(|(&c, &w)| format!("{:^w$}", headers[c]))
+            .collect(),
+    );
+    out += &line(widths.iter().map(|&w| "=".repeat(w)).collect());
+    for row in &rows {
+        out += &line(
+            cols.iter()
+                .zip(&widths)
+                .map(|(&c, &w)| {
+                    if c == 0 {
+                        format!("{:<w$}", row[c])
+                    } else {
+                        format!("{:^w$}", row[c])
+                    }
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// `sw-patch show`: each patch's fields in the original's layout.
+pub fn show_text(value: &Value, ids: &[String]) -> String {
+    let mut out = String::new();
+    for id in ids {
+        let Some(m) = value.get("metadata").and_then(|m| m.get(id)) else {
+            continue;
+        };
+        let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        out.push_str(&format!("{id}:\n"));
+        write_field(&mut out, "Release", &text("sw_version"));
+        write_field(&mut out, "Patch State", &text("patchstate"));
+        write_field(&mut out, "Repo State", &text("repostate"));
+        write_field(&mut out, "Status", &text("status"));
+        write_field(&mut out, "Unremovable", &text("unremovable"));
+        write_field(&mut out, "RR", &text("reboot_required"));
+        write_field(
+            &mut out,
+            "Apply Active Release Only",
+            &text("apply_active_release_only"),
+        );
+        for (key, label) in [
+            ("summary", "Summary"),
+            ("description", "Description"),
+            ("install_instructions", "Install Instr"),
+            ("warnings", "Warnings"),
+        ] {
+            if !text(key).is_empty() {
+                write_field(&mut out, label, &text(key));
+            }
+        }
+        let list = |v: Option<&Value>| -> String {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default()
+        };
+        let requires = list(m.get("requires"));
+        if !requires.is_empty() {
+            write_field(&mut out, "Requires", &requires);
+        }
+        write_field(
+            &mut out,
+            "Contents",
+            &list(value.get("contents").and_then(|c| c.get(id))),
+        );
+        out.push('\n');
+    }
+    out
+}
+
+/// The original's `query-hosts` table.
+pub fn hosts_table(value: &Value) -> String {
+    let hosts = value
+        .get("data")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let headers = [
+        "Hostname",
+        "IP Address",
+        "Patch Current",
+        "Reboot Required",
+        "Release",
+        "State",
+    ];
+    let rows: Vec<[String; 6]> = hosts
+        .iter()
+        .map(|h| {
+            let b = |k: &str| h.get(k).and_then(Value::as_bool).unwrap_or(false);
+            let t = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            // The original's precedence: Yes/No, then Pending, then Failed.
+            let mut current = if b("patch_current") { "Yes" } else { "No" };
+            if b("interim_state") {
+                current = "Pending";
+            }
+            if b("patch_failed") {
+                current = "Failed";
+            }
+            [
+                t("hostname"),
+                t("ip"),
+                current.to_owned(),
+                if b("requires_reboot") { "Yes" } else { "No" }.to_owned(),
+                t("sw_version"),
+                t("state"),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len())
+                .chain([headers[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+    let mut out = line(
+        headers
+            .iter()
+            .zip(&widths)
+            .map(|(h, &w)| format!("{h:^w$}"))
+            .collect(),
+    );
+    out += &line(widths.iter().map(|&w| "=".repeat(w)).collect());
+    for row in &rows {
+        out += &line(
+            row.iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (v, &w))| {
+                    if c == 0 {
+                        format!("{v:<w$}")
+                    } else {
+                        format!("{v:^w$}")
+                    }
+                })
+                .collect(),
+        );
+    }
+    out
+}

@@ -1,0 +1,387 @@
+//! The main job: the seed's walkthrough on a 2+2+2 system, all on this machine.
+//!
+//! A controller (in this process, loopback) and six hosts — controller-0/1, compute-0/1,
+//! storage-0/1 — each a real agent process with its own root directory under the work dir.
+//! Patch 001 (in-service, a fix plus a new package for every node type) is uploaded, applied
+//! and installed host by host; patch 002 (reboot-required) goes through lock → install →
+//! unlock/reboot; then both are removed and every root is back to its base load.
+//!
+//! Run: `cargo run --release --example cluster_walkthrough [-- <work-dir>]`
+//! (default work dir: `target/stx-patch-cluster`, recreated on each run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use controller::{Controller, ControllerConfig};
+use patch_format::testing::TestRpm;
+use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
+use patch_sign::PrivateKey;
+use serde_json::Value;
+use stx_patch_cli::tables::{hosts_table, query_table};
+
+const HOSTS: [(&str, &str); 6] = [
+    ("controller-0", "controller"),
+    ("controller-1", "controller"),
+    ("compute-0", "worker"),
+    ("compute-1", "worker"),
+    ("storage-0", "storage"),
+    ("storage-1", "storage"),
+];
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("__agent") {
+        run_agent(&args[1..])
+    } else {
+        walkthrough(
+            args.first()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target/stx-patch-cluster")),
+        )
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A host: this same executable in agent mode (the `agent` library, as `sw-patch-agent`).
+fn run_agent(args: &[String]) -> Result<()> {
+    let [url, token, host, personality, root, mode] = args else {
+        return Err("usage: __agent URL TOKEN HOST PERSONALITY ROOT boot|run".into());
+    };
+    let config = agent::AgentConfig {
+        controllers: vec![url.clone()],
+        token: token.clone(),
+        hostname: host.clone(),
+        ip: "127.0.0.1".into(),
+        personality: personality.parse()?,
+        release: "19.01".into(),
+        root: PathBuf::from(root),
+        state_dir: PathBuf::from(root).join("var/lib/stx-patch/agent"),
+        heartbeat: Duration::from_secs(1),
+        reboot_command: None,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let agent = Arc::new(agent::Agent::open(config)?);
+        if mode == "boot" {
+            agent.install(true, true, 0).await;
+            return Ok(());
+        }
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        agent.run(rx).await;
+        Ok(())
+    })
+}
+
+struct Cluster {
+    url: String,
+    http: reqwest::blocking::Client,
+    agents: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn call(&self, method: &str, path: &str) -> Result<Value> {
+        let url = format!("{}/v1/{path}", self.url);
+        let request = if method == "GET" {
+            self.http.get(url)
+        } else {
+            self.http.post(url)
+        };
+        Ok(request.send()?.json()?)
+    }
+
+    /// Prints an operation result as `sw-patch` does; fails on an error.
+    fn op(&self, path: &str) -> Result<()> {
+        let v = self.call("POST", path)?;
+        print!("{}", v["info"].as_str().unwrap_or(""));
+        let error = v["error"].as_str().unwrap_or("");
+        if !error.is_empty() {
+            return Err(format!("{path}: {error}").into());
+        }
+        Ok(())
+    }
+
+    fn upload(&self, file: &Path) -> Result<()> {
+        let part = reqwest::blocking::multipart::Part::bytes(std::fs::read(file)?).file_name(
+            file.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let v: Value = self
+            .http
+            .post(format!("{}/v1/upload", self.url))
+            .multipart(reqwest::blocking::multipart::Form::new().part("file", part))
+            .send()?
+            .json()?;
+        print!("{}", v["info"].as_str().unwrap_or(""));
+        let error = v["error"].as_str().unwrap_or("");
+        if error.is_empty() {
+            Ok(())
+        } else {
+            Err(error.to_owned().into())
+        }
+    }
+
+    fn show_query(&self) -> Result<()> {
+        println!("\n$ sw-patch query");
+        print!("{}", query_table(&self.call("GET", "query")?));
+        Ok(())
+    }
+
+    fn show_hosts(&self) -> Result<()> {
+        println!("\n$ sw-patch query-hosts");
+        print!("{}", hosts_table(&self.call("GET", "query_hosts")?));
+        Ok(())
+    }
+
+    fn hosts(&self) -> Result<Vec<Value>> {
+        Ok(self.call("GET", "query_hosts")?["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn wait(&self, what: &str, cond: impl Fn(&[Value]) -> bool) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if cond(&self.hosts()?) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("timed out waiting for {what}").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `sw-patch host-install H`: order, then wait for the host to finish.
+    fn host_install(&self, host: &str) -> Result<()> {
+        println!("\n$ sw-patch host-install {host}");
+        self.op(&format!("host_install_async/{host}"))?;
+        self.wait(host, |hosts| {
+            hosts.iter().any(|h| {
+                h["hostname"] == host && h["state"] != "installing" && h["interim_state"] == false
+            })
+        })?;
+        let h = self
+            .hosts()?
+            .into_iter()
+            .find(|h| h["hostname"] == host)
+            .unwrap_or_default();
+        match h["state"].as_str() {
+            Some("idle") => println!("Installation was successful."),
+            other => return Err(format!("{host}: {other:?}: {}", h["last_error"]).into()),
+        }
+        Ok(())
+    }
+}
+
+fn walkthrough(work: PathBuf) -> Result<()> {
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    for sub in ["keyring", "feed", "rpms", "patches", "roots"] {
+        std::fs::create_dir_all(work.join(sub))?;
+    }
+    let work = std::path::absolute(&work)?;
+    let key = PrivateKey::generate(2048)?;
+    std::fs::write(
+        work.join("keyring/dev.pem"),
+        key.public_key().to_spki_pem()?,
+    )?;
+    std::fs::write(work.join("agent-token"), "demo-agent-token\n")?;
+    // The base load every host starts from.
+    TestRpm::new("sysinv", "1.0", "230.tis")
+        .file(
+            "/usr/lib/python2.7/site-packages/sysinv/version.py",
+            "VERSION = '1.0-230'\n",
+        )
+        .build(&work.join("feed"));
+    TestRpm::new("kernel", "3.10.0", "957.tis")
+        .file("/boot/vmlinuz-stx", "kernel 957\n")
+        .build(&work.join("feed"));
+
+    println!(
+        "== Controller on loopback, state in {}",
+        work.join("state").display()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut config = ControllerConfig::new(work.join("state"), "19.01");
+    config.keyring = Some(work.join("keyring"));
+    config.listen = "127.0.0.1:0".into();
+    config.agent_listen = Some("127.0.0.1:0".into());
+    config.agent_token_file = Some(work.join("agent-token"));
+    let controller = runtime.block_on(Controller::start(config))?;
+    let agent_url = format!(
+        "http://{}",
+        controller.agent_addr.ok_or("no agent endpoint")?
+    );
+    let mut cluster = Cluster {
+        url: format!("http://{}", controller.api_addr),
+        http: reqwest::blocking::Client::new(),
+        agents: Vec::new(),
+    };
+    println!(
+        "\n$ sw-patch init-release 19.01 --feed {}",
+        work.join("feed").display()
+    );
+    cluster.op(&format!(
+        "init_release/19.01?feed={}",
+        work.join("feed").display()
+    ))?;
+
+    println!(
+        "\n== Six hosts (2 controllers, 2 computes, 2 storage), each an agent process with its own root"
+    );
+    let me = std::env::current_exe()?;
+    for (host, personality) in HOSTS {
+        let root = work.join("roots").join(host);
+        std::fs::create_dir_all(&root)?;
+        let agent = |mode: &str| {
+            let mut c = Command::new(&me);
+            c.args(["__agent", &agent_url, "demo-agent-token", host, personality])
+                .arg(&root)
+                .arg(mode)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        };
+        // Boot-time install of the base load, then the agent daemon.
+        if !agent("boot").status()?.success() {
+            return Err(format!("{host}: boot-time install failed").into());
+        }
+        cluster.agents.push(agent("run").spawn()?);
+    }
+    cluster.wait("six hosts", |h| {
+        h.len() == 6 && h.iter().all(|h| h["patch_current"] == true)
+    })?;
+    cluster.show_hosts()?;
+
+    println!("\n== Patch 001: in-service; fixes sysinv, adds newpkg on every node type");
+    let mut m = PatchMetadata::new("001", "19.01");
+    m.status = Status::Released;
+    m.reboot_required = false;
+    m.summary = "sysinv fix and newpkg".into();
+    let mut b = PatchBuilder::new(m);
+    let fix = TestRpm::new("sysinv", "1.0", "231.tis")
+        .file(
+            "/usr/lib/python2.7/site-packages/sysinv/version.py",
+            "VERSION = '1.0-231'\n",
+        )
+        .build(&work.join("rpms"));
+    let newpkg = TestRpm::new("newpkg", "1.0", "1.tis")
+        .file("/usr/bin/newpkg", "#!/bin/sh\necho newpkg\n")
+        .build(&work.join("rpms"));
+    b.add_rpm(&fix, &[])?.add_rpm(&newpkg, &Personality::ALL)?;
+    let (p1, _) = b.write_to_dir(&work.join("patches"), &key)?;
+    println!("\n$ sw-patch upload {}", p1.display());
+    cluster.upload(&p1)?;
+    cluster.show_query()?;
+    println!("\n$ sw-patch apply 001");
+    cluster.op("apply/001")?;
+    cluster.wait("hosts to see 001", |h| {
+        h.iter().all(|h| h["patch_current"] == false)
+    })?;
+    cluster.show_query()?;
+    cluster.show_hosts()?;
+    for (host, _) in HOSTS {
+        cluster.host_install(host)?;
+    }
+    cluster.wait("all current", |h| {
+        h.iter().all(|h| h["patch_current"] == true)
+    })?;
+    cluster.show_query()?;
+    cluster.show_hosts()?;
+
+    println!("\n== Patch 002: reboot-required kernel update");
+    let mut m = PatchMetadata::new("002", "19.01");
+    m.status = Status::Released;
+    m.reboot_required = true;
+    m.summary = "kernel update".into();
+    let mut b = PatchBuilder::new(m);
+    let kernel = TestRpm::new("kernel", "3.10.0", "958.tis")
+        .file("/boot/vmlinuz-stx", "kernel 958\n")
+        .build(&work.join("rpms"));
+    b.add_rpm(&kernel, &[])?;
+    let (p2, _) = b.write_to_dir(&work.join("patches"), &key)?;
+    println!("\n$ sw-patch upload {}", p2.display());
+    cluster.upload(&p2)?;
+    println!("\n$ sw-patch apply 002");
+    cluster.op("apply/002")?;
+    cluster.wait("hosts to see 002", |h| {
+        h.iter().all(|h| h["requires_reboot"] == true)
+    })?;
+    cluster.show_query()?;
+    cluster.show_hosts()?;
+    for (host, _) in HOSTS {
+        println!("\n$ system host-lock {host}");
+        cluster.op(&format!("host_lock/{host}"))?;
+        cluster.host_install(host)?;
+        println!("\n$ system host-unlock {host}");
+        cluster.op(&format!("host_unlock/{host}"))?;
+        cluster.wait("reboot", |h| {
+            h.iter()
+                .any(|h| h["hostname"] == host && h["requires_reboot"] == false)
+        })?;
+    }
+    cluster.wait("all current", |h| {
+        h.iter().all(|h| h["patch_current"] == true)
+    })?;
+    cluster.show_query()?;
+    cluster.show_hosts()?;
+    let root = work.join("roots/compute-0");
+    println!(
+        "\ncompute-0 root: {} / {}",
+        std::fs::read_to_string(root.join("usr/lib/python2.7/site-packages/sysinv/version.py"))?
+            .trim(),
+        std::fs::read_to_string(root.join("boot/vmlinuz-stx"))?.trim()
+    );
+
+    println!("\n== Remove both patches");
+    println!("\n$ sw-patch remove 002 001");
+    cluster.op("remove/002/001")?;
+    for (host, _) in HOSTS {
+        println!("\n$ system host-lock {host}");
+        cluster.op(&format!("host_lock/{host}"))?;
+        cluster.host_install(host)?;
+        println!("\n$ system host-unlock {host}");
+        cluster.op(&format!("host_unlock/{host}"))?;
+    }
+    cluster.wait("all current", |h| {
+        h.iter()
+            .all(|h| h["patch_current"] == true && h["requires_reboot"] == false)
+    })?;
+    cluster.show_query()?;
+    cluster.show_hosts()?;
+    println!(
+        "\ncompute-0 root: {} / {} / newpkg present: {}",
+        std::fs::read_to_string(root.join("usr/lib/python2.7/site-packages/sysinv/version.py"))?
+            .trim(),
+        std::fs::read_to_string(root.join("boot/vmlinuz-stx"))?.trim(),
+        root.join("usr/bin/newpkg").exists()
+    );
+    drop(cluster);
+    runtime.block_on(controller.stop());
+    println!("\nDone. Everything is under {}", work.display());
+    Ok(())
+}
