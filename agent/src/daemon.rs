@@ -51,12 +51,16 @@ struct AgentState {
     last_error: Option<String>,
     /// Set while an install runs: found set after a restart, the install was interrupted.
     installing: bool,
+    /// The install order being worked on (recorded as soon as it arrives).
+    #[serde(default)]
+    in_progress: u64,
     rejected_at: Option<u64>,
 }
 
 /// The agent.
 pub struct Agent {
     config: AgentConfig,
+    instance: String,
     http: reqwest::Client,
     installer: Arc<std::sync::Mutex<BuiltinInstaller>>,
     state: Mutex<AgentState>,
@@ -116,12 +120,17 @@ impl Agent {
                 new_boot_id()
             };
         }
-        if state.installing || recovery == Recovery::RolledBack {
+        if state.installing
+            || recovery == Recovery::RolledBack
+            || state.in_progress > state.install_done
+        {
             state.installing = false;
+            state.install_done = state.install_done.max(state.in_progress);
             state.install_state = InstallState::InstallFailed;
             state.last_error = Some("the install was interrupted and rolled back; retry it".into());
         }
         let agent = Agent {
+            instance: new_boot_id(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
@@ -207,6 +216,7 @@ impl Agent {
             installed: self.installed().into_values().collect(),
             op_counter,
             install_done: state.install_done,
+            instance: self.instance.clone(),
         };
         let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
         let response = self
@@ -263,6 +273,13 @@ impl Agent {
             match order {
                 Ok(AgentOrder::None) => {}
                 Ok(AgentOrder::Install { force, seq, locked }) => {
+                    {
+                        // Remember the order before anything else, so a crash from here on
+                        // is reported as a failed install of it.
+                        let mut state = self.state.lock().await;
+                        state.in_progress = seq;
+                        self.save(&state);
+                    }
                     // Tell the controller at once that the install started.
                     self.set_state(InstallState::Installing, None).await;
                     let _ = self.report(op_counter).await;

@@ -388,3 +388,112 @@ fn install_reboot_required_lock_unlock_and_remove_on_real_agents() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[test]
+fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
+    let mut site = Site::new();
+    site.start_agent("compute-0", "worker");
+    site.wait_for("host current", |s| {
+        s.host("compute-0")["patch_current"] == true
+    });
+    let root = site.root("compute-0");
+    let snapshot = |root: &Path| {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.strip_prefix(root)
+                    .unwrap()
+                    .starts_with("var/lib/stx-patch")
+                {
+                    continue;
+                }
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = snapshot(&root);
+
+    let p1 = site.patch(
+        "P1",
+        false,
+        &[TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n")],
+        &[],
+    );
+    site.ok(&["upload", p1.to_str().unwrap()]);
+    site.ok(&["apply", "P1"]);
+    let repo_rpm = site.path("state/repo/rel-19.01/Packages/x86_64/sysinv-1.0-231.x86_64.rpm");
+    let good = std::fs::read(&repo_rpm).unwrap();
+
+    // Bytes that differ from index.json (same size), then a truncated file.
+    let mut tampered = good.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0xff;
+    for (bytes, reason) in [
+        (tampered, "does not match the index"),
+        (good[..good.len() / 2].to_vec(), "truncated"),
+    ] {
+        std::fs::remove_file(&repo_rpm).unwrap();
+        std::fs::write(&repo_rpm, &bytes).unwrap();
+        let out = site.run("sw-patch", &["host-install", "compute-0"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Installation failed") && err.contains(reason),
+            "{err}"
+        );
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "nothing may be written to the root"
+        );
+    }
+    std::fs::remove_file(&repo_rpm).unwrap();
+    std::fs::write(&repo_rpm, &good).unwrap();
+    site.ok(&["host-install", "compute-0"]);
+    assert_eq!(
+        read(&root, "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 231\n")
+    );
+    site.ok(&["remove", "P1"]);
+    site.ok(&["host-install", "compute-0"]);
+    assert_eq!(snapshot(&root), before);
+
+    // A package whose payload path climbs out of the root.
+    let mut evil = rpm::PackageBuilder::new("evil", "1.0", "MIT", "x86_64", "escapes");
+    evil.release("1");
+    let built = evil
+        .with_file_contents(
+            "owned\n",
+            rpm::FileOptions::new("/usr/../../../escaped-file"),
+        )
+        .ok()
+        .and_then(|b| b.build().ok());
+    let package = built.expect("the rpm builder makes the escaping package");
+    let path = site.path("rpms/evil-1.0-1.x86_64.rpm");
+    package.write_file(&path).unwrap();
+    let mut m = PatchMetadata::new("EVIL", "19.01");
+    m.status = Status::Released;
+    m.reboot_required = false;
+    let mut b = PatchBuilder::new(m);
+    b.add_rpm(&path, &Personality::ALL).unwrap();
+    let (evil_patch, _) = b.write_to_dir(&site.path("patches"), &site.key).unwrap();
+    site.ok(&["upload", evil_patch.to_str().unwrap()]);
+    site.ok(&["apply", "EVIL"]);
+    let out = site.run("sw-patch", &["host-install", "compute-0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("escape the root") || err.contains("unsafe path"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root), before);
+    assert!(!site.path("escaped-file").exists() && !site.path("roots/escaped-file").exists());
+}

@@ -25,6 +25,9 @@ pub(crate) struct HostEntry {
     /// Sequence number of the last install order sent; the host reports the last it finished.
     pub(crate) install_seq: u64,
     pub(crate) install_done: u64,
+    /// The reporting agent process.
+    #[serde(default)]
+    pub(crate) instance: String,
 }
 
 impl HostEntry {
@@ -85,6 +88,7 @@ impl HostRegistry {
 
     /// Records a report; returns whether anything other than the timestamp changed.
     pub(crate) fn report(&mut self, report: HostReport, last_order_done: u64) -> bool {
+        // (Shadowed below when an agent restart closes an outstanding order.)
         let now = now();
         let installed = report
             .installed
@@ -137,6 +141,7 @@ impl HostRegistry {
             pending,
             install_seq,
             install_done: last_order_done,
+            instance: report.instance.clone(),
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {

@@ -37,6 +37,9 @@ pub struct HostReport {
     pub op_counter: u64,
     /// Sequence number of the last install order the agent finished (0: none).
     pub install_done: u64,
+    /// Random identifier of this agent process: a new one means the agent restarted.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// The controller's answer to a report.
