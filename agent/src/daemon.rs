@@ -427,7 +427,100 @@ impl Agent {
         .map_err(|e| failed(format!("install task: {e}")))?;
         let _ = tokio::fs::remove_dir_all(&cache).await;
         result.map_err(|e| failed(e.to_string()))?;
+        if !rr {
+            // In-service patches whose packages this install changed run their restart
+            // script now; a failing script fails the install.
+            let involved: std::collections::BTreeSet<&str> = diff
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    PackageChange::Missing(to)
+                    | PackageChange::Upgrade { to, .. }
+                    | PackageChange::Downgrade { to, .. } => to.patch.as_deref(),
+                    PackageChange::Remove(_) => None,
+                })
+                .collect();
+            for script in repo
+                .restart_scripts
+                .iter()
+                .filter(|s| involved.contains(s.patch.as_str()))
+            {
+                self.run_restart_script(release, script)
+                    .await
+                    .map_err(failed)?;
+            }
+        }
         Ok(rr)
+    }
+
+    /// Downloads a restart script, checks it against the signed sha256, runs it with the
+    /// root in `STX_PATCH_ROOT`.
+    async fn run_restart_script(
+        &self,
+        release: &str,
+        script: &patch_store::RestartScriptEntry,
+    ) -> Result<(), String> {
+        let dir = self.config.state_dir.join("scripts");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        if script.name.contains('/') || script.name.starts_with('.') {
+            return Err(format!("bad restart script name {:?}", script.name));
+        }
+        let path = dir.join(&script.name);
+        let response = self
+            .send(|http, base| {
+                http.get(format!(
+                    "{base}/agent/v1/repo/rel-{release}/scripts/{}",
+                    script.name
+                ))
+            })
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if hex::encode(Sha256::digest(&bytes)) != script.sha256 {
+            return Err(format!(
+                "restart script {} does not match its signed sha256",
+                script.name
+            ));
+        }
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let output = tokio::process::Command::new("sh")
+            .arg(&path)
+            .env("STX_PATCH_ROOT", &self.config.root)
+            .env("STX_PATCH_ID", &script.patch)
+            .current_dir(&self.config.root)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run restart script {}: {e}", script.name))?;
+        let _ = tokio::fs::remove_file(&path).await;
+        if output.status.success() {
+            tracing::info!(
+                "restart script {} of {} succeeded",
+                script.name,
+                script.patch
+            );
+            Ok(())
+        } else {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            Err(format!(
+                "restart script {} of {} failed ({}): {}",
+                script.name,
+                script.patch,
+                output.status,
+                tail.trim()
+            ))
+        }
     }
 
     async fn fetch_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, String> {

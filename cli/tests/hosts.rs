@@ -497,3 +497,55 @@ fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
     assert_eq!(snapshot(&root), before);
     assert!(!site.path("escaped-file").exists() && !site.path("roots/escaped-file").exists());
 }
+
+#[test]
+fn in_service_restart_scripts_run_after_the_install_and_can_fail_it() {
+    let mut site = Site::new();
+    site.start_agent("compute-0", "worker");
+    site.wait_for("host current", |s| {
+        s.host("compute-0")["patch_current"] == true
+    });
+    let root = site.root("compute-0");
+    let build = |id: &str, release: &str, script: &str| {
+        let rpm = TestRpm::new("sysinv", "1.0", release)
+            .file("/usr/lib/sysinv/api.py", format!("VERSION = {release}\n"));
+        let script_path = site.path(&format!("{id}-restart.sh"));
+        std::fs::write(&script_path, script).unwrap();
+        let mut m = PatchMetadata::new(id, "19.01");
+        m.status = Status::Released;
+        m.reboot_required = false;
+        let mut b = PatchBuilder::new(m);
+        b.add_rpm(&rpm.build(&site.path("rpms")), &[]).unwrap();
+        b.restart_script(&script_path).unwrap();
+        b.write_to_dir(&site.path("patches"), &site.key).unwrap().0
+    };
+    let good = build(
+        "R1",
+        "231",
+        "#!/bin/sh\nmkdir -p \"$STX_PATCH_ROOT/run\"\necho \"restarted for $STX_PATCH_ID\" > \"$STX_PATCH_ROOT/run/restarted\"\n",
+    );
+    site.ok(&["upload", good.to_str().unwrap()]);
+    site.ok(&["apply", "R1"]);
+    site.ok(&["host-install", "compute-0"]);
+    assert_eq!(
+        read(&root, "run/restarted").as_deref(),
+        Some("restarted for R1\n")
+    );
+
+    let bad = build(
+        "R2",
+        "232",
+        "#!/bin/sh\necho 'service would not restart' >&2\nexit 3\n",
+    );
+    site.ok(&["upload", bad.to_str().unwrap()]);
+    site.ok(&["apply", "R2"]);
+    let out = site.run("sw-patch", &["host-install", "compute-0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Installation failed") && err.contains("service would not restart"),
+        "{err}"
+    );
+    assert_eq!(site.host("compute-0")["patch_failed"], true);
+    assert!(site.ok(&["query-hosts"]).contains("Failed"));
+}

@@ -234,6 +234,7 @@ mod tests {
             release: "19.01".into(),
             op_counter: 1,
             packages: entries,
+            restart_scripts: Vec::new(),
         }
     }
 

@@ -43,6 +43,8 @@ mod semantic;
 mod store;
 
 pub use error::StoreError;
-pub use model::{IndexEntry, Outcome, PackageRecord, PatchRecord, RepoIndex, RepoState};
+pub use model::{
+    IndexEntry, Outcome, PackageRecord, PatchRecord, RepoIndex, RepoState, RestartScriptEntry,
+};
 pub use ops::{ChangeOptions, CommitPlan, UploadVerifier, VerifiedUpload};
 pub use store::{Store, StoreConfig};

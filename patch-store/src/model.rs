@@ -121,6 +121,18 @@ pub struct IndexEntry {
     pub personalities: Vec<Personality>,
 }
 
+/// An in-service restart script of an applied patch, published beside the packages
+/// (`scripts/<name>` in the repository).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartScriptEntry {
+    /// The patch it belongs to.
+    pub patch: String,
+    /// Its file name.
+    pub name: String,
+    /// SHA-256, hex (as signed in the patch metadata).
+    pub sha256: String,
+}
+
 /// A repository's `index.json`: what hosts compute their desired package set from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoIndex {
@@ -130,6 +142,9 @@ pub struct RepoIndex {
     pub op_counter: u64,
     /// The packages, sorted by name, arch, then version.
     pub packages: Vec<IndexEntry>,
+    /// Restart scripts of the applied in-service patches.
+    #[serde(default)]
+    pub restart_scripts: Vec<RestartScriptEntry>,
 }
 
 /// What a successful operation reports (`info` and `warning` of the REST result).

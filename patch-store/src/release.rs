@@ -76,6 +76,7 @@ impl Store {
             release: release.to_owned(),
             op_counter: self.next_counter(),
             packages: entries,
+            restart_scripts: Vec::new(),
         };
         write_index(&staging.join("index.json"), &index)?;
         // One rename publishes the whole base load.

@@ -331,12 +331,45 @@ impl Store {
             }
         }
         sort_entries(&mut entries);
+        // Restart scripts of applied in-service patches, published beside the packages.
+        let mut scripts = Vec::new();
+        let mut wanted_scripts = BTreeSet::new();
+        for patch in self.patches.values() {
+            if !patch.repo_state.in_repo() || patch.metadata.sw_version != release {
+                continue;
+            }
+            if let Some(script) = &patch.metadata.restart_script {
+                let src = self.root().join("patch-scripts").join(&script.name);
+                let dst = repo.join("scripts").join(&script.name);
+                if src.exists() {
+                    if !dst.exists() {
+                        fsutil::link_or_copy(&src, &dst)?;
+                    }
+                    wanted_scripts.insert(script.name.clone());
+                    scripts.push(crate::RestartScriptEntry {
+                        patch: patch.metadata.id.clone(),
+                        name: script.name.clone(),
+                        sha256: script.sha256.clone(),
+                    });
+                }
+            }
+        }
         let index = RepoIndex {
             release: release.to_owned(),
             op_counter: self.op_counter,
             packages: entries,
+            restart_scripts: scripts,
         };
         write_index(&repo.join("index.json"), &index)?;
+        for file in std::fs::read_dir(repo.join("scripts"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !wanted_scripts.contains(&file.file_name().to_string_lossy().into_owned()) {
+                fsutil::remove_file(&file.path())?;
+            }
+        }
         let packages = repo.join("Packages");
         for arch in std::fs::read_dir(&packages).into_iter().flatten().flatten() {
             let arch_name = arch.file_name().to_string_lossy().into_owned();
