@@ -68,6 +68,7 @@ fn run_agent(args: &[String]) -> Result<()> {
         state_dir: PathBuf::from(root).join("var/lib/stx-patch/agent"),
         heartbeat: Duration::from_secs(1),
         reboot_command: None,
+        use_rpm_tool: false,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

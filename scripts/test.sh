@@ -8,6 +8,7 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)   # makes X.509 test certificates
 command -v tar >/dev/null || need+=(tar)           # GNU tar reads our patches in tests
 command -v gzip >/dev/null || need+=(gzip)
+command -v rpm >/dev/null || need+=(rpm)           # the agent's --installer rpm is tested
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
     SUDO=""

@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use crate::{BuiltinInstaller, InstallError, Recovery, Transaction, TransactionPackage};
+use crate::{
+    BuiltinInstaller, InstallError, Installer, Recovery, RpmToolInstaller, Transaction,
+    TransactionPackage,
+};
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -39,6 +42,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Command that reboots the host when the root is `/` (none: soft reboot).
     pub reboot_command: Option<String>,
+    /// Use the system's `rpm` tool instead of the builtin installer.
+    pub use_rpm_tool: bool,
 }
 
 /// What the agent persists across restarts.
@@ -62,7 +67,7 @@ pub struct Agent {
     config: AgentConfig,
     instance: String,
     http: reqwest::Client,
-    installer: Arc<std::sync::Mutex<BuiltinInstaller>>,
+    installer: Arc<std::sync::Mutex<Installer>>,
     state: Mutex<AgentState>,
     controller: Mutex<usize>,
 }
@@ -105,7 +110,15 @@ impl Agent {
             path: config.state_dir.clone(),
             reason: e.to_string(),
         })?;
-        let (installer, recovery) = BuiltinInstaller::open(&config.root)?;
+        let (installer, recovery) = if config.use_rpm_tool {
+            (
+                Installer::Rpm(RpmToolInstaller::open(&config.root)?),
+                Recovery::Clean,
+            )
+        } else {
+            let (builtin, recovery) = BuiltinInstaller::open(&config.root)?;
+            (Installer::Builtin(builtin), recovery)
+        };
         let path = config.state_dir.join("agent.json");
         let mut state: AgentState = std::fs::read(&path)
             .ok()

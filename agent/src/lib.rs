@@ -10,7 +10,11 @@
 mod builtin;
 mod daemon;
 mod error;
+mod installer;
+mod rpm_tool;
 
 pub use builtin::{BuiltinInstaller, InstalledRecord, Recovery, Transaction, TransactionPackage};
 pub use daemon::{Agent, AgentConfig, AgentError, subfunctions};
 pub use error::InstallError;
+pub use installer::Installer;
+pub use rpm_tool::RpmToolInstaller;

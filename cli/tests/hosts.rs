@@ -125,14 +125,23 @@ impl Site {
     }
 
     fn start_agent(&mut self, host: &str, personality: &str) {
+        self.start_agent_with(host, personality, &[]);
+    }
+
+    fn start_agent_with(&mut self, host: &str, personality: &str, extra: &[&str]) {
         // Boot-time install of the base load first, as a host does before it joins.
         let status = self
             .agent_command(host, personality)
+            .args(extra)
             .arg("--install-local")
             .status()
             .unwrap();
         assert!(status.success());
-        let child = self.agent_command(host, personality).spawn().unwrap();
+        let child = self
+            .agent_command(host, personality)
+            .args(extra)
+            .spawn()
+            .unwrap();
         self.agents.push(child);
     }
 
@@ -548,4 +557,68 @@ fn in_service_restart_scripts_run_after_the_install_and_can_fail_it() {
     );
     assert_eq!(site.host("compute-0")["patch_failed"], true);
     assert!(site.ok(&["query-hosts"]).contains("Failed"));
+}
+
+/// The `rpm` installer: the system's rpm tool with --root (scripts/test.sh installs rpm).
+#[test]
+fn the_rpm_tool_installer_installs_upgrades_and_removes() {
+    let mut site = Site::new();
+    site.start_agent_with("compute-1", "worker", &["--installer", "rpm"]);
+    site.wait_for("host current", |s| {
+        s.host("compute-1")["patch_current"] == true
+    });
+    let root = site.root("compute-1");
+    let rpm_qa = |root: &Path| {
+        let out = Command::new("rpm")
+            .arg("--root")
+            .arg(root)
+            .args([
+                "--dbpath",
+                "/var/lib/rpm",
+                "-qa",
+                "--qf",
+                "%{NAME}-%{VERSION}-%{RELEASE}\\n",
+            ])
+            .output()
+            .expect("the rpm tool (scripts/test.sh installs it)");
+        let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        list.sort();
+        list
+    };
+    assert_eq!(rpm_qa(&root), ["sysinv-1.0-230"]);
+    assert_eq!(
+        read(&root, "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 230\n")
+    );
+
+    let p1 = site.patch(
+        "P1",
+        false,
+        &[
+            TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
+            TestRpm::new("newpkg", "1.0", "1").file("/usr/bin/newpkg", "#!/bin/sh\n"),
+        ],
+        &["newpkg"],
+    );
+    site.ok(&["upload", p1.to_str().unwrap()]);
+    site.ok(&["apply", "P1"]);
+    site.ok(&["host-install", "compute-1"]);
+    assert_eq!(rpm_qa(&root), ["newpkg-1.0-1", "sysinv-1.0-231"]);
+    assert_eq!(
+        read(&root, "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 231\n")
+    );
+    site.wait_for("current", |s| s.host("compute-1")["patch_current"] == true);
+
+    site.ok(&["remove", "P1"]);
+    site.ok(&["host-install", "compute-1"]);
+    assert_eq!(rpm_qa(&root), ["sysinv-1.0-230"]);
+    assert_eq!(
+        read(&root, "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 230\n")
+    );
+    assert!(!root.join("usr/bin/newpkg").exists());
 }

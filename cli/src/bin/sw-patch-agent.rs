@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::{Agent, AgentConfig};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use patch_format::Personality;
 
@@ -37,7 +37,8 @@ struct Args {
     /// Agent state directory [default: <root>/var/lib/stx-patch/agent]
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Installer: builtin (payloads extracted by stx-patch)
+    /// Installer: builtin (payloads extracted by stx-patch, journalled) or rpm (the system's
+    /// rpm tool with --root)
     #[arg(long, default_value = "builtin", value_parser = ["builtin", "rpm"])]
     installer: String,
     /// Management address reported to the controller
@@ -64,9 +65,6 @@ fn main() -> ExitCode {
         .init();
     stx_patch_cli::run(|| {
         let args = Args::parse();
-        if args.installer == "rpm" {
-            bail!("the rpm installer is not available in this build: use --installer builtin");
-        }
         let personality: Personality = args.personality.parse()?;
         let token = std::fs::read_to_string(&args.token_file)
             .with_context(|| format!("reading {}", args.token_file.display()))?
@@ -90,6 +88,7 @@ fn main() -> ExitCode {
             state_dir,
             heartbeat: Duration::from_secs(args.heartbeat.max(1)),
             reboot_command: args.reboot_command.clone(),
+            use_rpm_tool: args.installer == "rpm",
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(async {

@@ -1,0 +1,177 @@
+//! The `rpm` installer: the system's `rpm` tool with `--root`, for hosts whose packages are
+//! managed by rpm's own database.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use host_state::{InstalledPackage, PackageKey};
+use patch_format::Evr;
+use serde::{Deserialize, Serialize};
+
+use crate::{InstallError, Transaction};
+
+/// Where the installer keeps what rpm's database does not know (the owning patch and whether
+/// it was reboot-required), under the root.
+const ORIGINS: &str = "var/lib/stx-patch/rpm-origins.json";
+
+/// Installs with `rpm --root <root> --dbpath /var/lib/rpm`.
+///
+/// One `rpm -U --oldpackage` transaction installs, upgrades and downgrades (rpm rolls it back
+/// itself if any element fails); removals follow as one `rpm -e` transaction. Scriptlets run as
+/// rpm runs them. Package signatures are not checked by rpm here: the agent has verified every
+/// file's SHA-256 against the signed repository index before.
+#[derive(Debug)]
+pub struct RpmToolInstaller {
+    root: PathBuf,
+    origins: BTreeMap<String, (Option<String>, bool)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Origins(BTreeMap<String, (Option<String>, bool)>);
+
+impl RpmToolInstaller {
+    /// Opens the installer on `root`; fails if the `rpm` tool is missing.
+    pub fn open(root: &Path) -> Result<Self, InstallError> {
+        let version =
+            Command::new("rpm")
+                .arg("--version")
+                .output()
+                .map_err(|e| InstallError::Package {
+                    package: "rpm".into(),
+                    reason: format!(
+                        "the rpm tool is not available ({e}); install it or use --installer builtin"
+                    ),
+                })?;
+        if !version.status.success() {
+            return Err(InstallError::Package {
+                package: "rpm".into(),
+                reason: "rpm --version failed".into(),
+            });
+        }
+        let path = root.join(ORIGINS);
+        let origins = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<Origins>(&bytes)
+                    .map_err(|e| InstallError::Corrupt(format!("{}: {e}", path.display())))?
+                    .0
+            }
+            Err(_) => BTreeMap::new(),
+        };
+        Ok(RpmToolInstaller {
+            root: root.to_owned(),
+            origins,
+        })
+    }
+
+    fn rpm(&self) -> Command {
+        let mut c = Command::new("rpm");
+        c.arg("--root")
+            .arg(&self.root)
+            .args(["--dbpath", "/var/lib/rpm"]);
+        c
+    }
+
+    /// The installed packages, from rpm's database.
+    pub fn installed(&self) -> Result<BTreeMap<PackageKey, InstalledPackage>, InstallError> {
+        let out = self
+            .rpm()
+            .args([
+                "-qa",
+                "--qf",
+                "%{NAME}|%{EPOCHNUM}|%{VERSION}|%{RELEASE}|%{ARCH}\\n",
+            ])
+            .output()
+            .map_err(InstallError::io(&self.root))?;
+        if !out.status.success() {
+            return Err(InstallError::Corrupt(format!(
+                "rpm -qa failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let mut installed = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let parts: Vec<&str> = line.split('|').collect();
+            let [name, epoch, version, release, arch] = parts[..] else {
+                continue;
+            };
+            let key = (name.to_owned(), arch.to_owned());
+            let (patch, reboot_required) = self
+                .origins
+                .get(&format!("{name}.{arch}"))
+                .cloned()
+                .unwrap_or((None, false));
+            installed.insert(
+                key,
+                InstalledPackage {
+                    name: name.to_owned(),
+                    arch: arch.to_owned(),
+                    evr: Evr::new(epoch.parse().unwrap_or(0), version, release),
+                    patch,
+                    reboot_required,
+                },
+            );
+        }
+        Ok(installed)
+    }
+
+    /// Runs the transaction with rpm.
+    pub fn apply(&mut self, tx: &Transaction) -> Result<(), InstallError> {
+        if !tx.install.is_empty() {
+            let mut cmd = self.rpm();
+            cmd.args(["-U", "--oldpackage", "--replacepkgs", "--nosignature"]);
+            for item in &tx.install {
+                cmd.arg(&item.rpm);
+            }
+            run(cmd, "rpm -U")?;
+        }
+        if !tx.remove.is_empty() {
+            let mut cmd = self.rpm();
+            cmd.arg("-e");
+            for (name, arch) in &tx.remove {
+                cmd.arg(format!("{name}.{arch}"));
+            }
+            run(cmd, "rpm -e")?;
+        }
+        for item in &tx.install {
+            self.origins.insert(
+                format!("{}.{}", item.package.name, item.package.arch),
+                (item.package.patch.clone(), item.package.reboot_required),
+            );
+        }
+        for (name, arch) in &tx.remove {
+            self.origins.remove(&format!("{name}.{arch}"));
+        }
+        let path = self.root.join(ORIGINS);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(InstallError::io(dir))?;
+        }
+        let bytes = serde_json::to_vec_pretty(&Origins(self.origins.clone()))
+            .map_err(|e| InstallError::Corrupt(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(InstallError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(InstallError::io(&path))
+    }
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<(), InstallError> {
+    let out = cmd.output().map_err(|e| InstallError::Package {
+        package: what.into(),
+        reason: e.to_string(),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Debian's rpm warns that it is not dpkg on every call; keep only the real errors.
+    let reason: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            !l.contains("use Alien instead") && !l.contains("assuming you know what you are doing")
+        })
+        .collect();
+    Err(InstallError::Package {
+        package: what.into(),
+        reason: format!("{} ({})", reason.join("; "), out.status),
+    })
+}
