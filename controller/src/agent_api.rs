@@ -79,15 +79,15 @@ async fn report(
     let done = report.install_done;
     let app = api.app.clone();
     let locked = tokio::task::spawn_blocking(move || {
-        app.host_reported(&hostname);
+        let was_interim = app.host_reported(&hostname);
         app.with_hosts(|hosts| {
-            hosts.report(report, done);
+            let changed = hosts.report(report, done);
             let locked = hosts
                 .hosts
                 .get(&hostname)
                 .is_some_and(|h| h.facts.admin == host_state::AdminState::Locked);
-            // Interim sets changed too: always refresh.
-            (locked, true)
+            // A plain heartbeat changes nothing the snapshot shows: no rebuild.
+            (locked, changed || was_interim)
         })
     })
     .await

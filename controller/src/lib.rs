@@ -138,8 +138,14 @@ impl Controller {
                     _ = stop.wait_for(|s| *s) => break,
                 }
                 let app = aging.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || app.with_hosts(|h| ((), h.age()))).await;
+                // Always refresh, so the heartbeat ages shown stay within 5 s.
+                let _ = tokio::task::spawn_blocking(move || {
+                    app.with_hosts(|h| {
+                        h.age();
+                        ((), true)
+                    })
+                })
+                .await;
             }
         }));
         tracing::info!(%api_addr, ?auth_api_addr, ?agent_addr, release = %config.release, "controller started");

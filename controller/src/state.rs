@@ -256,17 +256,19 @@ impl App {
         value
     }
 
-    /// A host reported: it is no longer interim for any patch.
-    pub(crate) fn host_reported(&self, hostname: &str) {
+    /// A host reported: it is no longer interim for any patch. Returns whether it was.
+    pub(crate) fn host_reported(&self, hostname: &str) -> bool {
         let mut interim = lock(&self.interim);
+        let mut was = false;
         for hosts in interim.values_mut() {
-            hosts.remove(hostname);
+            was |= hosts.remove(hostname);
         }
         interim.retain(|_, h| !h.is_empty());
+        was
     }
 
     /// Forgets a host in the interim sets (drop-host, age-out).
     pub(crate) fn forget_host(&self, hostname: &str) {
-        self.host_reported(hostname);
+        let _ = self.host_reported(hostname);
     }
 }
