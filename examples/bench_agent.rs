@@ -45,7 +45,10 @@ fn main() -> Result<()> {
     eprintln!("starting a controller and {agents} agents for {seconds} s…");
     let (cpu, rss, hwm) = controller_under_agents(&dir, agents, seconds)?;
 
-    println!("### Host side, {} CPUs\n", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "### Host side, {} CPUs\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("| measure | stx-patch | baseline | ratio | goal |");
     println!("|---|---|---|---|---|");
     println!(
@@ -70,7 +73,8 @@ fn make_rpms(dir: &Path, size_mib: u64) -> Result<Vec<PathBuf>> {
     let mut i = 0;
     while made < size_mib << 20 {
         let size = per.min((size_mib << 20) - made);
-        let mut builder = rpm::PackageBuilder::new(&format!("bench{i:03}"), "1.0", "MIT", "x86_64", "bench");
+        let mut builder =
+            rpm::PackageBuilder::new(&format!("bench{i:03}"), "1.0", "MIT", "x86_64", "bench");
         builder
             .release("1")
             .using_config(rpm::BuildConfig::v4().compression(rpm::CompressionType::Zstd));
@@ -84,7 +88,10 @@ fn make_rpms(dir: &Path, size_mib: u64) -> Result<Vec<PathBuf>> {
                     *b = b"stx-patch benchmark line\n"[j % 25];
                 }
             }
-            builder.with_file_contents(content, rpm::FileOptions::new(format!("/opt/bench{i:03}/file{f:02}")))?;
+            builder.with_file_contents(
+                content,
+                rpm::FileOptions::new(format!("/opt/bench{i:03}/file{f:02}")),
+            )?;
         }
         let path = dir.join(format!("bench{i:03}-1.0-1.x86_64.rpm"));
         builder.build()?.write_file(&path)?;
@@ -149,9 +156,20 @@ fn install_vs_cpio(dir: &Path, rpms: &[PathBuf]) -> Result<(f64, f64)> {
 
 fn proc_stat(pid: u32) -> Result<(f64, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib = |key: &str| {
         status
@@ -160,7 +178,11 @@ fn proc_stat(pid: u32) -> Result<(f64, f64, f64)> {
             .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok((ticks / 100.0, kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0))
+    Ok((
+        ticks / 100.0,
+        kib("VmRSS:") / 1024.0,
+        kib("VmHWM:") / 1024.0,
+    ))
 }
 
 fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f64, f64, f64)> {
@@ -175,7 +197,14 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
     let mut controller = Command::new(bin)
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .args(["--release", "19.01", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .args([
+            "--release",
+            "19.01",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--agent-token-file")
         .arg(dir.join("token"))
         .arg("--print-addresses")
@@ -189,12 +218,19 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
     let api = format!("http://{}", addrs["api"].as_str().unwrap_or_default());
     let agent_url = format!("http://{}", addrs["agent_api"].as_str().unwrap_or_default());
     reqwest::blocking::Client::new()
-        .post(format!("{api}/v1/init_release/19.01?feed={}", dir.join("feed").display()))
+        .post(format!(
+            "{api}/v1/init_release/19.01?feed={}",
+            dir.join("feed").display()
+        ))
         .send()?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let personalities = [Personality::Controller, Personality::Worker, Personality::Storage];
+    let personalities = [
+        Personality::Controller,
+        Personality::Worker,
+        Personality::Storage,
+    ];
     let mut tasks = Vec::new();
     for i in 0..agents {
         let root = dir.join("roots").join(format!("host-{i:03}"));
@@ -220,7 +256,8 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let (cpu1, rss, hwm) = proc_stat(controller.id())?;
-    let hosts: serde_json::Value = reqwest::blocking::get(format!("{api}/v1/query_hosts"))?.json()?;
+    let hosts: serde_json::Value =
+        reqwest::blocking::get(format!("{api}/v1/query_hosts"))?.json()?;
     let reporting = hosts["data"].as_array().map_or(0, |a| a.len());
     let _ = stop.send(true);
     for t in tasks {

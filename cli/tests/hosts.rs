@@ -622,3 +622,34 @@ fn the_rpm_tool_installer_installs_upgrades_and_removes() {
     );
     assert!(!root.join("usr/bin/newpkg").exists());
 }
+
+#[test]
+fn install_local_reads_the_agent_configuration_file() {
+    let site = Site::new();
+    let root = site.root("storage-0");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = site.path("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "controllers = [\"{}\"]\ntoken_file = \"{}\"\nhostname = \"storage-0\"\npersonality = \"storage\"\nrelease = \"19.01\"\nroot = \"{}\"\n",
+            site.agent_url,
+            site.path("agent-token").display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let out = site.ok(&["install-local", "--config", config.to_str().unwrap()]);
+    assert_eq!(out, "Patch installation is complete.\n");
+    assert_eq!(
+        read(&root, "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 230\n")
+    );
+    // A bad configuration is refused with the reason.
+    std::fs::write(&config, "hostname = 3\n").unwrap();
+    let out = site.run(
+        "sw-patch",
+        &["install-local", "--config", config.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+}

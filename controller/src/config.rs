@@ -52,7 +52,8 @@ pub struct ControllerConfig {
     /// A file of accepted tokens, one per line (`#` comments allowed).
     #[serde(default)]
     pub auth_tokens_file: Option<PathBuf>,
-    /// Agent endpoint (hosts report here and fetch packages), e.g. `0.0.0.0:5488`.
+    /// Agent endpoint (hosts report here and fetch packages); default `0.0.0.0:5488` when
+    /// `agent_token_file` is set, off otherwise.
     #[serde(default)]
     pub agent_listen: Option<String>,
     /// File holding the token agents must present (`Authorization: Bearer …`).

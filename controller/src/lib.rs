@@ -111,7 +111,15 @@ impl Controller {
             }
             None => None,
         };
-        let agent_addr = match &config.agent_listen {
+        // The agent endpoint is on by default (0.0.0.0:5488, the original's port) once agents
+        // have a token to present.
+        let agent_listen = config.agent_listen.clone().or_else(|| {
+            config
+                .agent_token_file
+                .is_some()
+                .then(|| "0.0.0.0:5488".to_owned())
+        });
+        let agent_addr = match &agent_listen {
             Some(addr) => {
                 let token = config.agent_token()?;
                 let listener = bind(addr).await?;

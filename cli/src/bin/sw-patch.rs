@@ -154,6 +154,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Boot-time install on this host: runs `sw-patch-agent --install-local` with the agent's
+    /// configuration
+    InstallLocal {
+        /// The agent's configuration file
+        #[arg(long, default_value = "/etc/stx-patch/agent.toml")]
+        config: PathBuf,
+    },
     /// Forget a host (it reappears when its agent reports again)
     DropHost {
         /// Host name or IP address
@@ -360,6 +367,23 @@ fn main() -> ExitCode {
                 emit(&client.post("host_install_async", &ids, &[])?, json)
             }
             Command::HostInstall { host, force } => host_install(&client, host, force, json)?,
+            Command::InstallLocal { config } => {
+                let agent = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("sw-patch-agent")))
+                    .filter(|p| p.exists())
+                    .unwrap_or_else(|| PathBuf::from("sw-patch-agent"));
+                let status = std::process::Command::new(&agent)
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("--install-local")
+                    .status()
+                    .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", agent.display()))?;
+                if status.success() && !json {
+                    println!("Patch installation is complete.");
+                }
+                !status.success()
+            }
             Command::DropHost { host } => emit(&client.post("drop_host", &[host], &[])?, json),
             Command::DelRelease { release } => {
                 emit(&client.post("del_release", &[release], &[])?, json)
@@ -444,6 +468,13 @@ fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> an
     }
     let started = std::time::Instant::now();
     let mut misses = 0;
+    let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(format!("installing on {host}"));
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    });
+    let _clear = ClearOnDrop(spinner);
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
         let hosts = match client.get("query_hosts", &[], &[]) {
@@ -505,6 +536,17 @@ fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> an
                 false
             }
         });
+    }
+}
+
+/// Clears a progress spinner when the wait ends, however it ends.
+struct ClearOnDrop(Option<indicatif::ProgressBar>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            s.finish_and_clear();
+        }
     }
 }
 
