@@ -34,13 +34,7 @@ pub fn query_table(value: &Value) -> String {
     } else {
         vec![0, 1, 2, 4]
     };
-    let width = |c: usize| {
-        rows.iter()
-            .map(|r| r[c].len())
-            .chain([headers[c].len()])
-            .max()
-            .unwrap_or(0)
-    };
+    let width = |c: usize| column_width(headers[c], rows.iter().map(|r| r[c].as_str()));
     let widths: Vec<usize> = cols.iter().map(|&c| width(c)).collect();
     let mut out = String::new();
     let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
@@ -161,13 +155,7 @@ pub fn hosts_table(value: &Value) -> String {
         })
         .collect();
     let widths: Vec<usize> = (0..6)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].len())
-                .chain([headers[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| column_width(headers[c], rows.iter().map(|r| r[c].as_str())))
         .collect();
     let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
     let mut out = line(
@@ -193,5 +181,92 @@ pub fn hosts_table(value: &Value) -> String {
                 .collect(),
         );
     }
+    out
+}
+
+/// The width of a column: its widest value or its header.
+pub fn column_width<'a>(header: &str, values: impl IntoIterator<Item = &'a str>) -> usize {
+    values
+        .into_iter()
+        .map(str::len)
+        .chain([header.len()])
+        .max()
+        .unwrap_or(0)
+}
+
+/// The `query-app-dependencies` table.
+pub fn app_table(value: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let apps = value.as_object().unwrap_or(&empty);
+    let rows: Vec<(String, String)> = apps
+        .iter()
+        .map(|(app, ids)| {
+            let ids = ids
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            (app.clone(), ids)
+        })
+        .collect();
+    let w1 = column_width("Application", rows.iter().map(|r| r.0.as_str()));
+    let w2 = column_width("Patches", rows.iter().map(|r| r.1.as_str()));
+    let mut out = format!(
+        "{:<w1$}  {}\n{}  {}\n",
+        "Application",
+        "Patches",
+        "=".repeat(w1),
+        "=".repeat(w2)
+    );
+    for (app, ids) in rows {
+        out += &format!("{app:<w1$}  {ids}\n");
+    }
+    out
+}
+
+/// A `+----+----+` grid with a header row, as the StarlingX clients print lists.
+pub fn grid(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| column_width(headers[c], rows.iter().map(|r| r[c].as_str())))
+        .collect();
+    let rule: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let row = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, &w)| format!("| {c:<w$} "))
+            .collect::<String>()
+            + "|\n"
+    };
+    let mut out = rule.clone();
+    out += &row(headers.to_vec());
+    out += &rule;
+    for r in rows {
+        out += &row(r.iter().map(String::as_str).collect());
+    }
+    out += &rule;
+    out
+}
+
+/// The `+----------+-------+` Property/Value table of the StarlingX clients.
+pub fn property_table(rows: &[(String, String)]) -> String {
+    let w1 = column_width("Property", rows.iter().map(|r| r.0.as_str()));
+    let w2 = column_width("Value", rows.iter().map(|r| r.1.as_str()));
+    let rule = format!("+{}+{}+\n", "-".repeat(w1 + 2), "-".repeat(w2 + 2));
+    let mut out = rule.clone();
+    out += &format!("| {:<w1$} | {:<w2$} |\n", "Property", "Value");
+    out += &rule;
+    for (k, v) in rows {
+        out += &format!("| {k:<w1$} | {v:<w2$} |\n");
+    }
+    out += &rule;
     out
 }

@@ -83,6 +83,17 @@ fn resolve(app: &App, ids: &[String]) -> Result<String, String> {
         .ok_or_else(|| format!("Unknown host specified: {name}"))
 }
 
+/// The named host as queries see it.
+fn resolve_view(app: &App, ids: &[String]) -> Result<HostView, String> {
+    let hostname = resolve(app, ids)?;
+    app.snapshot()
+        .hosts
+        .iter()
+        .find(|h| h.facts.hostname == hostname)
+        .cloned()
+        .ok_or_else(|| format!("Unknown host specified: {hostname}"))
+}
+
 pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
     let hostname = match resolve(app, ids) {
         Ok(h) => h,
@@ -110,14 +121,11 @@ pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
 }
 
 pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
-    let hostname = match resolve(app, ids) {
-        Ok(h) => h,
+    let view = match resolve_view(app, ids) {
+        Ok(v) => v,
         Err(message) => return ok(json::error(&message)),
     };
-    let snapshot = app.snapshot();
-    let Some(view) = snapshot.hosts.iter().find(|h| h.facts.hostname == hostname) else {
-        return ok(json::error(&format!("Unknown host specified: {hostname}")));
-    };
+    let hostname = view.facts.hostname.clone();
     if view.facts.admin == AdminState::Locked {
         return ok(json::error(&format!("Host {hostname} is already locked.")));
     }
@@ -135,14 +143,11 @@ pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
 }
 
 pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
-    let hostname = match resolve(app, ids) {
-        Ok(h) => h,
+    let view = match resolve_view(app, ids) {
+        Ok(v) => v,
         Err(message) => return ok(json::error(&message)),
     };
-    let snapshot = app.snapshot();
-    let Some(view) = snapshot.hosts.iter().find(|h| h.facts.hostname == hostname) else {
-        return ok(json::error(&format!("Unknown host specified: {hostname}")));
-    };
+    let hostname = view.facts.hostname.clone();
     if view.facts.admin != AdminState::Locked {
         return ok(json::error(&format!("Host {hostname} is not locked.")));
     }

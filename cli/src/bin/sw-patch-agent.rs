@@ -77,13 +77,7 @@ struct FileConfig {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STX_PATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    stx_patch_cli::init_logging();
     stx_patch_cli::run(|| {
         let args = Args::parse();
         let file: FileConfig = match &args.config {

@@ -48,13 +48,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STX_PATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    stx_patch_cli::init_logging();
     stx_patch_cli::run(|| {
         let args = Args::parse();
         let config = config_from(args.config.as_deref(), &args)?;

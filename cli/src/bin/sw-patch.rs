@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use stx_patch_cli::client::{ApiClient, print_outcome};
-use stx_patch_cli::tables::{hosts_table, query_table, show_text};
+use stx_patch_cli::tables::{app_table, hosts_table, query_table, show_text};
 use stx_patch_cli::{ConnectionArgs, OutputFormat, run};
 
 /// Manage software patches on a StarlingX system through the controller's patching API.
@@ -548,49 +548,6 @@ impl Drop for ClearOnDrop {
             s.finish_and_clear();
         }
     }
-}
-
-fn app_table(value: &Value) -> String {
-    let empty = serde_json::Map::new();
-    let apps = value.as_object().unwrap_or(&empty);
-    let rows: Vec<(String, String)> = apps
-        .iter()
-        .map(|(app, ids)| {
-            let ids = ids
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            (app.clone(), ids)
-        })
-        .collect();
-    let w1 = rows
-        .iter()
-        .map(|r| r.0.len())
-        .chain(["Application".len()])
-        .max()
-        .unwrap_or(0);
-    let w2 = rows
-        .iter()
-        .map(|r| r.1.len())
-        .chain(["Patches".len()])
-        .max()
-        .unwrap_or(0);
-    let mut out = format!(
-        "{:<w1$}  {}\n{}  {}\n",
-        "Application",
-        "Patches",
-        "=".repeat(w1),
-        "=".repeat(w2)
-    );
-    for (app, ids) in rows {
-        out += &format!("{app:<w1$}  {ids}\n");
-    }
-    out
 }
 
 fn commit(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use stx_patch_cli::client::ApiClient;
+use stx_patch_cli::tables::{grid, property_table};
 use stx_patch_cli::{ConnectionArgs, OutputFormat, run};
 
 /// System inventory commands.
@@ -153,63 +154,4 @@ fn main() -> ExitCode {
         }
         Ok(())
     })
-}
-
-/// A `+----+----+` grid with a header row, as the StarlingX clients print lists.
-fn grid(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].len())
-                .chain([headers[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let rule: String = widths
-        .iter()
-        .map(|w| format!("+{}", "-".repeat(w + 2)))
-        .collect::<String>()
-        + "+\n";
-    let row = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, &w)| format!("| {c:<w$} "))
-            .collect::<String>()
-            + "|\n"
-    };
-    let mut out = rule.clone();
-    out += &row(headers.to_vec());
-    out += &rule;
-    for r in rows {
-        out += &row(r.iter().map(String::as_str).collect());
-    }
-    out += &rule;
-    out
-}
-
-/// The `+----------+-------+` Property/Value table of the StarlingX clients.
-fn property_table(rows: &[(String, String)]) -> String {
-    let w1 = rows
-        .iter()
-        .map(|r| r.0.len())
-        .chain(["Property".len()])
-        .max()
-        .unwrap_or(0);
-    let w2 = rows
-        .iter()
-        .map(|r| r.1.len())
-        .chain(["Value".len()])
-        .max()
-        .unwrap_or(0);
-    let rule = format!("+{}+{}+\n", "-".repeat(w1 + 2), "-".repeat(w2 + 2));
-    let mut out = rule.clone();
-    out += &format!("| {:<w1$} | {:<w2$} |\n", "Property", "Value");
-    out += &rule;
-    for (k, v) in rows {
-        out += &format!("| {k:<w1$} | {v:<w2$} |\n");
-    }
-    out += &rule;
-    out
 }
