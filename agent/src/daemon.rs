@@ -603,11 +603,19 @@ impl Agent {
                 .await;
             return;
         }
+        {
+            let mut state = self.state.lock().await;
+            state.boot_id = new_boot_id();
+            state.reboot_pending = false;
+            self.save(&state);
+            tracing::info!("soft reboot: new boot id {}", state.boot_id);
+        }
+        // The boot path: install whatever is pending before the host comes up (as the
+        // original's sw-patch-init does); it is active from this boot on.
+        self.install(true, true, 0).await;
         let mut state = self.state.lock().await;
-        state.boot_id = new_boot_id();
         state.reboot_pending = false;
         self.save(&state);
-        tracing::info!("soft reboot: new boot id {}", state.boot_id);
     }
 }
 

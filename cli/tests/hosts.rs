@@ -35,6 +35,10 @@ impl Drop for Site {
 
 impl Site {
     fn new() -> Site {
+        Site::new_with(&[])
+    }
+
+    fn new_with(controller_args: &[&str]) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in ["keyring", "feed", "rpms", "patches", "roots"] {
@@ -66,6 +70,7 @@ impl Site {
             .arg("--agent-token-file")
             .arg(d.join("agent-token"))
             .arg("--print-addresses")
+            .args(controller_args)
             .env("STX_PATCH_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -652,4 +657,27 @@ fn install_local_reads_the_agent_configuration_file() {
         &["install-local", "--config", config.to_str().unwrap()],
     );
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_host_that_stops_reporting_goes_offline() {
+    let mut site = Site::new_with(&["--host-offline-after", "2"]);
+    site.start_agent("compute-0", "worker");
+    site.wait_for("available", |s| {
+        s.host("compute-0")["availability"] == "available"
+    });
+    for agent in &mut site.agents {
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+    }
+    site.wait_for("offline", |s| {
+        s.host("compute-0")["availability"] == "offline"
+    });
+    assert!(site.system(&["host-list"]).contains("| offline"));
+    // It comes back when its agent reports again.
+    let child = site.agent_command("compute-0", "worker").spawn().unwrap();
+    site.agents.push(child);
+    site.wait_for("available again", |s| {
+        s.host("compute-0")["availability"] == "available"
+    });
 }

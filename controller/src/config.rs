@@ -59,6 +59,9 @@ pub struct ControllerConfig {
     /// File holding the token agents must present (`Authorization: Bearer …`).
     #[serde(default)]
     pub agent_token_file: Option<PathBuf>,
+    /// A host silent for this many seconds shows offline (aged out after an hour).
+    #[serde(default = "default_offline_after")]
+    pub host_offline_after_secs: u64,
     /// Largest upload accepted, in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
@@ -66,6 +69,10 @@ pub struct ControllerConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:5487".to_owned()
+}
+
+fn default_offline_after() -> u64 {
+    30
 }
 
 fn default_max_upload() -> u64 {
@@ -85,6 +92,7 @@ impl ControllerConfig {
             auth_tokens_file: None,
             agent_listen: None,
             agent_token_file: None,
+            host_offline_after_secs: default_offline_after(),
             max_upload_bytes: default_max_upload(),
         }
     }

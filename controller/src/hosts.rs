@@ -8,8 +8,6 @@ use host_state::protocol::{AgentOrder, HostReport};
 use host_state::{AdminState, Availability, HostFacts, InstallState, OperState};
 use serde::{Deserialize, Serialize};
 
-/// A host not heard from for this long is offline.
-pub(crate) const OFFLINE_AFTER_SECS: u64 = 30;
 /// A host not heard from for this long is dropped from the inventory (the original's value).
 pub(crate) const AGE_OUT_SECS: u64 = 3600;
 
@@ -225,7 +223,7 @@ impl HostRegistry {
 
     /// Marks silent hosts offline and ages out the long silent; returns whether anything
     /// changed.
-    pub(crate) fn age(&mut self) -> bool {
+    pub(crate) fn age(&mut self, offline_after_secs: u64) -> bool {
         let now = now();
         let mut changed = false;
         let expired: Vec<String> = self
@@ -239,7 +237,7 @@ impl HostRegistry {
             changed |= self.drop_host(&name);
         }
         for host in self.hosts.values_mut() {
-            let silent = now.saturating_sub(host.facts.last_report) > OFFLINE_AFTER_SECS;
+            let silent = now.saturating_sub(host.facts.last_report) > offline_after_secs;
             if silent && host.facts.availability != Availability::Offline {
                 host.facts.availability = Availability::Offline;
                 host.facts.oper = OperState::Disabled;

@@ -138,18 +138,19 @@ impl Controller {
         };
         // Hosts that stop reporting go offline, and are aged out after an hour.
         let aging = app.clone();
+        let offline_after = config.host_offline_after_secs;
         let mut stop = rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(offline_after.clamp(1, 5))) => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
                 let app = aging.clone();
                 // Always refresh, so the heartbeat ages shown stay within 5 s.
                 let _ = tokio::task::spawn_blocking(move || {
                     app.with_hosts(|h| {
-                        h.age();
+                        h.age(offline_after);
                         ((), true)
                     })
                 })

@@ -39,6 +39,9 @@ struct Args {
     /// File holding the agents' token
     #[arg(long, value_name = "FILE")]
     agent_token_file: Option<PathBuf>,
+    /// Seconds of silence after which a host shows offline [default: 30]
+    #[arg(long, value_name = "SECS")]
+    host_offline_after: Option<u64>,
     /// Largest accepted upload in bytes
     #[arg(long, value_name = "BYTES")]
     max_upload_bytes: Option<u64>,
@@ -111,6 +114,9 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if let Some(v) = &args.agent_token_file {
         config.agent_token_file = Some(v.clone());
+    }
+    if let Some(v) = args.host_offline_after {
+        config.host_offline_after_secs = v;
     }
     if let Some(v) = args.max_upload_bytes {
         config.max_upload_bytes = v;
