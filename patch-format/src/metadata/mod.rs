@@ -283,7 +283,8 @@ fn validate_token(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > 255 {
-        return Err(format!("{:?}… is longer than 255 characters", &value[..32]));
+        let start: String = value.chars().take(32).collect();
+        return Err(format!("{start:?}… is longer than 255 bytes"));
     }
     if value.starts_with('.') || value.starts_with('-') {
         return Err(format!("{value:?} must not start with '.' or '-'"));
@@ -371,6 +372,7 @@ mod tests {
             "a b",
             "a\0b",
             &"x".repeat(129),
+            &"é".repeat(200),
         ] {
             assert!(validate_patch_id(bad).is_err(), "{bad:?}");
         }
