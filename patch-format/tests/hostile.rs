@@ -363,3 +363,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// metadata.xml from outside never panics the parser, whatever the text.
+    #[test]
+    fn arbitrary_metadata_never_panics(text in ".{0,400}", field in "\\PC{0,300}") {
+        let _ = patch_format::parse_metadata_xml(&text);
+        let wrapped = format!(
+            "<patch><id>{field}</id><sw_version>{field}</sw_version><contents><rpm>{field}</rpm></contents>\
+             <personality type=\"{field}\"><package>{field}</package></personality></patch>"
+        );
+        let _ = patch_format::parse_metadata_xml(&wrapped);
+    }
+}
