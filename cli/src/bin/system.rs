@@ -104,20 +104,7 @@ fn main() -> ExitCode {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&value)?);
                 } else {
-                    let rows: Vec<(String, String)> = value
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str()
-                                    .map(str::to_owned)
-                                    .unwrap_or_else(|| v.to_string()),
-                            )
-                        })
-                        .collect();
-                    print!("{}", property_table(&rows));
+                    print!("{}", object_table(&value));
                 }
             }
             Command::HostLock { host, force } => {
@@ -135,23 +122,28 @@ fn main() -> ExitCode {
                 if args.connection.format == OutputFormat::Json {
                     println!("{}", serde_json::to_string_pretty(&system)?);
                 } else {
-                    let rows: Vec<(String, String)> = system
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str()
-                                    .map(str::to_owned)
-                                    .unwrap_or_else(|| v.to_string()),
-                            )
-                        })
-                        .collect();
-                    print!("{}", property_table(&rows));
+                    print!("{}", object_table(&system));
                 }
             }
         }
         Ok(())
     })
+}
+
+/// A JSON object as the Property/Value table.
+fn object_table(value: &Value) -> String {
+    let rows: Vec<(String, String)> = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
+        .collect();
+    property_table(&rows)
 }
