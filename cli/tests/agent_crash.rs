@@ -2,8 +2,9 @@
 //! byte-identical to before the install or to after it — never in between — the host reports
 //! install-failed or idle accordingly, and a retry succeeds.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -174,32 +175,24 @@ fn sigkill_during_installs_never_leaves_a_half_installed_root() {
     for rpm in files("1") {
         rpm.build(&d.join("feed"));
     }
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"))
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .arg("--keyring")
-        .arg(d.join("keyring"))
-        .args([
-            "--release",
-            "19.01",
-            "--listen",
-            "127.0.0.1:0",
-            "--agent-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--agent-token-file")
-        .arg(d.join("token"))
-        .arg("--print-addresses")
-        .env("STX_PATCH_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(controller.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addrs: Value = serde_json::from_str(&line).unwrap();
+    let (controller, addrs) = common::spawn_with_addresses(
+        common::controller()
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--keyring")
+            .arg(d.join("keyring"))
+            .args([
+                "--release",
+                "19.01",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--agent-token-file")
+            .arg(d.join("token"))
+            .env("STX_PATCH_LOG", "error"),
+    );
     let mut env = Env {
         url: format!("http://{}", addrs["api"].as_str().unwrap()),
         agent_url: format!("http://{}", addrs["agent_api"].as_str().unwrap()),

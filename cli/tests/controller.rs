@@ -1,10 +1,11 @@
 //! The real `sw-patch-controller` on loopback (port 0, temp state dir), driven through the
 //! `sw-patch` binary and raw HTTP.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 
 use patch_format::testing::TestRpm;
@@ -52,33 +53,25 @@ impl Cluster {
     }
 
     fn start(&mut self, extra: &[&str]) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"))
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .arg("--keyring")
-            .arg(self.path("keyring"))
-            .args([
-                "--release",
-                "19.01",
-                "--listen",
-                "127.0.0.1:0",
-                "--auth-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--auth-tokens-file")
-            .arg(self.path("tokens"))
-            .arg("--print-addresses")
-            .args(extra)
-            .env("STX_PATCH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addrs: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let (child, addrs) = common::spawn_with_addresses(
+            common::controller()
+                .arg("--state-dir")
+                .arg(self.path("state"))
+                .arg("--keyring")
+                .arg(self.path("keyring"))
+                .args([
+                    "--release",
+                    "19.01",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--auth-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--auth-tokens-file")
+                .arg(self.path("tokens"))
+                .args(extra)
+                .env("STX_PATCH_LOG", "warn"),
+        );
         self.url = format!("http://{}", addrs["api"].as_str().unwrap());
         self.auth_url = addrs["auth_api"].as_str().map(|a| format!("http://{a}"));
         self.child = Some(child);

@@ -1,9 +1,10 @@
 //! SIGKILL the controller at random moments during uploads, applies, removes and commits; after
 //! every restart the store must be consistent and every acknowledged change must be there.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, SystemTime};
 
 use patch_format::testing::TestRpm;
@@ -13,28 +14,15 @@ use patch_store::{RepoState, Store, StoreConfig};
 use serde_json::Value;
 
 fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--keyring")
-        .arg(dir.join("keyring"))
-        .args([
-            "--release",
-            "19.01",
-            "--listen",
-            "127.0.0.1:0",
-            "--print-addresses",
-        ])
-        .env("STX_PATCH_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addrs: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let (child, addrs) = common::spawn_with_addresses(
+        common::controller()
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--keyring")
+            .arg(dir.join("keyring"))
+            .args(["--release", "19.01", "--listen", "127.0.0.1:0"])
+            .env("STX_PATCH_LOG", "error"),
+    );
     (child, format!("http://{}", addrs["api"].as_str().unwrap()))
 }
 

@@ -1,7 +1,8 @@
 //! Real controller + real agents (separate processes, temp roots) on loopback: install,
 //! reboot-required patches with lock/unlock, removal, and refusals.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -54,33 +55,25 @@ impl Site {
         TestRpm::new("sysinv", "1.0", "230")
             .file("/usr/lib/sysinv/api.py", "VERSION = 230\n")
             .build(&d.join("feed"));
-        let mut controller = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"))
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .arg("--keyring")
-            .arg(d.join("keyring"))
-            .args([
-                "--release",
-                "19.01",
-                "--listen",
-                "127.0.0.1:0",
-                "--agent-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--agent-token-file")
-            .arg(d.join("agent-token"))
-            .arg("--print-addresses")
-            .args(controller_args)
-            .env("STX_PATCH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(controller.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addrs: Value = serde_json::from_str(&line).unwrap();
+        let (controller, addrs) = common::spawn_with_addresses(
+            common::controller()
+                .arg("--state-dir")
+                .arg(d.join("state"))
+                .arg("--keyring")
+                .arg(d.join("keyring"))
+                .args([
+                    "--release",
+                    "19.01",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--agent-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--agent-token-file")
+                .arg(d.join("agent-token"))
+                .args(controller_args)
+                .env("STX_PATCH_LOG", "warn"),
+        );
         let site = Site {
             url: format!("http://{}", addrs["api"].as_str().unwrap()),
             agent_url: format!("http://{}", addrs["agent_api"].as_str().unwrap()),
