@@ -667,10 +667,26 @@ fn a_host_that_stops_reporting_goes_offline() {
         s.host("compute-0")["availability"] == "offline"
     });
     assert!(site.system(&["host-list"]).contains("| offline"));
-    // It comes back when its agent reports again.
+    // An install ordered on the offline host stays pending, and does not block applying patches.
+    site.ok(&["host-install-async", "compute-0"]);
+    assert_eq!(site.host("compute-0")["state"], "installing");
+    let p1 = site.patch(
+        "P1",
+        false,
+        &[TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n")],
+        &[],
+    );
+    site.ok(&["upload", p1.to_str().unwrap()]);
+    site.ok(&["apply", "P1"]);
+    // It comes back when its agent reports again, and carries out the pending install.
     let child = site.agent_command("compute-0", "worker").spawn().unwrap();
     site.agents.push(child);
-    site.wait_for("available again", |s| {
-        s.host("compute-0")["availability"] == "available"
+    site.wait_for("available again, installed", |s| {
+        let h = s.host("compute-0");
+        h["availability"] == "available" && h["patch_current"] == true && h["state"] == "idle"
     });
+    assert_eq!(
+        read(&site.root("compute-0"), "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 231\n")
+    );
 }

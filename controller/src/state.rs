@@ -98,11 +98,14 @@ impl Snapshot {
             .collect()
     }
 
-    /// Whether some host is installing (apply/remove are refused meanwhile, as the original).
+    /// Whether some reachable host is installing (apply/remove are refused meanwhile, as the
+    /// original). An offline host does not count: one that died with an order outstanding
+    /// would otherwise block every apply until it is aged out an hour later.
     pub(crate) fn any_installing(&self) -> bool {
-        self.hosts
-            .iter()
-            .any(|h| h.install_state == host_state::InstallState::Installing)
+        self.hosts.iter().any(|h| {
+            h.install_state == host_state::InstallState::Installing
+                && h.facts.availability != host_state::Availability::Offline
+        })
     }
 }
 
