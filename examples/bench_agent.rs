@@ -9,6 +9,9 @@
 //! Run: `cargo build --release --workspace --bins && cargo run --release --example bench_agent
 //!       [-- --size-mib 200 --agents 200 --seconds 30]` (needs rpm2cpio and cpio).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,12 +26,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_owned())
-    };
+    let opt = |name: &str, default: &str| support::opt(&args, name, default);
     let size_mib: u64 = opt("--size-mib", "200").parse()?;
     let agents: usize = opt("--agents", "200").parse()?;
     let seconds: u64 = opt("--seconds", "30").parse()?;
@@ -147,10 +145,7 @@ fn install_vs_cpio(dir: &Path, rpms: &[PathBuf]) -> Result<(f64, f64)> {
         std::fs::remove_dir_all(&cpio_root)?;
         std::fs::remove_dir_all(&root)?;
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |v: &mut Vec<f64>| support::median(v);
     Ok((med(&mut ours), med(&mut base)))
 }
 

@@ -7,6 +7,9 @@
 //! Run: `cargo build --release --workspace --bins && cargo run --release --example bench_controller --
 //!       [--size-mib 256] [--patches 1000]`
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -18,12 +21,7 @@ use patch_sign::PrivateKey;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_owned())
-    };
+    let opt = |name: &str, default: &str| support::opt(&args, name, default);
     let size_mib: u64 = opt("--size-mib", "256").parse()?;
     let count: usize = opt("--patches", "1000").parse()?;
     let dir = PathBuf::from(opt("--dir", "target/bench-controller"));
@@ -84,10 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .json()?;
         assert_eq!(r["error"], "", "{r}");
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |v: &mut Vec<f64>| support::median(v);
     let (up, gz) = (med(&mut ours), med(&mut base));
 
     eprintln!("uploading {count} patches…");

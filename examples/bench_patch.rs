@@ -11,6 +11,9 @@
 //! Run: `cargo run --release --example bench_patch -- [--size-mib 256] [--runs 3]
 //!       [--data random|text] [--dir target/bench]`
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,12 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("__read") => return child_read(&args[1..]),
         _ => {}
     }
-    let opt = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_owned())
-    };
+    let opt = |name: &str, default: &str| support::opt(&args, name, default);
     let size_mib: u64 = opt("--size-mib", "256").parse()?;
     let runs: usize = opt("--runs", "3").parse()?;
     let data = opt("--data", "random");
@@ -131,10 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .success();
     let ours_size = std::fs::metadata(&patch)?.len();
     let base_size = std::fs::metadata(&baseline_tgz)?.len();
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |v: &mut Vec<f64>| support::median(v);
     let (bo, bb, ro, rb) = (
         med(&mut build_ours),
         med(&mut build_base),

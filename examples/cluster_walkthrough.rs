@@ -174,6 +174,20 @@ impl Cluster {
         }
     }
 
+    /// Lock, install, unlock (which reboots the host when the install needs it), and wait
+    /// until the host no longer needs a reboot.
+    fn locked_install(&self, host: &str) -> Result<()> {
+        println!("\n$ system host-lock {host}");
+        self.op(&format!("host_lock/{host}"))?;
+        self.host_install(host)?;
+        println!("\n$ system host-unlock {host}");
+        self.op(&format!("host_unlock/{host}"))?;
+        self.wait("reboot", |h| {
+            h.iter()
+                .any(|h| h["hostname"] == host && h["requires_reboot"] == false)
+        })
+    }
+
     /// `sw-patch host-install H`: order, then wait for the host to finish.
     fn host_install(&self, host: &str) -> Result<()> {
         println!("\n$ sw-patch host-install {host}");
@@ -335,15 +349,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     cluster.show_query()?;
     cluster.show_hosts()?;
     for (host, _) in HOSTS {
-        println!("\n$ system host-lock {host}");
-        cluster.op(&format!("host_lock/{host}"))?;
-        cluster.host_install(host)?;
-        println!("\n$ system host-unlock {host}");
-        cluster.op(&format!("host_unlock/{host}"))?;
-        cluster.wait("reboot", |h| {
-            h.iter()
-                .any(|h| h["hostname"] == host && h["requires_reboot"] == false)
-        })?;
+        cluster.locked_install(host)?;
     }
     cluster.wait("all current", |h| {
         h.iter().all(|h| h["patch_current"] == true)
@@ -362,11 +368,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     println!("\n$ sw-patch remove 002 001");
     cluster.op("remove/002/001")?;
     for (host, _) in HOSTS {
-        println!("\n$ system host-lock {host}");
-        cluster.op(&format!("host_lock/{host}"))?;
-        cluster.host_install(host)?;
-        println!("\n$ system host-unlock {host}");
-        cluster.op(&format!("host_unlock/{host}"))?;
+        cluster.locked_install(host)?;
     }
     cluster.wait("all current", |h| {
         h.iter()
