@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,31 +12,6 @@ use patch_format::testing::TestRpm;
 use patch_format::{PatchBuilder, PatchMetadata, Status};
 use patch_sign::PrivateKey;
 use serde_json::Value;
-
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().to_owned();
-            if rel.starts_with("var/lib/stx-patch") {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                out.insert(rel, (meta.permissions().mode(), Vec::new()));
-                stack.push(path);
-            } else {
-                out.insert(
-                    rel,
-                    (meta.permissions().mode(), std::fs::read(&path).unwrap()),
-                );
-            }
-        }
-    }
-    out
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -213,7 +186,7 @@ fn sigkill_during_installs_never_leaves_a_half_installed_root() {
             .unwrap()
             .success()
     );
-    let before = snapshot(&env.root());
+    let before = common::root_snapshot(&env.root());
 
     let mut m = PatchMetadata::new("P1", "19.01");
     m.status = Status::Released;
@@ -245,7 +218,7 @@ fn sigkill_during_installs_never_leaves_a_half_installed_root() {
     let t = Instant::now();
     assert_eq!(env.install()["state"], "idle");
     let took = t.elapsed();
-    let after = snapshot(&env.root());
+    let after = common::root_snapshot(&env.root());
     assert_ne!(before, after);
 
     let mut seed = SystemTime::now()
@@ -263,7 +236,7 @@ fn sigkill_during_installs_never_leaves_a_half_installed_root() {
     let (mut landed_before, mut landed_after) = (0, 0);
     for round in 0..55 {
         // Point the repo at the other state, so the next install has work to do.
-        let now = snapshot(&env.root());
+        let now = common::root_snapshot(&env.root());
         let action = if now == after {
             "remove/P1"
         } else {
@@ -279,7 +252,7 @@ fn sigkill_during_installs_never_leaves_a_half_installed_root() {
         env.kill_agent();
         env.start_agent();
         let host = env.settled();
-        let root = snapshot(&env.root());
+        let root = common::root_snapshot(&env.root());
         let target = if action == "apply/P1" {
             &after
         } else {

@@ -404,29 +404,7 @@ fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
         s.host("compute-0")["patch_current"] == true
     });
     let root = site.root("compute-0");
-    let snapshot = |root: &Path| {
-        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        let mut stack = vec![root.to_owned()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.strip_prefix(root)
-                    .unwrap()
-                    .starts_with("var/lib/stx-patch")
-                {
-                    continue;
-                }
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push((p.clone(), std::fs::read(&p).unwrap()));
-                }
-            }
-        }
-        files.sort();
-        files
-    };
-    let before = snapshot(&root);
+    let before = common::root_snapshot(&root);
 
     let p1 = site.patch(
         "P1",
@@ -457,7 +435,7 @@ fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
             "{err}"
         );
         assert_eq!(
-            snapshot(&root),
+            common::root_snapshot(&root),
             before,
             "nothing may be written to the root"
         );
@@ -471,7 +449,7 @@ fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
     );
     site.ok(&["remove", "P1"]);
     site.ok(&["host-install", "compute-0"]);
-    assert_eq!(snapshot(&root), before);
+    assert_eq!(common::root_snapshot(&root), before);
 
     // A package whose payload path climbs out of the root.
     let mut evil = rpm::PackageBuilder::new("evil", "1.0", "MIT", "x86_64", "escapes");
@@ -501,7 +479,7 @@ fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
         err.contains("escape the root") || err.contains("unsafe path"),
         "{err}"
     );
-    assert_eq!(snapshot(&root), before);
+    assert_eq!(common::root_snapshot(&root), before);
     assert!(!site.path("escaped-file").exists() && !site.path("roots/escaped-file").exists());
 }
 

@@ -1,6 +1,11 @@
-//! Shared by the daemon tests: starting a controller and learning its addresses.
+//! Shared by the daemon tests: starting a controller, reading its addresses, host roots.
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -23,4 +28,31 @@ pub fn spawn_with_addresses(cmd: &mut Command) -> (Child, Value) {
         .expect("the daemon prints its addresses");
     let addrs: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     (child, addrs)
+}
+
+/// Everything under a host root except the agent's own state: relative path → (mode, content;
+/// empty for directories). Two equal snapshots mean byte-identical roots.
+pub fn root_snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_owned();
+            if rel.starts_with("var/lib/stx-patch") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                out.insert(rel, (meta.permissions().mode(), Vec::new()));
+                stack.push(path);
+            } else {
+                out.insert(
+                    rel,
+                    (meta.permissions().mode(), std::fs::read(&path).unwrap()),
+                );
+            }
+        }
+    }
+    out
 }
