@@ -395,7 +395,7 @@ impl Agent {
             .await
             .map_err(|e| failed(format!("{}: {e}", cache.display())))?;
         let mut tx = Transaction::default();
-        for change in &diff.changes {
+        for (n, change) in diff.changes.iter().enumerate() {
             let (to, from) = match change {
                 PackageChange::Missing(to) => (to, None),
                 PackageChange::Upgrade { from, to } | PackageChange::Downgrade { from, to } => {
@@ -408,7 +408,9 @@ impl Agent {
             };
             let _ = from;
             let area = if to.from_base { "feed" } else { "repo" };
-            let file = cache.join(format!("{}.{}.rpm", to.name, to.arch));
+            // Numbered, not named after the package: names come from the controller's index
+            // and must never choose a path on this host.
+            let file = cache.join(format!("{n}.rpm"));
             self.download(
                 &format!("{area}/rel-{release}/{}", to.path),
                 &file,
