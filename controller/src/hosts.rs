@@ -26,6 +26,11 @@ pub(crate) struct HostEntry {
     /// The reporting agent process.
     #[serde(default)]
     pub(crate) instance: String,
+    /// The install order last handed to the agent, kept until the agent reports it finished:
+    /// an agent killed between fetching an order and recording it would otherwise leave the
+    /// host `installing` forever. A new agent instance that has not finished it gets it again.
+    #[serde(default)]
+    pub(crate) in_flight: Option<AgentOrder>,
 }
 
 impl HostEntry {
@@ -86,7 +91,6 @@ impl HostRegistry {
 
     /// Records a report; returns whether anything other than the timestamp changed.
     pub(crate) fn report(&mut self, report: HostReport, last_order_done: u64) -> bool {
-        // (Shadowed below when an agent restart closes an outstanding order.)
         let now = now();
         let installed = report
             .installed
@@ -94,15 +98,33 @@ impl HostRegistry {
             .map(|p| ((p.name.clone(), p.arch.clone()), p.clone()))
             .collect();
         let existing = self.hosts.get(&report.hostname);
-        let (admin, boot_id, pending, install_seq) =
-            existing.map_or((AdminState::Unlocked, String::new(), None, 0), |h| {
-                (
-                    h.facts.admin,
-                    h.facts.boot_id.clone(),
-                    h.pending.clone(),
-                    h.install_seq,
-                )
-            });
+        let (admin, boot_id, mut pending, install_seq, mut in_flight, old_instance) = existing
+            .map_or(
+                (AdminState::Unlocked, String::new(), None, 0, None, None),
+                |h| {
+                    (
+                        h.facts.admin,
+                        h.facts.boot_id.clone(),
+                        h.pending.clone(),
+                        h.install_seq,
+                        h.in_flight.clone(),
+                        Some(h.instance.clone()),
+                    )
+                },
+            );
+        // An order is finished once the agent says so; one handed to an agent process that
+        // has since been replaced without finishing (or recording) it is sent again.
+        if let Some(AgentOrder::Install { seq, .. }) = &in_flight {
+            if last_order_done >= *seq {
+                in_flight = None;
+            } else if old_instance.is_some_and(|old| old != report.instance) && pending.is_none() {
+                tracing::info!(
+                    "host {}: agent restarted before finishing install order {seq}; sending it again",
+                    report.hostname
+                );
+                pending = in_flight.take();
+            }
+        }
         let rebooted = !boot_id.is_empty() && boot_id != report.boot_id;
         let facts = HostFacts {
             hostname: report.hostname.clone(),
@@ -130,7 +152,11 @@ impl HostRegistry {
         let changed = existing.is_none_or(|h| {
             let mut old = h.facts.clone();
             old.last_report = now;
-            old != facts || h.last_error != report.last_error || h.install_done != last_order_done
+            old != facts
+                || h.last_error != report.last_error
+                || h.install_done != last_order_done
+                || h.pending != pending
+                || h.in_flight != in_flight
         }) || rebooted;
         let entry = HostEntry {
             facts,
@@ -140,6 +166,7 @@ impl HostRegistry {
             install_seq,
             install_done: last_order_done,
             instance: report.instance.clone(),
+            in_flight,
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {
@@ -187,6 +214,9 @@ impl HostRegistry {
             AgentOrder::Install { force, seq, .. } => AgentOrder::Install { force, seq, locked },
             other => other,
         });
+        if let Some(order @ AgentOrder::Install { .. }) = &order {
+            host.in_flight = Some(order.clone());
+        }
         if order.is_some() {
             self.persist(hostname);
         }
@@ -256,4 +286,65 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use host_state::protocol::HostReport;
+    use patch_format::Personality;
+
+    fn report(instance: &str, install_done: u64) -> HostReport {
+        HostReport {
+            hostname: "compute-0".into(),
+            ip: "127.0.0.1".into(),
+            personality: Personality::Worker,
+            subfunctions: vec!["worker".into()],
+            sw_version: "19.01".into(),
+            install_state: InstallState::Idle,
+            last_error: None,
+            reboot_pending: false,
+            boot_id: "b".into(),
+            installed: Vec::new(),
+            op_counter: 0,
+            install_done,
+            instance: instance.into(),
+        }
+    }
+
+    #[test]
+    fn an_order_lost_with_its_agent_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        reg.report(report("a", 0), 0);
+        let seq = reg.order_install("compute-0", true).unwrap();
+        assert!(matches!(
+            reg.take_order("compute-0"),
+            Some(AgentOrder::Install { force: true, .. })
+        ));
+        // The same agent process still working on it: nothing is resent.
+        reg.report(report("a", 0), 0);
+        assert_eq!(reg.take_order("compute-0"), None);
+        // It died before recording the order; its successor gets the order again.
+        reg.report(report("b", 0), 0);
+        assert_eq!(
+            reg.hosts["compute-0"].effective_install_state(),
+            InstallState::Installing
+        );
+        // The registry survives a controller restart with the order still owed.
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        assert!(matches!(
+            reg.take_order("compute-0"),
+            Some(AgentOrder::Install { force: true, seq: s, .. }) if s == seq
+        ));
+        reg.report(report("b", seq), seq);
+        assert_eq!(reg.hosts["compute-0"].in_flight, None);
+        assert_eq!(
+            reg.hosts["compute-0"].effective_install_state(),
+            InstallState::Idle
+        );
+        // A restart after the order finished sends nothing.
+        reg.report(report("c", seq), seq);
+        assert_eq!(reg.take_order("compute-0"), None);
+    }
 }
