@@ -1,0 +1,782 @@
+//! The builder: a pure function from what the build phase collected (inventory, per-host patch
+//! status, alarms, instances) and the operator's options to the apply stages, or the
+//! original's refusal (reference §2–§3).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use host_state::{AdminState, Availability, OperState};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Alarm, AlarmRestrictions, ApplyType, InstanceAction, Stage, Step, StepKind, StrategyOptions,
+};
+use crate::timing::Timing;
+
+/// A host in the inventory (the VIM's host table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryHost {
+    /// Host name.
+    pub name: String,
+    /// Host UUID.
+    pub uuid: String,
+    /// `controller`, `worker` or `storage` (or `swift`).
+    pub personality: String,
+    /// Subfunctions (`controller`, `worker` for an all-in-one).
+    #[serde(default)]
+    pub subfunctions: Vec<String>,
+    /// Administrative state.
+    pub admin: AdminState,
+    /// Operational state.
+    pub oper: OperState,
+    /// Availability.
+    pub availability: Availability,
+    /// Runs the OpenStack compute service (its workloads can be migrated).
+    #[serde(default)]
+    pub openstack_compute: bool,
+    /// Runs OpenStack control services.
+    #[serde(default)]
+    pub openstack_control: bool,
+    /// Storage replication group (storage hosts).
+    #[serde(default)]
+    pub replication_group: Option<String>,
+    /// Host aggregates it belongs to.
+    #[serde(default)]
+    pub aggregates: Vec<String>,
+}
+
+impl InventoryHost {
+    /// Whether the host has this personality or subfunction.
+    pub fn has(&self, personality: &str) -> bool {
+        self.personality == personality || self.subfunctions.iter().any(|s| s == personality)
+    }
+
+    fn state_is(&self, admin: AdminState, oper: OperState, avail: Availability) -> bool {
+        self.admin == admin && self.oper == oper && self.availability == avail
+    }
+}
+
+/// A host as the patch controller reports it (`query_hosts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchHost {
+    /// Host name.
+    pub hostname: String,
+    /// Subfunctions (the personality the builder classifies by).
+    pub subfunctions: Vec<String>,
+    /// Installing needs a lock and a reboot.
+    pub requires_reboot: bool,
+    /// Nothing to install.
+    pub patch_current: bool,
+    /// The last install failed.
+    pub patch_failed: bool,
+    /// A patch operation is recent and the host has not reported since.
+    pub interim_state: bool,
+    /// The agent's install state.
+    pub state: String,
+}
+
+/// A server group an instance belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerGroup {
+    /// Name.
+    pub name: String,
+    /// Policies, e.g. `anti-affinity`.
+    pub policies: Vec<String>,
+}
+
+/// A workload on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Name.
+    pub name: String,
+    /// UUID.
+    pub uuid: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Stopped (locked and disabled): no instance action needed.
+    #[serde(default)]
+    pub locked: bool,
+    /// Server groups.
+    #[serde(default)]
+    pub groups: Vec<ServerGroup>,
+}
+
+/// What the build phase collected; the builder's input.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collected {
+    /// The inventory.
+    pub inventory: Vec<InventoryHost>,
+    /// The patch controller's hosts, in its order.
+    pub patch_hosts: Vec<PatchHost>,
+    /// How many patches the patch controller lists.
+    pub patch_count: usize,
+    /// Workloads.
+    pub instances: Vec<Instance>,
+    /// The controller the orchestrator runs on (patched last, after a swact).
+    pub local_controller: Option<String>,
+}
+
+/// Why a strategy cannot be built; the messages are the original's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildRefusal {
+    /// The patch controller lists no patches.
+    #[error("no software patches found")]
+    NoPatches,
+    /// Blocking alarms.
+    #[error("active alarms present")]
+    ActiveAlarms,
+    /// A pure worker is in a state the strategy cannot handle.
+    #[error(
+        "all worker hosts must be unlocked-enabled-available, locked-disabled-online or locked-disabled-offline"
+    )]
+    WorkerHostState,
+    /// Another host is not in service.
+    #[error("all {0} hosts must be unlocked-enabled-available")]
+    HostState(String),
+    /// The patch controller knows a host the inventory does not.
+    #[error("host inventory mismatch detected")]
+    InventoryMismatch,
+    /// Some host's patch state has not settled.
+    #[error("at least one host is in pending patch current state")]
+    PendingPatchCurrent,
+    /// A host was classified under a personality it does not have.
+    #[error("host inventory personality {0} mismatch detected")]
+    PersonalityMismatch(String),
+    /// Fewer than two controllers on a duplex system.
+    #[error("not enough controllers to apply software update")]
+    NotEnoughControllers,
+    /// `controller-apply-type parallel`.
+    #[error("parallel apply type not allowed for controllers")]
+    ParallelControllers,
+    /// Fewer than two storage hosts.
+    #[error("not enough storage hosts to apply software updates")]
+    NotEnoughStorage,
+    /// Fewer than two swift hosts.
+    #[error("not enough swift hosts to apply software patches")]
+    NotEnoughSwift,
+    /// Migrate on a single-controller system with OpenStack.
+    #[error("cannot migrate instances in a single controller configuration")]
+    SingleControllerMigrate,
+    /// A stopped instance in a server group would stay down through a reboot.
+    #[error("instance {instance} in group {group} must not be shut down")]
+    StoppedGroupInstance {
+        /// Instance name.
+        instance: String,
+        /// Group name.
+        group: String,
+    },
+    /// Every host is patch-current or every class with work is ignored.
+    #[error("no software patches need to be applied")]
+    NothingToApply,
+}
+
+/// Alarms the patch strategy never waits for (reference §2.7).
+pub const ALWAYS_IGNORED_ALARMS: &[&str] = &[
+    "900.001", "900.005", "900.101", "200.001", "700.004", "280.002", "100.119", "900.701",
+];
+
+/// The alarm ignored in query-alarms outright and in wait-alarms-clear once old enough.
+pub const CONDITIONAL_ALARM: &str = "750.006";
+
+/// The patch controller's per-host install failure alarm.
+pub const INSTALL_FAILED_ALARM: &str = "900.002";
+
+/// Where alarms are being checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmCheck {
+    /// query-alarms (build and apply stages).
+    Query,
+    /// wait-alarms-clear / wait-data-sync.
+    Wait,
+}
+
+/// The alarms that block, after the ignore rules. `budgeted_hosts` are hosts whose install
+/// failure the error budget tolerates: their install-failed alarm does not block.
+pub fn blocking_alarms<'a>(
+    alarms: &'a [Alarm],
+    restrictions: AlarmRestrictions,
+    extra_ignored: &[String],
+    check: AlarmCheck,
+    timing: &Timing,
+    now_secs: u64,
+    budgeted_hosts: &BTreeSet<String>,
+) -> Vec<&'a Alarm> {
+    alarms
+        .iter()
+        .filter(|a| !ALWAYS_IGNORED_ALARMS.contains(&a.alarm_id.as_str()))
+        .filter(|a| !extra_ignored.contains(&a.alarm_id))
+        .filter(|a| {
+            a.alarm_id != CONDITIONAL_ALARM
+                || (check == AlarmCheck::Wait
+                    && now_secs.saturating_sub(a.raised_at) < timing.conditional_alarm_age)
+        })
+        .filter(|a| restrictions == AlarmRestrictions::Strict || a.mgmt_affecting)
+        .filter(|a| {
+            a.alarm_id != INSTALL_FAILED_ALARM
+                || !a
+                    .entity_instance_id
+                    .strip_prefix("host=")
+                    .is_some_and(|h| budgeted_hosts.contains(h))
+        })
+        .collect()
+}
+
+/// Inputs besides what the build collected.
+#[derive(Clone, Debug)]
+pub struct PlanContext<'a> {
+    /// The options.
+    pub options: &'a StrategyOptions,
+    /// Durations.
+    pub timing: &'a Timing,
+    /// Single-controller system.
+    pub single_controller: bool,
+    /// Extra ignored alarm ids.
+    pub ignore_alarms: &'a [String],
+    /// Alarms the build collected.
+    pub alarms: &'a [Alarm],
+    /// Now, Unix seconds (alarm ages).
+    pub now_secs: u64,
+}
+
+/// Plans the apply stages, or refuses with the original's reason.
+pub fn plan(collected: &Collected, ctx: &PlanContext<'_>) -> Result<Vec<Stage>, BuildRefusal> {
+    if collected.patch_count == 0 {
+        return Err(BuildRefusal::NoPatches);
+    }
+    let blocking = blocking_alarms(
+        ctx.alarms,
+        ctx.options.alarm_restrictions,
+        ctx.ignore_alarms,
+        AlarmCheck::Query,
+        ctx.timing,
+        ctx.now_secs,
+        &BTreeSet::new(),
+    );
+    if !blocking.is_empty() {
+        return Err(BuildRefusal::ActiveAlarms);
+    }
+    for host in &collected.inventory {
+        let in_service = host.state_is(
+            AdminState::Unlocked,
+            OperState::Enabled,
+            Availability::Available,
+        );
+        if host.has("worker") && !host.has("controller") {
+            let ok = in_service
+                || host.state_is(
+                    AdminState::Locked,
+                    OperState::Disabled,
+                    Availability::Online,
+                )
+                || host.state_is(
+                    AdminState::Locked,
+                    OperState::Disabled,
+                    Availability::Offline,
+                );
+            if !ok {
+                return Err(BuildRefusal::WorkerHostState);
+            }
+        } else if !in_service {
+            return Err(BuildRefusal::HostState(host.personality.clone()));
+        }
+    }
+    let inventory: BTreeMap<&str, &InventoryHost> = collected
+        .inventory
+        .iter()
+        .map(|h| (h.name.as_str(), h))
+        .collect();
+    if collected
+        .patch_hosts
+        .iter()
+        .any(|p| !inventory.contains_key(p.hostname.as_str()))
+    {
+        return Err(BuildRefusal::InventoryMismatch);
+    }
+    if collected.patch_hosts.iter().any(|p| p.interim_state) {
+        return Err(BuildRefusal::PendingPatchCurrent);
+    }
+
+    // Classify (§2.1), keeping the patch controller's order.
+    let mut classes: BTreeMap<(&str, bool), Vec<&InventoryHost>> = BTreeMap::new();
+    for p in collected.patch_hosts.iter().filter(|p| !p.patch_current) {
+        let host = inventory[p.hostname.as_str()];
+        let has = |s: &str| p.subfunctions.iter().any(|f| f == s);
+        let class = if has("controller") {
+            Some("controller")
+        } else if has("storage") {
+            Some("storage")
+        } else if has("swift") {
+            Some("swift")
+        } else {
+            None
+        };
+        if let Some(class) = class {
+            classes
+                .entry((class, p.requires_reboot))
+                .or_default()
+                .push(host);
+        }
+        if has("worker") && host.availability != Availability::Offline {
+            classes
+                .entry(("worker", p.requires_reboot))
+                .or_default()
+                .push(host);
+        }
+    }
+
+    let planner = Planner { collected, ctx };
+    let mut stages = Vec::new();
+    for class in ["controller", "storage", "swift", "worker"] {
+        for reboot in [false, true] {
+            let Some(hosts) = classes.get(&(class, reboot)) else {
+                continue;
+            };
+            match class {
+                "controller" => planner.controllers(hosts, reboot, &mut stages)?,
+                "storage" => planner.storage(hosts, reboot, &mut stages)?,
+                "swift" => planner.swift(hosts, reboot, &mut stages)?,
+                _ => planner.workers(hosts, reboot, &mut stages)?,
+            }
+        }
+    }
+    if stages.is_empty() {
+        return Err(BuildRefusal::NothingToApply);
+    }
+    for (i, s) in stages.iter_mut().enumerate() {
+        s.id = i;
+    }
+    Ok(stages)
+}
+
+struct Planner<'a> {
+    collected: &'a Collected,
+    ctx: &'a PlanContext<'a>,
+}
+
+fn names(hosts: &[&InventoryHost]) -> Vec<(String, String)> {
+    hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.uuid.clone()))
+        .collect()
+}
+
+impl Planner<'_> {
+    fn timing(&self) -> &Timing {
+        self.ctx.timing
+    }
+
+    fn query_alarms(&self) -> Step {
+        Step::plain(
+            StepKind::QueryAlarms {
+                fail_on_alarms: true,
+            },
+            self.timing().query,
+        )
+    }
+
+    /// The in-service stage: query-alarms, sw-patch-hosts, system-stabilize(30).
+    fn in_service_stage(&self, name: &str, hosts: &[&InventoryHost]) -> Stage {
+        Stage::new(
+            name,
+            vec![
+                self.query_alarms(),
+                Step::hosts(StepKind::SwPatchHosts, self.timing().install, &names(hosts)),
+                Step::plain(
+                    StepKind::SystemStabilize,
+                    self.timing().stabilize_in_service,
+                ),
+            ],
+        )
+    }
+
+    fn count(&self, personality: &str) -> usize {
+        self.collected
+            .inventory
+            .iter()
+            .filter(|h| h.has(personality))
+            .count()
+    }
+
+    fn controllers(
+        &self,
+        hosts: &[&InventoryHost],
+        reboot: bool,
+        stages: &mut Vec<Stage>,
+    ) -> Result<(), BuildRefusal> {
+        let apply = self.ctx.options.controller_apply_type;
+        if apply == ApplyType::Ignore {
+            return Ok(());
+        }
+        if hosts.iter().any(|h| !h.has("controller")) {
+            return Err(BuildRefusal::PersonalityMismatch("controller".into()));
+        }
+        if !self.ctx.single_controller && self.count("controller") < 2 {
+            return Err(BuildRefusal::NotEnoughControllers);
+        }
+        if apply == ApplyType::Parallel {
+            return Err(BuildRefusal::ParallelControllers);
+        }
+        // All-in-one controllers are patched by the worker stages.
+        let mut ordered: Vec<&InventoryHost> =
+            hosts.iter().copied().filter(|h| !h.has("worker")).collect();
+        if let Some(local) = &self.collected.local_controller
+            && let Some(pos) = ordered.iter().position(|h| &h.name == local)
+        {
+            let host = ordered.remove(pos);
+            ordered.push(host);
+        }
+        let t = self.timing();
+        for host in ordered {
+            let one = names(&[host]);
+            stages.push(if reboot {
+                Stage::new(
+                    "sw-patch-controllers",
+                    vec![
+                        self.query_alarms(),
+                        Step::hosts(StepKind::SwactHosts, t.swact, &one),
+                        Step::hosts(
+                            StepKind::LockHosts {
+                                wait_until_disabled: true,
+                            },
+                            t.lock,
+                            &one,
+                        ),
+                        Step::hosts(StepKind::SwPatchHosts, t.install, &one),
+                        Step::plain(StepKind::SystemStabilize, t.stabilize_after_install),
+                        Step::hosts(StepKind::UnlockHosts, t.unlock, &one),
+                        Step::plain(StepKind::WaitAlarmsClear, t.alarms_clear_controller),
+                    ],
+                )
+            } else {
+                self.in_service_stage("sw-patch-controllers", &[host])
+            });
+        }
+        Ok(())
+    }
+
+    /// Storage-like classes: serial, or parallel packed by replication group.
+    fn storage(
+        &self,
+        hosts: &[&InventoryHost],
+        reboot: bool,
+        stages: &mut Vec<Stage>,
+    ) -> Result<(), BuildRefusal> {
+        let apply = self.ctx.options.storage_apply_type;
+        if apply == ApplyType::Ignore {
+            return Ok(());
+        }
+        if hosts.iter().any(|h| !h.has("storage")) {
+            return Err(BuildRefusal::PersonalityMismatch("storage".into()));
+        }
+        if self.count("storage") < 2 {
+            return Err(BuildRefusal::NotEnoughStorage);
+        }
+        let lists: Vec<Vec<&InventoryHost>> = if apply == ApplyType::Parallel {
+            let mut lists: Vec<Vec<&InventoryHost>> = Vec::new();
+            for &host in hosts {
+                let fits = |list: &Vec<&InventoryHost>| {
+                    host.replication_group.is_none()
+                        || !list
+                            .iter()
+                            .any(|p| p.replication_group == host.replication_group)
+                };
+                match lists.iter_mut().find(|l| fits(l)) {
+                    Some(list) => list.push(host),
+                    None => lists.push(vec![host]),
+                }
+            }
+            lists
+        } else {
+            hosts.iter().map(|&h| vec![h]).collect()
+        };
+        for list in lists {
+            stages.push(self.locked_stage("sw-patch-storage-hosts", &list, reboot, true));
+        }
+        Ok(())
+    }
+
+    fn swift(
+        &self,
+        hosts: &[&InventoryHost],
+        reboot: bool,
+        stages: &mut Vec<Stage>,
+    ) -> Result<(), BuildRefusal> {
+        if self.ctx.options.swift_apply_type == ApplyType::Ignore {
+            return Ok(());
+        }
+        if hosts.iter().any(|h| !h.has("swift")) {
+            return Err(BuildRefusal::PersonalityMismatch("swift".into()));
+        }
+        if self.count("swift") < 2 {
+            return Err(BuildRefusal::NotEnoughSwift);
+        }
+        for &host in hosts {
+            stages.push(self.locked_stage("sw-patch-swift-hosts", &[host], reboot, false));
+        }
+        Ok(())
+    }
+
+    /// A storage or swift stage: lock, install, settle, unlock, then wait for data sync.
+    fn locked_stage(
+        &self,
+        name: &str,
+        hosts: &[&InventoryHost],
+        reboot: bool,
+        data_sync: bool,
+    ) -> Stage {
+        if !reboot {
+            return self.in_service_stage(name, hosts);
+        }
+        let t = self.timing();
+        let all = names(hosts);
+        let mut steps = vec![
+            self.query_alarms(),
+            Step::hosts(
+                StepKind::LockHosts {
+                    wait_until_disabled: true,
+                },
+                t.lock,
+                &all,
+            ),
+            Step::hosts(StepKind::SwPatchHosts, t.install, &all),
+            Step::plain(StepKind::SystemStabilize, t.stabilize_after_install),
+            Step::hosts(StepKind::UnlockHosts, t.unlock, &all),
+        ];
+        steps.push(if data_sync {
+            Step::plain(StepKind::WaitDataSync, t.data_sync)
+        } else {
+            Step::plain(StepKind::WaitAlarmsClear, t.alarms_clear_worker)
+        });
+        Stage::new(name, steps)
+    }
+
+    fn instances_on(&self, host: &str) -> impl Iterator<Item = &Instance> {
+        self.collected
+            .instances
+            .iter()
+            .filter(move |i| i.host == host)
+    }
+
+    fn anti_affinity_conflict(&self, host: &str, peer: &str) -> bool {
+        let groups = |h: &str| -> BTreeSet<String> {
+            self.instances_on(h)
+                .flat_map(|i| i.groups.iter())
+                .filter(|g| {
+                    g.policies
+                        .iter()
+                        .any(|p| p == "anti-affinity" || p == "anti-affinity-best-effort")
+                })
+                .map(|g| g.name.clone())
+                .collect()
+        };
+        !groups(host).is_disjoint(&groups(peer))
+    }
+
+    fn workers(
+        &self,
+        hosts: &[&InventoryHost],
+        reboot: bool,
+        stages: &mut Vec<Stage>,
+    ) -> Result<(), BuildRefusal> {
+        let options = self.ctx.options;
+        if options.worker_apply_type == ApplyType::Ignore {
+            return Ok(());
+        }
+        if self.ctx.single_controller
+            && options.default_instance_action != InstanceAction::StopStart
+            && hosts
+                .iter()
+                .any(|h| h.has("controller") && h.openstack_compute)
+        {
+            return Err(BuildRefusal::SingleControllerMigrate);
+        }
+        if hosts.iter().any(|h| !h.has("worker")) {
+            return Err(BuildRefusal::PersonalityMismatch("worker".into()));
+        }
+        if reboot {
+            for host in hosts {
+                for instance in self.instances_on(&host.name).filter(|i| i.locked) {
+                    if let Some(group) = instance.groups.first() {
+                        return Err(BuildRefusal::StoppedGroupInstance {
+                            instance: instance.name.clone(),
+                            group: group.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let has_instances = |h: &InventoryHost| self.instances_on(&h.name).next().is_some();
+        let aio: Vec<&InventoryHost> = hosts
+            .iter()
+            .copied()
+            .filter(|h| h.has("controller"))
+            .collect();
+        let others: Vec<&InventoryHost> = hosts
+            .iter()
+            .copied()
+            .filter(|h| !h.has("controller"))
+            .collect();
+        let mut lists: Vec<Vec<&InventoryHost>> = aio.iter().map(|&h| vec![h]).collect();
+        if options.worker_apply_type == ApplyType::Serial {
+            lists.extend(
+                others
+                    .iter()
+                    .filter(|h| !has_instances(h))
+                    .map(|&h| vec![h]),
+            );
+            lists.extend(others.iter().filter(|h| has_instances(h)).map(|&h| vec![h]));
+        } else {
+            let max = options.max_parallel_worker_hosts.max(1) as usize;
+            let bucket = lists.len();
+            lists.push(Vec::new());
+            let ratio = (max as f64 / hosts.len().max(1) as f64).min(0.5);
+            let aggregate_size = |name: &str| {
+                self.collected
+                    .inventory
+                    .iter()
+                    .filter(|h| h.aggregates.iter().any(|a| a == name))
+                    .count()
+            };
+            let aggregate_limit = |name: &str| {
+                let size = aggregate_size(name);
+                if size <= 1 {
+                    1
+                } else {
+                    ((size as f64 * ratio) as usize).max(1)
+                }
+            };
+            let first_fit_start = lists.len();
+            for &host in &others {
+                if !reboot || !has_instances(host) {
+                    lists[bucket].push(host);
+                    continue;
+                }
+                let fits = |list: &Vec<&InventoryHost>| {
+                    list.len() < max
+                        && !list
+                            .iter()
+                            .any(|p| self.anti_affinity_conflict(&host.name, &p.name))
+                        && host.aggregates.iter().all(|a| {
+                            list.iter().filter(|p| p.aggregates.contains(a)).count()
+                                < aggregate_limit(a)
+                        })
+                };
+                match lists[first_fit_start..].iter_mut().find(|l| fits(l)) {
+                    Some(list) => list.push(host),
+                    None => lists.push(vec![host]),
+                }
+            }
+            lists = lists
+                .into_iter()
+                .filter(|l| !l.is_empty())
+                .flat_map(|l| l.chunks(max).map(<[_]>::to_vec).collect::<Vec<_>>())
+                .collect();
+        }
+        for list in lists {
+            stages.push(if reboot {
+                self.worker_reboot_stage(&list)
+            } else {
+                self.in_service_stage("sw-patch-worker-hosts", &list)
+            });
+        }
+        Ok(())
+    }
+
+    fn worker_reboot_stage(&self, list: &[&InventoryHost]) -> Stage {
+        let t = self.timing();
+        let options = self.ctx.options;
+        let single = self.ctx.single_controller;
+        let mut steps = vec![self.query_alarms()];
+        if list.len() == 1 && list[0].has("controller") && !single {
+            steps.push(Step::hosts(StepKind::SwactHosts, t.swact, &names(list)));
+        }
+        let running: Vec<(String, String)> = list
+            .iter()
+            .flat_map(|h| self.instances_on(&h.name))
+            .filter(|i| !i.locked)
+            .map(|i| (i.name.clone(), i.uuid.clone()))
+            .collect();
+        let compute: Vec<&InventoryHost> = list
+            .iter()
+            .copied()
+            .filter(|h| h.openstack_compute)
+            .collect();
+        let migrate = options.default_instance_action == InstanceAction::Migrate;
+        if migrate && !compute.is_empty() {
+            if options.worker_apply_type == ApplyType::Parallel {
+                steps.push(Step::hosts(
+                    StepKind::DisableHostServices,
+                    t.host_services,
+                    &names(&compute),
+                ));
+            }
+            steps.push(Step::instances(
+                StepKind::MigrateInstancesFromHost,
+                t.migrate,
+                &running,
+            ));
+        } else if !running.is_empty() {
+            steps.push(Step::instances(
+                StepKind::StopInstances,
+                t.stop_instances,
+                &running,
+            ));
+        }
+        let (already_locked, to_lock): (Vec<&InventoryHost>, Vec<&InventoryHost>) = list
+            .iter()
+            .copied()
+            .partition(|h| h.admin == AdminState::Locked);
+        if !to_lock.is_empty() {
+            let wait_until_disabled = !(single && list.len() == 1 && list[0].has("controller"));
+            steps.push(Step::hosts(
+                StepKind::LockHosts {
+                    wait_until_disabled,
+                },
+                t.lock,
+                &names(&to_lock),
+            ));
+        }
+        steps.push(Step::hosts(StepKind::SwPatchHosts, t.install, &names(list)));
+        steps.push(Step::plain(
+            StepKind::SystemStabilize,
+            t.stabilize_after_install,
+        ));
+        if !to_lock.is_empty() {
+            steps.push(Step::hosts(
+                StepKind::UnlockHosts,
+                t.unlock,
+                &names(&to_lock),
+            ));
+        }
+        if !already_locked.is_empty() {
+            steps.push(Step::hosts(
+                StepKind::RebootHosts,
+                t.reboot,
+                &names(&already_locked),
+            ));
+        }
+        if options.default_instance_action == InstanceAction::StopStart && !running.is_empty() {
+            steps.push(Step::instances(
+                StepKind::StartInstances,
+                t.start_instances,
+                &running,
+            ));
+        }
+        let touched = to_lock.iter().chain(already_locked.iter());
+        let settle = if touched.clone().any(|h| h.has("controller")) {
+            Step::plain(StepKind::WaitAlarmsClear, t.alarms_clear_controller)
+        } else if touched
+            .clone()
+            .any(|h| h.openstack_compute || h.openstack_control)
+        {
+            Step::plain(StepKind::WaitAlarmsClear, t.alarms_clear_worker)
+        } else {
+            Step::plain(StepKind::SystemStabilize, t.stabilize_final)
+        };
+        steps.push(settle);
+        Stage::new("sw-patch-worker-hosts", steps)
+    }
+}
+
+#[cfg(test)]
+#[path = "builder_tests.rs"]
+mod tests;
