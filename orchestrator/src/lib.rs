@@ -60,16 +60,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod builder;
+mod cluster;
 pub mod model;
+mod runner;
 mod timing;
 
 pub use builder::{
     AlarmCheck, BuildRefusal, Collected, Instance, InventoryHost, PatchHost, PlanContext,
     ServerGroup, blocking_alarms, plan,
 };
+pub use cluster::{Cluster, InstanceOp};
 pub use model::{
     Alarm, AlarmRestrictions, ApplyType, InstanceAction, Phase, PhaseName, Stage, Step, StepKind,
     StepResult, Strategy, StrategyOptions, StrategyState,
 };
+pub use runner::{ActionRefused, DryRunError};
 pub use timing::Timing;

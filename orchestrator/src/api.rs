@@ -1,0 +1,337 @@
+//! The strategy REST API's JSON (reference §4): the kebab-case strategy document, the create
+//! request and the action request. Untrusted bodies are parsed into typed values with the
+//! original's error texts.
+
+use serde_json::{Map, Value, json};
+
+use crate::model::{
+    AlarmRestrictions, ApplyType, InstanceAction, Phase, PhaseName, Stage, Step, StepKind,
+    Strategy, StrategyOptions,
+};
+use crate::timing::Timing;
+
+/// The strategy document (`{"strategy": ...}`'s value).
+pub fn strategy_json(s: &Strategy) -> Value {
+    let current_pct = match s.current_phase {
+        PhaseName::Initial => 0,
+        PhaseName::Build => s.build_phase.completion_percentage(),
+        PhaseName::Apply => s.apply_phase.completion_percentage(),
+        PhaseName::Abort => s.abort_phase.completion_percentage(),
+    };
+    let o = &s.options;
+    json!({
+        "uuid": s.uuid,
+        "name": s.name,
+        "controller-apply-type": o.controller_apply_type.as_str(),
+        "storage-apply-type": o.storage_apply_type.as_str(),
+        "swift-apply-type": o.swift_apply_type.as_str(),
+        "worker-apply-type": o.worker_apply_type.as_str(),
+        "max-parallel-worker-hosts": o.max_parallel_worker_hosts,
+        "default-instance-action": o.default_instance_action.as_str(),
+        "alarm-restrictions": o.alarm_restrictions.as_str(),
+        "max-failed-hosts": o.max_failed_hosts,
+        "failed-hosts": s.failed_hosts,
+        "state": s.state.as_str(),
+        "current-phase": s.current_phase.as_str(),
+        "current-phase-completion-percentage": current_pct,
+        "build-phase": phase_json(&s.build_phase),
+        "apply-phase": phase_json(&s.apply_phase),
+        "abort-phase": phase_json(&s.abort_phase),
+    })
+}
+
+/// One phase.
+pub fn phase_json(p: &Phase) -> Value {
+    json!({
+        "phase-name": p.name.as_str(),
+        "timeout": p.timeout,
+        "total-stages": p.stages.len(),
+        "current-stage": p.current_stage,
+        "stop-at-stage": p.stop_at_stage,
+        "inprogress": p.inprogress,
+        "completion-percentage": p.completion_percentage(),
+        "result": p.result.as_str(),
+        "reason": p.reason,
+        "response": p.response,
+        "start-date-time": p.start_date_time,
+        "end-date-time": p.end_date_time,
+        "stages": p.stages.iter().map(stage_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One stage.
+pub fn stage_json(s: &Stage) -> Value {
+    json!({
+        "stage-id": s.id,
+        "stage-name": s.name,
+        "timeout": s.timeout,
+        "total-steps": s.steps.len(),
+        "current-step": s.current_step,
+        "inprogress": s.inprogress,
+        "result": s.result.as_str(),
+        "reason": s.reason,
+        "start-date-time": s.start_date_time,
+        "end-date-time": s.end_date_time,
+        "steps": s.steps.iter().map(step_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One step.
+pub fn step_json(s: &Step) -> Value {
+    json!({
+        "step-id": s.id,
+        "step-name": s.name(),
+        "timeout": s.timeout,
+        "entity-type": s.entity_type,
+        "entity-names": s.entity_names,
+        "entity-uuids": s.entity_uuids,
+        "result": s.result.as_str(),
+        "reason": s.reason,
+        "start-date-time": s.start_date_time,
+        "end-date-time": s.end_date_time,
+    })
+}
+
+/// A dry run's plan: the stages and the predicted duration.
+pub fn plan_json(stages: &[Stage], timing: &Timing) -> Value {
+    let (least, most) = predicted_duration(stages, timing);
+    json!({
+        "total-stages": stages.len(),
+        "stages": stages.iter().map(stage_json).collect::<Vec<_>>(),
+        "predicted-duration-min-seconds": least,
+        "predicted-duration-max-seconds": most,
+    })
+}
+
+/// The predicted duration of an apply phase, in seconds: at least the waits the strategy
+/// imposes itself (stabilize periods, settle delays, the first alarm queries), at most the
+/// sum of the stage timeouts. Lock, install and reboot take what the hosts take in between.
+pub fn predicted_duration(stages: &[Stage], timing: &Timing) -> (u64, u64) {
+    let least = stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .map(|step| match &step.kind {
+            StepKind::SystemStabilize => step.timeout,
+            StepKind::SwactHosts => 0,
+            StepKind::LockHosts {
+                wait_until_disabled: false,
+            } => timing.lock_no_disable_wait,
+            StepKind::RebootHosts => timing.reboot_settle,
+            StepKind::WaitAlarmsClear => timing.alarms_first_query,
+            StepKind::WaitDataSync => timing.data_sync_first_query,
+            _ => 0,
+        })
+        .sum();
+    let most = stages.iter().map(|s| s.timeout).sum::<u64>() + 1;
+    (least, most)
+}
+
+/// What a create request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// The options.
+    pub options: StrategyOptions,
+    /// Plan only; store nothing.
+    pub dry_run: bool,
+}
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.get(name).filter(|v| !v.is_null())
+}
+
+fn enum_field<T: std::str::FromStr<Err = String>>(
+    obj: &Map<String, Value>,
+    name: &str,
+    default: Option<T>,
+) -> Result<T, String> {
+    match field(obj, name) {
+        None => default.ok_or_else(|| format!("Mandatory field '{name}' missing.")),
+        Some(Value::String(s)) => s
+            .parse::<T>()
+            .map_err(|e| format!("Invalid input for field/attribute {name}. Value: '{s}'. {e}")),
+        Some(other) => Err(format!(
+            "Invalid input for field/attribute {name}. Value: '{other}'."
+        )),
+    }
+}
+
+/// An integer given as a number or a numeric string (the original's scripts send strings).
+fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<u64>, String> {
+    match field(obj, name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("Invalid value for {name}")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| format!("Invalid value for {name}")),
+        Some(_) => Err(format!("Invalid value for {name}")),
+    }
+}
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    if body.len() > MAX_BODY {
+        return Err(format!("request body larger than {MAX_BODY} bytes"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("request body must be a JSON object".into()),
+        Err(e) => Err(format!("request body is not valid JSON: {e}")),
+    }
+}
+
+/// Parses a create request (reference §4.2, plus `max-failed-hosts` and `dry-run`).
+pub fn parse_create(body: &[u8]) -> Result<CreateRequest, String> {
+    let obj = object(body)?;
+    let max_parallel = int_field(&obj, "max-parallel-worker-hosts")?.unwrap_or(2);
+    if !(2..=100).contains(&max_parallel) {
+        return Err("Invalid value for max-parallel-worker-hosts".into());
+    }
+    let max_failed = int_field(&obj, "max-failed-hosts")?.unwrap_or(0);
+    let max_failed_hosts =
+        u32::try_from(max_failed).map_err(|_| "Invalid value for max-failed-hosts".to_string())?;
+    let dry_run = match field(&obj, "dry-run") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(_) => return Err("Invalid value for dry-run".into()),
+    };
+    let options = StrategyOptions {
+        controller_apply_type: enum_field(&obj, "controller-apply-type", None::<ApplyType>)?,
+        storage_apply_type: enum_field(&obj, "storage-apply-type", None::<ApplyType>)?,
+        swift_apply_type: enum_field(&obj, "swift-apply-type", Some(ApplyType::Ignore))?,
+        worker_apply_type: enum_field(&obj, "worker-apply-type", None::<ApplyType>)?,
+        max_parallel_worker_hosts: max_parallel as u32,
+        default_instance_action: enum_field(
+            &obj,
+            "default-instance-action",
+            None::<InstanceAction>,
+        )?,
+        alarm_restrictions: enum_field(
+            &obj,
+            "alarm-restrictions",
+            Some(AlarmRestrictions::Strict),
+        )?,
+        max_failed_hosts,
+    };
+    Ok(CreateRequest { options, dry_run })
+}
+
+/// An action request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Apply every remaining stage (`None`) or one stage.
+    Apply(Option<usize>),
+    /// Abort, optionally naming the current stage.
+    Abort(Option<usize>),
+}
+
+/// Why an action request was rejected before reaching the strategy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionParseError {
+    /// `apply-stage` without a stage id (HTTP 400 `No stage-id received`).
+    NoStageId,
+    /// Anything else wrong with the body (HTTP 400).
+    Invalid(String),
+}
+
+/// Parses an action request (reference §4.3).
+pub fn parse_action(body: &[u8]) -> Result<Action, ActionParseError> {
+    let obj = object(body).map_err(ActionParseError::Invalid)?;
+    let stage = int_field(&obj, "stage-id")
+        .map_err(ActionParseError::Invalid)?
+        .map(|id| usize::try_from(id).unwrap_or(usize::MAX));
+    let action = match field(&obj, "action") {
+        Some(Value::String(a)) => a.as_str(),
+        _ => {
+            return Err(ActionParseError::Invalid(
+                "Mandatory field 'action' missing.".into(),
+            ));
+        }
+    };
+    match action {
+        "apply-all" => Ok(Action::Apply(None)),
+        "apply-stage" => stage
+            .map(|id| Action::Apply(Some(id)))
+            .ok_or(ActionParseError::NoStageId),
+        "abort" => Ok(Action::Abort(None)),
+        // sw-manager sends abort-stage with a null stage-id for a plain abort.
+        "abort-stage" => Ok(Action::Abort(stage)),
+        other => Err(ActionParseError::Invalid(format!(
+            "Invalid input for field/attribute action. Value: '{other}'. Value should be one of: apply-all, apply-stage, abort, abort-stage"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_accepts_numeric_strings_and_defaults() {
+        let r = parse_create(
+            br#"{"controller-apply-type":"serial","storage-apply-type":"serial",
+                "worker-apply-type":"parallel","max-parallel-worker-hosts":"3",
+                "default-instance-action":"migrate"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.options.max_parallel_worker_hosts, 3);
+        assert_eq!(r.options.swift_apply_type, ApplyType::Ignore);
+        assert_eq!(r.options.alarm_restrictions, AlarmRestrictions::Strict);
+        assert!(!r.dry_run);
+    }
+
+    #[test]
+    fn create_rejects_bad_values_with_the_original_text() {
+        let base = r#""controller-apply-type":"serial","storage-apply-type":"serial","worker-apply-type":"serial","default-instance-action":"migrate""#;
+        for bad in ["1", "101", "\"x\"", "-2"] {
+            let body = format!("{{{base},\"max-parallel-worker-hosts\":{bad}}}");
+            assert_eq!(
+                parse_create(body.as_bytes()).unwrap_err(),
+                "Invalid value for max-parallel-worker-hosts"
+            );
+        }
+        let err = parse_create(
+            br#"{"controller-apply-type":"sideways","storage-apply-type":"serial","worker-apply-type":"serial","default-instance-action":"migrate"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("controller-apply-type"), "{err}");
+        assert!(parse_create(b"[1]").is_err());
+        assert!(parse_create(b"{").is_err());
+        assert!(
+            parse_create(br#"{"storage-apply-type":"serial"}"#)
+                .unwrap_err()
+                .contains("Mandatory field")
+        );
+    }
+
+    #[test]
+    fn actions_parse_as_the_original_client_sends_them() {
+        assert_eq!(
+            parse_action(br#"{"action":"apply-all"}"#),
+            Ok(Action::Apply(None))
+        );
+        assert_eq!(
+            parse_action(br#"{"action":"apply-stage","stage-id":"3"}"#),
+            Ok(Action::Apply(Some(3)))
+        );
+        assert_eq!(
+            parse_action(br#"{"action":"apply-stage"}"#),
+            Err(ActionParseError::NoStageId)
+        );
+        assert_eq!(
+            parse_action(br#"{"action":"abort-stage","stage-id":null}"#),
+            Ok(Action::Abort(None))
+        );
+        assert!(matches!(
+            parse_action(br#"{"action":"explode"}"#),
+            Err(ActionParseError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,1004 @@
+//! The runner: a state machine driven by [`Strategy::tick`]. Each tick advances the strategy
+//! as far as it can without waiting, calling `save` after every transition and before the
+//! next side effect, so a process killed at any instant resumes from the saved strategy.
+//! Steps' side effects are idempotent on resume: each checks the cluster before acting
+//! (a host already locked is not locked again; a patch-current host is not installed).
+
+use std::collections::BTreeSet;
+
+use crate::builder::{AlarmCheck, BuildRefusal, Collected, PlanContext, blocking_alarms, plan};
+use crate::cluster::{Cluster, InstanceOp};
+use crate::model::{
+    Phase, PhaseName, Stage, Step, StepKind, StepProgress, StepResult, Strategy, StrategyOptions,
+    StrategyState, timestamp,
+};
+use crate::timing::Timing;
+
+/// Why an action (apply, abort, delete) was refused; the texts are the original's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ActionRefused(pub String);
+
+fn refuse<T>(message: impl Into<String>) -> Result<T, ActionRefused> {
+    Err(ActionRefused(message.into()))
+}
+
+/// What one step's poll concluded.
+enum Poll {
+    /// Not finished; `changed` says whether its bookkeeping changed (worth saving).
+    Pending { changed: bool },
+    /// Finished.
+    Done(StepResult, String),
+}
+
+/// What one advance of the state machine did.
+enum Advance {
+    /// A transition: save, then keep going.
+    Moved,
+    /// Nothing more to do now; save first if `changed`.
+    Parked { changed: bool },
+}
+
+fn pending() -> Poll {
+    Poll::Pending { changed: false }
+}
+
+impl Strategy {
+    /// A new strategy in state `initial`, with its build phase laid out.
+    pub fn new(
+        options: StrategyOptions,
+        timing: Timing,
+        single_controller: bool,
+        ignore_alarms: Vec<String>,
+    ) -> Strategy {
+        let mut build = Phase::new(PhaseName::Build);
+        build.set_stages(vec![Stage::new(
+            "sw-patch-query",
+            vec![
+                Step::plain(
+                    StepKind::QueryAlarms {
+                        fail_on_alarms: false,
+                    },
+                    timing.query,
+                ),
+                Step::plain(StepKind::QuerySwPatches, timing.query),
+                Step::plain(StepKind::QuerySwPatchHosts, timing.query),
+            ],
+        )]);
+        Strategy {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            name: "sw-patch".into(),
+            options,
+            timing,
+            single_controller,
+            ignore_alarms,
+            state: StrategyState::Initial,
+            current_phase: PhaseName::Initial,
+            build_phase: build,
+            apply_phase: Phase::new(PhaseName::Apply),
+            abort_phase: Phase::new(PhaseName::Abort),
+            nfvi_alarms: Vec::new(),
+            locked_hosts: BTreeSet::new(),
+            failed_hosts: BTreeSet::new(),
+            abort_requested: false,
+            collected: None,
+        }
+    }
+
+    /// Starts the build phase (state `building`).
+    pub fn start_build(&mut self, now_ms: u64) {
+        self.state = StrategyState::Building;
+        self.current_phase = PhaseName::Build;
+        start_phase(&mut self.build_phase, now_ms);
+    }
+
+    /// Builds the plan at once from the cluster, storing nothing: the dry run.
+    pub fn plan_now(&self, cluster: &dyn Cluster, now_ms: u64) -> Result<Vec<Stage>, DryRunError> {
+        let alarms = cluster.alarms().map_err(DryRunError::Query)?;
+        let collected = collect(cluster).map_err(DryRunError::Query)?;
+        plan(
+            &collected,
+            &PlanContext {
+                options: &self.options,
+                timing: &self.timing,
+                single_controller: self.single_controller,
+                ignore_alarms: &self.ignore_alarms,
+                alarms: &alarms,
+                now_secs: now_ms / 1000,
+            },
+        )
+        .map_err(DryRunError::Refused)
+    }
+
+    /// Whether a step is running in the apply phase (as opposed to paused between stages).
+    fn apply_step_running(&self) -> bool {
+        let phase = &self.apply_phase;
+        phase
+            .stages
+            .get(phase.current_stage)
+            .is_some_and(|s| s.inprogress)
+    }
+
+    /// `apply-all` (`stage: None`) or `apply-stage`.
+    pub fn apply(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
+        let total = self.apply_phase.stages.len();
+        match self.state {
+            StrategyState::ReadyToApply => {
+                if let Some(id) = stage
+                    && id != 0
+                {
+                    return refuse(format!(
+                        "invalid stage id {id} for the apply, total-stages are {total}"
+                    ));
+                }
+                self.state = StrategyState::Applying;
+                self.current_phase = PhaseName::Apply;
+                self.apply_phase.stop_at_stage = stage.map_or(total, |id| id + 1);
+                start_phase(&mut self.apply_phase, now_ms);
+                Ok(())
+            }
+            StrategyState::Applying => {
+                let current = self.apply_phase.current_stage;
+                let paused = !self.apply_step_running()
+                    && self.apply_phase.stop_at_stage == current
+                    && current < total;
+                if !paused {
+                    return refuse("apply already inprogress");
+                }
+                match stage {
+                    Some(id) if id < current => {
+                        return refuse(format!("apply already complete for stage id {id}"));
+                    }
+                    Some(id) if id != current => {
+                        return refuse(format!(
+                            "stage id {id} is not the next stage to be applied, next-stage = {current}"
+                        ));
+                    }
+                    _ => {}
+                }
+                self.apply_phase.stop_at_stage = stage.map_or(total, |id| id + 1);
+                self.apply_phase.timeout = self.apply_phase.compute_timeout();
+                self.apply_phase.started_ms = now_ms;
+                Ok(())
+            }
+            StrategyState::Applied => refuse("apply already completed"),
+            StrategyState::Aborting
+            | StrategyState::Aborted
+            | StrategyState::AbortFailed
+            | StrategyState::AbortTimeout => refuse("apply not supported during an abort"),
+            _ => refuse(if self.build_phase.reason.is_empty() {
+                format!("strategy is {}, not ready to apply", self.state)
+            } else {
+                self.build_phase.reason.clone()
+            }),
+        }
+    }
+
+    /// `abort` (`stage: None`) or `abort-stage`.
+    pub fn abort(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
+        let inprogress = self.current_phase == PhaseName::Apply
+            && matches!(
+                self.state,
+                StrategyState::Applying | StrategyState::ApplyFailed | StrategyState::ApplyTimeout
+            );
+        if let Some(id) = stage
+            && !(inprogress && id == self.apply_phase.current_stage && self.apply_step_running())
+        {
+            return refuse(format!("apply not inprogress for stage id {id}"));
+        }
+        if !inprogress {
+            return refuse("apply not inprogress");
+        }
+        if self.apply_step_running() {
+            // The running step finishes; then the stage ends aborted and the abort phase runs.
+            self.abort_requested = true;
+            self.state = StrategyState::Aborting;
+        } else {
+            // Paused between single stages: nothing is half done.
+            let phase = &mut self.apply_phase;
+            phase.inprogress = false;
+            phase.result = StepResult::Aborted;
+            phase.end_date_time = timestamp();
+            if self.locked_hosts.is_empty() {
+                self.state = StrategyState::Aborted;
+            } else {
+                self.begin_abort_phase(now_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the strategy may be deleted.
+    pub fn check_delete(&self, force: bool) -> Result<(), ActionRefused> {
+        if force {
+            return Ok(());
+        }
+        match self.state {
+            StrategyState::Building => refuse("strategy is being built, can't delete"),
+            StrategyState::Applying => refuse("strategy is being applied, can't delete"),
+            StrategyState::Aborting => refuse("strategy is being aborted, can't delete"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether nothing more will happen without an operator action.
+    pub fn is_idle(&self) -> bool {
+        match self.state {
+            StrategyState::Building | StrategyState::Aborting => false,
+            StrategyState::ApplyFailed | StrategyState::ApplyTimeout => false,
+            StrategyState::Applying => self.apply_paused(),
+            _ => true,
+        }
+    }
+
+    fn apply_paused(&self) -> bool {
+        let phase = &self.apply_phase;
+        phase.inprogress
+            && phase.current_stage == phase.stop_at_stage
+            && phase.current_stage < phase.stages.len()
+            && !self.apply_step_running()
+    }
+
+    /// Advances the strategy as far as it can now, calling `save` after every transition.
+    pub fn tick<E>(
+        &mut self,
+        cluster: &dyn Cluster,
+        now_ms: u64,
+        save: &mut dyn FnMut(&Strategy) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // Bounded: each transition moves a step, stage or phase forward.
+        for _ in 0..10_000 {
+            match self.advance(cluster, now_ms) {
+                Advance::Moved => save(self)?,
+                Advance::Parked { changed } => {
+                    if changed {
+                        save(self)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, cluster: &dyn Cluster, now_ms: u64) -> Advance {
+        match self.state {
+            StrategyState::Building => self.advance_build(cluster, now_ms),
+            StrategyState::Applying => self.advance_apply(cluster, now_ms),
+            StrategyState::ApplyFailed | StrategyState::ApplyTimeout => {
+                // The automatic abort (the state was saved first, as the original shows it).
+                self.begin_abort_phase(now_ms);
+                Advance::Moved
+            }
+            StrategyState::Aborting if self.abort_requested => {
+                // Let the running apply step finish, then end the stage aborted.
+                let phase = &self.apply_phase;
+                let step_running = phase.inprogress
+                    && phase.stages.get(phase.current_stage).is_some_and(|s| {
+                        s.inprogress
+                            && s.steps
+                                .get(s.current_step)
+                                .is_some_and(|x| x.result == StepResult::Inprogress)
+                    });
+                let progress = if step_running {
+                    self.run_phase(PhaseName::Apply, cluster, now_ms)
+                } else {
+                    PhaseProgress::StepFinished
+                };
+                match progress {
+                    PhaseProgress::StepFinished | PhaseProgress::Finished(_) => {
+                        let phase = &mut self.apply_phase;
+                        if let Some(stage) = phase.stages.get_mut(phase.current_stage)
+                            && stage.inprogress
+                        {
+                            stage.inprogress = false;
+                            stage.result = StepResult::Aborted;
+                            stage.end_date_time = timestamp();
+                        }
+                        phase.inprogress = false;
+                        phase.result = phase.result.roll_up(StepResult::Aborted);
+                        phase.end_date_time = timestamp();
+                        self.abort_requested = false;
+                        self.begin_abort_phase(now_ms);
+                        Advance::Moved
+                    }
+                    PhaseProgress::Moved => Advance::Moved,
+                    PhaseProgress::Parked { changed } => Advance::Parked { changed },
+                }
+            }
+            StrategyState::Aborting => match self.run_phase(PhaseName::Abort, cluster, now_ms) {
+                PhaseProgress::Finished(result) => {
+                    self.state = match result {
+                        StepResult::TimedOut => StrategyState::AbortTimeout,
+                        r if r.is_fatal() => StrategyState::AbortFailed,
+                        _ => StrategyState::Aborted,
+                    };
+                    Advance::Moved
+                }
+                PhaseProgress::StepFinished | PhaseProgress::Moved => Advance::Moved,
+                PhaseProgress::Parked { changed } => Advance::Parked { changed },
+            },
+            _ => Advance::Parked { changed: false },
+        }
+    }
+
+    fn advance_build(&mut self, cluster: &dyn Cluster, now_ms: u64) -> Advance {
+        match self.run_phase(PhaseName::Build, cluster, now_ms) {
+            PhaseProgress::Finished(result) => {
+                self.state = match result {
+                    StepResult::TimedOut => StrategyState::BuildTimeout,
+                    r if r.is_fatal() => StrategyState::BuildFailed,
+                    _ => self.build_complete(now_ms),
+                };
+                Advance::Moved
+            }
+            PhaseProgress::StepFinished | PhaseProgress::Moved => Advance::Moved,
+            PhaseProgress::Parked { changed } => Advance::Parked { changed },
+        }
+    }
+
+    /// Plans the apply phase from what the build collected (reference §3).
+    fn build_complete(&mut self, now_ms: u64) -> StrategyState {
+        let collected = self.collected.clone().unwrap_or_default();
+        let planned = plan(
+            &collected,
+            &PlanContext {
+                options: &self.options,
+                timing: &self.timing,
+                single_controller: self.single_controller,
+                ignore_alarms: &self.ignore_alarms,
+                alarms: &self.nfvi_alarms,
+                now_secs: now_ms / 1000,
+            },
+        );
+        match planned {
+            Ok(stages) => {
+                self.apply_phase.set_stages(stages);
+                StrategyState::ReadyToApply
+            }
+            Err(refusal) => {
+                self.build_phase.result = StepResult::Failed;
+                self.build_phase.reason = refusal.to_string();
+                StrategyState::BuildFailed
+            }
+        }
+    }
+
+    fn advance_apply(&mut self, cluster: &dyn Cluster, now_ms: u64) -> Advance {
+        match self.run_phase(PhaseName::Apply, cluster, now_ms) {
+            PhaseProgress::Finished(result) => {
+                self.state = match result {
+                    StepResult::TimedOut => StrategyState::ApplyTimeout,
+                    r if r.is_fatal() => StrategyState::ApplyFailed,
+                    _ => StrategyState::Applied,
+                };
+                Advance::Moved
+            }
+            PhaseProgress::StepFinished | PhaseProgress::Moved => Advance::Moved,
+            PhaseProgress::Parked { changed } => Advance::Parked { changed },
+        }
+    }
+
+    /// Lays out and starts the abort phase: the undo steps of the interrupted stage, from its
+    /// current step back to its first, plus (better than the original) an unlock of every
+    /// host the strategy locked and has not unlocked.
+    fn begin_abort_phase(&mut self, now_ms: u64) {
+        let phase = &self.apply_phase;
+        let mut steps = Vec::new();
+        let mut name = "sw-patch-abort".to_string();
+        if let Some(stage) = phase.stages.get(
+            phase
+                .current_stage
+                .min(phase.stages.len().saturating_sub(1)),
+        ) {
+            name = stage.name.clone();
+            let last = stage.current_step.min(stage.steps.len().saturating_sub(1));
+            for step in stage.steps[..stage.steps.len().min(last + 1)].iter().rev() {
+                if step.result == StepResult::Initial {
+                    continue;
+                }
+                let Some(kind) = step.kind.abort_kind() else {
+                    continue;
+                };
+                let timeout = match kind {
+                    StepKind::UnlockHosts => self.timing.unlock,
+                    StepKind::StartInstances => self.timing.start_instances,
+                    _ => self.timing.host_services,
+                };
+                let mut undo = step.clone();
+                undo.kind = kind;
+                undo.timeout = timeout;
+                undo.result = StepResult::Initial;
+                undo.reason.clear();
+                undo.start_date_time.clear();
+                undo.end_date_time.clear();
+                undo.progress = StepProgress::default();
+                if undo.kind == StepKind::UnlockHosts {
+                    undo.entity_names = self.locked_hosts.iter().cloned().collect();
+                    undo.entity_uuids = self.uuids_of(&undo.entity_names, step);
+                    if undo.entity_names.is_empty() {
+                        continue;
+                    }
+                }
+                steps.push(undo);
+            }
+        }
+        if !self.locked_hosts.is_empty() && !steps.iter().any(|s| s.kind == StepKind::UnlockHosts) {
+            let names: Vec<String> = self.locked_hosts.iter().cloned().collect();
+            let uuids = self.uuids_of(&names, &Step::plain(StepKind::UnlockHosts, 0));
+            let pairs: Vec<(String, String)> = names.into_iter().zip(uuids).collect();
+            steps.insert(
+                0,
+                Step::hosts(StepKind::UnlockHosts, self.timing.unlock, &pairs),
+            );
+        }
+        let mut abort = Phase::new(PhaseName::Abort);
+        abort.set_stages(vec![Stage::new(&name, steps)]);
+        self.abort_phase = abort;
+        self.current_phase = PhaseName::Abort;
+        self.state = StrategyState::Aborting;
+        start_phase(&mut self.abort_phase, now_ms);
+    }
+
+    fn uuids_of(&self, names: &[String], hint: &Step) -> Vec<String> {
+        names
+            .iter()
+            .map(|n| {
+                hint.entity_names
+                    .iter()
+                    .position(|e| e == n)
+                    .and_then(|i| hint.entity_uuids.get(i).cloned())
+                    .or_else(|| {
+                        self.collected.as_ref().and_then(|c| {
+                            c.inventory
+                                .iter()
+                                .find(|h| &h.name == n)
+                                .map(|h| h.uuid.clone())
+                        })
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn phase_mut(&mut self, name: PhaseName) -> &mut Phase {
+        match name {
+            PhaseName::Build | PhaseName::Initial => &mut self.build_phase,
+            PhaseName::Apply => &mut self.apply_phase,
+            PhaseName::Abort => &mut self.abort_phase,
+        }
+    }
+
+    /// Runs the named phase one transition forward.
+    fn run_phase(&mut self, name: PhaseName, cluster: &dyn Cluster, now_ms: u64) -> PhaseProgress {
+        let phase = self.phase_mut(name);
+        if !phase.inprogress {
+            return PhaseProgress::Finished(phase.result);
+        }
+        // The phase backstop timer (steps time out first in practice).
+        let running = phase
+            .stages
+            .get(phase.current_stage)
+            .is_some_and(|s| s.inprogress);
+        if running
+            && phase.timeout > 0
+            && now_ms.saturating_sub(phase.started_ms) > phase.timeout * 1000
+        {
+            let stage = &mut phase.stages[phase.current_stage];
+            stage.inprogress = false;
+            stage.result = StepResult::TimedOut;
+            stage.reason = "timeout".into();
+            stage.end_date_time = timestamp();
+            return finish_phase(phase, StepResult::TimedOut, "timeout".into());
+        }
+        if phase.current_stage >= phase.stages.len() {
+            let result = phase.result.roll_up(StepResult::Success);
+            return finish_phase(phase, result, String::new());
+        }
+        if phase.current_stage == phase.stop_at_stage {
+            // Paused after an apply-stage.
+            return PhaseProgress::Parked { changed: false };
+        }
+        let stage_index = phase.current_stage;
+        let stage = &mut phase.stages[stage_index];
+        if !stage.inprogress {
+            stage.inprogress = true;
+            stage.result = StepResult::Inprogress;
+            stage.start_date_time = timestamp();
+            return PhaseProgress::Moved;
+        }
+        if stage.current_step >= stage.steps.len() {
+            stage.inprogress = false;
+            stage.result = stage.result.roll_up(StepResult::Success);
+            if stage.result == StepResult::Inprogress {
+                stage.result = StepResult::Success;
+            }
+            stage.end_date_time = timestamp();
+            let stage_result = stage.result;
+            phase.result = phase.result.roll_up(stage_result);
+            phase.current_stage += 1;
+            return PhaseProgress::Moved;
+        }
+        let step_index = stage.current_step;
+        let step = &mut stage.steps[step_index];
+        if step.result == StepResult::Initial {
+            step.result = StepResult::Inprogress;
+            step.start_date_time = timestamp();
+            step.progress = StepProgress {
+                started_ms: now_ms,
+                ..StepProgress::default()
+            };
+            // Write-ahead: a host is recorded as locked by the strategy before it is locked.
+            if let StepKind::LockHosts { .. } = step.kind {
+                let hosts = step.entity_names.clone();
+                self.locked_hosts.extend(hosts);
+            }
+            return PhaseProgress::Moved;
+        }
+        let mut step = self.phase_mut(name).stages[stage_index].steps[step_index].clone();
+        let poll = self.poll_step(&mut step, cluster, now_ms);
+        let phase = self.phase_mut(name);
+        let stage = &mut phase.stages[stage_index];
+        match poll {
+            Poll::Pending { changed } => {
+                stage.steps[step_index] = step;
+                PhaseProgress::Parked { changed }
+            }
+            Poll::Done(result, reason) => {
+                step.result = result;
+                step.reason = reason.clone();
+                step.end_date_time = timestamp();
+                stage.steps[step_index] = step;
+                stage.current_step += 1;
+                if result.is_fatal() {
+                    stage.inprogress = false;
+                    stage.result = stage.result.roll_up(result);
+                    stage.reason = reason.clone();
+                    stage.end_date_time = timestamp();
+                    let _ = finish_phase(phase, result, reason);
+                } else if result == StepResult::Degraded {
+                    stage.result = StepResult::Degraded;
+                    stage.reason = reason.clone();
+                    if phase.reason.is_empty() {
+                        phase.reason = reason;
+                    }
+                }
+                PhaseProgress::StepFinished
+            }
+        }
+    }
+
+    /// Polls one running step: issues its actions (idempotently) and checks for completion.
+    fn poll_step(&mut self, step: &mut Step, cluster: &dyn Cluster, now_ms: u64) -> Poll {
+        let elapsed_ms = now_ms.saturating_sub(step.progress.started_ms);
+        let timed_out = elapsed_ms >= step.timeout.saturating_mul(1000);
+        let poll = self.poll_kind(step, cluster, now_ms, elapsed_ms);
+        match poll {
+            Poll::Pending { .. } if timed_out => {
+                if step.kind == StepKind::SystemStabilize {
+                    Poll::Done(StepResult::Success, String::new())
+                } else {
+                    Poll::Done(StepResult::TimedOut, "timeout".into())
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn poll_kind(
+        &mut self,
+        step: &mut Step,
+        cluster: &dyn Cluster,
+        now_ms: u64,
+        elapsed_ms: u64,
+    ) -> Poll {
+        let secs = |s: u64| s.saturating_mul(1000);
+        let hosts = step.entity_names.clone();
+        match step.kind.clone() {
+            StepKind::QueryAlarms { fail_on_alarms } => {
+                let Ok(alarms) = cluster.alarms() else {
+                    return Poll::Done(StepResult::Failed, String::new());
+                };
+                self.nfvi_alarms = alarms;
+                if fail_on_alarms {
+                    let blocking = blocking_alarms(
+                        &self.nfvi_alarms,
+                        self.options.alarm_restrictions,
+                        &self.ignore_alarms,
+                        AlarmCheck::Query,
+                        &self.timing,
+                        now_ms / 1000,
+                        &self.failed_hosts,
+                    );
+                    if !blocking.is_empty() {
+                        let ids: Vec<String> = blocking
+                            .iter()
+                            .map(|a| format!("'{}'", a.alarm_id))
+                            .collect();
+                        return Poll::Done(
+                            StepResult::Failed,
+                            format!("alarms [{}] from platform are present", ids.join(", ")),
+                        );
+                    }
+                }
+                Poll::Done(StepResult::Success, String::new())
+            }
+            StepKind::QuerySwPatches => match cluster.patch_count() {
+                Ok(count) => {
+                    self.collected
+                        .get_or_insert_with(Collected::default)
+                        .patch_count = count;
+                    Poll::Done(StepResult::Success, String::new())
+                }
+                Err(_) => Poll::Done(StepResult::Failed, String::new()),
+            },
+            StepKind::QuerySwPatchHosts => {
+                let count = self.collected.as_ref().map_or(0, |c| c.patch_count);
+                match collect(cluster) {
+                    Ok(mut c) => {
+                        c.patch_count = count;
+                        self.collected = Some(c);
+                        Poll::Done(StepResult::Success, String::new())
+                    }
+                    Err(_) => Poll::Done(StepResult::Failed, String::new()),
+                }
+            }
+            StepKind::SwactHosts => {
+                let Some(host) = hosts.first() else {
+                    return Poll::Done(StepResult::Success, String::new());
+                };
+                if !step.progress.issued.contains(host) {
+                    if cluster.local_controller().as_deref() != Some(host.as_str()) {
+                        return Poll::Done(StepResult::Success, "Already on correct host".into());
+                    }
+                    if cluster.swact(host).is_err() {
+                        return Poll::Done(StepResult::Failed, "host swact failed".into());
+                    }
+                    step.progress.issued.insert(host.clone());
+                    // The settle time counts from the swact.
+                    step.progress.started_ms = now_ms;
+                    return Poll::Pending { changed: true };
+                }
+                if elapsed_ms >= secs(self.timing.swact_settle) {
+                    Poll::Done(StepResult::Success, String::new())
+                } else {
+                    pending()
+                }
+            }
+            StepKind::LockHosts {
+                wait_until_disabled,
+            } => {
+                let Ok(inventory) = cluster.inventory() else {
+                    return pending();
+                };
+                let mut changed = false;
+                let mut all_done = true;
+                for name in &hosts {
+                    let Some(host) = inventory.iter().find(|h| &h.name == name) else {
+                        return Poll::Done(StepResult::Failed, "host no longer exists".into());
+                    };
+                    let locked = host.admin == host_state::AdminState::Locked;
+                    let disabled = host.oper == host_state::OperState::Disabled;
+                    if !locked {
+                        if step.progress.issued.contains(name) {
+                            all_done = false;
+                            continue;
+                        }
+                        if let Err(reason) = cluster.lock(name) {
+                            return Poll::Done(
+                                StepResult::Failed,
+                                if reason.is_empty() {
+                                    "host lock failed".into()
+                                } else {
+                                    reason
+                                },
+                            );
+                        }
+                        step.progress.issued.insert(name.clone());
+                        changed = true;
+                        all_done = false;
+                    } else if wait_until_disabled && !disabled {
+                        all_done = false;
+                    }
+                }
+                let min_wait = if wait_until_disabled {
+                    0
+                } else {
+                    secs(self.timing.lock_no_disable_wait)
+                };
+                if all_done && elapsed_ms >= min_wait {
+                    Poll::Done(StepResult::Success, String::new())
+                } else {
+                    Poll::Pending { changed }
+                }
+            }
+            StepKind::SwPatchHosts => self.poll_install(step, cluster),
+            StepKind::SystemStabilize => {
+                let Ok(inventory) = cluster.inventory() else {
+                    return pending();
+                };
+                let stage_hosts = self.stage_hosts_of(step);
+                let states: Vec<(String, String)> = inventory
+                    .iter()
+                    .filter(|h| stage_hosts.is_empty() || stage_hosts.contains(&h.name))
+                    .map(|h| {
+                        (
+                            h.name.clone(),
+                            format!("{}-{}-{}", h.admin, h.oper, h.availability),
+                        )
+                    })
+                    .collect();
+                if step.progress.baseline.is_empty() && !states.is_empty() {
+                    step.progress.baseline = states;
+                    return Poll::Pending { changed: true };
+                }
+                for (name, state) in &step.progress.baseline {
+                    let now = states.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+                    if now != Some(state) {
+                        return Poll::Done(
+                            StepResult::Failed,
+                            format!("host {name} changed state unexpectedly"),
+                        );
+                    }
+                }
+                pending()
+            }
+            StepKind::UnlockHosts => self.poll_unlock(step, cluster),
+            StepKind::RebootHosts => {
+                let mut changed = false;
+                for name in &hosts {
+                    if !step.progress.issued.contains(name) {
+                        if cluster.reboot(name).is_err() {
+                            return Poll::Done(StepResult::Failed, "host reboot failed".into());
+                        }
+                        step.progress.issued.insert(name.clone());
+                        changed = true;
+                    }
+                }
+                let rebooted = cluster.patch_hosts().is_ok_and(|list| {
+                    hosts.iter().all(|n| {
+                        list.iter()
+                            .find(|p| &p.hostname == n)
+                            .is_some_and(|p| !p.requires_reboot)
+                    })
+                });
+                if rebooted && elapsed_ms >= secs(self.timing.reboot_settle) {
+                    Poll::Done(StepResult::Success, String::new())
+                } else {
+                    Poll::Pending { changed }
+                }
+            }
+            StepKind::WaitAlarmsClear | StepKind::WaitDataSync => {
+                let first = if step.kind == StepKind::WaitDataSync {
+                    self.timing.data_sync_first_query
+                } else {
+                    self.timing.alarms_first_query
+                };
+                if elapsed_ms < secs(first) {
+                    return pending();
+                }
+                let Ok(alarms) = cluster.alarms() else {
+                    return Poll::Done(StepResult::Failed, String::new());
+                };
+                let clear = blocking_alarms(
+                    &alarms,
+                    self.options.alarm_restrictions,
+                    &self.ignore_alarms,
+                    AlarmCheck::Wait,
+                    &self.timing,
+                    now_ms / 1000,
+                    &self.failed_hosts,
+                )
+                .is_empty();
+                if clear {
+                    Poll::Done(StepResult::Success, String::new())
+                } else {
+                    pending()
+                }
+            }
+            StepKind::MigrateInstancesFromHost => {
+                self.poll_instances(step, cluster, InstanceOp::Migrate)
+            }
+            StepKind::StopInstances => self.poll_instances(step, cluster, InstanceOp::Stop),
+            StepKind::StartInstances => self.poll_instances(step, cluster, InstanceOp::Start),
+            StepKind::DisableHostServices | StepKind::EnableHostServices => {
+                let enable = step.kind == StepKind::EnableHostServices;
+                let mut done = true;
+                for name in &hosts {
+                    match cluster.host_services(name, enable) {
+                        Ok(true) => {}
+                        Ok(false) => done = false,
+                        Err(reason) => return Poll::Done(StepResult::Failed, reason),
+                    }
+                }
+                if done {
+                    Poll::Done(StepResult::Success, String::new())
+                } else {
+                    pending()
+                }
+            }
+        }
+    }
+
+    /// The hosts of the stage a step belongs to (for the stabilize check).
+    fn stage_hosts_of(&self, step: &Step) -> Vec<String> {
+        let phase = match self.current_phase {
+            PhaseName::Abort => &self.abort_phase,
+            PhaseName::Apply => &self.apply_phase,
+            _ => return Vec::new(),
+        };
+        phase
+            .stages
+            .get(phase.current_stage)
+            .filter(|s| s.steps.get(step.id).is_some_and(|x| x.kind == step.kind))
+            .map(Stage::hosts)
+            .unwrap_or_default()
+    }
+
+    fn poll_install(&mut self, step: &mut Step, cluster: &dyn Cluster) -> Poll {
+        let Ok(status) = cluster.patch_hosts() else {
+            return pending();
+        };
+        let mut changed = false;
+        let mut waiting = false;
+        for name in step.entity_names.clone() {
+            if step.progress.failed.contains(&name) {
+                continue;
+            }
+            let Some(host) = status.iter().find(|p| p.hostname == name) else {
+                return Poll::Done(StepResult::Failed, "host no longer exists".into());
+            };
+            let installing = host.state == "installing";
+            if !step.progress.issued.contains(&name) {
+                // A host already patch-current (an install finished before a restart) or
+                // already installing is not asked again.
+                if !host.patch_current && !installing && cluster.install(&name).is_err() {
+                    return Poll::Done(StepResult::Failed, String::new());
+                }
+                step.progress.issued.insert(name.clone());
+                changed = true;
+                waiting = true;
+                continue;
+            }
+            if installing {
+                waiting = true;
+            } else if host.patch_failed {
+                step.progress.failed.insert(name.clone());
+                changed = true;
+            } else if !host.patch_current {
+                waiting = true;
+            }
+        }
+        if waiting {
+            return Poll::Pending { changed };
+        }
+        let Some(last_failed) = step
+            .entity_names
+            .iter()
+            .rev()
+            .find(|n| step.progress.failed.contains(*n))
+        else {
+            return Poll::Done(StepResult::Success, String::new());
+        };
+        let reason = format!("software update failed to apply on host {last_failed}");
+        self.failed_hosts
+            .extend(step.progress.failed.iter().cloned());
+        if self.failed_hosts.len() as u64 <= u64::from(self.options.max_failed_hosts) {
+            Poll::Done(StepResult::Degraded, reason)
+        } else {
+            Poll::Done(StepResult::Failed, reason)
+        }
+    }
+
+    fn poll_unlock(&mut self, step: &mut Step, cluster: &dyn Cluster) -> Poll {
+        let Ok(inventory) = cluster.inventory() else {
+            return pending();
+        };
+        let mut changed = false;
+        let mut done = true;
+        for name in step.entity_names.clone() {
+            let Some(host) = inventory.iter().find(|h| h.name == name) else {
+                return Poll::Done(StepResult::Failed, "host no longer exists".into());
+            };
+            if host.admin == host_state::AdminState::Locked {
+                if !step.progress.issued.contains(&name) {
+                    if cluster.unlock(&name).is_err() {
+                        return Poll::Done(StepResult::Failed, "host unlock failed".into());
+                    }
+                    step.progress.issued.insert(name.clone());
+                    changed = true;
+                }
+                done = false;
+                continue;
+            }
+            // A rebooting host is not enabled-available until it is back.
+            let in_service = host.oper == host_state::OperState::Enabled
+                && host.availability == host_state::Availability::Available;
+            if !in_service {
+                done = false;
+            } else if self.locked_hosts.remove(&name) {
+                changed = true;
+            }
+        }
+        if done {
+            Poll::Done(StepResult::Success, String::new())
+        } else {
+            Poll::Pending { changed }
+        }
+    }
+
+    fn poll_instances(&mut self, step: &mut Step, cluster: &dyn Cluster, op: InstanceOp) -> Poll {
+        let mut done = true;
+        for name in &step.entity_names {
+            match cluster.instance_action(op, name) {
+                Ok(true) => {}
+                Ok(false) => done = false,
+                Err(reason) => return Poll::Done(StepResult::Failed, reason),
+            }
+        }
+        if done {
+            Poll::Done(StepResult::Success, String::new())
+        } else {
+            pending()
+        }
+    }
+}
+
+/// Why a dry run produced no plan.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DryRunError {
+    /// The cluster could not be queried.
+    #[error("cannot query the system: {0}")]
+    Query(String),
+    /// The builder refused.
+    #[error("{0}")]
+    Refused(BuildRefusal),
+}
+
+enum PhaseProgress {
+    /// A stage or step started, or a stage finished.
+    Moved,
+    /// A step finished.
+    StepFinished,
+    /// Waiting.
+    Parked { changed: bool },
+    /// The phase finished with this result.
+    Finished(StepResult),
+}
+
+fn start_phase(phase: &mut Phase, now_ms: u64) {
+    phase.inprogress = true;
+    phase.result = StepResult::Inprogress;
+    phase.start_date_time = timestamp();
+    phase.started_ms = now_ms;
+    phase.timeout = phase.compute_timeout();
+}
+
+fn finish_phase(phase: &mut Phase, result: StepResult, reason: String) -> PhaseProgress {
+    phase.inprogress = false;
+    phase.result = if result == StepResult::Inprogress {
+        StepResult::Success
+    } else {
+        result
+    };
+    if !reason.is_empty() {
+        phase.reason = reason;
+    }
+    phase.end_date_time = timestamp();
+    PhaseProgress::Finished(phase.result)
+}
+
+/// Everything the build's host query collects.
+fn collect(cluster: &dyn Cluster) -> Result<Collected, String> {
+    Ok(Collected {
+        inventory: cluster.inventory()?,
+        patch_hosts: cluster.patch_hosts()?,
+        patch_count: cluster.patch_count()?,
+        instances: cluster.instances()?,
+        local_controller: cluster.local_controller(),
+    })
+}
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;
