@@ -199,6 +199,8 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
             "127.0.0.1:0",
             "--agent-listen",
             "127.0.0.1:0",
+            "--vim-listen",
+            "off",
         ])
         .arg("--agent-token-file")
         .arg(dir.join("token"))

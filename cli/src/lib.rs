@@ -11,7 +11,9 @@ use patch_format::VerifiedPatch;
 use serde::Serialize;
 
 pub mod client;
+pub mod strategy_text;
 pub mod tables;
+pub mod vim_client;
 
 /// `--format`: human tables or JSON for machines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -65,6 +65,26 @@ pub struct ControllerConfig {
     /// Largest upload accepted, in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// Orchestration (strategy) and alarm API, the original VIM's `0.0.0.0:4545`. Off unless
+    /// set; it needs auth tokens unless it listens on loopback.
+    #[serde(default)]
+    pub vim_listen: Option<String>,
+    /// The controller host this daemon runs on: patched last, after a swact (none: the
+    /// daemon runs off the managed hosts).
+    #[serde(default)]
+    pub local_controller: Option<String>,
+    /// Single-controller (all-in-one simplex) system.
+    #[serde(default)]
+    pub single_controller: bool,
+    /// Alarm ids the strategy never waits for, besides the built-in list.
+    #[serde(default)]
+    pub ignore_alarms: Vec<String>,
+    /// How often the strategy is advanced, in milliseconds.
+    #[serde(default = "default_audit_ms")]
+    pub strategy_audit_ms: u64,
+    /// Strategy timeouts and waits (seconds; defaults are the original's).
+    #[serde(default)]
+    pub strategy_timing: orchestrator::Timing,
 }
 
 fn default_listen() -> String {
@@ -77,6 +97,10 @@ fn default_offline_after() -> u64 {
 
 fn default_max_upload() -> u64 {
     8 << 30
+}
+
+fn default_audit_ms() -> u64 {
+    1000
 }
 
 impl ControllerConfig {
@@ -94,6 +118,12 @@ impl ControllerConfig {
             agent_token_file: None,
             host_offline_after_secs: default_offline_after(),
             max_upload_bytes: default_max_upload(),
+            vim_listen: None,
+            local_controller: None,
+            single_controller: false,
+            ignore_alarms: Vec::new(),
+            strategy_audit_ms: default_audit_ms(),
+            strategy_timing: orchestrator::Timing::default(),
         }
     }
 
@@ -121,6 +151,28 @@ impl ControllerConfig {
             return Err(ConfigError::Invalid(
                 "auth_listen needs at least one token (auth_tokens or auth_tokens_file)".into(),
             ));
+        }
+        if let Some(addr) = &self.vim_listen {
+            let loopback = addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
+            if !loopback && self.auth_tokens()?.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "vim_listen {addr} is not loopback: it needs auth tokens (auth_tokens or auth_tokens_file)"
+                )));
+            }
+        }
+        if !(10..=60_000).contains(&self.strategy_audit_ms) {
+            return Err(ConfigError::Invalid(
+                "strategy_audit_ms must be between 10 and 60000".into(),
+            ));
+        }
+        for id in &self.ignore_alarms {
+            if id.is_empty() || id.len() > 16 {
+                return Err(ConfigError::Invalid(format!(
+                    "ignore_alarms: bad alarm id '{id}'"
+                )));
+            }
         }
         Ok(())
     }

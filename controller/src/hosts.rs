@@ -31,6 +31,19 @@ pub(crate) struct HostEntry {
     /// host `installing` forever. A new agent instance that has not finished it gets it again.
     #[serde(default)]
     pub(crate) in_flight: Option<AgentOrder>,
+    /// A reboot was ordered and the host has not come back with a new boot id yet: it shows
+    /// disabled-offline meanwhile (so an unlock completes only once the host is back).
+    #[serde(default)]
+    pub(crate) rebooting: bool,
+}
+
+/// Operational state and availability for an administrative state.
+fn service_states(admin: AdminState, rebooting: bool) -> (OperState, Availability) {
+    match (admin, rebooting) {
+        (_, true) => (OperState::Disabled, Availability::Offline),
+        (AdminState::Locked, false) => (OperState::Disabled, Availability::Online),
+        (AdminState::Unlocked, false) => (OperState::Enabled, Availability::Available),
+    }
 }
 
 impl HostEntry {
@@ -98,9 +111,17 @@ impl HostRegistry {
             .map(|p| ((p.name.clone(), p.arch.clone()), p.clone()))
             .collect();
         let existing = self.hosts.get(&report.hostname);
-        let (admin, boot_id, mut pending, install_seq, mut in_flight, old_instance) = existing
-            .map_or(
-                (AdminState::Unlocked, String::new(), None, 0, None, None),
+        let (admin, boot_id, mut pending, install_seq, mut in_flight, old_instance, rebooting) =
+            existing.map_or(
+                (
+                    AdminState::Unlocked,
+                    String::new(),
+                    None,
+                    0,
+                    None,
+                    None,
+                    false,
+                ),
                 |h| {
                     (
                         h.facts.admin,
@@ -109,6 +130,7 @@ impl HostRegistry {
                         h.install_seq,
                         h.in_flight.clone(),
                         Some(h.instance.clone()),
+                        h.rebooting,
                     )
                 },
             );
@@ -126,6 +148,10 @@ impl HostRegistry {
             }
         }
         let rebooted = !boot_id.is_empty() && boot_id != report.boot_id;
+        // Still rebooting until a new boot reports (or the order was never taken: the
+        // agent's own restart also counts, as it reboots by restarting).
+        let rebooting = rebooting && !rebooted;
+        let (oper, availability) = service_states(admin, rebooting);
         let facts = HostFacts {
             hostname: report.hostname.clone(),
             ip: report.ip,
@@ -133,16 +159,8 @@ impl HostRegistry {
             subfunctions: report.subfunctions,
             sw_version: report.sw_version,
             admin,
-            oper: if admin == AdminState::Locked {
-                OperState::Disabled
-            } else {
-                OperState::Enabled
-            },
-            availability: if admin == AdminState::Locked {
-                Availability::Online
-            } else {
-                Availability::Available
-            },
+            oper,
+            availability,
             install_state: report.install_state,
             reboot_pending: report.reboot_pending,
             boot_id: report.boot_id,
@@ -157,6 +175,7 @@ impl HostRegistry {
                 || h.install_done != last_order_done
                 || h.pending != pending
                 || h.in_flight != in_flight
+                || h.rebooting != rebooting
         }) || rebooted;
         let entry = HostEntry {
             facts,
@@ -167,6 +186,7 @@ impl HostRegistry {
             install_done: last_order_done,
             instance: report.instance.clone(),
             in_flight,
+            rebooting,
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {
@@ -201,6 +221,8 @@ impl HostRegistry {
     pub(crate) fn order_reboot(&mut self, hostname: &str) {
         if let Some(host) = self.hosts.get_mut(hostname) {
             host.pending = Some(AgentOrder::Reboot);
+            host.rebooting = true;
+            (host.facts.oper, host.facts.availability) = service_states(host.facts.admin, true);
             self.persist(hostname);
         }
     }
@@ -227,16 +249,7 @@ impl HostRegistry {
         if let Some(host) = self.hosts.get_mut(hostname) {
             host.facts.admin = admin;
             let locked = admin == AdminState::Locked;
-            host.facts.oper = if locked {
-                OperState::Disabled
-            } else {
-                OperState::Enabled
-            };
-            host.facts.availability = if locked {
-                Availability::Online
-            } else {
-                Availability::Available
-            };
+            (host.facts.oper, host.facts.availability) = service_states(admin, host.rebooting);
             // A rejected install is reset once the host is locked (the original's rule).
             if locked && host.facts.install_state == InstallState::InstallRejected {
                 host.facts.install_state = InstallState::Idle;
@@ -278,7 +291,7 @@ impl HostRegistry {
     }
 }
 
-fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;

@@ -95,19 +95,25 @@ fn resolve_view(app: &App, ids: &[String]) -> Result<HostView, String> {
 }
 
 pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
-    let hostname = match resolve(app, ids) {
-        Ok(h) => h,
-        Err(message) => return ok(json::error(&message)),
-    };
+    let name = ids.first().map(String::as_str).unwrap_or("");
     let force = ids.get(1).is_some_and(|f| f == "force");
+    ok(install(app, name, force))
+}
+
+/// Orders an install on a host (by name or IP); the original's reply.
+pub(crate) fn install(app: &App, name: &str, force: bool) -> Value {
+    let hostname = match resolve(app, &[name.to_owned()]) {
+        Ok(h) => h,
+        Err(message) => return json::error(&message),
+    };
     app.with_hosts(|hosts| (hosts.order_install(&hostname, force), true));
     app.orders.notify_waiters();
     tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
-    ok(json!({
+    json!({
         "info": format!("Patch installation request sent to {hostname}.\n"),
         "warning": "",
         "error": "",
-    }))
+    })
 }
 
 pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
@@ -121,35 +127,49 @@ pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
 }
 
 pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
-    let view = match resolve_view(app, ids) {
+    ok(lock(
+        app,
+        ids.first().map(String::as_str).unwrap_or(""),
+        force,
+    ))
+}
+
+/// Locks a host; the reply as `system host-lock` shows it.
+pub(crate) fn lock(app: &App, name: &str, force: bool) -> Value {
+    let view = match resolve_view(app, &[name.to_owned()]) {
         Ok(v) => v,
-        Err(message) => return ok(json::error(&message)),
+        Err(message) => return json::error(&message),
     };
     let hostname = view.facts.hostname.clone();
     if view.facts.admin == AdminState::Locked {
-        return ok(json::error(&format!("Host {hostname} is already locked.")));
+        return json::error(&format!("Host {hostname} is already locked."));
     }
     if view.install_state == host_state::InstallState::Installing && !force {
-        return ok(json::error(&format!(
+        return json::error(&format!(
             "Host {hostname} is installing patches; wait for it to finish or use --force."
-        )));
+        ));
     }
     app.with_hosts(|hosts| {
         hosts.set_admin(&hostname, AdminState::Locked);
         ((), true)
     });
     app.orders.notify_waiters();
-    ok(json!({"info": format!("Host {hostname} is locked.\n"), "warning": "", "error": ""}))
+    json!({"info": format!("Host {hostname} is locked.\n"), "warning": "", "error": ""})
 }
 
 pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
-    let view = match resolve_view(app, ids) {
+    ok(unlock(app, ids.first().map(String::as_str).unwrap_or("")))
+}
+
+/// Unlocks a host (ordering the reboot a reboot-required install waits for).
+pub(crate) fn unlock(app: &App, name: &str) -> Value {
+    let view = match resolve_view(app, &[name.to_owned()]) {
         Ok(v) => v,
-        Err(message) => return ok(json::error(&message)),
+        Err(message) => return json::error(&message),
     };
     let hostname = view.facts.hostname.clone();
     if view.facts.admin != AdminState::Locked {
-        return ok(json::error(&format!("Host {hostname} is not locked.")));
+        return json::error(&format!("Host {hostname} is not locked."));
     }
     let reboot = view.facts.reboot_pending;
     app.with_hosts(|hosts| {
@@ -165,5 +185,5 @@ pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
     } else {
         format!("Host {hostname} is unlocked.\n")
     };
-    ok(json!({"info": info, "warning": "", "error": ""}))
+    json!({"info": info, "warning": "", "error": ""})
 }

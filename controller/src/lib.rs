@@ -11,12 +11,15 @@
 #![forbid(unsafe_code)]
 
 mod agent_api;
+mod alarms;
 mod api;
 mod config;
 mod hosts;
 mod inventory;
 mod json;
+mod orchestration;
 mod state;
+mod vim_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +59,8 @@ pub struct Controller {
     pub auth_api_addr: Option<SocketAddr>,
     /// Address of the agent endpoint, if enabled.
     pub agent_addr: Option<SocketAddr>,
+    /// Address of the orchestration and alarm API, if enabled.
+    pub vim_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -136,6 +141,45 @@ impl Controller {
             }
             None => None,
         };
+        // The strategy service: a saved strategy resumes on the first audit.
+        let orch_dir = config.state_dir.join("orchestration");
+        let orch = Arc::new(
+            orchestration::Orchestration::open(app.clone()).map_err(|e| StoreError::Io {
+                path: orch_dir,
+                source: e,
+            })?,
+        );
+        let vim_addr = match &config.vim_listen {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| StartError::Bind {
+                    addr: addr.clone(),
+                    source: e,
+                })?;
+                let tokens = config.auth_tokens()?;
+                let tokens = (!tokens.is_empty()).then(|| Arc::new(tokens));
+                tasks.push(serve(
+                    listener,
+                    vim_api::router(orch.clone(), tokens),
+                    rx.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
+        let audit_every = std::time::Duration::from_millis(config.strategy_audit_ms);
+        let mut stop = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let o = orch.clone();
+                let _ = tokio::task::spawn_blocking(move || o.audit()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(audit_every) => {}
+                    _ = orch.wake.notified() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }));
         // Hosts that stop reporting go offline, and are aged out after an hour.
         let aging = app.clone();
         let offline_after = config.host_offline_after_secs;
@@ -157,11 +201,12 @@ impl Controller {
                 .await;
             }
         }));
-        tracing::info!(%api_addr, ?auth_api_addr, ?agent_addr, release = %config.release, "controller started");
+        tracing::info!(%api_addr, ?auth_api_addr, ?agent_addr, ?vim_addr, release = %config.release, "controller started");
         Ok(Controller {
             api_addr,
             auth_api_addr,
             agent_addr,
+            vim_addr,
             shutdown,
             tasks,
         })

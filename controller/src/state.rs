@@ -120,6 +120,8 @@ pub(crate) struct App {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Wakes agents' long polls when an order is queued.
     pub(crate) orders: tokio::sync::Notify,
+    /// Active alarms.
+    alarms: Mutex<crate::alarms::Alarms>,
     pub(crate) config: ControllerConfig,
 }
 
@@ -141,6 +143,7 @@ impl App {
             interim: Mutex::new(BTreeMap::new()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             orders: tokio::sync::Notify::new(),
+            alarms: Mutex::new(crate::alarms::Alarms::load(&config.state_dir)),
             config,
         };
         app.refresh();
@@ -268,6 +271,11 @@ impl App {
         }
         interim.retain(|_, h| !h.is_empty());
         was
+    }
+
+    /// The active alarms.
+    pub(crate) fn alarms(&self) -> MutexGuard<'_, crate::alarms::Alarms> {
+        lock(&self.alarms)
     }
 
     /// Forgets a host in the interim sets (drop-host, age-out).

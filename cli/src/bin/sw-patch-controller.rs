@@ -45,6 +45,19 @@ struct Args {
     /// Largest accepted upload in bytes
     #[arg(long, value_name = "BYTES")]
     max_upload_bytes: Option<u64>,
+    /// Orchestration and alarm API address, or `off` [default: 0.0.0.0:4545 with auth
+    /// tokens, 127.0.0.1:4545 without]
+    #[arg(long, value_name = "ADDR")]
+    vim_listen: Option<String>,
+    /// The controller host this daemon runs on (a strategy patches it last, after a swact)
+    #[arg(long, value_name = "HOST")]
+    local_controller: Option<String>,
+    /// Single-controller (all-in-one simplex) system
+    #[arg(long)]
+    single_controller: bool,
+    /// How often a running strategy advances, in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    strategy_audit_ms: Option<u64>,
     /// Print the bound addresses as JSON on stdout once listening (for scripts and tests)
     #[arg(long)]
     print_addresses: bool,
@@ -65,6 +78,7 @@ fn main() -> ExitCode {
                         "api": controller.api_addr.to_string(),
                         "auth_api": controller.auth_api_addr.map(|a| a.to_string()),
                         "agent_api": controller.agent_addr.map(|a| a.to_string()),
+                        "vim_api": controller.vim_addr.map(|a| a.to_string()),
                     })
                 );
             }
@@ -120,6 +134,34 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if let Some(v) = args.max_upload_bytes {
         config.max_upload_bytes = v;
+    }
+    if let Some(v) = &args.vim_listen {
+        config.vim_listen = Some(v.clone());
+    }
+    // The daemon serves the strategy API by default, like the original VIM: on every address
+    // when callers must authenticate, on loopback only when they need not.
+    if config.vim_listen.is_none() {
+        let authenticated = !config.auth_tokens.is_empty() || config.auth_tokens_file.is_some();
+        config.vim_listen = Some(
+            if authenticated {
+                "0.0.0.0:4545"
+            } else {
+                "127.0.0.1:4545"
+            }
+            .to_owned(),
+        );
+    }
+    if config.vim_listen.as_deref() == Some("off") {
+        config.vim_listen = None;
+    }
+    if let Some(v) = &args.local_controller {
+        config.local_controller = Some(v.clone());
+    }
+    if args.single_controller {
+        config.single_controller = true;
+    }
+    if let Some(v) = args.strategy_audit_ms {
+        config.strategy_audit_ms = v;
     }
     Ok(config)
 }

@@ -10,10 +10,15 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+mod site;
+#[allow(unused_imports)]
+pub use site::Site;
+
 /// `sw-patch-controller` with the given arguments, on port 0, printing its addresses.
 pub fn controller() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"));
     cmd.arg("--print-addresses")
+        .args(["--vim-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     cmd

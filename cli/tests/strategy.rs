@@ -1,0 +1,430 @@
+//! Patch orchestration end to end: a controller and six real agents (2 controllers, 2 storage,
+//! 2 workers) driven by `sw-manager patch-strategy` and `fm`, with the strategy's waits
+//! shortened to seconds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Site;
+use patch_format::testing::TestRpm;
+use serde_json::Value;
+
+const HOSTS: &[(&str, &str)] = &[
+    ("controller-0", "controller"),
+    ("controller-1", "controller"),
+    ("storage-0", "storage"),
+    ("storage-1", "storage"),
+    ("compute-0", "worker"),
+    ("compute-1", "worker"),
+];
+
+const FAST: &str = "strategy_audit_ms = 100
+[strategy_timing]
+swact_settle = 0
+lock_no_disable_wait = 0
+stabilize_after_install = 1
+stabilize_in_service = 1
+stabilize_final = 1
+reboot_settle = 0
+alarms_first_query = 0
+data_sync_first_query = 0
+";
+
+fn cluster() -> Site {
+    cluster_with(FAST)
+}
+
+fn cluster_with(toml: &str) -> Site {
+    let mut site = Site::with_toml(toml, &[]);
+    for (host, personality) in HOSTS {
+        site.start_agent(host, personality);
+    }
+    site.wait_for("all hosts reporting and current", |s| {
+        let hosts = s.hosts();
+        hosts.len() == HOSTS.len() && hosts.iter().all(|h| h["patch_current"] == true)
+    });
+    site
+}
+
+/// Uploads and applies a patch upgrading sysinv (plus `extra` new packages) and waits until
+/// every host has reported against it.
+fn apply_patch(site: &Site, id: &str, reboot_required: bool, extra: &[TestRpm]) {
+    let mut rpms = vec![
+        TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
+    ];
+    rpms.extend(extra.iter().cloned());
+    let new: Vec<&str> = extra.iter().map(|r| r.name.as_str()).collect();
+    let patch = site.patch(id, reboot_required, &rpms, &new);
+    site.ok(&["upload", patch.to_str().unwrap()]);
+    site.ok(&["apply", id]);
+    site.wait_for("hosts settled on the applied patch", |s| {
+        s.hosts()
+            .iter()
+            .all(|h| h["interim_state"] == false && h["patch_current"] == false)
+    });
+}
+
+fn manager(site: &Site, args: &[&str]) -> String {
+    let out = site.run("sw-manager", args);
+    assert!(
+        out.status.success(),
+        "sw-manager {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn manager_fails(site: &Site, args: &[&str]) -> String {
+    let out = site.run("sw-manager", args);
+    assert!(!out.status.success(), "sw-manager {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fm(site: &Site, args: &[&str]) -> String {
+    let out = site.run("fm", args);
+    assert!(
+        out.status.success(),
+        "fm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn strategy(site: &Site) -> Value {
+    let out = manager(site, &["patch-strategy", "show", "--format", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn wait_strategy(site: &Site, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = strategy(site);
+        if cond(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stage_hosts(s: &Value) -> Vec<Vec<String>> {
+    s["apply-phase"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| {
+            let mut hosts: Vec<String> = Vec::new();
+            for step in stage["steps"].as_array().unwrap() {
+                for h in step["entity-names"].as_array().unwrap() {
+                    let h = h.as_str().unwrap().to_owned();
+                    if step["entity-type"] == "hosts" && !hosts.contains(&h) {
+                        hosts.push(h);
+                    }
+                }
+            }
+            hosts
+        })
+        .collect()
+}
+
+fn assert_all_patched_and_unlocked(site: &Site) {
+    for h in site.hosts() {
+        assert_eq!(h["patch_current"], true, "{h}");
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+        assert_eq!(h["requires_reboot"], false, "{h}");
+    }
+    for (host, _) in HOSTS {
+        assert_eq!(
+            std::fs::read_to_string(site.root(host).join("usr/lib/sysinv/api.py")).unwrap(),
+            "VERSION = 231\n",
+            "{host}"
+        );
+    }
+}
+
+#[test]
+fn a_reboot_required_patch_rolls_out_by_strategy() {
+    let site = cluster();
+    apply_patch(&site, "RR_0001", true, &[]);
+    let out = manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--storage-apply-type",
+            "parallel",
+            "--worker-apply-type",
+            "parallel",
+            "--max-parallel-worker-hosts",
+            "2",
+            "--wait",
+        ],
+    );
+    assert!(out.starts_with("Strategy Patch Strategy:\n"), "{out}");
+    assert!(
+        out.contains("  state:                                  ready-to-apply\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  max-parallel-worker-hosts:              2\n"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(
+        stage_hosts(&s),
+        [
+            vec!["controller-0"],
+            vec!["controller-1"],
+            vec!["storage-0", "storage-1"],
+            vec!["compute-0", "compute-1"]
+        ]
+    );
+    let details = manager(&site, &["patch-strategy", "show", "--details"]);
+    assert!(details.contains("  apply-phase:\n"), "{details}");
+    assert!(details.contains("            step-name:                    swact-hosts\n"));
+    assert_eq!(
+        manager_fails(&site, &["patch-strategy", "create"]).trim(),
+        "error: Operation failed: conflict detected. strategy already exists of type:sw-patch"
+    );
+
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  apply-result:                           success\n"),
+        "{out}"
+    );
+    assert_all_patched_and_unlocked(&site);
+    assert_eq!(site.patch_state("RR_0001"), "Applied");
+    let s = strategy(&site);
+    for stage in s["apply-phase"]["stages"].as_array().unwrap() {
+        assert_eq!(stage["result"], "success", "{stage:#}");
+    }
+    assert_eq!(s["current-phase-completion-percentage"], 100);
+    // No strategy alarm is left once it applied; deleting it is the operator's call.
+    assert!(!fm(&site, &["alarm-list"]).contains("900.10"));
+    assert_eq!(
+        manager(&site, &["patch-strategy", "delete"]),
+        "Strategy deleted\n"
+    );
+    assert_eq!(
+        manager(&site, &["patch-strategy", "show"]),
+        "No strategy available\n"
+    );
+    assert_eq!(
+        manager_fails(&site, &["patch-strategy", "delete"]).trim(),
+        "error: Strategy delete failed"
+    );
+}
+
+#[test]
+fn an_in_service_patch_needs_no_locks_and_alarms_block_the_build() {
+    let site = cluster();
+    apply_patch(&site, "INSVC_0001", false, &[]);
+
+    // A dry run plans and predicts, and stores nothing.
+    let plan = manager(&site, &["patch-strategy", "create", "--dry-run"]);
+    assert!(
+        plan.contains("total-stages:                           6"),
+        "{plan}"
+    );
+    assert!(plan.contains("predicted-duration-min:"), "{plan}");
+    assert_eq!(
+        manager(&site, &["patch-strategy", "show"]),
+        "No strategy available\n"
+    );
+
+    // An operator's alarm blocks the build; relaxed restrictions ignore it when it is not
+    // management affecting.
+    fm(
+        &site,
+        &[
+            "alarm-raise",
+            "--alarm-id",
+            "100.101",
+            "--entity-instance-id",
+            "host=compute-0",
+            "--reason-text",
+            "Platform CPU threshold exceeded",
+            "--not-mgmt-affecting",
+        ],
+    );
+    assert!(fm(&site, &["alarm-list"]).contains("Platform CPU threshold exceeded"));
+    manager(&site, &["patch-strategy", "create"]);
+    let s = wait_strategy(&site, "build end", |s| s["state"] != "building");
+    assert_eq!(s["state"], "build-failed");
+    assert_eq!(s["build-phase"]["reason"], "active alarms present");
+    let err = manager_fails(&site, &["patch-strategy", "apply"]);
+    assert!(err.contains("active alarms present"), "{err}");
+    manager(&site, &["patch-strategy", "delete"]);
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--alarm-restrictions",
+            "relaxed",
+            "--wait",
+        ],
+    );
+    let s = strategy(&site);
+    for stage in s["apply-phase"]["stages"].as_array().unwrap() {
+        let names: Vec<&str> = stage["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["step-name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["query-alarms", "sw-patch-hosts", "system-stabilize"]
+        );
+    }
+
+    // One stage, then the rest.
+    let err = manager_fails(&site, &["patch-strategy", "apply", "--stage-id", "3"]);
+    assert!(
+        err.contains("invalid stage id 3 for the apply, total-stages are 6"),
+        "{err}"
+    );
+    manager(
+        &site,
+        &["patch-strategy", "apply", "--stage-id", "0", "--wait"],
+    );
+    let s = strategy(&site);
+    assert_eq!(s["state"], "applying");
+    assert_eq!(s["apply-phase"]["current-stage"], 1);
+    assert_eq!(s["apply-phase"]["stages"][0]["result"], "success");
+    assert_eq!(s["apply-phase"]["stages"][1]["result"], "initial");
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    assert_all_patched_and_unlocked(&site);
+    fm(&site, &["alarm-clear", "--alarm-id", "100.101"]);
+    assert!(!fm(&site, &["alarm-list"]).contains("100.101"));
+}
+
+#[test]
+fn abort_mid_stage_finishes_the_step_and_unlocks() {
+    // A longer settle after the install, so the abort lands before the unlock step.
+    let site =
+        cluster_with(&FAST.replace("stabilize_after_install = 1", "stabilize_after_install = 6"));
+    apply_patch(&site, "RR_0002", true, &[]);
+    manager(&site, &["patch-strategy", "create", "--wait"]);
+    manager(&site, &["patch-strategy", "apply"]);
+    // Abort while the first controller's install step runs.
+    wait_strategy(&site, "the first install step", |s| {
+        let stage = &s["apply-phase"]["stages"][0];
+        stage["steps"][3]["result"] == "inprogress"
+    });
+    let out = manager(
+        &site,
+        &["patch-strategy", "abort", "--stage-id", "0", "--wait"],
+    );
+    assert!(
+        out.contains("  state:                                  aborted\n"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    let stage = &s["apply-phase"]["stages"][0];
+    assert_eq!(stage["result"], "aborted");
+    // The install step finished (and the settle after it, if it had started); nothing
+    // after them ran.
+    assert_eq!(stage["steps"][3]["result"], "success", "{stage:#}");
+    assert_eq!(stage["steps"][5]["step-name"], "unlock-hosts");
+    assert_eq!(stage["steps"][5]["result"], "initial", "{stage:#}");
+    for later in &s["apply-phase"]["stages"].as_array().unwrap()[1..] {
+        assert_eq!(later["result"], "initial");
+    }
+    let abort_steps = &s["abort-phase"]["stages"][0]["steps"];
+    assert_eq!(abort_steps[0]["step-name"], "unlock-hosts");
+    assert_eq!(abort_steps[0]["entity-names"][0], "controller-0");
+    for h in site.hosts() {
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+    }
+    // The aborted host got the patch (the step finished); the others did not.
+    assert_eq!(site.host("controller-0")["patch_current"], true);
+    assert_eq!(site.host("controller-1")["patch_current"], false);
+}
+
+/// A patch whose new package cannot be installed on storage-0 (a file sits where it needs
+/// a directory): its install fails and rolls back.
+fn failing_site() -> Site {
+    let site = cluster();
+    let root = site.root("storage-0");
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    std::fs::write(root.join("opt/fixdata"), "in the way\n").unwrap();
+    apply_patch(
+        &site,
+        "RR_0003",
+        true,
+        &[TestRpm::new("fixdata", "1.0", "1").file("/opt/fixdata/table", "rows\n")],
+    );
+    site
+}
+
+#[test]
+fn an_install_failure_aborts_and_unlocks_every_host() {
+    let site = failing_site();
+    manager(&site, &["patch-strategy", "create", "--wait"]);
+    let out = manager_fails(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("software update failed to apply on host storage-0"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["state"], "aborted");
+    assert_eq!(s["apply-phase"]["result"], "failed");
+    let stages = s["apply-phase"]["stages"].as_array().unwrap();
+    assert_eq!(stages[2]["result"], "failed");
+    assert!(stages[3..].iter().all(|st| st["result"] == "initial"));
+    for h in site.hosts() {
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+    }
+    assert_eq!(site.host("storage-0")["patch_failed"], true);
+    let alarms = fm(&site, &["alarm-list"]);
+    assert!(alarms.contains("900.103"), "{alarms}");
+    assert!(alarms.contains("host=storage-0"), "{alarms}");
+    manager(&site, &["patch-strategy", "delete"]);
+    assert!(!fm(&site, &["alarm-list"]).contains("900.103"));
+}
+
+#[test]
+fn the_error_budget_lets_the_other_stages_finish() {
+    let site = failing_site();
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--max-failed-hosts",
+            "1",
+            "--wait",
+        ],
+    );
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["apply-phase"]["result"], "degraded");
+    assert_eq!(s["failed-hosts"], serde_json::json!(["storage-0"]));
+    let stages = s["apply-phase"]["stages"].as_array().unwrap();
+    assert_eq!(stages[2]["result"], "degraded");
+    assert!(stages[3..].iter().all(|st| st["result"] == "success"));
+    for h in site.hosts() {
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+        let expected = h["hostname"] != "storage-0";
+        assert_eq!(h["patch_current"], expected, "{h}");
+    }
+}

@@ -1,0 +1,334 @@
+//! The patch strategy service: at most one strategy, saved whole to
+//! `<state>/orchestration/strategy.json` after every transition, advanced by an audit task
+//! against this controller's own inventory, store and agents; plus the patching and strategy
+//! alarms it keeps in step.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use host_state::{AdminState, InstallState};
+use orchestrator::{
+    Alarm, Cluster, Instance, InstanceOp, InventoryHost, PatchHost, StepResult, Strategy,
+    StrategyState,
+};
+
+use crate::alarms::{self, AlarmError};
+use crate::hosts::atomic_write;
+use crate::inventory;
+use crate::state::App;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The strategy and where it is saved.
+pub(crate) struct Orchestration {
+    pub(crate) app: Arc<App>,
+    path: PathBuf,
+    strategy: Mutex<Option<Strategy>>,
+    /// Wakes the audit task early (after create or an action).
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl Orchestration {
+    /// Loads the saved strategy, if any: a restart resumes it on the next audit.
+    pub(crate) fn open(app: Arc<App>) -> std::io::Result<Orchestration> {
+        let dir = app.config.state_dir.join("orchestration");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("strategy.json");
+        let strategy = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Strategy>(&bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    // Keep the unreadable file for inspection; start without a strategy.
+                    let aside = dir.join("strategy.json.unreadable");
+                    tracing::error!(
+                        "saved strategy unreadable ({e}); moved to {}",
+                        aside.display()
+                    );
+                    std::fs::rename(&path, &aside)?;
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(s) = &strategy {
+            tracing::info!(uuid = %s.uuid, state = %s.state, "resuming saved strategy");
+        }
+        Ok(Orchestration {
+            app,
+            path,
+            strategy: Mutex::new(strategy),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn save(path: &std::path::Path, strategy: &Strategy) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(strategy).map_err(std::io::Error::other)?;
+        atomic_write(path, &bytes)
+    }
+
+    /// Runs `f` on the strategy slot; saves (or removes) it if `f` says it changed.
+    pub(crate) fn with_strategy<T>(
+        &self,
+        f: impl FnOnce(&mut Option<Strategy>) -> (T, bool),
+    ) -> std::io::Result<T> {
+        let mut slot = lock(&self.strategy);
+        let before = slot.clone();
+        let (value, changed) = f(&mut slot);
+        if changed {
+            let result = match slot.as_ref() {
+                Some(s) => Self::save(&self.path, s),
+                None => match std::fs::remove_file(&self.path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                // Nothing that was not saved takes effect.
+                *slot = before;
+                return Err(e);
+            }
+        }
+        Ok(value)
+    }
+
+    /// A copy of the current strategy.
+    pub(crate) fn current(&self) -> Option<Strategy> {
+        lock(&self.strategy).clone()
+    }
+
+    /// One audit: advance the strategy, then bring the alarms in line.
+    pub(crate) fn audit(&self) {
+        let cluster = AppCluster(&self.app);
+        {
+            let mut slot = lock(&self.strategy);
+            if let Some(strategy) = slot.as_mut()
+                && !strategy.is_idle()
+            {
+                let path = self.path.clone();
+                let result =
+                    strategy.tick(&cluster, now_ms(), &mut |s: &Strategy| Self::save(&path, s));
+                if let Err(e) = result {
+                    tracing::error!("cannot save the strategy ({e}); retrying from the last save");
+                    *slot = std::fs::read(&self.path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok());
+                }
+            }
+        }
+        if let Err(e) = self.sync_alarms() {
+            tracing::error!("alarms: {e}");
+        }
+    }
+
+    /// Patching alarms follow the patch and host states; strategy alarms the strategy state.
+    pub(crate) fn sync_alarms(&self) -> Result<(), AlarmError> {
+        let snapshot = self.app.snapshot();
+        let in_progress = snapshot
+            .states
+            .values()
+            .any(|s| matches!(s.as_str(), "Partial-Apply" | "Partial-Remove"));
+        let patching: Vec<(String, &str, String)> = if in_progress {
+            vec![(
+                "host=controller".into(),
+                "minor",
+                "Patching operation in progress.".into(),
+            )]
+        } else {
+            vec![]
+        };
+        let failed: Vec<(String, &str, String)> = snapshot
+            .hosts
+            .iter()
+            .filter(|h| h.install_state == InstallState::InstallFailed)
+            .map(|h| {
+                (
+                    format!("host={}", h.facts.hostname),
+                    "major",
+                    format!("{} failed to install patch.", h.facts.hostname),
+                )
+            })
+            .collect();
+        let strategy = self.current();
+        let entity = "orchestration=sw-patch".to_string();
+        let applying = strategy
+            .as_ref()
+            .is_some_and(|s| s.state == StrategyState::Applying);
+        let aborting = strategy
+            .as_ref()
+            .is_some_and(|s| s.state == StrategyState::Aborting);
+        let apply_failed = strategy.as_ref().is_some_and(|s| {
+            matches!(
+                s.apply_phase.result,
+                StepResult::Failed | StepResult::TimedOut
+            )
+        });
+        let one = |on: bool, severity: &'static str, text: &str| {
+            if on {
+                vec![(entity.clone(), severity, text.to_string())]
+            } else {
+                vec![]
+            }
+        };
+        let mut alarms = self.app.alarms();
+        alarms.sync(alarms::PATCH_IN_PROGRESS, &patching)?;
+        alarms.sync(alarms::PATCH_HOST_INSTALL_FAILED, &failed)?;
+        alarms.sync(
+            alarms::STRATEGY_APPLY_IN_PROGRESS,
+            &one(applying, "major", "Patch auto-apply inprogress"),
+        )?;
+        alarms.sync(
+            alarms::STRATEGY_ABORT_IN_PROGRESS,
+            &one(aborting, "major", "Patch auto-apply abort inprogress"),
+        )?;
+        alarms.sync(
+            alarms::STRATEGY_FAILED,
+            &one(apply_failed, "critical", "Patch auto-apply failed"),
+        )?;
+        Ok(())
+    }
+
+    /// The cluster view the runner uses (also for dry runs).
+    pub(crate) fn cluster(&self) -> AppCluster<'_> {
+        AppCluster(&self.app)
+    }
+}
+
+/// The system as the runner sees it: this controller's inventory, patch states and agents.
+pub(crate) struct AppCluster<'a>(&'a App);
+
+/// A host's stable UUID (derived from its name; the inventory has no other identity).
+pub(crate) fn host_uuid(hostname: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, hostname.as_bytes()).to_string()
+}
+
+fn info_or_error(value: serde_json::Value) -> Result<(), String> {
+    match value["error"].as_str() {
+        Some(e) if !e.is_empty() => Err(e.trim_end().to_owned()),
+        _ => Ok(()),
+    }
+}
+
+impl Cluster for AppCluster<'_> {
+    fn inventory(&self) -> Result<Vec<InventoryHost>, String> {
+        Ok(self
+            .0
+            .snapshot()
+            .hosts
+            .iter()
+            .map(|h| InventoryHost {
+                name: h.facts.hostname.clone(),
+                uuid: host_uuid(&h.facts.hostname),
+                personality: h.facts.personality.as_str().to_owned(),
+                subfunctions: h.facts.subfunctions.clone(),
+                admin: h.facts.admin,
+                oper: h.facts.oper,
+                availability: h.facts.availability,
+                openstack_compute: false,
+                openstack_control: false,
+                replication_group: None,
+                aggregates: Vec::new(),
+            })
+            .collect())
+    }
+
+    fn patch_hosts(&self) -> Result<Vec<PatchHost>, String> {
+        Ok(self
+            .0
+            .snapshot()
+            .hosts
+            .iter()
+            .map(|h| PatchHost {
+                hostname: h.facts.hostname.clone(),
+                subfunctions: h.facts.subfunctions.clone(),
+                requires_reboot: h.requires_reboot(),
+                patch_current: h.patch_current(),
+                patch_failed: h.install_state == InstallState::InstallFailed,
+                interim_state: h.interim,
+                state: h.install_state.as_str().to_owned(),
+            })
+            .collect())
+    }
+
+    fn patch_count(&self) -> Result<usize, String> {
+        Ok(self.0.snapshot().patches().len())
+    }
+
+    fn alarms(&self) -> Result<Vec<Alarm>, String> {
+        Ok(self.0.alarms().list().to_vec())
+    }
+
+    fn instances(&self) -> Result<Vec<Instance>, String> {
+        // Hosts do not report workloads yet: no instance steps are planned.
+        Ok(Vec::new())
+    }
+
+    fn local_controller(&self) -> Option<String> {
+        self.0.config.local_controller.clone()
+    }
+
+    fn lock(&self, host: &str) -> Result<(), String> {
+        let view = self.0.snapshot();
+        if view
+            .hosts
+            .iter()
+            .any(|h| h.facts.hostname == host && h.facts.admin == AdminState::Locked)
+        {
+            return Ok(());
+        }
+        info_or_error(inventory::lock(self.0, host, false))
+    }
+
+    fn unlock(&self, host: &str) -> Result<(), String> {
+        let view = self.0.snapshot();
+        if view
+            .hosts
+            .iter()
+            .any(|h| h.facts.hostname == host && h.facts.admin == AdminState::Unlocked)
+        {
+            return Ok(());
+        }
+        info_or_error(inventory::unlock(self.0, host))
+    }
+
+    fn reboot(&self, host: &str) -> Result<(), String> {
+        self.0.with_hosts(|hosts| {
+            hosts.order_reboot(host);
+            ((), true)
+        });
+        self.0.orders.notify_waiters();
+        Ok(())
+    }
+
+    fn install(&self, host: &str) -> Result<(), String> {
+        info_or_error(inventory::install(self.0, host, false))
+    }
+
+    fn swact(&self, host: &str) -> Result<(), String> {
+        Err(format!(
+            "cannot swact {host}: this controller has no standby to take over"
+        ))
+    }
+
+    fn instance_action(&self, op: InstanceOp, instance: &str) -> Result<bool, String> {
+        Err(format!(
+            "cannot {op:?} instance {instance}: no instance manager is configured"
+        ))
+    }
+
+    fn host_services(&self, host: &str, enable: bool) -> Result<bool, String> {
+        let what = if enable { "enable" } else { "disable" };
+        Err(format!(
+            "cannot {what} services on {host}: no compute service manager is configured"
+        ))
+    }
+}

@@ -1,0 +1,490 @@
+//! The orchestration REST API (the original VIM's, reference §4) and the alarm API `fm` uses.
+//! Strategy URIs are served under both `sw-patch` (the original's) and `sw-update` (the
+//! seed's). Errors use the wsme fault body `{"faultcode","faultstring","debuginfo"}`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use orchestrator::Strategy;
+use orchestrator::api::{self as strategy_api, Action, ActionParseError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::alarms::{AlarmError, NewAlarm};
+use crate::orchestration::{Orchestration, now_ms};
+
+#[derive(Clone)]
+struct Vim {
+    orch: Arc<Orchestration>,
+    tokens: Option<Arc<BTreeSet<String>>>,
+}
+
+pub(crate) fn router(orch: Arc<Orchestration>, tokens: Option<Arc<BTreeSet<String>>>) -> Router {
+    let strategy = "/api/orchestration/{kind}/strategy";
+    Router::new()
+        .route("/", get(root))
+        .route("/api", get(api_links))
+        .route("/api/orchestration", get(orchestration_links))
+        .route("/api/orchestration/{kind}", get(kind_links))
+        .route(
+            strategy,
+            get(get_strategy).post(create).delete(delete_strategy),
+        )
+        .route(&format!("{strategy}/actions"), post(action))
+        .route(&format!("{strategy}/{{uuid}}"), get(get_strategy_by_uuid))
+        .route(
+            "/v1/alarms",
+            get(list_alarms).post(raise_alarm).delete(clear_alarms),
+        )
+        .route("/v1/alarms/{uuid}", delete(clear_alarm))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(strategy_api::MAX_BODY))
+        .with_state(Vim { orch, tokens })
+}
+
+fn fault(status: StatusCode, message: &str) -> Response {
+    let code = if status.is_server_error() {
+        "Server"
+    } else {
+        "Client"
+    };
+    (
+        status,
+        axum::Json(json!({"faultcode": code, "faultstring": message, "debuginfo": null})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    fault(StatusCode::NOT_FOUND, "The resource could not be found.")
+}
+
+/// Token check (the same tokens as the authenticated patching API).
+/// The rejection of a request without a valid token, if any.
+fn unauthorized(vim: &Vim, headers: &HeaderMap) -> Option<Response> {
+    match &vim.tokens {
+        None => None,
+        Some(tokens) => {
+            let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
+            if token.is_some_and(|t| tokens.contains(t)) {
+                None
+            } else {
+                Some(fault(
+                    StatusCode::UNAUTHORIZED,
+                    "Authentication required: send a valid X-Auth-Token header",
+                ))
+            }
+        }
+    }
+}
+
+fn links(id: &str, rels: &[(&str, &str)]) -> Response {
+    let links: Vec<Value> = rels
+        .iter()
+        .map(|(rel, href)| json!({"href": href, "rel": rel}))
+        .collect();
+    axum::Json(json!({"id": id, "links": links})).into_response()
+}
+
+async fn root() -> Response {
+    links("nfv-vim", &[("self", "/"), ("api", "/api")])
+}
+
+async fn api_links() -> Response {
+    links(
+        "api",
+        &[("self", "/api"), ("orchestration", "/api/orchestration")],
+    )
+}
+
+async fn orchestration_links() -> Response {
+    links(
+        "orchestration",
+        &[
+            ("self", "/api/orchestration"),
+            ("sw-patch", "/api/orchestration/sw-patch"),
+        ],
+    )
+}
+
+/// Only the patch strategy exists here; `sw-update` is the seed's name for it.
+fn unknown_kind(kind: &str) -> Option<Response> {
+    match kind {
+        "sw-patch" | "sw-update" => None,
+        _ => Some(not_found_sync()),
+    }
+}
+
+fn not_found_sync() -> Response {
+    fault(StatusCode::NOT_FOUND, "The resource could not be found.")
+}
+
+async fn kind_links(UrlPath(kind): UrlPath<String>) -> Response {
+    if kind == "current-strategy" {
+        return links("current-strategy", &[]);
+    }
+    if let Some(r) = unknown_kind(&kind) {
+        return r;
+    }
+    let base = format!("/api/orchestration/{kind}");
+    links(
+        &kind,
+        &[
+            ("self", base.as_str()),
+            ("strategy", &format!("{base}/strategy")),
+        ],
+    )
+}
+
+fn strategy_body(s: Option<&Strategy>) -> Value {
+    json!({"strategy": s.map(strategy_api::strategy_json)})
+}
+
+async fn get_strategy(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    UrlPath(kind): UrlPath<String>,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    let current = vim.orch.current();
+    if kind == "current-strategy" {
+        let body = current
+            .map(|s| json!({"strategy": {"name": s.name, "state": s.state.as_str()}}))
+            .unwrap_or_else(|| json!({"strategy": null}));
+        return axum::Json(body).into_response();
+    }
+    if let Some(r) = unknown_kind(&kind) {
+        return r;
+    }
+    axum::Json(strategy_body(current.as_ref())).into_response()
+}
+
+async fn get_strategy_by_uuid(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    UrlPath((kind, uuid)): UrlPath<(String, String)>,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    if let Some(r) = unknown_kind(&kind) {
+        return r;
+    }
+    if uuid::Uuid::parse_str(&uuid).is_err() {
+        return fault(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid strategy uuid, uuid={uuid}"),
+        );
+    }
+    match vim.orch.current() {
+        Some(s) if s.uuid == uuid => axum::Json(strategy_body(Some(&s))).into_response(),
+        _ => not_found_sync(),
+    }
+}
+
+async fn create(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    UrlPath(kind): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    if let Some(r) = unknown_kind(&kind) {
+        return r;
+    }
+    let request = match strategy_api::parse_create(&body) {
+        Ok(r) => r,
+        Err(message) => return fault(StatusCode::BAD_REQUEST, &message),
+    };
+    let config = &vim.orch.app.config;
+    let strategy = Strategy::new(
+        request.options,
+        config.strategy_timing.clone(),
+        config.single_controller,
+        config.ignore_alarms.clone(),
+    );
+    if request.dry_run {
+        let orch = vim.orch.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            let cluster = orch.cluster();
+            strategy
+                .plan_now(&cluster, now_ms())
+                .map(|stages| strategy_api::plan_json(&stages, &strategy.timing))
+        })
+        .await;
+        return match planned {
+            Ok(Ok(plan)) => axum::Json(json!({"dry-run": plan, "reason": ""})).into_response(),
+            Ok(Err(e)) => {
+                axum::Json(json!({"dry-run": null, "reason": e.to_string()})).into_response()
+            }
+            Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+    }
+    let result = vim.orch.with_strategy(|slot| match slot {
+        Some(existing) => (Err(existing.name.clone()), false),
+        None => {
+            let mut s = strategy;
+            s.start_build(now_ms());
+            let body = strategy_body(Some(&s));
+            *slot = Some(s);
+            (Ok(body), true)
+        }
+    });
+    match result {
+        Ok(Ok(body)) => {
+            vim.orch.wake.notify_one();
+            tracing::info!(target: "audit", "patch strategy created");
+            axum::Json(body).into_response()
+        }
+        Ok(Err(kind)) => fault(
+            StatusCode::CONFLICT,
+            &format!("strategy already exists of type:{kind}"),
+        ),
+        Err(e) => fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot save the strategy: {e}"),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct DeleteBody {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_strategy(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    UrlPath(kind): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    if let Some(r) = unknown_kind(&kind) {
+        return r;
+    }
+    let force = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        match serde_json::from_slice::<DeleteBody>(&body) {
+            Ok(b) => b.force,
+            Err(e) => return fault(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")),
+        }
+    };
+    let result = vim.orch.with_strategy(|slot| match slot {
+        None => (Err(StatusCode::NOT_FOUND.as_u16().to_string()), false),
+        Some(s) => match s.check_delete(force) {
+            Err(refused) => (Err(refused.to_string()), false),
+            Ok(()) => {
+                *slot = None;
+                (Ok(()), true)
+            }
+        },
+    });
+    match result {
+        Ok(Ok(())) => {
+            let orch = vim.orch.clone();
+            let _ = tokio::task::spawn_blocking(move || orch.sync_alarms()).await;
+            tracing::info!(target: "audit", "patch strategy deleted (force: {force})");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Err(message)) if message == "404" => not_found_sync(),
+        Ok(Err(message)) => fault(StatusCode::CONFLICT, &message),
+        Err(e) => fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot delete the strategy: {e}"),
+        ),
+    }
+}
+
+async fn action(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    UrlPath(kind): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    if let Some(r) = unknown_kind(&kind) {
+        return r;
+    }
+    let action = match strategy_api::parse_action(&body) {
+        Ok(a) => a,
+        Err(ActionParseError::NoStageId) => {
+            return fault(StatusCode::BAD_REQUEST, "No stage-id received");
+        }
+        Err(ActionParseError::Invalid(m)) => return fault(StatusCode::BAD_REQUEST, &m),
+    };
+    let now = now_ms();
+    let result = vim.orch.with_strategy(|slot| {
+        let Some(s) = slot.as_mut() else {
+            return (Err(None), false);
+        };
+        let outcome = match action {
+            Action::Apply(stage) => s.apply(stage, now),
+            Action::Abort(stage) => s.abort(stage, now),
+        };
+        match outcome {
+            Ok(()) => (Ok(strategy_body(Some(s))), true),
+            Err(refused) => (Err(Some(refused.to_string())), false),
+        }
+    });
+    match result {
+        Ok(Ok(body)) => {
+            vim.orch.wake.notify_one();
+            tracing::info!(target: "audit", "patch strategy action {action:?}");
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+        Ok(Err(None)) => not_found_sync(),
+        Ok(Err(Some(message))) => fault(StatusCode::INTERNAL_SERVER_ERROR, &message),
+        Err(e) => fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot save the strategy: {e}"),
+        ),
+    }
+}
+
+fn alarm_json(a: &orchestrator::Alarm) -> Value {
+    let timestamp = chrono::DateTime::from_timestamp(a.raised_at as i64, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+        .unwrap_or_default();
+    json!({
+        "uuid": a.uuid,
+        "alarm_id": a.alarm_id,
+        "alarm_state": "set",
+        "entity_instance_id": a.entity_instance_id,
+        "severity": a.severity,
+        "reason_text": a.reason_text,
+        "mgmt_affecting": a.mgmt_affecting,
+        "timestamp": timestamp,
+    })
+}
+
+async fn list_alarms(State(vim): State<Vim>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    let alarms: Vec<Value> = vim
+        .orch
+        .app
+        .alarms()
+        .list()
+        .iter()
+        .map(alarm_json)
+        .collect();
+    axum::Json(json!({"alarms": alarms})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaiseBody {
+    alarm_id: String,
+    entity_instance_id: String,
+    #[serde(default = "default_severity")]
+    severity: String,
+    #[serde(default)]
+    reason_text: String,
+    #[serde(default = "default_true")]
+    mgmt_affecting: bool,
+}
+
+fn default_severity() -> String {
+    "major".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn alarm_error(e: AlarmError) -> Response {
+    match e {
+        AlarmError::Invalid(m) => fault(StatusCode::BAD_REQUEST, &m),
+        io => fault(StatusCode::INTERNAL_SERVER_ERROR, &io.to_string()),
+    }
+}
+
+async fn raise_alarm(State(vim): State<Vim>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    let body: RaiseBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return fault(StatusCode::BAD_REQUEST, &format!("bad alarm: {e}")),
+    };
+    let raised = vim.orch.app.alarms().raise(NewAlarm {
+        alarm_id: body.alarm_id,
+        entity_instance_id: body.entity_instance_id,
+        severity: body.severity,
+        reason_text: body.reason_text,
+        mgmt_affecting: body.mgmt_affecting,
+    });
+    match raised {
+        Ok(uuid) => axum::Json(json!({"uuid": uuid})).into_response(),
+        Err(e) => alarm_error(e),
+    }
+}
+
+async fn clear_alarm(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    UrlPath(uuid): UrlPath<String>,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    match vim.orch.app.alarms().clear(|a| a.uuid == uuid) {
+        Ok(0) => fault(StatusCode::NOT_FOUND, &format!("Alarm {uuid} not found")),
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => alarm_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearQuery {
+    alarm_id: String,
+    entity_instance_id: Option<String>,
+}
+
+async fn clear_alarms(
+    State(vim): State<Vim>,
+    headers: HeaderMap,
+    query: Result<Query<ClearQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(r) = unauthorized(&vim, &headers) {
+        return r;
+    }
+    let Ok(Query(q)) = query else {
+        return fault(
+            StatusCode::BAD_REQUEST,
+            "give alarm_id (and optionally entity_instance_id) to clear",
+        );
+    };
+    let cleared = vim.orch.app.alarms().clear(|a| {
+        a.alarm_id == q.alarm_id
+            && q.entity_instance_id
+                .as_ref()
+                .is_none_or(|e| &a.entity_instance_id == e)
+    });
+    match cleared {
+        Ok(0) => fault(
+            StatusCode::NOT_FOUND,
+            &format!("Alarm {} not found", q.alarm_id),
+        ),
+        Ok(n) => axum::Json(json!({"cleared": n})).into_response(),
+        Err(e) => alarm_error(e),
+    }
+}
