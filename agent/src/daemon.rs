@@ -94,6 +94,25 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How long an install keeps retrying a fetch that failed for a reason that may pass.
+pub const FETCH_RETRY: Duration = Duration::from_secs(120);
+
+/// A failed request to the controller.
+enum Fetch {
+    /// It may succeed later (connection refused or cut, server error).
+    Retry(String),
+    /// It will not (refused, corrupt).
+    Fail(String),
+}
+
+impl From<Fetch> for String {
+    fn from(f: Fetch) -> String {
+        match f {
+            Fetch::Retry(m) | Fetch::Fail(m) => m,
+        }
+    }
+}
+
 fn new_boot_id() -> String {
     let mut bytes = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -191,7 +210,7 @@ impl Agent {
     async fn send(
         &self,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, Fetch> {
         let mut last = String::new();
         for _ in 0..self.config.controllers.len().max(1) {
             let base = self.base().await;
@@ -201,7 +220,13 @@ impl Agent {
                 Ok(r) => {
                     let status = r.status();
                     let body = r.text().await.unwrap_or_default();
-                    return Err(format!("{base}: HTTP {status}: {}", body.trim()));
+                    let message = format!("{base}: HTTP {status}: {}", body.trim());
+                    // A server error may pass (a restarting controller); a refusal will not.
+                    return Err(if status.is_server_error() {
+                        Fetch::Retry(message)
+                    } else {
+                        Fetch::Fail(message)
+                    });
                 }
                 Err(e) => {
                     last = format!("{base}: {e}");
@@ -210,7 +235,31 @@ impl Agent {
                 }
             }
         }
-        Err(last)
+        Err(Fetch::Retry(last))
+    }
+
+    /// Runs a fetch, retrying transient failures (a controller restarting or swacting) for
+    /// up to [`FETCH_RETRY`].
+    async fn retrying<T, Fut>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, String>
+    where
+        Fut: std::future::Future<Output = Result<T, Fetch>>,
+    {
+        let deadline = Instant::now() + FETCH_RETRY;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Fetch::Fail(message)) => return Err(message),
+                Err(Fetch::Retry(message)) if Instant::now() >= deadline => return Err(message),
+                Err(Fetch::Retry(message)) => {
+                    tracing::warn!("{what}: {message}; retrying");
+                    tokio::time::sleep(self.config.heartbeat.min(Duration::from_secs(2))).await;
+                }
+            }
+        }
     }
 
     /// Sends a report; returns the controller's reply.
@@ -366,12 +415,14 @@ impl Agent {
     ) -> Result<bool, (InstallState, String)> {
         let failed = |m: String| (InstallState::InstallFailed, m);
         let release = &self.config.release;
+        let feed_path = format!("feed/rel-{release}/index.json");
         let feed: RepoIndex = self
-            .fetch_json(&format!("feed/rel-{release}/index.json"))
+            .retrying(&feed_path, || self.fetch_json(&feed_path))
             .await
             .map_err(failed)?;
+        let repo_path = format!("repo/rel-{release}/index.json");
         let repo: RepoIndex = self
-            .fetch_json(&format!("repo/rel-{release}/index.json"))
+            .retrying(&repo_path, || self.fetch_json(&repo_path))
             .await
             .map_err(failed)?;
         let installed = self.installed();
@@ -411,14 +462,10 @@ impl Agent {
             // Numbered, not named after the package: names come from the controller's index
             // and must never choose a path on this host.
             let file = cache.join(format!("{n}.rpm"));
-            self.download(
-                &format!("{area}/rel-{release}/{}", to.path),
-                &file,
-                to.size,
-                &to.sha256,
-            )
-            .await
-            .map_err(|e| failed(format!("{}: {e}", to.name)))?;
+            let path = format!("{area}/rel-{release}/{}", to.path);
+            self.retrying(&path, || self.download(&path, &file, to.size, &to.sha256))
+                .await
+                .map_err(|e| failed(format!("{}: {e}", to.name)))?;
             tx.install.push(TransactionPackage {
                 package: InstalledPackage {
                     name: to.name.clone(),
@@ -483,15 +530,18 @@ impl Agent {
             return Err(format!("bad restart script name {:?}", script.name));
         }
         let path = dir.join(&script.name);
-        let response = self
-            .send(|http, base| {
-                http.get(format!(
-                    "{base}/agent/v1/repo/rel-{release}/scripts/{}",
-                    script.name
-                ))
+        let remote = format!("repo/rel-{release}/scripts/{}", script.name);
+        let bytes = self
+            .retrying(&remote, || async {
+                let response = self
+                    .send(|http, base| http.get(format!("{base}/agent/v1/{remote}")))
+                    .await?;
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| Fetch::Retry(format!("{remote}: {e}")))
             })
             .await?;
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
         if hex::encode(Sha256::digest(&bytes)) != script.sha256 {
             return Err(format!(
                 "restart script {} does not match its signed sha256",
@@ -538,12 +588,15 @@ impl Agent {
         }
     }
 
-    async fn fetch_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, String> {
+    async fn fetch_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, Fetch> {
         let response = self
             .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
             .await?;
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{path}: {e}"))
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Fetch::Retry(format!("{path}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| Fetch::Fail(format!("{path}: {e}")))
     }
 
     /// Downloads to `file`, checking size and SHA-256 as the bytes arrive.
@@ -553,40 +606,39 @@ impl Agent {
         file: &Path,
         size: u64,
         sha256: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fetch> {
         let mut response = self
             .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
             .await?;
-        let mut out = tokio::fs::File::create(file)
-            .await
-            .map_err(|e| e.to_string())?;
+        let local = |e: std::io::Error| Fetch::Fail(format!("{}: {e}", file.display()));
+        let mut out = tokio::fs::File::create(file).await.map_err(local)?;
         let mut hasher = Sha256::new();
         let mut got = 0u64;
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("download interrupted: {e}"))?
+            .map_err(|e| Fetch::Retry(format!("download interrupted: {e}")))?
         {
             got += chunk.len() as u64;
             if got > size {
-                return Err(format!(
+                return Err(Fetch::Fail(format!(
                     "the download is larger than the {size} bytes the index states"
-                ));
+                )));
             }
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            out.write_all(&chunk).await.map_err(local)?;
         }
-        out.flush().await.map_err(|e| e.to_string())?;
+        out.flush().await.map_err(local)?;
         if got != size {
-            return Err(format!(
+            return Err(Fetch::Retry(format!(
                 "the download is {got} bytes, the index states {size} (truncated?)"
-            ));
+            )));
         }
         let actual = hex::encode(hasher.finalize());
         if actual != sha256 {
-            return Err(format!(
+            return Err(Fetch::Fail(format!(
                 "sha256 {actual} does not match the index ({sha256}); refusing it"
-            ));
+            )));
         }
         Ok(())
     }

@@ -307,6 +307,10 @@ mod tests {
     use host_state::protocol::HostReport;
     use patch_format::Personality;
 
+    pub(super) fn report_for_test(instance: &str, install_done: u64) -> HostReport {
+        report(instance, install_done)
+    }
+
     fn report(instance: &str, install_done: u64) -> HostReport {
         HostReport {
             hostname: "compute-0".into(),
@@ -359,5 +363,26 @@ mod tests {
         // A restart after the order finished sends nothing.
         reg.report(report("c", seq), seq);
         assert_eq!(reg.take_order("compute-0"), None);
+    }
+}
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    #[test]
+    fn reload_after_lock_and_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        let r = super::tests::report_for_test("a", 0);
+        reg.report(r, 0);
+        reg.set_admin("compute-0", AdminState::Locked);
+        reg.order_install("compute-0", false);
+        reg.take_order("compute-0");
+        reg.order_reboot("compute-0");
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            eprintln!("{} {}", p.display(), std::fs::read_to_string(&p).unwrap());
+        }
+        let reg = HostRegistry::load(dir.path()).unwrap();
+        assert_eq!(reg.hosts.len(), 1);
     }
 }

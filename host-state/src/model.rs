@@ -125,6 +125,7 @@ pub struct HostFacts {
     /// Seconds since the epoch of the last report.
     pub last_report: u64,
     /// Installed packages.
+    #[serde(with = "installed_as_list")]
     pub installed: BTreeMap<PackageKey, InstalledPackage>,
 }
 
@@ -132,5 +133,65 @@ impl HostFacts {
     /// Whether the host is locked.
     pub fn is_locked(&self) -> bool {
         self.admin == AdminState::Locked
+    }
+}
+
+/// JSON object keys must be strings, so the installed map is stored as the list of its
+/// values (each carries its own name and architecture).
+mod installed_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{InstalledPackage, PackageKey};
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<PackageKey, InstalledPackage>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.values())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<PackageKey, InstalledPackage>, D::Error> {
+        let list = Vec::<InstalledPackage>::deserialize(deserializer)?;
+        Ok(list
+            .into_iter()
+            .map(|p| ((p.name.clone(), p.arch.clone()), p))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_facts_with_packages_round_trip_through_json() {
+        let pkg = InstalledPackage {
+            name: "sysinv".into(),
+            arch: "x86_64".into(),
+            evr: Evr::parse("1.0-230").unwrap(),
+            patch: Some("P1".into()),
+            reboot_required: true,
+        };
+        let facts = HostFacts {
+            hostname: "compute-0".into(),
+            ip: "10.0.0.5".into(),
+            personality: Personality::Worker,
+            subfunctions: vec!["worker".into()],
+            sw_version: "19.01".into(),
+            admin: AdminState::Locked,
+            oper: OperState::Disabled,
+            availability: Availability::Online,
+            install_state: InstallState::Idle,
+            reboot_pending: true,
+            boot_id: "b".into(),
+            last_report: 7,
+            installed: BTreeMap::from([(("sysinv".into(), "x86_64".into()), pkg)]),
+        };
+        let json = serde_json::to_string(&facts).unwrap();
+        assert_eq!(serde_json::from_str::<HostFacts>(&json).unwrap(), facts);
     }
 }

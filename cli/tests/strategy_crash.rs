@@ -1,0 +1,120 @@
+//! SIGKILL the controller at random moments while a strategy applies a reboot-required patch
+//! to six real agents: after each restart the strategy resumes, and it ends `applied` with
+//! every host installed exactly once and none left locked.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::Site;
+use patch_format::testing::TestRpm;
+use serde_json::Value;
+
+const HOSTS: &[(&str, &str)] = &[
+    ("controller-0", "controller"),
+    ("controller-1", "controller"),
+    ("storage-0", "storage"),
+    ("storage-1", "storage"),
+    ("compute-0", "worker"),
+    ("compute-1", "worker"),
+];
+
+// Serial everywhere and a 3 s settle per stage: the apply lasts long enough for 20 kills.
+const TIMING: &str = "strategy_audit_ms = 100
+[strategy_timing]
+swact_settle = 0
+lock_no_disable_wait = 0
+stabilize_after_install = 3
+stabilize_in_service = 1
+stabilize_final = 1
+reboot_settle = 0
+alarms_first_query = 0
+data_sync_first_query = 0
+";
+
+fn strategy(site: &Site) -> Option<Value> {
+    let out = site.run(
+        "sw-manager",
+        &["patch-strategy", "show", "--format", "json"],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+#[test]
+fn sigkill_during_apply_resumes_and_finishes() {
+    let mut site = Site::with_toml(TIMING, &[]);
+    for (host, personality) in HOSTS {
+        site.start_agent(host, personality);
+    }
+    site.wait_for("all hosts reporting and current", |s| {
+        let hosts = s.hosts();
+        hosts.len() == HOSTS.len() && hosts.iter().all(|h| h["patch_current"] == true)
+    });
+    let rpm =
+        TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n");
+    let patch = site.patch("RR_CRASH", true, &[rpm], &[]);
+    site.ok(&["upload", patch.to_str().unwrap()]);
+    site.ok(&["apply", "RR_CRASH"]);
+    site.wait_for("hosts settled on the applied patch", |s| {
+        s.hosts()
+            .iter()
+            .all(|h| h["interim_state"] == false && h["patch_current"] == false)
+    });
+    let create = site.run("sw-manager", &["patch-strategy", "create", "--wait"]);
+    assert!(create.status.success());
+    let apply = site.run("sw-manager", &["patch-strategy", "apply"]);
+    assert!(apply.status.success());
+
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("strategy crash test seed {seed}");
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let start = Instant::now();
+    let mut kills = 0;
+    let last = loop {
+        std::thread::sleep(Duration::from_millis(150 + rand(850)));
+        let s = strategy(&site).expect("the strategy API answers");
+        let state = s["state"].as_str().unwrap_or("").to_owned();
+        if state != "applying" {
+            break s;
+        }
+        site.restart_controller();
+        kills += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no end after {kills} kills: {s:#}"
+        );
+    };
+    let s = &last;
+    eprintln!("{kills} kills during the apply");
+    assert_eq!(s["state"], "applied", "{s:#}");
+    assert!(kills >= 20, "only {kills} kills landed during the apply");
+    for h in site.hosts() {
+        assert_eq!(h["patch_current"], true, "{h}");
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+        assert_eq!(h["requires_reboot"], false, "{h}");
+    }
+    // One install order per host: none was installed twice.
+    for (host, _) in HOSTS {
+        let entry: Value = serde_json::from_slice(
+            &std::fs::read(site.path(&format!("state/hosts/{host}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(entry["install_seq"], 1, "{host}: {entry}");
+        assert_eq!(
+            std::fs::read_to_string(site.root(host).join("usr/lib/sysinv/api.py")).unwrap(),
+            "VERSION = 231\n"
+        );
+    }
+}
