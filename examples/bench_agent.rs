@@ -244,6 +244,7 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
             heartbeat: Duration::from_secs(1),
             reboot_command: None,
             use_rpm_tool: false,
+            workload_hook: None,
         })?);
         tasks.push(runtime.spawn(agent.run(rx.clone())));
     }

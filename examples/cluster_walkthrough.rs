@@ -69,6 +69,7 @@ fn run_agent(args: &[String]) -> Result<()> {
         heartbeat: Duration::from_secs(1),
         reboot_command: None,
         use_rpm_tool: false,
+        workload_hook: None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub reboot_command: Option<String>,
     /// Use the system's `rpm` tool instead of the builtin installer.
     pub use_rpm_tool: bool,
+    /// The workload hook (none: the host runs no workloads the strategy must handle).
+    pub workload_hook: Option<String>,
 }
 
 /// What the agent persists across restarts.
@@ -56,6 +58,9 @@ struct AgentState {
     last_error: Option<String>,
     /// Set while an install runs: found set after a restart, the install was interrupted.
     installing: bool,
+    /// The workload hook disabled this host's compute services.
+    #[serde(default)]
+    services_disabled: bool,
     /// The install order being worked on (recorded as soon as it arrives).
     #[serde(default)]
     in_progress: u64,
@@ -70,6 +75,8 @@ pub struct Agent {
     installer: Arc<std::sync::Mutex<Installer>>,
     state: Mutex<AgentState>,
     controller: Mutex<usize>,
+    /// The workloads the hook listed last (kept when a listing fails).
+    workloads: Mutex<Vec<host_state::protocol::Workload>>,
 }
 
 /// Why the agent stopped.
@@ -173,6 +180,7 @@ impl Agent {
             installer: Arc::new(std::sync::Mutex::new(installer)),
             state: Mutex::new(state),
             controller: Mutex::new(0),
+            workloads: Mutex::new(Vec::new()),
             config,
         };
         Ok(agent)
@@ -264,6 +272,17 @@ impl Agent {
 
     /// Sends a report; returns the controller's reply.
     pub async fn report(&self, op_counter: u64) -> Result<ReportReply, String> {
+        let workloads = match &self.config.workload_hook {
+            None => Vec::new(),
+            Some(hook) => {
+                let mut last = self.workloads.lock().await;
+                match crate::workloads::list(hook).await {
+                    Ok(list) => *last = list,
+                    Err(e) => tracing::warn!("{e}; reporting the last list"),
+                }
+                last.clone()
+            }
+        };
         let state = self.state.lock().await.clone();
         let report = HostReport {
             hostname: self.config.hostname.clone(),
@@ -279,6 +298,9 @@ impl Agent {
             op_counter,
             install_done: state.install_done,
             instance: self.instance.clone(),
+            workloads,
+            workload_actions: self.config.workload_hook.is_some(),
+            services_disabled: state.services_disabled,
         };
         let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
         let response = self
@@ -348,6 +370,7 @@ impl Agent {
                     self.install(force, locked, seq).await;
                 }
                 Ok(AgentOrder::Reboot) => self.reboot().await,
+                Ok(AgentOrder::Workload { verb, target }) => self.workload(verb, &target).await,
                 Err(e) => {
                     tracing::warn!("order poll failed: {e}");
                     tokio::select! {
@@ -356,6 +379,34 @@ impl Agent {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs a workload order through the hook; the next report shows the outcome.
+    async fn workload(&self, verb: host_state::protocol::WorkloadVerb, target: &str) {
+        use host_state::protocol::WorkloadVerb;
+        let Some(hook) = &self.config.workload_hook else {
+            tracing::warn!(
+                "workload order {} {target} but no workload hook is configured",
+                verb.as_str()
+            );
+            return;
+        };
+        match crate::workloads::act(hook, verb, target).await {
+            Ok(()) => {
+                tracing::info!("workload hook: {} {target} done", verb.as_str());
+                let disabled = match verb {
+                    WorkloadVerb::DisableServices => Some(true),
+                    WorkloadVerb::EnableServices => Some(false),
+                    _ => None,
+                };
+                if let Some(disabled) = disabled {
+                    let mut state = self.state.lock().await;
+                    state.services_disabled = disabled;
+                    self.save(&state);
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
         }
     }
 

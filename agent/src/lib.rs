@@ -12,6 +12,7 @@ mod daemon;
 mod error;
 mod installer;
 mod rpm_tool;
+mod workloads;
 
 pub use builtin::{BuiltinInstaller, InstalledRecord, Recovery, Transaction, TransactionPackage};
 pub use daemon::{Agent, AgentConfig, AgentError, subfunctions};

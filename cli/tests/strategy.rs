@@ -428,3 +428,88 @@ fn the_error_budget_lets_the_other_stages_finish() {
         assert_eq!(h["patch_current"], expected, "{h}");
     }
 }
+
+/// A workload hook over files: `<dir>/vms/<name>` holds `running` or `stopped`; every action
+/// is appended to `<dir>/log`.
+const HOOK: &str = r#"dir="$1"; verb="$2"; target="$3"
+case "$verb" in
+  list)
+    printf '['; sep=''
+    for f in "$dir"/vms/*; do
+      [ -e "$f" ] || continue
+      name=$(basename "$f"); locked=false
+      [ "$(cat "$f")" = stopped ] && locked=true
+      printf '%s{"name":"%s","uuid":"uuid-%s","locked":%s}' "$sep" "$name" "$name" "$locked"
+      sep=','
+    done
+    printf ']\n';;
+  stop) echo stopped > "$dir/vms/$target"; echo "stop $target" >> "$dir/log";;
+  start) echo running > "$dir/vms/$target"; echo "start $target" >> "$dir/log";;
+  *) echo "unexpected $verb" >> "$dir/log"; exit 1;;
+esac
+"#;
+
+#[test]
+fn workloads_are_stopped_before_the_lock_and_started_after() {
+    let mut site = Site::with_toml(FAST, &[]);
+    std::fs::write(site.path("hook.sh"), HOOK).unwrap();
+    let wl = site.path("workloads-compute-1");
+    std::fs::create_dir_all(wl.join("vms")).unwrap();
+    std::fs::write(wl.join("vms/db-1"), "running\n").unwrap();
+    let hook = format!("sh {} {}", site.path("hook.sh").display(), wl.display());
+    for (host, personality) in HOSTS {
+        if *host == "compute-1" {
+            site.start_agent_with(host, personality, &["--workload-hook", &hook]);
+        } else {
+            site.start_agent(host, personality);
+        }
+    }
+    site.wait_for("all hosts reporting and current", |s| {
+        let hosts = s.hosts();
+        hosts.len() == HOSTS.len() && hosts.iter().all(|h| h["patch_current"] == true)
+    });
+    apply_patch(&site, "RR_0004", true, &[]);
+    manager(&site, &["patch-strategy", "create", "--wait"]);
+    let s = strategy(&site);
+    let stage = s["apply-phase"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["steps"][3]["entity-names"][0] == "compute-1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no compute-1 stage: {s:#}"));
+    let names: Vec<&str> = stage["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["step-name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "query-alarms",
+            "stop-instances",
+            "lock-hosts",
+            "sw-patch-hosts",
+            "system-stabilize",
+            "unlock-hosts",
+            "start-instances",
+            "wait-alarms-clear"
+        ]
+    );
+    assert_eq!(stage["steps"][1]["entity-names"][0], "db-1");
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(wl.join("log")).unwrap(),
+        "stop db-1\nstart db-1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(wl.join("vms/db-1")).unwrap(),
+        "running\n"
+    );
+    assert_all_patched_and_unlocked(&site);
+}

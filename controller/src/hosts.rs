@@ -1,10 +1,10 @@
 //! The host registry: what each agent last reported, its administrative state and pending
 //! order, persisted under `<state>/hosts/` so a controller restart keeps the inventory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use host_state::protocol::{AgentOrder, HostReport};
+use host_state::protocol::{AgentOrder, HostReport, Workload, WorkloadVerb};
 use host_state::{AdminState, Availability, HostFacts, InstallState, OperState};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,21 @@ pub(crate) struct HostEntry {
     /// disabled-offline meanwhile (so an unlock completes only once the host is back).
     #[serde(default)]
     pub(crate) rebooting: bool,
+    /// Workloads the host's hook lists.
+    #[serde(default)]
+    pub(crate) workloads: Vec<Workload>,
+    /// The host has a workload hook.
+    #[serde(default)]
+    pub(crate) workload_actions: bool,
+    /// Its compute services are disabled.
+    #[serde(default)]
+    pub(crate) services_disabled: bool,
+    /// Workload orders not yet fetched, after any pending install or reboot.
+    #[serde(default)]
+    pub(crate) workload_orders: VecDeque<AgentOrder>,
+    /// The workload order the agent is running (it reports when done).
+    #[serde(default)]
+    pub(crate) workload_in_flight: Option<AgentOrder>,
 }
 
 /// Operational state and availability for an administrative state.
@@ -147,6 +162,10 @@ impl HostRegistry {
                 pending = in_flight.take();
             }
         }
+        // The agent reports only after finishing the workload order it fetched.
+        let workload_orders = existing
+            .map(|h| h.workload_orders.clone())
+            .unwrap_or_default();
         let rebooted = !boot_id.is_empty() && boot_id != report.boot_id;
         // Still rebooting until a new boot reports (or the order was never taken: the
         // agent's own restart also counts, as it reboots by restarting).
@@ -176,6 +195,10 @@ impl HostRegistry {
                 || h.pending != pending
                 || h.in_flight != in_flight
                 || h.rebooting != rebooting
+                || h.workloads != report.workloads
+                || h.workload_actions != report.workload_actions
+                || h.services_disabled != report.services_disabled
+                || h.workload_in_flight.is_some()
         }) || rebooted;
         let entry = HostEntry {
             facts,
@@ -187,6 +210,11 @@ impl HostRegistry {
             instance: report.instance.clone(),
             in_flight,
             rebooting,
+            workloads: report.workloads,
+            workload_actions: report.workload_actions,
+            services_disabled: report.services_disabled,
+            workload_orders,
+            workload_in_flight: None,
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {
@@ -217,6 +245,30 @@ impl HostRegistry {
         Some(seq)
     }
 
+    /// Queues a workload order unless the same one is queued or running; returns whether
+    /// it was queued.
+    pub(crate) fn order_workload(
+        &mut self,
+        hostname: &str,
+        verb: WorkloadVerb,
+        target: &str,
+    ) -> bool {
+        let Some(host) = self.hosts.get_mut(hostname) else {
+            return false;
+        };
+        let order = AgentOrder::Workload {
+            verb,
+            target: target.to_owned(),
+        };
+        if host.workload_orders.contains(&order) || host.workload_in_flight.as_ref() == Some(&order)
+        {
+            return false;
+        }
+        host.workload_orders.push_back(order);
+        self.persist(hostname);
+        true
+    }
+
     /// Queues a reboot.
     pub(crate) fn order_reboot(&mut self, hostname: &str) {
         if let Some(host) = self.hosts.get_mut(hostname) {
@@ -232,10 +284,20 @@ impl HostRegistry {
         let host = self.hosts.get_mut(hostname)?;
         let locked = host.facts.admin == AdminState::Locked;
         // The lock state travels with the order: the agent's last report may predate a lock.
-        let order = host.pending.take().map(|order| match order {
-            AgentOrder::Install { force, seq, .. } => AgentOrder::Install { force, seq, locked },
-            other => other,
-        });
+        let order = host
+            .pending
+            .take()
+            .map(|order| match order {
+                AgentOrder::Install { force, seq, .. } => {
+                    AgentOrder::Install { force, seq, locked }
+                }
+                other => other,
+            })
+            .or_else(|| {
+                let order = host.workload_orders.pop_front()?;
+                host.workload_in_flight = Some(order.clone());
+                Some(order)
+            });
         if let Some(order @ AgentOrder::Install { .. }) = &order {
             host.in_flight = Some(order.clone());
         }
@@ -326,6 +388,9 @@ mod tests {
             op_counter: 0,
             install_done,
             instance: instance.into(),
+            workloads: Vec::new(),
+            workload_actions: false,
+            services_disabled: false,
         }
     }
 
@@ -368,6 +433,8 @@ mod tests {
 #[cfg(test)]
 mod reload_tests {
     use super::*;
+
+    /// The registry reloads after locks, orders and reboots (a restart keeps every host).
     #[test]
     fn reload_after_lock_and_orders() {
         let dir = tempfile::tempdir().unwrap();
@@ -378,10 +445,6 @@ mod reload_tests {
         reg.order_install("compute-0", false);
         reg.take_order("compute-0");
         reg.order_reboot("compute-0");
-        for e in std::fs::read_dir(dir.path()).unwrap() {
-            let p = e.unwrap().path();
-            eprintln!("{} {}", p.display(), std::fs::read_to_string(&p).unwrap());
-        }
         let reg = HostRegistry::load(dir.path()).unwrap();
         assert_eq!(reg.hosts.len(), 1);
     }

@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use host_state::protocol::WorkloadVerb;
 use host_state::{AdminState, InstallState};
 use orchestrator::{
-    Alarm, Cluster, Instance, InstanceOp, InventoryHost, PatchHost, StepResult, Strategy,
-    StrategyState,
+    Alarm, Cluster, Instance, InstanceOp, InventoryHost, PatchHost, ServerGroup, StepResult,
+    Strategy, StrategyState,
 };
 
 use crate::alarms::{self, AlarmError};
@@ -233,7 +234,7 @@ impl Cluster for AppCluster<'_> {
                 admin: h.facts.admin,
                 oper: h.facts.oper,
                 availability: h.facts.availability,
-                openstack_compute: false,
+                openstack_compute: h.workload_actions,
                 openstack_control: false,
                 replication_group: None,
                 aggregates: Vec::new(),
@@ -268,8 +269,28 @@ impl Cluster for AppCluster<'_> {
     }
 
     fn instances(&self) -> Result<Vec<Instance>, String> {
-        // Hosts do not report workloads yet: no instance steps are planned.
-        Ok(Vec::new())
+        Ok(self
+            .0
+            .snapshot()
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.workloads.iter().map(|w| Instance {
+                    name: w.name.clone(),
+                    uuid: w.uuid.clone(),
+                    host: h.facts.hostname.clone(),
+                    locked: w.locked,
+                    groups: w
+                        .groups
+                        .iter()
+                        .map(|g| ServerGroup {
+                            name: g.name.clone(),
+                            policies: g.policies.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect())
     }
 
     fn local_controller(&self) -> Option<String> {
@@ -319,16 +340,66 @@ impl Cluster for AppCluster<'_> {
         ))
     }
 
-    fn instance_action(&self, op: InstanceOp, instance: &str) -> Result<bool, String> {
-        Err(format!(
-            "cannot {op:?} instance {instance}: no instance manager is configured"
-        ))
+    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String> {
+        let snapshot = self.0.snapshot();
+        let now = snapshot.hosts.iter().find_map(|h| {
+            h.workloads
+                .iter()
+                .find(|w| w.name == instance.name)
+                .map(|w| (h.facts.hostname.as_str(), w.locked))
+        });
+        let (host, locked) = match (op, now) {
+            // Gone from the host it was on: migrated.
+            (InstanceOp::Migrate, None) => return Ok(true),
+            (InstanceOp::Migrate, Some((host, _))) if host != instance.host => return Ok(true),
+            (_, None) => return Err(format!("instance {} no longer exists", instance.name)),
+            (_, Some((host, _))) if host != instance.host => {
+                return Err(format!(
+                    "instance {} has moved from {} to {host} after strategy created",
+                    instance.name, instance.host
+                ));
+            }
+            (_, Some(found)) => found,
+        };
+        let verb = match op {
+            InstanceOp::Stop if locked => return Ok(true),
+            InstanceOp::Start if !locked => return Ok(true),
+            InstanceOp::Stop => WorkloadVerb::Stop,
+            InstanceOp::Start => WorkloadVerb::Start,
+            InstanceOp::Migrate => WorkloadVerb::Migrate,
+        };
+        let host = host.to_owned();
+        if self
+            .0
+            .with_hosts(|hosts| (hosts.order_workload(&host, verb, &instance.name), false))
+        {
+            self.0.orders.notify_waiters();
+        }
+        Ok(false)
     }
 
     fn host_services(&self, host: &str, enable: bool) -> Result<bool, String> {
-        let what = if enable { "enable" } else { "disable" };
-        Err(format!(
-            "cannot {what} services on {host}: no compute service manager is configured"
-        ))
+        let snapshot = self.0.snapshot();
+        let Some(view) = snapshot.hosts.iter().find(|h| h.facts.hostname == host) else {
+            return Err("host no longer exists".into());
+        };
+        if !view.workload_actions {
+            return Err(format!("host {host} has no workload hook"));
+        }
+        if view.services_disabled != enable {
+            return Ok(true);
+        }
+        let verb = if enable {
+            WorkloadVerb::EnableServices
+        } else {
+            WorkloadVerb::DisableServices
+        };
+        if self
+            .0
+            .with_hosts(|hosts| (hosts.order_workload(host, verb, host), false))
+        {
+            self.0.orders.notify_waiters();
+        }
+        Ok(false)
     }
 }

@@ -56,6 +56,9 @@ pub(crate) struct HostView {
     pub(crate) install_state: host_state::InstallState,
     pub(crate) last_error: Option<String>,
     pub(crate) interim: bool,
+    pub(crate) workloads: Vec<host_state::protocol::Workload>,
+    pub(crate) workload_actions: bool,
+    pub(crate) services_disabled: bool,
 }
 
 impl HostView {
@@ -183,6 +186,9 @@ impl App {
                     install_state: entry.effective_install_state(),
                     last_error: entry.last_error.clone(),
                     interim: interim.values().any(|h| h.contains(&entry.facts.hostname)),
+                    workloads: entry.workloads.clone(),
+                    workload_actions: entry.workload_actions,
+                    services_disabled: entry.services_disabled,
                     facts: entry.facts.clone(),
                 }
             })

@@ -40,6 +40,72 @@ pub struct HostReport {
     /// Random identifier of this agent process: a new one means the agent restarted.
     #[serde(default)]
     pub instance: String,
+    /// The workloads on the host, from its workload hook (none without one).
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+    /// The host can act on workloads (its workload hook is configured).
+    #[serde(default)]
+    pub workload_actions: bool,
+    /// The host's compute services are disabled (no workloads scheduled onto it).
+    #[serde(default)]
+    pub services_disabled: bool,
+}
+
+/// A workload (instance) on a host, as the host's workload hook lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Name.
+    pub name: String,
+    /// UUID (or any stable identifier).
+    #[serde(default)]
+    pub uuid: String,
+    /// Stopped.
+    #[serde(default)]
+    pub locked: bool,
+    /// Server groups it belongs to.
+    #[serde(default)]
+    pub groups: Vec<WorkloadGroup>,
+}
+
+/// A server group of a workload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadGroup {
+    /// Name.
+    pub name: String,
+    /// Policies, e.g. `anti-affinity`.
+    #[serde(default)]
+    pub policies: Vec<String>,
+}
+
+/// What a workload order asks the host's hook to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadVerb {
+    /// Stop a workload.
+    Stop,
+    /// Start it.
+    Start,
+    /// Move it to another host.
+    Migrate,
+    /// Stop scheduling workloads onto this host.
+    DisableServices,
+    /// Undo that.
+    EnableServices,
+}
+
+impl WorkloadVerb {
+    /// The hook's first argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadVerb::Stop => "stop",
+            WorkloadVerb::Start => "start",
+            WorkloadVerb::Migrate => "migrate",
+            WorkloadVerb::DisableServices => "disable-services",
+            WorkloadVerb::EnableServices => "enable-services",
+        }
+    }
 }
 
 /// The controller's answer to a report.
@@ -69,4 +135,11 @@ pub enum AgentOrder {
     },
     /// Reboot (after an unlock with reboot-required changes installed).
     Reboot,
+    /// Run the workload hook: `<hook> <verb> <target>` (target: a workload, or the host).
+    Workload {
+        /// What to do.
+        verb: WorkloadVerb,
+        /// The workload's name (the host's name for the services verbs).
+        target: String,
+    },
 }

@@ -2,7 +2,7 @@
 //! status, alarms, instances) and the operator's options to the apply stages, or the
 //! original's refusal (reference §2–§3).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use host_state::{AdminState, Availability, OperState};
 use serde::{Deserialize, Serialize};
@@ -323,7 +323,25 @@ pub fn plan(collected: &Collected, ctx: &PlanContext<'_>) -> Result<Vec<Stage>, 
         }
     }
 
-    let planner = Planner { collected, ctx };
+    let mut instances_by_host: HashMap<&str, Vec<&Instance>> = HashMap::new();
+    for i in &collected.instances {
+        instances_by_host
+            .entry(i.host.as_str())
+            .or_default()
+            .push(i);
+    }
+    let mut aggregate_sizes: HashMap<&str, usize> = HashMap::new();
+    for h in &collected.inventory {
+        for a in &h.aggregates {
+            *aggregate_sizes.entry(a.as_str()).or_default() += 1;
+        }
+    }
+    let planner = Planner {
+        collected,
+        ctx,
+        instances_by_host,
+        aggregate_sizes,
+    };
     let mut stages = Vec::new();
     for class in ["controller", "storage", "swift", "worker"] {
         for reboot in [false, true] {
@@ -350,6 +368,17 @@ pub fn plan(collected: &Collected, ctx: &PlanContext<'_>) -> Result<Vec<Stage>, 
 struct Planner<'a> {
     collected: &'a Collected,
     ctx: &'a PlanContext<'a>,
+    /// Indexes, so that planning 10,000 hosts stays linear.
+    instances_by_host: HashMap<&'a str, Vec<&'a Instance>>,
+    aggregate_sizes: HashMap<&'a str, usize>,
+}
+
+/// A parallel worker stage being packed: its hosts, their anti-affinity groups and how many
+/// of them each aggregate has.
+struct Bucket<'a> {
+    hosts: Vec<&'a InventoryHost>,
+    groups: HashSet<&'a str>,
+    aggregates: HashMap<&'a str, usize>,
 }
 
 fn names(hosts: &[&InventoryHost]) -> Vec<(String, String)> {
@@ -549,26 +578,25 @@ impl Planner<'_> {
         Stage::new(name, steps)
     }
 
-    fn instances_on(&self, host: &str) -> impl Iterator<Item = &Instance> {
-        self.collected
-            .instances
-            .iter()
-            .filter(move |i| i.host == host)
+    fn instances_on(&self, host: &str) -> impl Iterator<Item = &'_ Instance> {
+        self.instances_by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
-    fn anti_affinity_conflict(&self, host: &str, peer: &str) -> bool {
-        let groups = |h: &str| -> BTreeSet<String> {
-            self.instances_on(h)
-                .flat_map(|i| i.groups.iter())
-                .filter(|g| {
-                    g.policies
-                        .iter()
-                        .any(|p| p == "anti-affinity" || p == "anti-affinity-best-effort")
-                })
-                .map(|g| g.name.clone())
-                .collect()
-        };
-        !groups(host).is_disjoint(&groups(peer))
+    /// The anti-affinity server groups of the instances on a host.
+    fn anti_affinity_groups(&self, host: &str) -> HashSet<&str> {
+        self.instances_on(host)
+            .flat_map(|i| i.groups.iter())
+            .filter(|g| {
+                g.policies
+                    .iter()
+                    .any(|p| p == "anti-affinity" || p == "anti-affinity-best-effort")
+            })
+            .map(|g| g.name.as_str())
+            .collect()
     }
 
     fn workers(
@@ -629,42 +657,47 @@ impl Planner<'_> {
             let bucket = lists.len();
             lists.push(Vec::new());
             let ratio = (max as f64 / hosts.len().max(1) as f64).min(0.5);
-            let aggregate_size = |name: &str| {
-                self.collected
-                    .inventory
-                    .iter()
-                    .filter(|h| h.aggregates.iter().any(|a| a == name))
-                    .count()
-            };
             let aggregate_limit = |name: &str| {
-                let size = aggregate_size(name);
+                let size = self.aggregate_sizes.get(name).copied().unwrap_or(0);
                 if size <= 1 {
                     1
                 } else {
                     ((size as f64 * ratio) as usize).max(1)
                 }
             };
-            let first_fit_start = lists.len();
+            let mut buckets: Vec<Bucket> = Vec::new();
             for &host in &others {
                 if !reboot || !has_instances(host) {
                     lists[bucket].push(host);
                     continue;
                 }
-                let fits = |list: &Vec<&InventoryHost>| {
-                    list.len() < max
-                        && !list
-                            .iter()
-                            .any(|p| self.anti_affinity_conflict(&host.name, &p.name))
+                let groups = self.anti_affinity_groups(&host.name);
+                let fits = |b: &Bucket| {
+                    b.hosts.len() < max
+                        && groups.is_disjoint(&b.groups)
                         && host.aggregates.iter().all(|a| {
-                            list.iter().filter(|p| p.aggregates.contains(a)).count()
-                                < aggregate_limit(a)
+                            b.aggregates.get(a.as_str()).copied().unwrap_or(0) < aggregate_limit(a)
                         })
                 };
-                match lists[first_fit_start..].iter_mut().find(|l| fits(l)) {
-                    Some(list) => list.push(host),
-                    None => lists.push(vec![host]),
+                let index = match buckets.iter().position(fits) {
+                    Some(i) => i,
+                    None => {
+                        buckets.push(Bucket {
+                            hosts: Vec::new(),
+                            groups: HashSet::new(),
+                            aggregates: HashMap::new(),
+                        });
+                        buckets.len() - 1
+                    }
+                };
+                let b = &mut buckets[index];
+                b.hosts.push(host);
+                b.groups.extend(groups);
+                for a in &host.aggregates {
+                    *b.aggregates.entry(a.as_str()).or_default() += 1;
                 }
             }
+            lists.extend(buckets.into_iter().map(|b| b.hosts));
             lists = lists
                 .into_iter()
                 .filter(|l| !l.is_empty())

@@ -40,8 +40,10 @@ pub trait Cluster {
     fn install(&self, host: &str) -> Result<(), String>;
     /// Move the active controller role away from a host.
     fn swact(&self, host: &str) -> Result<(), String>;
-    /// Act on an instance; `Ok(true)` once it reached the target state.
-    fn instance_action(&self, op: InstanceOp, instance: &str) -> Result<bool, String>;
+    /// Act on an instance (as the build found it: name and host); `Ok(true)` once it reached
+    /// the target state. An instance that moved since the build is an error for stop and
+    /// start (`instance X has moved from A to B after strategy created`).
+    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String>;
     /// Disable or enable a host's compute services; `Ok(true)` once done.
     fn host_services(&self, host: &str, enable: bool) -> Result<bool, String>;
 }

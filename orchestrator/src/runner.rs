@@ -930,7 +930,18 @@ impl Strategy {
     fn poll_instances(&mut self, step: &mut Step, cluster: &dyn Cluster, op: InstanceOp) -> Poll {
         let mut done = true;
         for name in &step.entity_names {
-            match cluster.instance_action(op, name) {
+            // The instance as the build found it (its host then).
+            let Some(instance) = self
+                .collected
+                .as_ref()
+                .and_then(|c| c.instances.iter().find(|i| &i.name == name))
+            else {
+                return Poll::Done(
+                    StepResult::Failed,
+                    format!("instance {name} no longer exists"),
+                );
+            };
+            match cluster.instance_action(op, instance) {
                 Ok(true) => {}
                 Ok(false) => done = false,
                 Err(reason) => return Poll::Done(StepResult::Failed, reason),

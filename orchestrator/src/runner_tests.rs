@@ -33,6 +33,7 @@ struct State {
     hosts: Vec<FakeHost>,
     alarms: Vec<Alarm>,
     locks: BTreeMap<String, u32>,
+    instances: Vec<Instance>,
 }
 
 #[derive(Default)]
@@ -179,7 +180,7 @@ impl Cluster for Fake {
     }
 
     fn instances(&self) -> Result<Vec<Instance>, String> {
-        Ok(vec![])
+        Ok(self.0.borrow().instances.clone())
     }
 
     fn local_controller(&self) -> Option<String> {
@@ -230,8 +231,22 @@ impl Cluster for Fake {
         Err("no standby controller".into())
     }
 
-    fn instance_action(&self, _op: InstanceOp, _instance: &str) -> Result<bool, String> {
-        Ok(true)
+    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String> {
+        let mut s = self.0.borrow_mut();
+        let vm = s
+            .instances
+            .iter_mut()
+            .find(|i| i.name == instance.name)
+            .ok_or(format!("instance {} no longer exists", instance.name))?;
+        Ok(match op {
+            InstanceOp::Stop => std::mem::replace(&mut vm.locked, true),
+            InstanceOp::Start => !std::mem::replace(&mut vm.locked, false),
+            InstanceOp::Migrate => {
+                let moved = vm.host != instance.host;
+                vm.host = "elsewhere".into();
+                moved
+            }
+        })
     }
 
     fn host_services(&self, _host: &str, _enable: bool) -> Result<bool, String> {
@@ -647,4 +662,51 @@ fn worker_apply_type_ignore_with_parallel_controllers_refuses() {
         run.strategy.build_phase.reason,
         "parallel apply type not allowed for controllers"
     );
+}
+
+#[test]
+fn stop_start_instances_around_the_lock() {
+    let fake = Fake::new(CLUSTER, true);
+    fake.0.borrow_mut().instances = vec![Instance {
+        name: "vm-1".into(),
+        uuid: "u".into(),
+        host: "worker-1".into(),
+        locked: false,
+        groups: vec![],
+    }];
+    let mut run = Run::new(fake, StrategyOptions::default()).built();
+    run.strategy.apply(None, run.now_ms).unwrap();
+    run.until_idle();
+    let s = &run.strategy;
+    assert_eq!(s.state, StrategyState::Applied);
+    let names: Vec<&str> = s.apply_phase.stages[3]
+        .steps
+        .iter()
+        .map(|x| x.name())
+        .collect();
+    assert!(names.contains(&"stop-instances") && names.contains(&"start-instances"));
+    assert!(!run.fake.0.borrow().instances[0].locked, "started again");
+}
+
+#[test]
+fn an_instance_gone_since_the_build_fails_its_step() {
+    let fake = Fake::new(CLUSTER, true);
+    fake.0.borrow_mut().instances = vec![Instance {
+        name: "vm-1".into(),
+        uuid: "u".into(),
+        host: "worker-1".into(),
+        locked: false,
+        groups: vec![],
+    }];
+    let mut run = Run::new(fake, StrategyOptions::default()).built();
+    run.fake.0.borrow_mut().instances.clear();
+    run.strategy.apply(None, run.now_ms).unwrap();
+    run.until_idle();
+    // The abort's start-instances cannot start it either: abort-failed, as the original.
+    assert_eq!(run.strategy.state, StrategyState::AbortFailed);
+    assert_eq!(
+        run.strategy.apply_phase.reason,
+        "instance vm-1 no longer exists"
+    );
+    assert!(run.fake.locked().is_empty());
 }

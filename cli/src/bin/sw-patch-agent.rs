@@ -53,6 +53,10 @@ struct Args {
     /// Command that reboots the host (used when --root is /)
     #[arg(long)]
     reboot_command: Option<String>,
+    /// Workload hook: `HOOK list` prints the host's workloads as JSON; `HOOK stop|start|migrate
+    /// NAME` and `HOOK disable-services|enable-services HOST` act (exit 0: done)
+    #[arg(long, value_name = "COMMAND")]
+    workload_hook: Option<String>,
     /// Boot-time install: bring the host to its desired packages once, then exit
     #[arg(long)]
     install_local: bool,
@@ -74,6 +78,7 @@ struct FileConfig {
     ip: Option<String>,
     heartbeat: Option<u64>,
     reboot_command: Option<String>,
+    workload_hook: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -154,6 +159,7 @@ fn main() -> ExitCode {
             heartbeat: Duration::from_secs(args.heartbeat.or(file.heartbeat).unwrap_or(10).max(1)),
             reboot_command: args.reboot_command.clone().or(file.reboot_command.clone()),
             use_rpm_tool: installer == "rpm",
+            workload_hook: args.workload_hook.clone().or(file.workload_hook.clone()),
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(async {
