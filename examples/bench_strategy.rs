@@ -69,6 +69,12 @@ fn main() -> Result<()> {
         run.actual / run.ideal
     );
     println!(
+        "| the same apply: wall time vs the sum of its stages' own durations (time between stages) | {:.1} s | {:.1} s | {:.3}× | ≤ 1.05× |",
+        run.actual,
+        run.stage_sum,
+        run.actual / run.stage_sum
+    );
+    println!(
         "| controller peak RSS during that rollout | {:.1} MiB | | | ≤ 200 MiB |",
         run.peak_rss_mib
     );
@@ -173,6 +179,8 @@ fn plan_time(hosts: usize) -> Result<(f64, usize)> {
 struct Rollout {
     stages: usize,
     actual: f64,
+    /// Sum of the stages' own durations (the rest of the wall time is between stages).
+    stage_sum: f64,
     ideal: f64,
     host_work: f64,
     peak_rss_mib: f64,
@@ -344,6 +352,8 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
         .error_for_status()?;
     let mut stage_started = vec![None; total];
     let mut stage_ended = vec![None; total];
+    // Per stage, per step: when it was first seen finished (for --verbose).
+    let mut step_done: Vec<Vec<Option<f64>>> = vec![Vec::new(); total];
     let mut peak = 0.0f64;
     let finished = loop {
         let s = strategy()?;
@@ -361,6 +371,15 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
                 && stage_ended[i].is_none()
             {
                 stage_ended[i] = Some(now);
+            }
+            let steps = stage["steps"].as_array().map_or(0, Vec::len);
+            step_done[i].resize(steps, None);
+            for (k, step) in stage["steps"].as_array().into_iter().flatten().enumerate() {
+                if !matches!(step["result"].as_str(), Some("initial" | "inprogress"))
+                    && step_done[i][k].is_none()
+                {
+                    step_done[i][k] = Some(now);
+                }
             }
         }
         peak = peak.max(peak_rss_mib(controller.id()));
@@ -401,6 +420,28 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
         .filter_map(|i| Some(stage_ended[i]? - stage_started[i]? - waits[i]))
         .collect();
     let host_work = support::median(&mut single).max(0.0);
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        for i in 0..total {
+            let start = stage_started[i].unwrap_or(0.0);
+            let mut prev = start;
+            let steps: Vec<String> = finished["apply-phase"]["stages"][i]["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(&step_done[i])
+                .map(|(step, done)| {
+                    let d = done.unwrap_or(prev) - prev;
+                    prev = done.unwrap_or(prev);
+                    format!("{} {d:.2}", step["step-name"].as_str().unwrap_or(""))
+                })
+                .collect();
+            eprintln!(
+                "stage {i}: {:.2} s: {}",
+                stage_ended[i].unwrap_or(0.0) - start,
+                steps.join(", ")
+            );
+        }
+    }
     let ideal = waits.iter().map(|w| w + host_work).sum::<f64>();
     let _ = stop.send(true);
     for t in tasks {
@@ -412,9 +453,13 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
     if !all_current {
         return Err("not every stage succeeded".into());
     }
+    let stage_sum = (0..total)
+        .filter_map(|i| Some(stage_ended[i]? - stage_started[i]?))
+        .sum();
     Ok(Rollout {
         stages: total,
         actual,
+        stage_sum,
         ideal,
         host_work,
         peak_rss_mib: peak,

@@ -246,7 +246,21 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     config.listen = "127.0.0.1:0".into();
     config.agent_listen = Some("127.0.0.1:0".into());
     config.agent_token_file = Some(work.join("agent-token"));
+    // The strategy API, with the original's waits shortened to seconds for the demo.
+    config.vim_listen = Some("127.0.0.1:0".into());
+    config.strategy_audit_ms = 200;
+    config.strategy_timing = orchestrator::Timing {
+        swact_settle: 0,
+        stabilize_after_install: 1,
+        stabilize_in_service: 1,
+        stabilize_final: 1,
+        reboot_settle: 0,
+        alarms_first_query: 0,
+        data_sync_first_query: 0,
+        ..orchestrator::Timing::default()
+    };
     let controller = runtime.block_on(Controller::start(config))?;
+    let vim_url = format!("http://{}", controller.vim_addr.ok_or("no strategy API")?);
     let agent_url = format!(
         "http://{}",
         controller.agent_addr.ok_or("no agent endpoint")?
@@ -365,9 +379,11 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         std::fs::read_to_string(root.join("boot/vmlinuz-stx"))?.trim()
     );
 
-    println!("\n== Remove both patches");
-    println!("\n$ sw-patch remove 002 001");
-    cluster.op("remove/002/001")?;
+    strategy_rollout(&cluster, &vim_url, &work, &key)?;
+
+    println!("\n== Remove the patches");
+    println!("\n$ sw-patch remove 003 002 001");
+    cluster.op("remove/003/002/001")?;
     for (host, _) in HOSTS {
         cluster.locked_install(host)?;
     }
@@ -387,5 +403,115 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     drop(cluster);
     runtime.block_on(controller.stop());
     println!("\nDone. Everything is under {}", work.display());
+    Ok(())
+}
+
+/// Patch 003 (reboot-required) rolled out by a patch strategy instead of host by host.
+fn strategy_rollout(cluster: &Cluster, vim_url: &str, work: &Path, key: &PrivateKey) -> Result<()> {
+    use stx_patch_cli::strategy_text::{ShowOptions, strategy_text};
+    use stx_patch_cli::vim_client::VimClient;
+
+    println!("\n== Patch 003: reboot-required sysinv update, rolled out by a patch strategy");
+    let mut m = PatchMetadata::new("003", "19.01");
+    m.status = Status::Released;
+    m.reboot_required = true;
+    m.summary = "sysinv update (reboot required)".into();
+    let mut b = PatchBuilder::new(m);
+    let fix = TestRpm::new("sysinv", "1.0", "232.tis")
+        .file(
+            "/usr/lib/python2.7/site-packages/sysinv/version.py",
+            "VERSION = '1.0-232'\n",
+        )
+        .build(&work.join("rpms"));
+    b.add_rpm(&fix, &[])?;
+    let (p3, _) = b.write_to_dir(&work.join("patches"), key)?;
+    println!("\n$ sw-patch upload {}", p3.display());
+    cluster.upload(&p3)?;
+    println!("\n$ sw-patch apply 003");
+    cluster.op("apply/003")?;
+    cluster.wait("hosts to see 003", |h| {
+        h.iter()
+            .all(|h| h["requires_reboot"] == true && h["interim_state"] == false)
+    })?;
+    let vim = VimClient::new(vim_url, None)?;
+    const STRATEGY: &str = "/api/orchestration/sw-patch/strategy";
+    let strategy = || -> Result<Value> { Ok(vim.get(STRATEGY)?["strategy"].clone()) };
+    let wait = |what: &str, done: &dyn Fn(&Value) -> bool| -> Result<Value> {
+        let start = std::time::Instant::now();
+        let mut last_stage = String::new();
+        loop {
+            let s = strategy()?;
+            let phase = &s["apply-phase"];
+            if s["state"] == "applying" {
+                let i = phase["current-stage"].as_u64().unwrap_or(0) as usize;
+                if let Some(stage) = phase["stages"].as_array().and_then(|st| st.get(i)) {
+                    let hosts: Vec<String> = stage["steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|x| x["entity-type"] == "hosts")
+                        .flat_map(|x| x["entity-names"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|h| h.as_str().map(str::to_owned))
+                        .fold(Vec::new(), |mut acc, h| {
+                            if !acc.contains(&h) {
+                                acc.push(h);
+                            }
+                            acc
+                        });
+                    let line = format!(
+                        "   stage {}/{} {}: {}",
+                        i + 1,
+                        phase["total-stages"],
+                        stage["stage-name"].as_str().unwrap_or(""),
+                        hosts.join(", ")
+                    );
+                    if line != last_stage {
+                        println!("{line}");
+                        last_stage = line;
+                    }
+                }
+            }
+            if done(&s) {
+                return Ok(s);
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                return Err(format!("timed out waiting for {what}").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    println!(
+        "\n$ sw-manager patch-strategy create --storage-apply-type parallel --worker-apply-type parallel"
+    );
+    vim.post(
+        STRATEGY,
+        &serde_json::json!({
+            "controller-apply-type": "serial",
+            "storage-apply-type": "parallel",
+            "worker-apply-type": "parallel",
+            "max-parallel-worker-hosts": 2,
+            "default-instance-action": "stop-start",
+        }),
+    )?;
+    let built = wait("the build", &|s| s["state"] != "building")?;
+    print!("{}", strategy_text(&built, ShowOptions::default()));
+    if built["state"] != "ready-to-apply" {
+        return Err(format!("build failed: {}", built["build-phase"]["reason"]).into());
+    }
+    println!("\n$ sw-manager patch-strategy apply");
+    vim.post(
+        &format!("{STRATEGY}/actions"),
+        &serde_json::json!({"action": "apply-all"}),
+    )?;
+    let done = wait("the apply", &|s| s["state"] != "applying")?;
+    print!("{}", strategy_text(&done, ShowOptions::default()));
+    if done["state"] != "applied" {
+        return Err(format!("the strategy ended {}", done["state"]).into());
+    }
+    cluster.show_query()?;
+    cluster.show_hosts()?;
+    println!("\n$ sw-manager patch-strategy delete");
+    vim.delete(STRATEGY, Some(&serde_json::json!({"force": false})))?;
+    println!("Strategy deleted");
     Ok(())
 }

@@ -93,7 +93,7 @@ async fn report(
     .await
     .unwrap_or(false);
     let reply = ReportReply {
-        op_counter: api.app.snapshot().store.op_counter,
+        op_counter: api.app.op_counter(),
         locked,
     };
     axum::Json(reply).into_response()

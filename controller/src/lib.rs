@@ -172,9 +172,26 @@ impl Controller {
         tasks.push(tokio::spawn(async move {
             loop {
                 let o = orch.clone();
-                let _ = tokio::task::spawn_blocking(move || o.audit()).await;
+                let (running, timer) = tokio::task::spawn_blocking(move || o.audit())
+                    .await
+                    .unwrap_or((false, None));
+                // Sleep until the next audit, or until the running step's timer if sooner;
+                // while a strategy runs, a host change wakes it early (briefly batched).
+                let until_timer = timer.map(|at| {
+                    std::time::Duration::from_millis(at.saturating_sub(orchestration::now_ms()))
+                });
+                let sleep = until_timer.map_or(audit_every, |t| t.min(audit_every));
+                let host_change = async {
+                    if running {
+                        orch.app.host_changes.notified().await;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(audit_every) => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                    _ = host_change => {}
                     _ = orch.wake.notified() => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }

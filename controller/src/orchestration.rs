@@ -107,8 +107,9 @@ impl Orchestration {
         lock(&self.strategy).clone()
     }
 
-    /// One audit: advance the strategy, then bring the alarms in line.
-    pub(crate) fn audit(&self) {
+    /// One audit: advance the strategy, then bring the alarms in line. Returns whether the
+    /// strategy is still moving on its own and when its running step's timer fires, if any.
+    pub(crate) fn audit(&self) -> (bool, Option<u64>) {
         let cluster = AppCluster(&self.app);
         {
             let mut slot = lock(&self.strategy);
@@ -129,6 +130,9 @@ impl Orchestration {
         if let Err(e) = self.sync_alarms() {
             tracing::error!("alarms: {e}");
         }
+        let slot = lock(&self.strategy);
+        let running = slot.as_ref().is_some_and(|s| !s.is_idle());
+        (running, slot.as_ref().and_then(Strategy::next_timer_ms))
     }
 
     /// Patching alarms follow the patch and host states; strategy alarms the strategy state.
@@ -210,6 +214,14 @@ pub(crate) struct AppCluster<'a>(&'a App);
 /// A host's stable UUID (derived from its name; the inventory has no other identity).
 pub(crate) fn host_uuid(hostname: &str) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_DNS, hostname.as_bytes()).to_string()
+}
+
+impl AppCluster<'_> {
+    /// A host's administrative state, from the registry (no snapshot rebuild).
+    fn admin(&self, host: &str) -> Option<AdminState> {
+        self.0
+            .with_hosts(|hosts| (hosts.hosts.get(host).map(|h| h.facts.admin), false))
+    }
 }
 
 fn info_or_error(value: serde_json::Value) -> Result<(), String> {
@@ -298,24 +310,14 @@ impl Cluster for AppCluster<'_> {
     }
 
     fn lock(&self, host: &str) -> Result<(), String> {
-        let view = self.0.snapshot();
-        if view
-            .hosts
-            .iter()
-            .any(|h| h.facts.hostname == host && h.facts.admin == AdminState::Locked)
-        {
+        if self.admin(host) == Some(AdminState::Locked) {
             return Ok(());
         }
         info_or_error(inventory::lock(self.0, host, false))
     }
 
     fn unlock(&self, host: &str) -> Result<(), String> {
-        let view = self.0.snapshot();
-        if view
-            .hosts
-            .iter()
-            .any(|h| h.facts.hostname == host && h.facts.admin == AdminState::Unlocked)
-        {
+        if self.admin(host) == Some(AdminState::Unlocked) {
             return Ok(());
         }
         info_or_error(inventory::unlock(self.0, host))

@@ -4,6 +4,7 @@
 //! wait for either.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use host_state::{
@@ -121,8 +122,15 @@ pub(crate) struct App {
     /// Patch → hosts that have not reported since it was applied or removed.
     interim: Mutex<BTreeMap<String, BTreeSet<String>>>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Host changes since the snapshot was built: the next reader rebuilds it (so a burst of
+    /// agent reports costs one rebuild, not one each).
+    snapshot_stale: AtomicBool,
+    /// Serializes rebuilds, so a reader that saw the snapshot stale waits for the rebuild.
+    rebuild: Mutex<()>,
     /// Wakes agents' long polls when an order is queued.
     pub(crate) orders: tokio::sync::Notify,
+    /// Wakes a running strategy when a host changes (it need not wait for its next audit).
+    pub(crate) host_changes: tokio::sync::Notify,
     /// Active alarms.
     alarms: Mutex<crate::alarms::Alarms>,
     pub(crate) config: ControllerConfig,
@@ -145,7 +153,10 @@ impl App {
             hosts: Mutex::new(hosts),
             interim: Mutex::new(BTreeMap::new()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            snapshot_stale: AtomicBool::new(false),
+            rebuild: Mutex::new(()),
             orders: tokio::sync::Notify::new(),
+            host_changes: tokio::sync::Notify::new(),
             alarms: Mutex::new(crate::alarms::Alarms::load(&config.state_dir)),
             config,
         };
@@ -155,10 +166,21 @@ impl App {
 
     /// The current snapshot.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        if self.snapshot_stale.load(Ordering::Acquire) {
+            let _rebuilding = lock(&self.rebuild);
+            if self.snapshot_stale.swap(false, Ordering::AcqRel) {
+                self.refresh();
+            }
+        }
         match self.snapshot.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The store's operation counter (without building a snapshot).
+    pub(crate) fn op_counter(&self) -> u64 {
+        self.store_view().op_counter
     }
 
     fn store_view(&self) -> Arc<StoreView> {
@@ -250,7 +272,11 @@ impl App {
             Ok(mut guard) => *guard = view,
             Err(poisoned) => *poisoned.into_inner() = view,
         }
-        self.refresh();
+        {
+            let _rebuilding = lock(&self.rebuild);
+            self.snapshot_stale.store(false, Ordering::Release);
+            self.refresh();
+        }
         result
     }
 
@@ -263,7 +289,8 @@ impl App {
     pub(crate) fn with_hosts<T>(&self, f: impl FnOnce(&mut HostRegistry) -> (T, bool)) -> T {
         let (value, changed) = f(&mut lock(&self.hosts));
         if changed {
-            self.refresh();
+            self.snapshot_stale.store(true, Ordering::Release);
+            self.host_changes.notify_one();
         }
         value
     }

@@ -239,6 +239,34 @@ impl Strategy {
             && !self.apply_step_running()
     }
 
+    /// When the running step's own timer fires (a stabilize period ends, a first alarm query
+    /// is due), Unix ms: the caller can tick exactly then instead of at its next audit.
+    pub fn next_timer_ms(&self) -> Option<u64> {
+        let phase = match self.current_phase {
+            PhaseName::Build | PhaseName::Initial => &self.build_phase,
+            PhaseName::Apply => &self.apply_phase,
+            PhaseName::Abort => &self.abort_phase,
+        };
+        let stage = phase.stages.get(phase.current_stage)?;
+        let step = stage.steps.get(stage.current_step)?;
+        if step.result != StepResult::Inprogress {
+            return None;
+        }
+        let t = &self.timing;
+        let secs = match step.kind {
+            StepKind::SystemStabilize => step.timeout,
+            StepKind::WaitAlarmsClear => t.alarms_first_query,
+            StepKind::WaitDataSync => t.data_sync_first_query,
+            StepKind::SwactHosts => t.swact_settle,
+            StepKind::RebootHosts => t.reboot_settle,
+            StepKind::LockHosts {
+                wait_until_disabled: false,
+            } => t.lock_no_disable_wait,
+            _ => return None,
+        };
+        Some(step.progress.started_ms + secs * 1000)
+    }
+
     /// Advances the strategy as far as it can now, calling `save` after every transition.
     pub fn tick<E>(
         &mut self,
