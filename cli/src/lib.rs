@@ -44,6 +44,25 @@ pub struct ConnectionArgs {
     pub format: OutputFormat,
 }
 
+/// How `sw-manager` and `fm` reach the orchestration and alarm API.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VimConnectionArgs {
+    /// Orchestration and alarm API URL
+    #[arg(
+        long,
+        global = true,
+        env = "SW_MANAGER_URL",
+        default_value = "http://127.0.0.1:4545"
+    )]
+    pub url: String,
+    /// API token (sent as X-Auth-Token)
+    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
 /// Runs a command body; prints `error: …` (with causes) and exits 1 on failure.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {

@@ -7,62 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Site;
+use common::cluster::{HOSTS, apply_patch, fast_timing, six_hosts};
 use patch_format::testing::TestRpm;
 use serde_json::Value;
 
-const HOSTS: &[(&str, &str)] = &[
-    ("controller-0", "controller"),
-    ("controller-1", "controller"),
-    ("storage-0", "storage"),
-    ("storage-1", "storage"),
-    ("compute-0", "worker"),
-    ("compute-1", "worker"),
-];
-
-const FAST: &str = "strategy_audit_ms = 100
-[strategy_timing]
-swact_settle = 0
-lock_no_disable_wait = 0
-stabilize_after_install = 1
-stabilize_in_service = 1
-stabilize_final = 1
-reboot_settle = 0
-alarms_first_query = 0
-data_sync_first_query = 0
-";
-
 fn cluster() -> Site {
-    cluster_with(FAST)
-}
-
-fn cluster_with(toml: &str) -> Site {
-    let mut site = Site::with_toml(toml, &[]);
-    for (host, personality) in HOSTS {
-        site.start_agent(host, personality);
-    }
-    site.wait_for("all hosts reporting and current", |s| {
-        let hosts = s.hosts();
-        hosts.len() == HOSTS.len() && hosts.iter().all(|h| h["patch_current"] == true)
-    });
-    site
-}
-
-/// Uploads and applies a patch upgrading sysinv (plus `extra` new packages) and waits until
-/// every host has reported against it.
-fn apply_patch(site: &Site, id: &str, reboot_required: bool, extra: &[TestRpm]) {
-    let mut rpms = vec![
-        TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
-    ];
-    rpms.extend(extra.iter().cloned());
-    let new: Vec<&str> = extra.iter().map(|r| r.name.as_str()).collect();
-    let patch = site.patch(id, reboot_required, &rpms, &new);
-    site.ok(&["upload", patch.to_str().unwrap()]);
-    site.ok(&["apply", id]);
-    site.wait_for("hosts settled on the applied patch", |s| {
-        s.hosts()
-            .iter()
-            .all(|h| h["interim_state"] == false && h["patch_current"] == false)
-    });
+    six_hosts(&fast_timing(1), &[])
 }
 
 fn manager(site: &Site, args: &[&str]) -> String {
@@ -316,8 +266,7 @@ fn an_in_service_patch_needs_no_locks_and_alarms_block_the_build() {
 #[test]
 fn abort_mid_stage_finishes_the_step_and_unlocks() {
     // A longer settle after the install, so the abort lands before the unlock step.
-    let site =
-        cluster_with(&FAST.replace("stabilize_after_install = 1", "stabilize_after_install = 6"));
+    let site = six_hosts(&fast_timing(6), &[]);
     apply_patch(&site, "RR_0002", true, &[]);
     manager(&site, &["patch-strategy", "create", "--wait"]);
     manager(&site, &["patch-strategy", "apply"]);
@@ -451,23 +400,18 @@ esac
 
 #[test]
 fn workloads_are_stopped_before_the_lock_and_started_after() {
-    let mut site = Site::with_toml(FAST, &[]);
-    std::fs::write(site.path("hook.sh"), HOOK).unwrap();
-    let wl = site.path("workloads-compute-1");
+    // The hook lives outside the site, which is created with the agents already running.
+    let hook_dir = tempfile::tempdir().unwrap();
+    std::fs::write(hook_dir.path().join("hook.sh"), HOOK).unwrap();
+    let wl = hook_dir.path().join("workloads-compute-1");
     std::fs::create_dir_all(wl.join("vms")).unwrap();
     std::fs::write(wl.join("vms/db-1"), "running\n").unwrap();
-    let hook = format!("sh {} {}", site.path("hook.sh").display(), wl.display());
-    for (host, personality) in HOSTS {
-        if *host == "compute-1" {
-            site.start_agent_with(host, personality, &["--workload-hook", &hook]);
-        } else {
-            site.start_agent(host, personality);
-        }
-    }
-    site.wait_for("all hosts reporting and current", |s| {
-        let hosts = s.hosts();
-        hosts.len() == HOSTS.len() && hosts.iter().all(|h| h["patch_current"] == true)
-    });
+    let hook = format!(
+        "sh {} {}",
+        hook_dir.path().join("hook.sh").display(),
+        wl.display()
+    );
+    let site = six_hosts(&fast_timing(1), &[("compute-1", &hook)]);
     apply_patch(&site, "RR_0004", true, &[]);
     manager(&site, &["patch-strategy", "create", "--wait"]);
     let s = strategy(&site);

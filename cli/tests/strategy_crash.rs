@@ -7,30 +7,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::Site;
-use patch_format::testing::TestRpm;
+use common::cluster::{HOSTS, apply_patch, fast_timing, six_hosts};
 use serde_json::Value;
-
-const HOSTS: &[(&str, &str)] = &[
-    ("controller-0", "controller"),
-    ("controller-1", "controller"),
-    ("storage-0", "storage"),
-    ("storage-1", "storage"),
-    ("compute-0", "worker"),
-    ("compute-1", "worker"),
-];
-
-// Serial everywhere and a 3 s settle per stage: the apply lasts long enough for 20 kills.
-const TIMING: &str = "strategy_audit_ms = 100
-[strategy_timing]
-swact_settle = 0
-lock_no_disable_wait = 0
-stabilize_after_install = 3
-stabilize_in_service = 1
-stabilize_final = 1
-reboot_settle = 0
-alarms_first_query = 0
-data_sync_first_query = 0
-";
 
 fn strategy(site: &Site) -> Option<Value> {
     let out = site.run(
@@ -45,24 +23,9 @@ fn strategy(site: &Site) -> Option<Value> {
 
 #[test]
 fn sigkill_during_apply_resumes_and_finishes() {
-    let mut site = Site::with_toml(TIMING, &[]);
-    for (host, personality) in HOSTS {
-        site.start_agent(host, personality);
-    }
-    site.wait_for("all hosts reporting and current", |s| {
-        let hosts = s.hosts();
-        hosts.len() == HOSTS.len() && hosts.iter().all(|h| h["patch_current"] == true)
-    });
-    let rpm =
-        TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n");
-    let patch = site.patch("RR_CRASH", true, &[rpm], &[]);
-    site.ok(&["upload", patch.to_str().unwrap()]);
-    site.ok(&["apply", "RR_CRASH"]);
-    site.wait_for("hosts settled on the applied patch", |s| {
-        s.hosts()
-            .iter()
-            .all(|h| h["interim_state"] == false && h["patch_current"] == false)
-    });
+    // Serial everywhere and a 3 s settle per stage: the apply lasts long enough for 20 kills.
+    let mut site = six_hosts(&fast_timing(3), &[]);
+    apply_patch(&site, "RR_CRASH", true, &[]);
     let create = site.run("sw-manager", &["patch-strategy", "create", "--wait"]);
     assert!(create.status.success());
     let apply = site.run("sw-manager", &["patch-strategy", "apply"]);

@@ -14,20 +14,8 @@ use stx_patch_cli::vim_client::VimClient;
 #[derive(Parser, Debug)]
 #[command(name = "fm", version)]
 struct Args {
-    /// Orchestration and alarm API URL
-    #[arg(
-        long,
-        global = true,
-        env = "SW_MANAGER_URL",
-        default_value = "http://127.0.0.1:4545"
-    )]
-    url: String,
-    /// API token (sent as X-Auth-Token)
-    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
-    token: Option<String>,
-    /// Output format
-    #[arg(long, global = true, value_enum, default_value_t)]
-    format: OutputFormat,
+    #[command(flatten)]
+    connection: stx_patch_cli::VimConnectionArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,8 +74,8 @@ enum Command {
 fn main() -> ExitCode {
     stx_patch_cli::run(|| {
         let args = Args::parse();
-        let client = VimClient::new(&args.url, args.token.clone())?;
-        let json_out = args.format == OutputFormat::Json;
+        let client = VimClient::new(&args.connection.url, args.connection.token.clone())?;
+        let json_out = args.connection.format == OutputFormat::Json;
         match args.command {
             Command::List { uuid } => {
                 let reply = client.get("/v1/alarms")?;

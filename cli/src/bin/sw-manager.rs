@@ -16,20 +16,8 @@ use stx_patch_cli::vim_client::{VimClient, VimError};
 #[derive(Parser, Debug)]
 #[command(name = "sw-manager", version)]
 struct Args {
-    /// Orchestration API URL
-    #[arg(
-        long,
-        global = true,
-        env = "SW_MANAGER_URL",
-        default_value = "http://127.0.0.1:4545"
-    )]
-    url: String,
-    /// API token (sent as X-Auth-Token)
-    #[arg(long, global = true, env = "SW_PATCH_TOKEN")]
-    token: Option<String>,
-    /// Output format
-    #[arg(long, global = true, value_enum, default_value_t)]
-    format: OutputFormat,
+    #[command(flatten)]
+    connection: stx_patch_cli::VimConnectionArgs,
     #[command(subcommand)]
     command: Top,
 }
@@ -146,9 +134,9 @@ const STRATEGY: &str = "/api/orchestration/sw-patch/strategy";
 fn main() -> ExitCode {
     stx_patch_cli::run(|| {
         let args = Args::parse();
-        let client = VimClient::new(&args.url, args.token.clone())?;
+        let client = VimClient::new(&args.connection.url, args.connection.token.clone())?;
         let Top::PatchStrategy(command) = args.command;
-        let json_out = args.format == OutputFormat::Json;
+        let json_out = args.connection.format == OutputFormat::Json;
         let print = |strategy: &Value, opts: ShowOptions| {
             if json_out {
                 println!(

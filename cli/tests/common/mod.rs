@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+pub mod cluster;
 mod site;
 #[allow(unused_imports)]
 pub use site::Site;
