@@ -111,6 +111,13 @@ pub struct RpmReport<'a> {
     pub size: u64,
     /// SHA-256, hex.
     pub sha256: &'a str,
+    /// Key ids of the OpenPGP signatures on the RPM itself (empty: unsigned).
+    pub signed_by: Vec<String>,
+}
+
+/// The key ids signing an extracted RPM, or why they could not be read.
+fn rpm_signature_ids(rpm: &patch_format::ExtractedRpm) -> Result<Vec<String>, String> {
+    patch_format::rpm_signers(&rpm.path).map_err(|e| e.to_string())
 }
 
 impl<'a> PatchReport<'a> {
@@ -131,6 +138,7 @@ impl<'a> PatchReport<'a> {
                     arch: &r.info.arch,
                     size: r.size,
                     sha256: &r.sha256,
+                    signed_by: rpm_signature_ids(r).unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -189,6 +197,16 @@ pub fn describe_patch(patch: &VerifiedPatch) -> String {
         .map(|r| format!("{} ({} bytes)", r.file_name, r.size))
         .collect();
     field(&mut out, "Contents", &contents.join("\n"));
+    let signatures: Vec<String> = patch
+        .rpms
+        .iter()
+        .map(|r| match rpm_signature_ids(r) {
+            Ok(ids) if ids.is_empty() => format!("{}: unsigned", r.file_name),
+            Ok(ids) => format!("{}: signed by key {}", r.file_name, ids.join(", ")),
+            Err(e) => format!("{}: {e}", r.file_name),
+        })
+        .collect();
+    field(&mut out, "RPM Signatures", &signatures.join("\n"));
     field(
         &mut out,
         "Signed By",

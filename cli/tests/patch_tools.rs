@@ -15,6 +15,7 @@ fn tool(name: &str) -> Command {
     let mut cmd = Command::new(path);
     cmd.env_remove("PLATFORM_RELEASE")
         .env_remove("PATCH_SIGNING_KEY")
+        .env_remove("PATCH_RPM_SIGNING_KEY")
         .env_remove("STX_PATCH_KEYRING");
     cmd
 }
@@ -285,4 +286,97 @@ fn refusals_have_the_original_messages_and_fail() {
             .unwrap(),
     );
     assert!(err.contains("does not verify"), "{err}");
+}
+
+#[test]
+fn rpms_are_signed_at_build_and_reported_by_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let out = ok(tool("patch-build")
+        .arg("--generate-rpm-key")
+        .arg(d.join("rpmkeys"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap());
+    let generated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key_id = generated["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(key_id.len(), 16);
+    // Never overwrites a key.
+    let err = fails(
+        tool("patch-build")
+            .arg("--generate-rpm-key")
+            .arg(d.join("rpmkeys"))
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("already exists"), "{err}");
+
+    let input = d.join("sysinv-1.0-231.tis.x86_64.rpm");
+    let before = std::fs::read(&input).unwrap();
+    ok(tool("patch-build")
+        .current_dir(d)
+        .env("PATCH_SIGNING_KEY", d.join("keys/signing-key.pem"))
+        .env("PATCH_RPM_SIGNING_KEY", d.join("rpmkeys/rpm-signing.asc"))
+        .args(["--id", "SIGNED_0001", "--release", "19.01"])
+        .args(["--all-nodes", "newpkg-1.0-1.tis.x86_64.rpm"])
+        .args(["--output-dir", "out", "sysinv-1.0-231.tis.x86_64.rpm"])
+        .output()
+        .unwrap());
+    assert_eq!(std::fs::read(&input).unwrap(), before, "inputs untouched");
+    let text = ok(tool("patch-query")
+        .arg(d.join("out/SIGNED_0001.patch"))
+        .arg("--keyring")
+        .arg(d.join("keyring"))
+        .output()
+        .unwrap());
+    assert!(
+        text.contains(&format!(
+            "sysinv-1.0-231.tis.x86_64.rpm: signed by key {key_id}"
+        )),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(tool("patch-query")
+        .arg(d.join("out/SIGNED_0001.patch"))
+        .arg("--keyring")
+        .arg(d.join("keyring"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    for rpm in json["rpms"].as_array().unwrap() {
+        assert_eq!(rpm["signed_by"], serde_json::json!([key_id]), "{rpm}");
+    }
+
+    // Unsigned RPMs say so; a bad key file is a clear error and builds nothing.
+    ok(tool("patch-build")
+        .current_dir(d)
+        .env("PATCH_SIGNING_KEY", d.join("keys/signing-key.pem"))
+        .args(["--id", "PLAIN_0001", "--release", "19.01"])
+        .args(["--output-dir", "out", "sysinv-1.0-231.tis.x86_64.rpm"])
+        .output()
+        .unwrap());
+    let text = ok(tool("patch-query")
+        .arg(d.join("out/PLAIN_0001.patch"))
+        .arg("--keyring")
+        .arg(d.join("keyring"))
+        .output()
+        .unwrap());
+    assert!(
+        text.contains("sysinv-1.0-231.tis.x86_64.rpm: unsigned"),
+        "{text}"
+    );
+    let err = fails(
+        tool("patch-build")
+            .current_dir(d)
+            .env("PATCH_SIGNING_KEY", d.join("keys/signing-key.pem"))
+            .arg("--sign-rpms")
+            .arg(d.join("keys/signing-key.pem"))
+            .args(["--id", "BAD_0001", "--release", "19.01"])
+            .args(["--output-dir", "out", "sysinv-1.0-231.tis.x86_64.rpm"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("OpenPGP secret key"), "{err}");
+    assert!(!d.join("out/BAD_0001.patch").exists());
 }

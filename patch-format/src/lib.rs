@@ -13,6 +13,7 @@ mod limits;
 mod metadata;
 mod reader;
 mod rpm_info;
+mod rpm_sign;
 mod tar_stream;
 mod tario;
 mod writer;
@@ -25,6 +26,7 @@ pub use metadata::{
 };
 pub use reader::{ExtractedRpm, PatchReader, VerifiedPatch};
 pub use rpm_info::{Evr, RpmFileName, RpmInfo};
+pub use rpm_sign::{GeneratedRpmKey, RpmKeyring, RpmSignError, RpmSigningKey, rpm_signers};
 pub use writer::{BuildSummary, PatchBuilder};
 
 #[cfg(feature = "test-support")]

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use patch_format::{PatchBuilder, PatchMetadata, Personality, SemanticAction, Status};
+use patch_format::{
+    PatchBuilder, PatchMetadata, Personality, RpmSigningKey, SemanticAction, Status,
+};
 use patch_sign::PrivateKey;
 use stx_patch_cli::{OutputFormat, run};
 
@@ -18,7 +20,7 @@ use stx_patch_cli::{OutputFormat, run};
 #[command(name = "patch-build", version, verbatim_doc_comment)]
 struct Args {
     /// Patch ID (required), e.g. STX_19.01_PATCH_0001
-    #[arg(long, required_unless_present = "generate_key")]
+    #[arg(long, required_unless_present_any = ["generate_key", "generate_rpm_key"])]
     id: Option<String>,
     /// Release the patch is for
     #[arg(long, env = "PLATFORM_RELEASE")]
@@ -83,6 +85,14 @@ struct Args {
     /// RSA private key (PEM, PKCS#8 or PKCS#1) that signs the patch
     #[arg(long, env = "PATCH_SIGNING_KEY", value_name = "PEM")]
     signing_key: Option<PathBuf>,
+    /// Sign every RPM with this OpenPGP secret key (ASCII-armoured) as `rpmsign --addsign`
+    /// does, before it goes into the patch; the input files are not modified
+    #[arg(long, env = "PATCH_RPM_SIGNING_KEY", value_name = "ASC")]
+    sign_rpms: Option<PathBuf>,
+    /// Write a development RPM signing key pair (rpm-signing.asc, rpm-signing.pub.asc) into
+    /// DIR, then exit
+    #[arg(long, value_name = "DIR", conflicts_with = "id")]
+    generate_rpm_key: Option<PathBuf>,
     /// Directory to write <id>.patch into
     #[arg(long, default_value = ".")]
     output_dir: PathBuf,
@@ -103,6 +113,9 @@ struct Args {
 fn main() -> ExitCode {
     run(|| {
         let args = Args::parse();
+        if let Some(dir) = &args.generate_rpm_key {
+            return generate_rpm_key(dir, args.format);
+        }
         if let Some(dir) = &args.generate_key {
             return generate_key(dir, args.key_bits, args.format);
         }
@@ -154,6 +167,77 @@ fn generate_key(dir: &Path, bits: usize, format: OutputFormat) -> anyhow::Result
     Ok(())
 }
 
+/// A development RPM signing key pair: the secret key readable by its owner only.
+fn generate_rpm_key(dir: &Path, format: OutputFormat) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secret = dir.join("rpm-signing.asc");
+    let public = dir.join("rpm-signing.pub.asc");
+    for path in [&secret, &public] {
+        if path.exists() {
+            bail!("{} already exists; not overwriting a key", path.display());
+        }
+    }
+    let key =
+        RpmSigningKey::generate("stx-patch RPM signing (development) <rpm-signing@localhost>")?;
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret)
+        .with_context(|| format!("creating {}", secret.display()))?;
+    file.write_all(key.secret_asc.as_bytes())?;
+    file.sync_all()?;
+    std::fs::write(&public, &key.public_asc)
+        .with_context(|| format!("writing {}", public.display()))?;
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"secret_key": secret, "public_key": public, "key_id": key.key_id})
+        ),
+        OutputFormat::Text => {
+            println!("Secret key: {} (keep it secret)", secret.display());
+            println!(
+                "Public key: {} (rpmkeys --import it; put it in agents' --rpm-keyring)",
+                public.display()
+            );
+            println!("Key ID:     {}", key.key_id);
+        }
+    }
+    Ok(())
+}
+
+/// Signed copies of the RPMs, in a temporary directory that lives as long as this value.
+struct SignedRpms {
+    key: RpmSigningKey,
+    dir: tempfile::TempDir,
+}
+
+impl SignedRpms {
+    fn new(key_path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read(key_path)
+            .with_context(|| format!("reading the RPM signing key {}", key_path.display()))?;
+        Ok(SignedRpms {
+            key: RpmSigningKey::from_asc(&text)?,
+            dir: tempfile::tempdir().context("creating a temporary directory")?,
+        })
+    }
+
+    /// A signed copy of `rpm` (same file name).
+    fn sign(&self, rpm: &Path) -> anyhow::Result<PathBuf> {
+        let name = rpm
+            .file_name()
+            .with_context(|| format!("{} is not a file name", rpm.display()))?;
+        let out = self.dir.path().join(name);
+        if out.exists() {
+            bail!("{} is given twice", rpm.display());
+        }
+        self.key.sign_file(rpm, &out)?;
+        Ok(out)
+    }
+}
+
 fn build(args: Args) -> anyhow::Result<()> {
     let id = args.id.clone().unwrap_or_default();
     let release = args.release.clone().unwrap_or_default();
@@ -186,15 +270,22 @@ fn build(args: Args) -> anyhow::Result<()> {
         ),
         (&args.all_nodes, &Personality::ALL),
     ];
+    let signed = args.sign_rpms.as_deref().map(SignedRpms::new).transpose()?;
+    let input = |rpm: &PathBuf| -> anyhow::Result<PathBuf> {
+        match &signed {
+            Some(s) => s.sign(rpm),
+            None => Ok(rpm.clone()),
+        }
+    };
     let mut any = false;
     for (rpms, personalities) in by_type {
         for rpm in rpms {
-            builder.add_rpm(rpm, personalities)?;
+            builder.add_rpm(&input(rpm)?, personalities)?;
             any = true;
         }
     }
     for rpm in &args.rpms {
-        builder.add_rpm(rpm, &[])?;
+        builder.add_rpm(&input(rpm)?, &[])?;
         any = true;
     }
     if !any {
