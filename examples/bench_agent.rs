@@ -245,6 +245,7 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
             reboot_command: None,
             use_rpm_tool: false,
             workload_hook: None,
+            rpm_keyring: None,
         })?);
         tasks.push(runtime.spawn(agent.run(rx.clone())));
     }

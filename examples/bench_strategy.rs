@@ -285,6 +285,7 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
             reboot_command: None,
             use_rpm_tool: false,
             workload_hook: None,
+            rpm_keyring: None,
         })?);
         tasks.push(runtime.spawn(agent.run(rx.clone())));
     }

@@ -70,6 +70,7 @@ fn run_agent(args: &[String]) -> Result<()> {
         reboot_command: None,
         use_rpm_tool: false,
         workload_hook: None,
+        rpm_keyring: None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -46,6 +46,9 @@ pub struct AgentConfig {
     pub use_rpm_tool: bool,
     /// The workload hook (none: the host runs no workloads the strategy must handle).
     pub workload_hook: Option<String>,
+    /// Trusted RPM signing keys (`*.asc`): when set, every RPM must verify before an install
+    /// touches the root.
+    pub rpm_keyring: Option<PathBuf>,
 }
 
 /// What the agent persists across restarts.
@@ -77,6 +80,8 @@ pub struct Agent {
     controller: Mutex<usize>,
     /// The workloads the hook listed last (kept when a listing fails).
     workloads: Mutex<Vec<host_state::protocol::Workload>>,
+    /// Keys every RPM must be signed by (none: signatures are not checked).
+    rpm_keyring: Option<patch_format::RpmKeyring>,
 }
 
 /// Why the agent stopped.
@@ -168,7 +173,25 @@ impl Agent {
             state.install_state = InstallState::InstallFailed;
             state.last_error = Some("the install was interrupted and rolled back; retry it".into());
         }
+        let rpm_keyring = match &config.rpm_keyring {
+            None => None,
+            Some(dir) => {
+                let keyring =
+                    patch_format::RpmKeyring::load(dir).map_err(|e| AgentError::State {
+                        path: dir.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if keyring.is_empty() {
+                    return Err(AgentError::State {
+                        path: dir.clone(),
+                        reason: "the RPM keyring holds no *.asc key".into(),
+                    });
+                }
+                Some(keyring)
+            }
+        };
         let agent = Agent {
+            rpm_keyring,
             instance: new_boot_id(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -527,6 +550,26 @@ impl Agent {
                 },
                 rpm: file,
             });
+        }
+        if let Some(keyring) = &self.rpm_keyring {
+            // Every package proves itself before anything is written to the root.
+            let keyring = keyring.clone();
+            let files: Vec<(String, PathBuf)> = tx
+                .install
+                .iter()
+                .map(|p| (p.package.name.clone(), p.rpm.clone()))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                for (name, file) in &files {
+                    keyring
+                        .verify_file(file)
+                        .map_err(|e| format!("package {name}: RPM signature check failed: {e}"))?;
+                }
+                Ok::<(), String>(())
+            })
+            .await
+            .map_err(|e| failed(format!("signature check: {e}")))?
+            .map_err(failed)?;
         }
         let installer = self.installer.clone();
         let result = tokio::task::spawn_blocking(move || {

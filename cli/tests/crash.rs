@@ -152,6 +152,7 @@ fn sigkill_at_random_moments_never_corrupts_the_store() {
             running_release: "19.01".into(),
             keyring: Keyring::default(),
             limits: Default::default(),
+            rpm_keyring: None,
         })
         .unwrap();
         let problems = store.check_invariants();

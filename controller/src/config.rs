@@ -85,6 +85,12 @@ pub struct ControllerConfig {
     /// Strategy timeouts and waits (seconds; defaults are the original's).
     #[serde(default)]
     pub strategy_timing: orchestrator::Timing,
+    /// Refuse uploads whose RPMs are not all signed by a key in `rpm_keyring`.
+    #[serde(default)]
+    pub require_signed_rpms: bool,
+    /// Directory of trusted RPM signing keys (`*.asc` OpenPGP public keys).
+    #[serde(default)]
+    pub rpm_keyring: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -124,6 +130,8 @@ impl ControllerConfig {
             ignore_alarms: Vec::new(),
             strategy_audit_ms: default_audit_ms(),
             strategy_timing: orchestrator::Timing::default(),
+            require_signed_rpms: false,
+            rpm_keyring: None,
         }
     }
 
@@ -161,6 +169,11 @@ impl ControllerConfig {
                     "vim_listen {addr} is not loopback: it needs auth tokens (auth_tokens or auth_tokens_file)"
                 )));
             }
+        }
+        if self.require_signed_rpms && self.rpm_keyring.is_none() {
+            return Err(ConfigError::Invalid(
+                "require_signed_rpms needs rpm_keyring (a directory of trusted *.asc keys)".into(),
+            ));
         }
         if !(10..=60_000).contains(&self.strategy_audit_ms) {
             return Err(ConfigError::Invalid(

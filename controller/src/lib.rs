@@ -74,11 +74,27 @@ impl Controller {
             Some(dir) => patch_sign::Keyring::load(dir)?,
             None => patch_sign::Keyring::default(),
         };
+        let rpm_keyring = match (&config.rpm_keyring, config.require_signed_rpms) {
+            (Some(dir), true) => {
+                let keyring = patch_format::RpmKeyring::load(dir)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                if keyring.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "rpm_keyring {} holds no *.asc key",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                Some(Arc::new(keyring))
+            }
+            _ => None,
+        };
         let store_config = StoreConfig {
             root: config.state_dir.clone(),
             running_release: config.release.clone(),
             keyring,
             limits: config.limits(),
+            rpm_keyring,
         };
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await

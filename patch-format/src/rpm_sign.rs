@@ -164,6 +164,7 @@ pub fn rpm_signers(path: &Path) -> Result<Vec<String>, RpmSignError> {
 }
 
 /// Trusted public keys for RPM signatures: every `*.asc` file in a directory.
+#[derive(Clone)]
 pub struct RpmKeyring {
     keys: Vec<(String, rpm::signature::pgp::Verifier)>,
 }

@@ -37,7 +37,10 @@ fn rpmkeys_checksig_accepts_our_signatures() {
         .build(d);
     let signed = d.join("signed.rpm");
     key.sign_file(&rpm, &signed).unwrap();
-    assert_eq!(rpm_signers(&signed).unwrap(), vec![generated.key_id.clone()]);
+    assert_eq!(
+        rpm_signers(&signed).unwrap(),
+        vec![generated.key_id.clone()]
+    );
 
     let db = d.join("rpmdb");
     std::fs::create_dir_all(&db).unwrap();

@@ -25,6 +25,7 @@
 //!     running_release: "19.01".into(),
 //!     keyring,
 //!     limits: Default::default(),
+//!     rpm_keyring: None,
 //! })?;
 //! store.import("/scratch/P1.patch".as_ref(), "P1.patch")?;
 //! store.apply(&["P1".into()], false, &ChangeOptions::default())?;

@@ -17,6 +17,7 @@ pub struct UploadVerifier {
     keyring: patch_sign::Keyring,
     limits: patch_format::Limits,
     tmp: std::path::PathBuf,
+    rpm_keyring: Option<std::sync::Arc<patch_format::RpmKeyring>>,
 }
 
 /// An upload whose signatures and contents verified, ready for [`Store::import_verified`].
@@ -58,6 +59,18 @@ impl UploadVerifier {
                     patch.metadata.id, patch.metadata.id
                 ),
             });
+        }
+        if let Some(rpm_keyring) = &self.rpm_keyring {
+            for rpm in &patch.rpms {
+                rpm_keyring
+                    .verify_file(&rpm.path)
+                    .map_err(|e| StoreError::Validation {
+                        id: file_id.clone(),
+                        reason: format!(
+                            "RPM signatures are required and {e}: sign the RPMs with patch-build --sign-rpms"
+                        ),
+                    })?;
+            }
         }
         Ok(VerifiedUpload { base, patch })
     }
@@ -105,6 +118,7 @@ impl Store {
             keyring: self.config.keyring.clone(),
             limits: self.config.limits.clone(),
             tmp: self.root().join("tmp"),
+            rpm_keyring: self.config.rpm_keyring.clone(),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct StoreConfig {
     pub keyring: Keyring,
     /// Limits on uploaded archives.
     pub limits: Limits,
+    /// When set, every RPM of an upload must carry an OpenPGP signature these keys verify
+    /// (the controller's `require_signed_rpms`).
+    pub rpm_keyring: Option<std::sync::Arc<patch_format::RpmKeyring>>,
 }
 
 /// The controller's patch store. One process owns a state directory at a time (an exclusive

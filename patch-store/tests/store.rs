@@ -39,6 +39,7 @@ impl Fixture {
             running_release: "19.01".into(),
             keyring: Keyring::from_keys(vec![("dev".into(), key().public_key())]),
             limits: Default::default(),
+            rpm_keyring: None,
         })
         .unwrap()
     }
@@ -557,6 +558,7 @@ fn releases_and_the_lock() {
             running_release: "19.01".into(),
             keyring: Keyring::default(),
             limits: Default::default(),
+            rpm_keyring: None,
         }),
         Err(StoreError::Locked(_))
     ));

@@ -57,6 +57,10 @@ struct Args {
     /// NAME` and `HOOK disable-services|enable-services HOST` act (exit 0: done)
     #[arg(long, value_name = "COMMAND")]
     workload_hook: Option<String>,
+    /// Directory of trusted RPM signing keys (*.asc): every RPM must verify before an
+    /// install touches the root
+    #[arg(long, value_name = "DIR")]
+    rpm_keyring: Option<PathBuf>,
     /// Boot-time install: bring the host to its desired packages once, then exit
     #[arg(long)]
     install_local: bool,
@@ -79,6 +83,7 @@ struct FileConfig {
     heartbeat: Option<u64>,
     reboot_command: Option<String>,
     workload_hook: Option<String>,
+    rpm_keyring: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
             reboot_command: args.reboot_command.clone().or(file.reboot_command.clone()),
             use_rpm_tool: installer == "rpm",
             workload_hook: args.workload_hook.clone().or(file.workload_hook.clone()),
+            rpm_keyring: args.rpm_keyring.clone().or(file.rpm_keyring.clone()),
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(async {

@@ -58,6 +58,12 @@ struct Args {
     /// How often a running strategy advances, in milliseconds [default: 1000]
     #[arg(long, value_name = "MS")]
     strategy_audit_ms: Option<u64>,
+    /// Refuse uploads whose RPMs are not all signed by a key in --rpm-keyring
+    #[arg(long)]
+    require_signed_rpms: bool,
+    /// Directory of trusted RPM signing keys (*.asc OpenPGP public keys)
+    #[arg(long, value_name = "DIR")]
+    rpm_keyring: Option<PathBuf>,
     /// Print the bound addresses as JSON on stdout once listening (for scripts and tests)
     #[arg(long)]
     print_addresses: bool,
@@ -162,6 +168,12 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if let Some(v) = args.strategy_audit_ms {
         config.strategy_audit_ms = v;
+    }
+    if args.require_signed_rpms {
+        config.require_signed_rpms = true;
+    }
+    if let Some(v) = &args.rpm_keyring {
+        config.rpm_keyring = Some(v.clone());
     }
     Ok(config)
 }
