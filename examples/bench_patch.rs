@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("__build") => return child_build(&args[1..]),
         Some("__read") => return child_read(&args[1..]),
+        Some("__build_signed") => return child_build_signed(&args[1..]),
         _ => {}
     }
     let opt = |name: &str, default: &str| support::opt(&args, name, default);
@@ -50,6 +51,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keyring = dir.join("keyring");
     std::fs::create_dir_all(&keyring)?;
     std::fs::write(keyring.join("bench.pem"), key.public_key().to_spki_pem()?)?;
+    let rpm_key = dir.join("rpm-key.asc");
+    std::fs::write(
+        &rpm_key,
+        patch_format::RpmSigningKey::generate("bench <bench@localhost>")?.secret_asc,
+    )?;
 
     let me = std::env::current_exe()?;
     let names: Vec<String> = rpms
@@ -59,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let baseline_tgz = dir.join("baseline.tar.gz");
     let patch = out.join("BENCH_PATCH_0001.patch");
 
+    let mut build_signed = Vec::new();
     let mut build_ours = Vec::new();
     let mut build_base = Vec::new();
     let mut read_ours = Vec::new();
@@ -96,6 +103,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         build_ours.push(t.elapsed().as_secs_f64());
         hwm_build = hwm_build.max(parse_hwm(&output.stdout));
 
+        // Ours, signing every RPM first (patch-build --sign-rpms).
+        let signed_dir = dir.join("signed");
+        let _ = std::fs::remove_dir_all(&signed_dir);
+        std::fs::create_dir_all(&signed_dir)?;
+        let t = Instant::now();
+        let output = Command::new(&me)
+            .arg("__build_signed")
+            .arg(&key_path)
+            .arg(&rpm_key)
+            .arg(&signed_dir)
+            .arg(dir.join("out-signed"))
+            .args(&rpms)
+            .output()?;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        build_signed.push(t.elapsed().as_secs_f64());
+
         // Baseline read: gzip -dc | sha256sum.
         let t = Instant::now();
         let status = Command::new("sh")
@@ -130,6 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ours_size = std::fs::metadata(&patch)?.len();
     let base_size = std::fs::metadata(&baseline_tgz)?.len();
     let med = |v: &mut Vec<f64>| support::median(v);
+    let bs = med(&mut build_signed);
     let (bo, bb, ro, rb) = (
         med(&mut build_ours),
         med(&mut build_base),
@@ -146,6 +174,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| build time | {bo:.2} s | {bb:.2} s (`tar cf - … \\| gzip -9`) | {:.2}× | ≤ 0.6× |",
         bo / bb
+    );
+    println!(
+        "| build with every RPM signed (`--sign-rpms`, OpenPGP RSA-3072) | {bs:.2} s | {bo:.2} s (the unsigned build) | {:.3}× | < 1.10× |",
+        bs / bo
     );
     println!(
         "| build output size | {ours_size} B | {base_size} B | {:.4}× | ≤ 1.01× |",
@@ -239,6 +271,22 @@ fn child_build(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = PatchBuilder::new(PatchMetadata::new("BENCH_PATCH_0001", "19.01"));
     for rpm in &args[2..] {
         builder.add_rpm(rpm.as_ref(), &[])?;
+    }
+    builder.write_to_dir(out, &key)?;
+    report_hwm()
+}
+
+fn child_build_signed(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let key = PrivateKey::from_pem_file(args[0].as_ref())?;
+    let rpm_key = patch_format::RpmSigningKey::from_asc(&std::fs::read(&args[1])?)?;
+    let signed_dir = Path::new(&args[2]);
+    let out = Path::new(&args[3]);
+    std::fs::create_dir_all(out)?;
+    let inputs: Vec<PathBuf> = args[4..].iter().map(PathBuf::from).collect();
+    let signed = rpm_key.sign_files(&inputs, signed_dir)?;
+    let mut builder = PatchBuilder::new(PatchMetadata::new("BENCH_PATCH_0001", "19.01"));
+    for rpm in &signed {
+        builder.add_rpm(rpm, &[])?;
     }
     builder.write_to_dir(out, &key)?;
     report_hwm()

@@ -136,12 +136,65 @@ impl RpmSigningKey {
         &self.key_id
     }
 
-    /// Writes a signed copy of `src` to `dst` (header and header+payload signatures); `src`
-    /// is never modified.
+    /// Writes a signed copy of `src` to `dst`: an OpenPGP signature over the header, which
+    /// carries the payload's digest (what current `rpmsign --addsign` produces; the legacy
+    /// header+payload signature is not added). `src` is never modified.
     pub fn sign_file(&self, src: &Path, dst: &Path) -> Result<(), RpmSignError> {
         let mut package = rpm::Package::open(src).map_err(rpm_error(src))?;
         package.sign(self.signer.clone()).map_err(rpm_error(src))?;
         package.write_file(dst).map_err(rpm_error(dst))
+    }
+}
+
+impl RpmSigningKey {
+    /// Writes signed copies of `inputs` into `out_dir` (same file names), several at once;
+    /// returns their paths in input order. The inputs are never modified.
+    pub fn sign_files(
+        &self,
+        inputs: &[PathBuf],
+        out_dir: &Path,
+    ) -> Result<Vec<PathBuf>, RpmSignError> {
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let name = input.file_name().ok_or_else(|| RpmSignError::Rpm {
+                path: input.clone(),
+                reason: "not a file name".into(),
+            })?;
+            let out = out_dir.join(name);
+            if outputs.contains(&out) {
+                return Err(RpmSignError::Rpm {
+                    path: input.clone(),
+                    reason: "given twice".into(),
+                });
+            }
+            outputs.push(out);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let pairs: Vec<(&PathBuf, &PathBuf)> = inputs.iter().zip(&outputs).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.min(pairs.len()))
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), RpmSignError> {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((input, output)) = pairs.get(i) else {
+                                return Ok(());
+                            };
+                            self.sign_file(input, output)?;
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().map_err(|_| RpmSignError::Rpm {
+                    path: out_dir.to_owned(),
+                    reason: "a signing thread panicked".into(),
+                })??;
+            }
+            Ok(())
+        })?;
+        Ok(outputs)
     }
 }
 

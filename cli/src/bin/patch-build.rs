@@ -208,36 +208,6 @@ fn generate_rpm_key(dir: &Path, format: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signed copies of the RPMs, in a temporary directory that lives as long as this value.
-struct SignedRpms {
-    key: RpmSigningKey,
-    dir: tempfile::TempDir,
-}
-
-impl SignedRpms {
-    fn new(key_path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read(key_path)
-            .with_context(|| format!("reading the RPM signing key {}", key_path.display()))?;
-        Ok(SignedRpms {
-            key: RpmSigningKey::from_asc(&text)?,
-            dir: tempfile::tempdir().context("creating a temporary directory")?,
-        })
-    }
-
-    /// A signed copy of `rpm` (same file name).
-    fn sign(&self, rpm: &Path) -> anyhow::Result<PathBuf> {
-        let name = rpm
-            .file_name()
-            .with_context(|| format!("{} is not a file name", rpm.display()))?;
-        let out = self.dir.path().join(name);
-        if out.exists() {
-            bail!("{} is given twice", rpm.display());
-        }
-        self.key.sign_file(rpm, &out)?;
-        Ok(out)
-    }
-}
-
 fn build(args: Args) -> anyhow::Result<()> {
     let id = args.id.clone().unwrap_or_default();
     let release = args.release.clone().unwrap_or_default();
@@ -270,22 +240,26 @@ fn build(args: Args) -> anyhow::Result<()> {
         ),
         (&args.all_nodes, &Personality::ALL),
     ];
-    let signed = args.sign_rpms.as_deref().map(SignedRpms::new).transpose()?;
-    let input = |rpm: &PathBuf| -> anyhow::Result<PathBuf> {
-        match &signed {
-            Some(s) => s.sign(rpm),
-            None => Ok(rpm.clone()),
-        }
-    };
-    let mut any = false;
+    // With --sign-rpms the patch holds signed copies, made in a temporary directory.
+    let mut inputs: Vec<(PathBuf, &[Personality])> = Vec::new();
     for (rpms, personalities) in by_type {
-        for rpm in rpms {
-            builder.add_rpm(&input(rpm)?, personalities)?;
-            any = true;
+        inputs.extend(rpms.iter().map(|r| (r.clone(), personalities)));
+    }
+    inputs.extend(args.rpms.iter().map(|r| (r.clone(), &[] as &[Personality])));
+    let signed_dir = tempfile::tempdir().context("creating a temporary directory")?;
+    if let Some(key_path) = &args.sign_rpms {
+        let text = std::fs::read(key_path)
+            .with_context(|| format!("reading the RPM signing key {}", key_path.display()))?;
+        let key = RpmSigningKey::from_asc(&text)?;
+        let paths: Vec<PathBuf> = inputs.iter().map(|(p, _)| p.clone()).collect();
+        let signed = key.sign_files(&paths, signed_dir.path())?;
+        for ((path, _), signed) in inputs.iter_mut().zip(signed) {
+            *path = signed;
         }
     }
-    for rpm in &args.rpms {
-        builder.add_rpm(&input(rpm)?, &[])?;
+    let mut any = false;
+    for (rpm, personalities) in &inputs {
+        builder.add_rpm(rpm, personalities)?;
         any = true;
     }
     if !any {
