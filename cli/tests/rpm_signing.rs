@@ -74,6 +74,30 @@ fn patch(site: &Site, id: &str, rpm: Rpm) -> PathBuf {
     b.write_to_dir(&site.path("patches"), &site.key).unwrap().0
 }
 
+/// A site with compute-0's agent checking RPM signatures against `keyring`. The base load
+/// (unsigned here) is installed at boot before the keyring is configured; from then on every
+/// RPM must verify.
+fn site_with_checking_agent(keyring: &Path) -> Site {
+    let mut site = Site::new();
+    assert!(
+        site.agent_command("compute-0", "worker")
+            .arg("--install-local")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let daemon = site
+        .agent_command("compute-0", "worker")
+        .args(["--rpm-keyring", keyring.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    site.agents.push(daemon);
+    site.wait_for("compute-0 current", |s| {
+        s.host("compute-0")["patch_current"] == true
+    });
+    site
+}
+
 fn upload(site: &Site, patch: &Path) -> (bool, String) {
     let out = site.run("sw-patch", &["upload", patch.to_str().unwrap()]);
     (
@@ -129,25 +153,7 @@ fn the_controller_refuses_unsigned_foreign_and_altered_rpms() {
 fn an_agent_refuses_a_foreign_signature_and_leaves_its_root_alone() {
     let keys = keys();
     let keyring = keys.dir.path().join("rpm-keyring");
-    let mut site = Site::new();
-    // The base load (unsigned here) is installed at boot before the keyring is configured;
-    // from then on every RPM must verify.
-    assert!(
-        site.agent_command("compute-0", "worker")
-            .arg("--install-local")
-            .status()
-            .unwrap()
-            .success()
-    );
-    let daemon = site
-        .agent_command("compute-0", "worker")
-        .args(["--rpm-keyring", keyring.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    site.agents.push(daemon);
-    site.wait_for("compute-0 current", |s| {
-        s.host("compute-0")["patch_current"] == true
-    });
+    let site = site_with_checking_agent(&keyring);
     let before = common::root_snapshot(&site.root("compute-0"));
 
     let foreign = patch(&site, "FOREIGN", Rpm::SignedBy(&keys.stranger));
@@ -186,4 +192,32 @@ fn an_agent_refuses_a_foreign_signature_and_leaves_its_root_alone() {
             .unwrap()
             .starts_with("VERSION = 231")
     );
+}
+
+#[test]
+fn an_agent_refuses_an_rpm_altered_after_signing() {
+    let keys = keys();
+    let keyring = keys.dir.path().join("rpm-keyring");
+    let site = site_with_checking_agent(&keyring);
+    let before = common::root_snapshot(&site.root("compute-0"));
+    let altered = patch(&site, "ALTERED", Rpm::TamperedAfterSigning(&keys.trusted));
+    assert!(upload(&site, &altered).0);
+    site.ok(&["apply", "ALTERED"]);
+    let out = site.run("sw-patch", &["host-install", "compute-0"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("package sysinv"),
+        "host-install shows why: {text}"
+    );
+    let error = site.host("compute-0")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(error.contains("contents do not match"), "{error}");
+    assert_eq!(common::root_snapshot(&site.root("compute-0")), before);
 }
