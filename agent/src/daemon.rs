@@ -723,8 +723,10 @@ impl Agent {
             out.write_all(&chunk).await.map_err(local)?;
         }
         out.flush().await.map_err(local)?;
+        // A complete response of the wrong size is the controller's file, not the network:
+        // retrying would fetch the same bytes (a connection cut mid-body errors above).
         if got != size {
-            return Err(Fetch::Retry(format!(
+            return Err(Fetch::Fail(format!(
                 "the download is {got} bytes, the index states {size} (truncated?)"
             )));
         }
