@@ -146,6 +146,27 @@ fn strategy_body(s: Option<&Strategy>) -> Value {
     json!({"strategy": s.map(strategy_api::strategy_json)})
 }
 
+/// The rejection of a strategy request without a valid token or for an unknown strategy type.
+fn rejected(vim: &Vim, headers: &HeaderMap, kind: &str) -> Option<Response> {
+    unauthorized(vim, headers).or_else(|| unknown_kind(kind))
+}
+
+/// Runs `f` on the strategy slot, saving the slot when `f` says it changed. `f`'s own
+/// refusal is the answer as it is; a failed save is a 500 (and changes nothing).
+fn update<T>(
+    vim: &Vim,
+    f: impl FnOnce(&mut Option<Strategy>) -> (Result<T, Response>, bool),
+) -> Result<T, Box<Response>> {
+    match vim.orch.with_strategy(f) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(refusal)) => Err(Box::new(refusal)),
+        Err(e) => Err(Box::new(fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot save the strategy: {e}"),
+        ))),
+    }
+}
+
 async fn get_strategy(
     State(vim): State<Vim>,
     headers: HeaderMap,
@@ -172,10 +193,7 @@ async fn get_strategy_by_uuid(
     headers: HeaderMap,
     UrlPath((kind, uuid)): UrlPath<(String, String)>,
 ) -> Response {
-    if let Some(r) = unauthorized(&vim, &headers) {
-        return r;
-    }
-    if let Some(r) = unknown_kind(&kind) {
+    if let Some(r) = rejected(&vim, &headers, &kind) {
         return r;
     }
     if uuid::Uuid::parse_str(&uuid).is_err() {
@@ -196,10 +214,7 @@ async fn create(
     UrlPath(kind): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&vim, &headers) {
-        return r;
-    }
-    if let Some(r) = unknown_kind(&kind) {
+    if let Some(r) = rejected(&vim, &headers, &kind) {
         return r;
     }
     let request = match strategy_api::parse_create(&body) {
@@ -230,8 +245,14 @@ async fn create(
             Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
     }
-    let result = vim.orch.with_strategy(|slot| match slot {
-        Some(existing) => (Err(existing.name.clone()), false),
+    let created = update(&vim, |slot| match slot {
+        Some(existing) => (
+            Err(fault(
+                StatusCode::CONFLICT,
+                &format!("strategy already exists of type:{}", existing.name),
+            )),
+            false,
+        ),
         None => {
             let mut s = strategy;
             s.start_build(now_ms());
@@ -240,20 +261,13 @@ async fn create(
             (Ok(body), true)
         }
     });
-    match result {
-        Ok(Ok(body)) => {
+    match created {
+        Ok(body) => {
             vim.orch.wake.notify_one();
             tracing::info!(target: "audit", "patch strategy created");
             axum::Json(body).into_response()
         }
-        Ok(Err(kind)) => fault(
-            StatusCode::CONFLICT,
-            &format!("strategy already exists of type:{kind}"),
-        ),
-        Err(e) => fault(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot save the strategy: {e}"),
-        ),
+        Err(refusal) => *refusal,
     }
 }
 
@@ -269,10 +283,7 @@ async fn delete_strategy(
     UrlPath(kind): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&vim, &headers) {
-        return r;
-    }
-    if let Some(r) = unknown_kind(&kind) {
+    if let Some(r) = rejected(&vim, &headers, &kind) {
         return r;
     }
     let force = if body.iter().all(u8::is_ascii_whitespace) {
@@ -283,30 +294,26 @@ async fn delete_strategy(
             Err(e) => return fault(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")),
         }
     };
-    let result = vim.orch.with_strategy(|slot| match slot {
-        None => (Err(StatusCode::NOT_FOUND.as_u16().to_string()), false),
-        Some(s) => match s.check_delete(force) {
-            Err(refused) => (Err(refused.to_string()), false),
-            Ok(()) => {
+    let deleted = update(&vim, |slot| {
+        match slot.as_ref().map(|s| s.check_delete(force)) {
+            None => (Err(not_found_sync()), false),
+            Some(Err(refused)) => (
+                Err(fault(StatusCode::CONFLICT, &refused.to_string())),
+                false,
+            ),
+            Some(Ok(())) => {
                 *slot = None;
                 (Ok(()), true)
             }
-        },
-    });
-    match result {
-        Ok(Ok(())) => {
-            let orch = vim.orch.clone();
-            let _ = tokio::task::spawn_blocking(move || orch.sync_alarms()).await;
-            tracing::info!(target: "audit", "patch strategy deleted (force: {force})");
-            StatusCode::NO_CONTENT.into_response()
         }
-        Ok(Err(message)) if message == "404" => not_found_sync(),
-        Ok(Err(message)) => fault(StatusCode::CONFLICT, &message),
-        Err(e) => fault(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot delete the strategy: {e}"),
-        ),
+    });
+    if let Err(refusal) = deleted {
+        return *refusal;
     }
+    let orch = vim.orch.clone();
+    let _ = tokio::task::spawn_blocking(move || orch.sync_alarms()).await;
+    tracing::info!(target: "audit", "patch strategy deleted (force: {force})");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn action(
@@ -315,10 +322,7 @@ async fn action(
     UrlPath(kind): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&vim, &headers) {
-        return r;
-    }
-    if let Some(r) = unknown_kind(&kind) {
+    if let Some(r) = rejected(&vim, &headers, &kind) {
         return r;
     }
     let action = match strategy_api::parse_action(&body) {
@@ -329,9 +333,9 @@ async fn action(
         Err(ActionParseError::Invalid(m)) => return fault(StatusCode::BAD_REQUEST, &m),
     };
     let now = now_ms();
-    let result = vim.orch.with_strategy(|slot| {
+    let acted = update(&vim, |slot| {
         let Some(s) = slot.as_mut() else {
-            return (Err(None), false);
+            return (Err(not_found_sync()), false);
         };
         let outcome = match action {
             Action::Apply(stage) => s.apply(stage, now),
@@ -339,21 +343,23 @@ async fn action(
         };
         match outcome {
             Ok(()) => (Ok(strategy_body(Some(s))), true),
-            Err(refused) => (Err(Some(refused.to_string())), false),
+            // The original answers a refused action with 500.
+            Err(refused) => (
+                Err(fault(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &refused.to_string(),
+                )),
+                false,
+            ),
         }
     });
-    match result {
-        Ok(Ok(body)) => {
+    match acted {
+        Ok(body) => {
             vim.orch.wake.notify_one();
             tracing::info!(target: "audit", "patch strategy action {action:?}");
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }
-        Ok(Err(None)) => not_found_sync(),
-        Ok(Err(Some(message))) => fault(StatusCode::INTERNAL_SERVER_ERROR, &message),
-        Err(e) => fault(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot save the strategy: {e}"),
-        ),
+        Err(refusal) => *refusal,
     }
 }
 

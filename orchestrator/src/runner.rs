@@ -139,10 +139,7 @@ impl Strategy {
             }
             StrategyState::Applying => {
                 let current = self.apply_phase.current_stage;
-                let paused = !self.apply_step_running()
-                    && self.apply_phase.stop_at_stage == current
-                    && current < total;
-                if !paused {
+                if !self.apply_paused() {
                     return refuse("apply already inprogress");
                 }
                 match stage {
@@ -290,79 +287,112 @@ impl Strategy {
     }
 
     fn advance(&mut self, cluster: &dyn Cluster, now_ms: u64) -> Advance {
+        use StrategyState::*;
         match self.state {
-            StrategyState::Building => self.advance_build(cluster, now_ms),
-            StrategyState::Applying => self.advance_apply(cluster, now_ms),
-            StrategyState::ApplyFailed | StrategyState::ApplyTimeout => {
+            Building => {
+                self.advance_phase(
+                    PhaseName::Build,
+                    cluster,
+                    now_ms,
+                    |s, result, now| match result {
+                        StepResult::TimedOut => BuildTimeout,
+                        r if r.is_fatal() => BuildFailed,
+                        _ => s.build_complete(now),
+                    },
+                )
+            }
+            Applying => {
+                self.advance_phase(
+                    PhaseName::Apply,
+                    cluster,
+                    now_ms,
+                    |_, result, _| match result {
+                        StepResult::TimedOut => ApplyTimeout,
+                        r if r.is_fatal() => ApplyFailed,
+                        _ => Applied,
+                    },
+                )
+            }
+            ApplyFailed | ApplyTimeout => {
                 // The automatic abort (the state was saved first, as the original shows it).
                 self.begin_abort_phase(now_ms);
                 Advance::Moved
             }
-            StrategyState::Aborting if self.abort_requested => {
+            Aborting if self.abort_requested => {
                 // Let the running apply step finish, then end the stage aborted.
-                let phase = &self.apply_phase;
-                let step_running = phase.inprogress
-                    && phase.stages.get(phase.current_stage).is_some_and(|s| {
-                        s.inprogress
-                            && s.steps
-                                .get(s.current_step)
-                                .is_some_and(|x| x.result == StepResult::Inprogress)
-                    });
-                let progress = if step_running {
-                    self.run_phase(PhaseName::Apply, cluster, now_ms)
-                } else {
-                    PhaseProgress::StepFinished
-                };
-                match progress {
+                if !self.apply_step_inprogress() {
+                    self.end_apply_aborted(now_ms);
+                    return Advance::Moved;
+                }
+                match self.run_phase(PhaseName::Apply, cluster, now_ms) {
                     PhaseProgress::StepFinished | PhaseProgress::Finished(_) => {
-                        let phase = &mut self.apply_phase;
-                        if let Some(stage) = phase.stages.get_mut(phase.current_stage)
-                            && stage.inprogress
-                        {
-                            stage.inprogress = false;
-                            stage.result = StepResult::Aborted;
-                            stage.end_date_time = timestamp();
-                        }
-                        phase.inprogress = false;
-                        phase.result = phase.result.roll_up(StepResult::Aborted);
-                        phase.end_date_time = timestamp();
-                        self.abort_requested = false;
-                        self.begin_abort_phase(now_ms);
+                        self.end_apply_aborted(now_ms);
                         Advance::Moved
                     }
-                    PhaseProgress::Moved => Advance::Moved,
-                    PhaseProgress::Parked { changed } => Advance::Parked { changed },
+                    other => other.into(),
                 }
             }
-            StrategyState::Aborting => match self.run_phase(PhaseName::Abort, cluster, now_ms) {
-                PhaseProgress::Finished(result) => {
-                    self.state = match result {
-                        StepResult::TimedOut => StrategyState::AbortTimeout,
-                        r if r.is_fatal() => StrategyState::AbortFailed,
-                        _ => StrategyState::Aborted,
-                    };
-                    Advance::Moved
-                }
-                PhaseProgress::StepFinished | PhaseProgress::Moved => Advance::Moved,
-                PhaseProgress::Parked { changed } => Advance::Parked { changed },
-            },
+            Aborting => {
+                self.advance_phase(
+                    PhaseName::Abort,
+                    cluster,
+                    now_ms,
+                    |_, result, _| match result {
+                        StepResult::TimedOut => AbortTimeout,
+                        r if r.is_fatal() => AbortFailed,
+                        _ => Aborted,
+                    },
+                )
+            }
             _ => Advance::Parked { changed: false },
         }
     }
 
-    fn advance_build(&mut self, cluster: &dyn Cluster, now_ms: u64) -> Advance {
-        match self.run_phase(PhaseName::Build, cluster, now_ms) {
+    /// Runs `phase` one transition; once it finishes, the strategy moves to the state
+    /// `finished` gives for the phase's result.
+    fn advance_phase(
+        &mut self,
+        phase: PhaseName,
+        cluster: &dyn Cluster,
+        now_ms: u64,
+        finished: impl FnOnce(&mut Self, StepResult, u64) -> StrategyState,
+    ) -> Advance {
+        match self.run_phase(phase, cluster, now_ms) {
             PhaseProgress::Finished(result) => {
-                self.state = match result {
-                    StepResult::TimedOut => StrategyState::BuildTimeout,
-                    r if r.is_fatal() => StrategyState::BuildFailed,
-                    _ => self.build_complete(now_ms),
-                };
+                self.state = finished(self, result, now_ms);
                 Advance::Moved
             }
-            PhaseProgress::StepFinished | PhaseProgress::Moved => Advance::Moved,
-            PhaseProgress::Parked { changed } => Advance::Parked { changed },
+            other => other.into(),
         }
+    }
+
+    /// Whether a step of the apply phase is running (an abort lets it finish).
+    fn apply_step_inprogress(&self) -> bool {
+        let phase = &self.apply_phase;
+        phase.inprogress
+            && phase.stages.get(phase.current_stage).is_some_and(|s| {
+                s.inprogress
+                    && s.steps
+                        .get(s.current_step)
+                        .is_some_and(|x| x.result == StepResult::Inprogress)
+            })
+    }
+
+    /// Ends the interrupted stage and the apply phase as aborted, then starts the abort phase.
+    fn end_apply_aborted(&mut self, now_ms: u64) {
+        let phase = &mut self.apply_phase;
+        if let Some(stage) = phase.stages.get_mut(phase.current_stage)
+            && stage.inprogress
+        {
+            stage.inprogress = false;
+            stage.result = StepResult::Aborted;
+            stage.end_date_time = timestamp();
+        }
+        phase.inprogress = false;
+        phase.result = phase.result.roll_up(StepResult::Aborted);
+        phase.end_date_time = timestamp();
+        self.abort_requested = false;
+        self.begin_abort_phase(now_ms);
     }
 
     /// Plans the apply phase from what the build collected (reference §3).
@@ -389,21 +419,6 @@ impl Strategy {
                 self.build_phase.reason = refusal.to_string();
                 StrategyState::BuildFailed
             }
-        }
-    }
-
-    fn advance_apply(&mut self, cluster: &dyn Cluster, now_ms: u64) -> Advance {
-        match self.run_phase(PhaseName::Apply, cluster, now_ms) {
-            PhaseProgress::Finished(result) => {
-                self.state = match result {
-                    StepResult::TimedOut => StrategyState::ApplyTimeout,
-                    r if r.is_fatal() => StrategyState::ApplyFailed,
-                    _ => StrategyState::Applied,
-                };
-                Advance::Moved
-            }
-            PhaseProgress::StepFinished | PhaseProgress::Moved => Advance::Moved,
-            PhaseProgress::Parked { changed } => Advance::Parked { changed },
         }
     }
 
@@ -992,6 +1007,16 @@ pub enum DryRunError {
     /// The builder refused.
     #[error("{0}")]
     Refused(BuildRefusal),
+}
+
+impl From<PhaseProgress> for Advance {
+    /// A phase that did not finish: a transition, or a wait.
+    fn from(progress: PhaseProgress) -> Advance {
+        match progress {
+            PhaseProgress::Parked { changed } => Advance::Parked { changed },
+            _ => Advance::Moved,
+        }
+    }
 }
 
 enum PhaseProgress {
