@@ -200,8 +200,9 @@ impl RpmSigningKey {
 
 /// The key ids of the OpenPGP signatures an RPM carries (empty: unsigned).
 pub fn rpm_signers(path: &Path) -> Result<Vec<String>, RpmSignError> {
-    let package = rpm::Package::open(path).map_err(rpm_error(path))?;
-    let signatures = package.signatures().map_err(rpm_error(path))?;
+    // The headers only: the payload is not needed to list signers.
+    let metadata = rpm::PackageMetadata::open(path).map_err(rpm_error(path))?;
+    let signatures = metadata.signatures().map_err(rpm_error(path))?;
     let mut ids: Vec<String> = signatures
         .iter()
         .filter_map(|s| {
