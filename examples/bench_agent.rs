@@ -233,19 +233,16 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
         let root = dir.join("roots").join(format!("host-{i:03}"));
         std::fs::create_dir_all(&root)?;
         let agent = Arc::new(Agent::open(AgentConfig {
-            controllers: vec![agent_url.clone()],
-            token: "bench-token".into(),
-            hostname: format!("host-{i:03}"),
             ip: format!("10.0.{}.{}", i / 250, i % 250 + 1),
-            personality: personalities[i % 3],
-            release: "19.01".into(),
-            state_dir: root.join("var/lib/stx-patch/agent"),
-            root,
             heartbeat: Duration::from_secs(1),
-            reboot_command: None,
-            use_rpm_tool: false,
-            workload_hook: None,
-            rpm_keyring: None,
+            ..AgentConfig::new(
+                &agent_url,
+                "bench-token",
+                format!("host-{i:03}"),
+                personalities[i % 3],
+                "19.01",
+                root,
+            )
         })?);
         tasks.push(runtime.spawn(agent.run(rx.clone())));
     }

@@ -273,19 +273,9 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
         let root = dir.join("roots").join(&name);
         std::fs::create_dir_all(&root)?;
         let agent = Arc::new(Agent::open(AgentConfig {
-            controllers: vec![agent_url.clone()],
-            token: "bench-token".into(),
-            hostname: name,
             ip: format!("10.0.{}.{}", i / 250, i % 250 + 1),
-            personality,
-            release: "19.01".into(),
-            state_dir: root.join("var/lib/stx-patch/agent"),
-            root,
             heartbeat: Duration::from_secs(1),
-            reboot_command: None,
-            use_rpm_tool: false,
-            workload_hook: None,
-            rpm_keyring: None,
+            ..AgentConfig::new(&agent_url, "bench-token", name, personality, "19.01", root)
         })?);
         tasks.push(runtime.spawn(agent.run(rx.clone())));
     }

@@ -58,19 +58,8 @@ fn run_agent(args: &[String]) -> Result<()> {
         return Err("usage: __agent URL TOKEN HOST PERSONALITY ROOT boot|run".into());
     };
     let config = agent::AgentConfig {
-        controllers: vec![url.clone()],
-        token: token.clone(),
-        hostname: host.clone(),
-        ip: "127.0.0.1".into(),
-        personality: personality.parse()?,
-        release: "19.01".into(),
-        root: PathBuf::from(root),
-        state_dir: PathBuf::from(root).join("var/lib/stx-patch/agent"),
         heartbeat: Duration::from_secs(1),
-        reboot_command: None,
-        use_rpm_tool: false,
-        workload_hook: None,
-        rpm_keyring: None,
+        ..agent::AgentConfig::new(url, token, host, personality.parse()?, "19.01", root)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -51,6 +51,37 @@ pub struct AgentConfig {
     pub rpm_keyring: Option<PathBuf>,
 }
 
+impl AgentConfig {
+    /// A host running `release` at `root`, reporting to `controller` with `token`; the
+    /// rest defaulted: state under `<root>/var/lib/stx-patch/agent`, address 127.0.0.1, a
+    /// 10 s heartbeat, the builtin installer, soft reboots, no hooks, no RPM keyring.
+    pub fn new(
+        controller: impl Into<String>,
+        token: impl Into<String>,
+        hostname: impl Into<String>,
+        personality: Personality,
+        release: impl Into<String>,
+        root: impl Into<PathBuf>,
+    ) -> AgentConfig {
+        let root = root.into();
+        AgentConfig {
+            controllers: vec![controller.into()],
+            token: token.into(),
+            hostname: hostname.into(),
+            ip: "127.0.0.1".into(),
+            personality,
+            release: release.into(),
+            state_dir: root.join("var/lib/stx-patch/agent"),
+            root,
+            heartbeat: Duration::from_secs(10),
+            reboot_command: None,
+            use_rpm_tool: false,
+            workload_hook: None,
+            rpm_keyring: None,
+        }
+    }
+}
+
 /// What the agent persists across restarts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct AgentState {
