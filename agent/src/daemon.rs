@@ -311,6 +311,9 @@ impl Agent {
         Fut: std::future::Future<Output = Result<T, Fetch>>,
     {
         let deadline = Instant::now() + FETCH_RETRY;
+        // A restarting controller is usually back within a fraction of a second: retry soon,
+        // then back off to the heartbeat (at most 2 s).
+        let mut delay = Duration::from_millis(100);
         loop {
             match attempt().await {
                 Ok(value) => return Ok(value),
@@ -318,7 +321,8 @@ impl Agent {
                 Err(Fetch::Retry(message)) if Instant::now() >= deadline => return Err(message),
                 Err(Fetch::Retry(message)) => {
                     tracing::warn!("{what}: {message}; retrying");
-                    tokio::time::sleep(self.config.heartbeat.min(Duration::from_secs(2))).await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.config.heartbeat.min(Duration::from_secs(2)));
                 }
             }
         }

@@ -43,6 +43,8 @@ fn sigkill_during_apply_resumes_and_finishes() {
         seed ^= seed << 17;
         seed % n
     };
+    // Kill at random moments until 30 kills have landed during the apply, then let it finish
+    // (kills faster than a loaded machine makes progress would starve it forever).
     let start = Instant::now();
     let mut kills = 0;
     let last = loop {
@@ -52,12 +54,14 @@ fn sigkill_during_apply_resumes_and_finishes() {
         if state != "applying" {
             break s;
         }
-        site.restart_controller();
-        kills += 1;
         assert!(
-            start.elapsed() < Duration::from_secs(240),
+            start.elapsed() < Duration::from_secs(300),
             "no end after {kills} kills: {s:#}"
         );
+        if kills < 30 {
+            site.restart_controller();
+            kills += 1;
+        }
     };
     let s = &last;
     eprintln!("{kills} kills during the apply");
