@@ -9,6 +9,8 @@ command -v openssl >/dev/null || need+=(openssl)   # makes X.509 test certificat
 command -v tar >/dev/null || need+=(tar)           # GNU tar reads our patches in tests
 command -v gzip >/dev/null || need+=(gzip)
 command -v rpm >/dev/null || need+=(rpm)           # the agent's --installer rpm is tested
+command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
     SUDO=""

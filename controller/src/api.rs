@@ -456,7 +456,7 @@ async fn upload(app: Arc<App>, call: &Call, headers: HeaderMap, request: Request
 }
 
 /// The final component of a client-side path (the original client sends what the user typed).
-fn basename(name: &str) -> String {
+pub(crate) fn basename(name: &str) -> String {
     Path::new(name)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -469,7 +469,7 @@ const DRAIN_AFTER_REFUSAL: u64 = 1 << 30;
 
 /// Feeds one uploaded file to the verifier (on a blocking thread) as it arrives, then imports
 /// it under the store lock.
-async fn import_stream(
+pub(crate) async fn import_stream(
     app: Arc<App>,
     mut stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
     name: String,
@@ -613,7 +613,7 @@ async fn upload_dir(app: Arc<App>, call: &Call) -> Response {
 
 /// Parses `a=b&c=d` strictly: a `%` must start a two-digit hex escape and the decoded text
 /// must be UTF-8 (a lenient decoder would silently turn garbage into other values).
-fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
     fn decode(part: &str) -> Result<String, String> {
         let bytes = part.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());

@@ -91,6 +91,17 @@ pub struct ControllerConfig {
     /// Directory of trusted RPM signing keys (`*.asc` OpenPGP public keys).
     #[serde(default)]
     pub rpm_keyring: Option<PathBuf>,
+    /// The web dashboard (the original's Horizon pages), e.g. `0.0.0.0:8080`. Off unless set;
+    /// operators log in with one of the auth tokens, so it needs at least one.
+    #[serde(default)]
+    pub web_listen: Option<String>,
+    /// A dashboard session ends after this many minutes without a request.
+    #[serde(default = "default_web_idle")]
+    pub web_session_idle_minutes: u64,
+}
+
+fn default_web_idle() -> u64 {
+    30
 }
 
 fn default_listen() -> String {
@@ -132,6 +143,8 @@ impl ControllerConfig {
             strategy_timing: orchestrator::Timing::default(),
             require_signed_rpms: false,
             rpm_keyring: None,
+            web_listen: None,
+            web_session_idle_minutes: default_web_idle(),
         }
     }
 
@@ -169,6 +182,18 @@ impl ControllerConfig {
                     "vim_listen {addr} is not loopback: it needs auth tokens (auth_tokens or auth_tokens_file)"
                 )));
             }
+        }
+        if let Some(addr) = &self.web_listen
+            && self.auth_tokens()?.is_empty()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "web_listen {addr}: operators log in with a token, so it needs auth tokens (auth_tokens or auth_tokens_file)"
+            )));
+        }
+        if !(1..=24 * 60).contains(&self.web_session_idle_minutes) {
+            return Err(ConfigError::Invalid(
+                "web_session_idle_minutes must be between 1 and 1440".into(),
+            ));
         }
         if self.require_signed_rpms && self.rpm_keyring.is_none() {
             return Err(ConfigError::Invalid(

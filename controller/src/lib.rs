@@ -20,6 +20,7 @@ mod json;
 mod orchestration;
 mod state;
 mod vim_api;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct Controller {
     pub agent_addr: Option<SocketAddr>,
     /// Address of the orchestration and alarm API, if enabled.
     pub vim_addr: Option<SocketAddr>,
+    /// Address of the web dashboard, if enabled.
+    pub web_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -183,6 +186,22 @@ impl Controller {
             }
             None => None,
         };
+        let web_addr = match &config.web_listen {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| StartError::Bind {
+                    addr: addr.clone(),
+                    source: e,
+                })?;
+                tasks.push(serve(
+                    listener,
+                    web::router(app.clone(), orch.clone(), config.auth_tokens()?),
+                    rx.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         let audit_every = std::time::Duration::from_millis(config.strategy_audit_ms);
         let mut stop = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -234,12 +253,13 @@ impl Controller {
                 .await;
             }
         }));
-        tracing::info!(%api_addr, ?auth_api_addr, ?agent_addr, ?vim_addr, release = %config.release, "controller started");
+        tracing::info!(%api_addr, ?auth_api_addr, ?agent_addr, ?vim_addr, ?web_addr, release = %config.release, "controller started");
         Ok(Controller {
             api_addr,
             auth_api_addr,
             agent_addr,
             vim_addr,
+            web_addr,
             shutdown,
             tasks,
         })

@@ -49,6 +49,10 @@ struct Args {
     /// tokens, 127.0.0.1:4545 without]
     #[arg(long, value_name = "ADDR")]
     vim_listen: Option<String>,
+    /// Web dashboard address (operators log in with an API token); `--web-listen` alone
+    /// serves it on 0.0.0.0:8080 [default: off]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "0.0.0.0:8080")]
+    web_listen: Option<String>,
     /// The controller host this daemon runs on (a strategy patches it last, after a swact)
     #[arg(long, value_name = "HOST")]
     local_controller: Option<String>,
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
                         "auth_api": controller.auth_api_addr.map(|a| a.to_string()),
                         "agent_api": controller.agent_addr.map(|a| a.to_string()),
                         "vim_api": controller.vim_addr.map(|a| a.to_string()),
+                        "web": controller.web_addr.map(|a| a.to_string()),
                     })
                 );
             }
@@ -159,6 +164,12 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if config.vim_listen.as_deref() == Some("off") {
         config.vim_listen = None;
+    }
+    if let Some(v) = &args.web_listen {
+        config.web_listen = Some(v.clone());
+    }
+    if config.web_listen.as_deref() == Some("off") {
+        config.web_listen = None;
     }
     if let Some(v) = &args.local_controller {
         config.local_controller = Some(v.clone());

@@ -16,6 +16,8 @@ pub struct Site {
     pub url: String,
     pub agent_url: String,
     pub vim_url: String,
+    /// The web dashboard, when the site's TOML sets `web_listen`.
+    pub web_url: Option<String>,
     pub agents: Vec<Child>,
     pub key: PrivateKey,
     controller_args: Vec<String>,
@@ -110,6 +112,7 @@ impl Site {
             url: format!("http://{}", addrs["api"].as_str().unwrap()),
             agent_url: format!("http://{}", addrs["agent_api"].as_str().unwrap()),
             vim_url: format!("http://{}", addrs["vim_api"].as_str().unwrap()),
+            web_url: addrs["web"].as_str().map(|a| format!("http://{a}")),
             dir,
             controller,
             agents: Vec::new(),
