@@ -383,7 +383,7 @@ fn operator_rolls_out_a_patch_in_chromium() {
         result
     });
     // What the pages showed is what the controller holds.
-    assert_eq!(site.patch_state("WEB_0002"), "Applied");
+    assert_eq!(site.patch_state("WEB_0002"), "Committed");
     assert!(site.hosts().iter().all(|h| h["patch_current"] == true));
 }
 
@@ -447,8 +447,13 @@ async fn drive(c: &Client, web: &str, patch: &Path) {
     wait_all(c, "#hosts td.current", "No", 6, long).await;
     screenshot(c, "hosts").await;
 
-    // Create a strategy (workers and storage in parallel) and apply it.
+    // A dry run shows the plan and stores nothing.
     c.goto(&format!("{web}/orchestration")).await.unwrap();
+    click(c, "#dry-run").await;
+    wait_text(c, "#dry-run-plan", "Predicted duration", long).await;
+    wait_text(c, "#dry-run-plan", "sw-patch-worker-hosts", long).await;
+    assert!(c.find(Locator::Id("no-strategy")).await.is_ok());
+    // Create a strategy (workers and storage in parallel) and apply it.
     for (id, value) in [
         ("storage-apply-type", "parallel"),
         ("worker-apply-type", "parallel"),
@@ -475,6 +480,23 @@ async fn drive(c: &Client, web: &str, patch: &Path) {
     wait_all(c, "#hosts td.current", "Yes", 6, long).await;
     c.goto(&format!("{web}/patches")).await.unwrap();
     wait_text(c, "#patch-WEB_0002 td.state", "Applied", long).await;
+    // Lock and unlock a host from its row (the lock asks first).
+    c.goto(&format!("{web}/hosts")).await.unwrap();
+    click(c, "#host-compute-0 button[data-action='Lock']").await;
+    accept_confirm(c).await;
+    wait_text(c, "#messages", "Host compute-0 is locked", long).await;
+    wait_text(c, "#host-compute-0", "locked", long).await;
+    click(c, "#host-compute-0 button[data-action='Unlock']").await;
+    wait_text(c, "#messages", "Host compute-0 is unlocked", long).await;
+
+    // Commit: the dry run's "would free" first, then the confirmation.
+    c.goto(&format!("{web}/patches")).await.unwrap();
+    click(c, "#patch-WEB_0002 a[data-action='Commit']").await;
+    wait_text(c, "#commit-plan", "would free", long).await;
+    screenshot(c, "commit").await;
+    click(c, "#commit-confirm").await;
+    wait_text(c, "#patch-WEB_0002 td.state", "Committed", long).await;
+
     c.goto(&format!("{web}/alarms")).await.unwrap();
     screenshot(c, "alarms").await;
     c.goto(&format!("{web}/patches/show/WEB_0002"))

@@ -93,7 +93,8 @@ pub(crate) fn router(app: Arc<App>, orch: Arc<Orchestration>, tokens: BTreeSet<S
 
 /// Headers on every answer: no framing, no sniffing, scripts and styles only from here, no
 /// caching of pages that show live state.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(response: Response) -> Response {
+    let mut response = error_as_page(response).await;
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -115,6 +116,37 @@ async fn security_headers(mut response: Response) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// A refusal from the framework itself (a malformed URL, a form over the size limit) comes
+/// as plain text: the browser gets it as a page, in the same words.
+async fn error_as_page(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let title = status.canonical_reason().unwrap_or("Error");
+    let message = if text.trim().is_empty() {
+        format!("The request failed ({status}).")
+    } else {
+        text
+    };
+    html(
+        status,
+        pages::bare(
+            title,
+            pages::login_link(pages::message_page(title, &message)),
+        ),
+    )
 }
 
 async fn css() -> Response {
