@@ -226,6 +226,9 @@ impl Agent {
             instance: new_boot_id(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
+                // A standby controller answers 307 towards the active one: the agent moves
+                // to the next controller URL itself rather than follow it request by request.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| AgentError::State {
                     path: PathBuf::new(),
@@ -279,6 +282,15 @@ impl Agent {
             let request = build(&self.http, &base).bearer_auth(&self.config.token);
             match request.send().await {
                 Ok(r) if r.status().is_success() => return Ok(r),
+                // Not the active controller (or handing over): try the other one.
+                Ok(r)
+                    if r.status() == reqwest::StatusCode::TEMPORARY_REDIRECT
+                        || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    last = format!("{base}: not the active controller ({})", r.status());
+                    let mut i = self.controller.lock().await;
+                    *i = (*i + 1) % self.config.controllers.len().max(1);
+                }
                 Ok(r) => {
                     let status = r.status();
                     let body = r.text().await.unwrap_or_default();

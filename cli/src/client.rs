@@ -7,30 +7,33 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-/// The patching API at one URL.
+/// The patching API of a controller, or of a pair (the active one is used).
 pub struct ApiClient {
-    base: String,
+    controllers: crate::failover::Failover,
     token: Option<String>,
     http: reqwest::blocking::Client,
 }
 
 impl ApiClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:5487`), sending `X-Auth-Token` if given.
+    /// A client for `base` (e.g. `http://127.0.0.1:5487`, or several URLs separated by
+    /// commas for a controller pair), sending `X-Auth-Token` if given.
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::blocking::Client::builder()
             .timeout(None::<Duration>)
             .connect_timeout(Duration::from_secs(10))
+            // A standby's 307 is handled by the failover (an upload cannot be replayed).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("creating the HTTP client")?;
         Ok(ApiClient {
-            base: base.trim_end_matches('/').to_owned(),
+            controllers: crate::failover::Failover::new(base),
             token,
             http,
         })
     }
 
-    fn url(&self, action: &str, ids: &[String]) -> String {
-        let mut url = format!("{}/v1/{action}", self.base);
+    fn url(base: &str, action: &str, ids: &[String]) -> String {
+        let mut url = format!("{base}/v1/{action}");
         for id in ids {
             url.push('/');
             url.push_str(&percent_encode(id));
@@ -38,14 +41,26 @@ impl ApiClient {
         url
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<Value> {
-        let request = match &self.token {
-            Some(token) => request.header("X-Auth-Token", token),
-            None => request,
-        };
-        let response = request
-            .send()
-            .with_context(|| format!("cannot reach the patching API at {}", self.base))?;
+    fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .controllers
+            .send(|base| {
+                let request = build(base);
+                match &self.token {
+                    Some(token) => request.header("X-Auth-Token", token),
+                    None => request,
+                }
+            })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the patching API at {}: {}",
+                    self.controllers.all(),
+                    e.0
+                )
+            })?;
         let status = response.status();
         let body = response.text().context("reading the API response")?;
         if !status.is_success() {
@@ -75,7 +90,7 @@ impl ApiClient {
         ids: &[String],
         query: &[(&str, String)],
     ) -> anyhow::Result<Value> {
-        self.send(self.http.get(self.url(action, ids)).query(query))
+        self.send(|base| self.http.get(Self::url(base, action, ids)).query(query))
     }
 
     /// POST `/v1/<action>/<ids>?<query>`.
@@ -85,15 +100,15 @@ impl ApiClient {
         ids: &[String],
         query: &[(&str, String)],
     ) -> anyhow::Result<Value> {
-        self.send(self.http.post(self.url(action, ids)).query(query))
+        self.send(|base| self.http.post(Self::url(base, action, ids)).query(query))
     }
 
     /// POST a patch file as multipart field `file` (as the original client does), with a
     /// progress bar on a terminal.
     pub fn upload(&self, path: &Path) -> anyhow::Result<Value> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("File does not exist: {}", path.display()))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("File does not exist: {}", path.display()))?
+            .len();
         let name = path.to_string_lossy().into_owned();
         let bar = if std::io::stderr().is_terminal() && len > 1 << 20 {
             let bar = indicatif::ProgressBar::new(len);
@@ -108,14 +123,23 @@ impl ApiClient {
         } else {
             None
         };
-        let reader = ProgressReader {
-            inner: file,
-            bar: bar.clone(),
-        };
-        let part =
-            reqwest::blocking::multipart::Part::reader_with_length(reader, len).file_name(name);
-        let form = reqwest::blocking::multipart::Form::new().part("file", part);
-        let result = self.send(self.http.post(self.url("upload", &[])).multipart(form));
+        // Built anew for each controller tried: a stream cannot be sent twice.
+        let result = self.send(|base| {
+            let request = self.http.post(Self::url(base, "upload", &[]));
+            let Ok(file) = std::fs::File::open(path) else {
+                return request;
+            };
+            if let Some(bar) = &bar {
+                bar.set_position(0);
+            }
+            let reader = ProgressReader {
+                inner: file,
+                bar: bar.clone(),
+            };
+            let part = reqwest::blocking::multipart::Part::reader_with_length(reader, len)
+                .file_name(name.clone());
+            request.multipart(reqwest::blocking::multipart::Form::new().part("file", part))
+        });
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

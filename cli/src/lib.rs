@@ -11,6 +11,7 @@ use patch_format::VerifiedPatch;
 use serde::Serialize;
 
 pub mod client;
+pub mod failover;
 pub mod strategy_text;
 pub mod tables;
 pub mod vim_client;
@@ -28,7 +29,7 @@ pub enum OutputFormat {
 /// How the API clients reach the controller (`sw-patch`, `system`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ConnectionArgs {
-    /// Controller API URL
+    /// Controller API URL; several separated by commas for a controller pair
     #[arg(
         long,
         global = true,
@@ -47,7 +48,7 @@ pub struct ConnectionArgs {
 /// How `sw-manager` and `fm` reach the orchestration and alarm API.
 #[derive(Clone, Debug, clap::Args)]
 pub struct VimConnectionArgs {
-    /// Orchestration and alarm API URL
+    /// Orchestration and alarm API URL; several separated by commas for a controller pair
     #[arg(
         long,
         global = true,

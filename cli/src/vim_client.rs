@@ -30,9 +30,9 @@ pub enum VimError {
     Transport(String),
 }
 
-/// The API at one URL.
+/// The API of a controller, or of a pair (the active one is used).
 pub struct VimClient {
-    base: String,
+    controllers: crate::failover::Failover,
     token: Option<String>,
     http: reqwest::blocking::Client,
 }
@@ -43,30 +43,40 @@ impl VimClient {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(40))
             .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| VimError::Transport(format!("creating the HTTP client: {e}")))?;
         Ok(VimClient {
-            base: base.trim_end_matches('/').to_owned(),
+            controllers: crate::failover::Failover::new(base),
             token,
             http,
         })
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Option<Value>, VimError> {
-        let mut request = request
-            .header("Accept", "application/json")
-            .header("X-User", "admin")
-            .header("X-Tenant", "admin")
-            .header("X-User-Domain-Name", "Default");
-        if let Some(token) = &self.token {
-            request = request.header("X-Auth-Token", token);
-        }
-        let response = request.send().map_err(|e| {
-            VimError::Transport(format!(
-                "cannot reach the orchestration API at {}: {e}",
-                self.base
-            ))
-        })?;
+    fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<Option<Value>, VimError> {
+        let response = self
+            .controllers
+            .send(|base| {
+                let mut request = build(base)
+                    .header("Accept", "application/json")
+                    .header("X-User", "admin")
+                    .header("X-Tenant", "admin")
+                    .header("X-User-Domain-Name", "Default");
+                if let Some(token) = &self.token {
+                    request = request.header("X-Auth-Token", token);
+                }
+                request
+            })
+            .map_err(|e| {
+                VimError::Transport(format!(
+                    "cannot reach the orchestration API at {}: {}",
+                    self.controllers.all(),
+                    e.0
+                ))
+            })?;
         let status = response.status();
         let body = response
             .text()
@@ -96,29 +106,27 @@ impl VimClient {
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// GET a path.
     pub fn get(&self, path: &str) -> Result<Value, VimError> {
-        self.send(self.http.get(self.url(path)))
+        self.send(|base| self.http.get(format!("{base}{path}")))
             .map(|v| v.unwrap_or(Value::Null))
     }
 
     /// POST a JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, VimError> {
-        self.send(self.http.post(self.url(path)).json(body))
+        self.send(|base| self.http.post(format!("{base}{path}")).json(body))
             .map(|v| v.unwrap_or(Value::Null))
     }
 
     /// DELETE, with an optional JSON body; the reply body (null when empty).
     pub fn delete(&self, path: &str, body: Option<&Value>) -> Result<Value, VimError> {
-        let request = self.http.delete(self.url(path));
-        let request = match body {
-            Some(b) => request.json(b),
-            None => request,
-        };
-        self.send(request).map(|v| v.unwrap_or(Value::Null))
+        self.send(|base| {
+            let request = self.http.delete(format!("{base}{path}"));
+            match body {
+                Some(b) => request.json(b),
+                None => request,
+            }
+        })
+        .map(|v| v.unwrap_or(Value::Null))
     }
 }

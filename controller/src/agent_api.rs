@@ -50,17 +50,22 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn report(
     State(api): State<AgentApi>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     body: axum::body::Bytes,
 ) -> Response {
     if !authorized(&api, &headers) {
         return unauthorized();
+    }
+    // Hosts report to the active controller of a pair (the standby's copy follows).
+    if let Some(r) = crate::ha::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
+        return r;
     }
     let report: HostReport = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -109,10 +114,14 @@ struct OrdersQuery {
 async fn orders(
     State(api): State<AgentApi>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(q): Query<OrdersQuery>,
 ) -> Response {
     if !authorized(&api, &headers) {
         return unauthorized();
+    }
+    if let Some(r) = crate::ha::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
+        return r;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(60));
     loop {
@@ -124,7 +133,15 @@ async fn orders(
         if let Some(order) = order {
             return axum::Json(order).into_response();
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        // Wake at least every second: a controller that stopped being active (swact) sends
+        // its agents to the new active one instead of holding them here.
+        let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        let woken = tokio::time::timeout_at(tick, notified).await.is_ok();
+        if let Some(r) = crate::ha::not_active_response(&api.app, |u| u.agent.clone(), &uri, false)
+        {
+            return r;
+        }
+        if !woken && tokio::time::Instant::now() >= deadline {
             return axum::Json(AgentOrder::None).into_response();
         }
     }

@@ -144,6 +144,37 @@ async fn dispatch(
     if mutating {
         tracing::info!(target: "audit", "User: {user} Action: {} {} {:?}", call.action, call.ids.join(" "), call.options);
     }
+    // A forced swact is how a standby takes over from a dead active: it is not redirected.
+    if call.action == "host_swact" && call.flag("force") {
+        let app = api.app.clone();
+        return blocking(move || crate::inventory::host_swact(&app, &call.ids, true)).await;
+    }
+    if mutating
+        && let Some(refusal) =
+            crate::ha::not_active_response(&api.app, |u| u.api.clone(), request.uri(), false)
+    {
+        return refusal;
+    }
+    let response = perform(&api, call, headers, request).await;
+    if !mutating || response.status() != StatusCode::OK {
+        return response;
+    }
+    // The standby holds the change before the caller hears of it.
+    let Some(ha) = api.app.ha.clone() else {
+        return response;
+    };
+    match tokio::task::spawn_blocking(move || ha.barrier()).await {
+        Ok(Ok(())) => response,
+        Ok(Err(crate::ha::NotReplicated(message))) => ok(json::error(&message)),
+        Err(e) => http_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("replication task failed: {e}"),
+        ),
+    }
+}
+
+/// Carries out one call.
+async fn perform(api: &Api, call: Call, headers: HeaderMap, request: Request) -> Response {
     match call.action.as_str() {
         "query" => query(&api.app, &call),
         "show" => show(&api.app, &call),
@@ -220,14 +251,35 @@ async fn dispatch(
         "host_show" => crate::inventory::host_show(&api.app.snapshot(), &call.ids),
         "host_lock" => crate::inventory::host_lock(&api.app, &call.ids, call.flag("force")),
         "host_unlock" => crate::inventory::host_unlock(&api.app, &call.ids),
+        "host_swact" => {
+            let app = api.app.clone();
+            blocking(move || crate::inventory::host_swact(&app, &call.ids, false)).await
+        }
         "init_release" | "del_release" => release(api.app.clone(), call).await,
         // What `system show` reports (the sysinv `isystems` shape, with the fields we know).
         "isystems" => {
             let snapshot = api.app.snapshot();
-            ok(json!({"isystems": [{
+            let mut system = json!({
                 "software_version": api.app.config.release,
                 "patch_op_counter": snapshot.store.op_counter,
-            }]}))
+                "system_mode": if api.app.config.single_controller { "simplex" } else { "duplex" },
+                "active_controller": api.app.active_controller(),
+            });
+            if let Some(ha) = &api.app.ha {
+                let me = ha.state();
+                let mut controllers = vec![json!({
+                    "hostname": ha.host, "role": me.role, "term": me.term, "reachable": true,
+                })];
+                match ha.peer_status() {
+                    Some(p) => controllers.push(json!({
+                        "hostname": p.host, "role": p.role, "term": p.term, "reachable": true,
+                        "in_sync": p.digest == ha.digest_now(),
+                    })),
+                    None => controllers.push(json!({"reachable": false})),
+                }
+                system["controllers"] = json!(controllers);
+            }
+            ok(json!({"isystems": [system]}))
         }
         other => http_error(StatusCode::NOT_FOUND, &format!("unknown action {other:?}")),
     }
@@ -555,9 +607,9 @@ async fn drain(
 }
 
 /// A blocking `Read` over chunks arriving on a channel from the async side.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
-    current: axum::body::Bytes,
+pub(crate) struct ChannelReader {
+    pub(crate) rx: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
+    pub(crate) current: axum::body::Bytes,
 }
 
 impl std::io::Read for ChannelReader {

@@ -95,9 +95,33 @@ pub struct ControllerConfig {
     /// operators log in with one of the auth tokens, so it needs at least one.
     #[serde(default)]
     pub web_listen: Option<String>,
+    /// This controller's host name in a pair (`controller-0`); with `peer`, makes the daemon
+    /// one of two controllers.
+    #[serde(default)]
+    pub host_name: Option<String>,
+    /// The other controller's pair endpoint, e.g. `http://controller-1:5490`.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// This controller's pair endpoint (the peer's `peer`), e.g. `0.0.0.0:5490`.
+    #[serde(default)]
+    pub peer_listen: Option<String>,
+    /// File holding the token the two controllers present to each other.
+    #[serde(default)]
+    pub peer_token_file: Option<PathBuf>,
+    /// Which controller is active when a pair starts for the first time.
+    #[serde(default = "default_initial_active")]
+    pub initial_active: String,
+    /// The host name or address the peer and clients reach this controller at (in redirects
+    /// to the active controller); default: the listening address, or 127.0.0.1 for 0.0.0.0.
+    #[serde(default)]
+    pub advertise_host: Option<String>,
     /// A dashboard session ends after this many minutes without a request.
     #[serde(default = "default_web_idle")]
     pub web_session_idle_minutes: u64,
+}
+
+fn default_initial_active() -> String {
+    "controller-0".to_owned()
 }
 
 fn default_web_idle() -> u64 {
@@ -145,6 +169,12 @@ impl ControllerConfig {
             rpm_keyring: None,
             web_listen: None,
             web_session_idle_minutes: default_web_idle(),
+            host_name: None,
+            peer: None,
+            peer_listen: None,
+            peer_token_file: None,
+            initial_active: default_initial_active(),
+            advertise_host: None,
         }
     }
 
@@ -195,6 +225,24 @@ impl ControllerConfig {
                 "web_session_idle_minutes must be between 1 and 1440".into(),
             ));
         }
+        if self.peer.is_some() || self.peer_listen.is_some() {
+            if self.host_name.is_none() || self.peer.is_none() || self.peer_listen.is_none() {
+                return Err(ConfigError::Invalid(
+                    "a controller pair needs host_name, peer, peer_listen and peer_token_file"
+                        .into(),
+                ));
+            }
+            if self.peer_token_file.is_none() {
+                return Err(ConfigError::Invalid(
+                    "a controller pair needs peer_token_file (the token the controllers present to each other)".into(),
+                ));
+            }
+            if self.single_controller {
+                return Err(ConfigError::Invalid(
+                    "single_controller (simplex) cannot have a peer controller".into(),
+                ));
+            }
+        }
         if self.require_signed_rpms && self.rpm_keyring.is_none() {
             return Err(ConfigError::Invalid(
                 "require_signed_rpms needs rpm_keyring (a directory of trusted *.asc keys)".into(),
@@ -236,6 +284,22 @@ impl ControllerConfig {
             max_total_size: self.max_upload_bytes.saturating_mul(4).max(1 << 30),
             ..patch_format::Limits::default()
         }
+    }
+
+    /// The controllers' shared token (first non-comment line of `peer_token_file`).
+    pub(crate) fn peer_token(&self) -> Result<String, ConfigError> {
+        let path = self.peer_token_file.as_ref().ok_or_else(|| {
+            ConfigError::Invalid("a controller pair needs peer_token_file".into())
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .ok_or_else(|| ConfigError::Invalid(format!("{} holds no token", path.display())))
     }
 
     /// Every accepted token.

@@ -134,6 +134,9 @@ pub(crate) fn lock(app: &App, name: &str, force: bool) -> Value {
         if entry.facts.admin == AdminState::Locked {
             return (Err(format!("Host {hostname} is already locked.")), false);
         }
+        if app.ha.is_some() && app.active_controller().as_deref() == Some(hostname.as_str()) {
+            return (Err("Can not lock an active controller.".to_owned()), false);
+        }
         if entry.effective_install_state() == host_state::InstallState::Installing && !force {
             return (
                 Err(format!(
@@ -186,4 +189,43 @@ pub(crate) fn unlock(app: &App, name: &str) -> Value {
         format!("Host {hostname} is unlocked.\n")
     };
     json!({"info": info, "warning": "", "error": ""})
+}
+
+/// `system host-swact [--force] <controller>`: the active controller hands over to the standby;
+/// with `force`, sent to the standby, the standby takes over from an active that is gone.
+pub(crate) fn host_swact(app: &App, ids: &[String], force: bool) -> Response {
+    let name = ids.first().map(String::as_str).unwrap_or("");
+    let Some(ha) = &app.ha else {
+        return ok(json::error(
+            "Swact needs a controller pair: this controller runs without a peer (host_name, peer).",
+        ));
+    };
+    let state = ha.state();
+    let peer = ha.peer_status().map(|p| p.host);
+    if name != ha.host && Some(name) != peer.as_deref() && name != state.active {
+        return ok(json::error(&format!(
+            "{name} is not a controller of this pair."
+        )));
+    }
+    let result = if force && !ha.is_active() {
+        if name != state.active {
+            Err(format!(
+                "{name} is not the active controller ({} is); force-swact the active one.",
+                state.active
+            ))
+        } else {
+            ha.force_takeover()
+        }
+    } else if name != state.active {
+        Err(format!(
+            "{name} is not the active controller; {} is.",
+            state.active
+        ))
+    } else {
+        ha.swact()
+    };
+    match result {
+        Ok(info) => ok(json!({"info": info, "warning": "", "error": ""})),
+        Err(message) => ok(json::error(&message)),
+    }
 }

@@ -14,6 +14,7 @@ mod agent_api;
 mod alarms;
 mod api;
 mod config;
+mod ha;
 mod hosts;
 mod inventory;
 mod json;
@@ -64,14 +65,17 @@ pub struct Controller {
     pub vim_addr: Option<SocketAddr>,
     /// Address of the web dashboard, if enabled.
     pub web_addr: Option<SocketAddr>,
+    /// Address of the pair endpoint, if this controller is one of two.
+    pub peer_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    ha_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Controller {
     /// Opens the store (recovering from any crash) and starts serving. Binding port 0 picks a
     /// free port; the chosen addresses are in the result.
-    pub async fn start(config: ControllerConfig) -> Result<Controller, StartError> {
+    pub async fn start(mut config: ControllerConfig) -> Result<Controller, StartError> {
         config.validate()?;
         let keyring = match &config.keyring {
             Some(dir) => patch_sign::Keyring::load(dir)?,
@@ -92,12 +96,40 @@ impl Controller {
             }
             _ => None,
         };
-        let store_config = StoreConfig {
+        let mut store_config = StoreConfig {
             root: config.state_dir.clone(),
             running_release: config.release.clone(),
             keyring,
             limits: config.limits(),
             rpm_keyring,
+        };
+        // One of a pair: the state lives in generations under the state directory, and this
+        // controller is the "local controller" the strategy patches last.
+        let ha = match (&config.host_name, &config.peer) {
+            (Some(host), Some(peer)) => {
+                let root = config.state_dir.clone();
+                let ha_config = ha::HaConfig {
+                    host: host.clone(),
+                    peer: peer.clone(),
+                    token: config.peer_token()?,
+                    initial_active: config.initial_active.clone(),
+                };
+                store_config.root = root.join("current");
+                let opened = {
+                    let store_config = store_config.clone();
+                    tokio::task::spawn_blocking(move || {
+                        ha::Ha::open(&root, ha_config, store_config)
+                    })
+                    .await
+                    .map_err(|e| ConfigError::Invalid(format!("pair state task failed: {e}")))?
+                    .map_err(|e| StoreError::Corrupt(format!("pair state: {e}")))?
+                };
+                let ha = Arc::new(opened);
+                config.state_dir = ha.data_dir();
+                config.local_controller = Some(host.clone());
+                Some(ha)
+            }
+            _ => None,
         };
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await
@@ -107,7 +139,7 @@ impl Controller {
             path: hosts_dir.clone(),
             source: e,
         })?;
-        let app = Arc::new(state::App::new(store, hosts, config.clone()));
+        let app = Arc::new(state::App::new(store, hosts, config.clone(), ha.clone()));
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -202,14 +234,66 @@ impl Controller {
             }
             None => None,
         };
+        let (peer_addr, ha_stop) = match &ha {
+            Some(ha) => {
+                ha.attach(&app, &orch);
+                let addr = config.peer_listen.clone().unwrap_or_default();
+                let listener = bind(&addr).await?;
+                let bound = listener.local_addr().map_err(|e| StartError::Bind {
+                    addr: addr.clone(),
+                    source: e,
+                })?;
+                tasks.push(serve(
+                    listener,
+                    ha::peer_api::router(ha.clone()),
+                    rx.clone(),
+                ));
+                let advertise = |a: Option<SocketAddr>| {
+                    a.map(|a| {
+                        let host = match (&config.advertise_host, a.ip().is_unspecified()) {
+                            (Some(h), _) => h.clone(),
+                            (None, true) => "127.0.0.1".to_owned(),
+                            (None, false) => a.ip().to_string(),
+                        };
+                        format!("http://{host}:{}", a.port())
+                    })
+                };
+                let _ = ha.urls.set(ha::Urls {
+                    api: advertise(Some(api_addr)),
+                    agent: advertise(agent_addr),
+                    vim: advertise(vim_addr),
+                    web: advertise(web_addr),
+                });
+                // Learn the peer's term before serving as active (a stale active steps down).
+                let first = ha.clone();
+                let _ = tokio::task::spawn_blocking(move || first.check_peer()).await;
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (runner, flag) = (ha.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("replication".into())
+                    .spawn(move || runner.run(flag))
+                    .map_err(|e| StartError::Bind {
+                        addr: addr.clone(),
+                        source: e,
+                    })?;
+                (Some(bound), Some(stop))
+            }
+            None => (None, None),
+        };
         let audit_every = std::time::Duration::from_millis(config.strategy_audit_ms);
         let mut stop = rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let o = orch.clone();
-                let (running, timer) = tokio::task::spawn_blocking(move || o.audit())
-                    .await
-                    .unwrap_or((false, None));
+                // Only the active controller of a pair advances the strategy.
+                let may_run = o.app.ha.as_ref().is_none_or(|ha| ha.may_run_strategy());
+                let (running, timer) = if may_run {
+                    tokio::task::spawn_blocking(move || o.audit())
+                        .await
+                        .unwrap_or((false, None))
+                } else {
+                    (false, None)
+                };
                 // Sleep until the next audit, or until the running step's timer if sooner;
                 // while a strategy runs, a host change wakes it early (briefly batched).
                 let until_timer = timer.map(|at| {
@@ -243,6 +327,9 @@ impl Controller {
                     _ = stop.wait_for(|s| *s) => break,
                 }
                 let app = aging.clone();
+                if !app.is_active() {
+                    continue;
+                }
                 // Always refresh, so the heartbeat ages shown stay within 5 s.
                 let _ = tokio::task::spawn_blocking(move || {
                     app.with_hosts(|h| {
@@ -260,13 +347,18 @@ impl Controller {
             agent_addr,
             vim_addr,
             web_addr,
+            peer_addr,
             shutdown,
+            ha_stop,
             tasks,
         })
     }
 
     /// Stops serving (in-flight requests finish) and waits for the servers to end.
     pub async fn stop(self) {
+        if let Some(stop) = &self.ha_stop {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

@@ -102,6 +102,22 @@ impl Orchestration {
         Ok(value)
     }
 
+    /// Re-reads the saved strategy (a standby after its state was replaced).
+    pub(crate) fn reload(&self) -> std::io::Result<()> {
+        let strategy = match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice::<Strategy>(&bytes).ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        *lock(&self.strategy) = strategy;
+        Ok(())
+    }
+
+    /// Holds the strategy (it does not advance meanwhile): a swact.
+    pub(crate) fn hold(&self) -> MutexGuard<'_, Option<Strategy>> {
+        lock(&self.strategy)
+    }
+
     /// A copy of the current strategy.
     pub(crate) fn current(&self) -> Option<Strategy> {
         lock(&self.strategy).clone()
@@ -306,7 +322,7 @@ impl Cluster for AppCluster<'_> {
     }
 
     fn local_controller(&self) -> Option<String> {
-        self.0.config.local_controller.clone()
+        self.0.active_controller()
     }
 
     fn lock(&self, host: &str) -> Result<(), String> {
@@ -337,9 +353,17 @@ impl Cluster for AppCluster<'_> {
     }
 
     fn swact(&self, host: &str) -> Result<(), String> {
-        Err(format!(
-            "cannot swact {host}: this controller has no standby to take over"
-        ))
+        let Some(ha) = &self.0.ha else {
+            return Err(format!(
+                "cannot swact {host}: this controller has no standby to take over"
+            ));
+        };
+        if ha.host != host || !ha.is_active() {
+            return Ok(());
+        }
+        // The handover needs the strategy this audit holds: it runs once the audit returns,
+        // and the strategy does not advance until it is over.
+        ha.start_swact()
     }
 
     fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String> {

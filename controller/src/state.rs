@@ -134,6 +134,8 @@ pub(crate) struct App {
     /// Active alarms.
     alarms: Mutex<crate::alarms::Alarms>,
     pub(crate) config: ControllerConfig,
+    /// The pair this controller belongs to, if it is one of two.
+    pub(crate) ha: Option<Arc<crate::ha::Ha>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,7 +146,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl App {
-    pub(crate) fn new(store: Store, hosts: HostRegistry, config: ControllerConfig) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        hosts: HostRegistry,
+        config: ControllerConfig,
+        ha: Option<Arc<crate::ha::Ha>>,
+    ) -> Self {
         let view = Arc::new(StoreView::of(&store));
         let app = App {
             verifier: store.upload_verifier(),
@@ -159,6 +166,7 @@ impl App {
             host_changes: tokio::sync::Notify::new(),
             alarms: Mutex::new(crate::alarms::Alarms::load(&config.state_dir)),
             config,
+            ha,
         };
         app.refresh();
         app
@@ -278,6 +286,48 @@ impl App {
             self.refresh();
         }
         result
+    }
+
+    /// Holds the store (no mutation starts meanwhile): a swact's final replication.
+    pub(crate) fn hold_store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    /// Reopens everything from the state directory: a standby after its state was replaced
+    /// by the active's. The store is opened anew before the old one is let go.
+    pub(crate) fn reload(&self, store_config: patch_store::StoreConfig) -> Result<(), String> {
+        let hosts_dir = self.config.state_dir.join("hosts");
+        let hosts =
+            HostRegistry::load(&hosts_dir).map_err(|e| format!("{}: {e}", hosts_dir.display()))?;
+        let view = {
+            let mut store = lock(&self.store);
+            *store = Store::open(store_config).map_err(|e| format!("store: {e}"))?;
+            Arc::new(StoreView::of(&store))
+        };
+        *lock(&self.hosts) = hosts;
+        *lock(&self.alarms) = crate::alarms::Alarms::load(&self.config.state_dir);
+        lock(&self.interim).clear();
+        match self.store_view.write() {
+            Ok(mut guard) => *guard = view,
+            Err(poisoned) => *poisoned.into_inner() = view,
+        }
+        let _rebuilding = lock(&self.rebuild);
+        self.snapshot_stale.store(false, Ordering::Release);
+        self.refresh();
+        Ok(())
+    }
+
+    /// Whether this controller takes mutations (always, unless it is the standby of a pair).
+    pub(crate) fn is_active(&self) -> bool {
+        self.ha.as_ref().is_none_or(|ha| ha.is_active())
+    }
+
+    /// The controller host this daemon runs on while it is the active one.
+    pub(crate) fn active_controller(&self) -> Option<String> {
+        match &self.ha {
+            Some(ha) => Some(ha.state().active),
+            None => self.config.local_controller.clone(),
+        }
     }
 
     /// Read access to the store itself (for the few queries a snapshot does not cover).

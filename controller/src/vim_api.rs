@@ -44,8 +44,47 @@ pub(crate) fn router(orch: Arc<Orchestration>, tokens: Option<Arc<BTreeSet<Strin
         )
         .route("/v1/alarms/{uuid}", delete(clear_alarm))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            orch.clone(),
+            replicated,
+        ))
         .layer(DefaultBodyLimit::max(strategy_api::MAX_BODY))
         .with_state(Vim { orch, tokens })
+}
+
+/// Mutations (POST, DELETE) go to the active controller of a pair, and answer only once the
+/// standby holds them.
+async fn replicated(
+    State(orch): State<Arc<Orchestration>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mutating = matches!(
+        *request.method(),
+        axum::http::Method::POST | axum::http::Method::DELETE
+    );
+    if !mutating {
+        return next.run(request).await;
+    }
+    if let Some(r) =
+        crate::ha::not_active_response(&orch.app, |u| u.vim.clone(), request.uri(), true)
+    {
+        return r;
+    }
+    let response = next.run(request).await;
+    let Some(ha) = orch.app.ha.clone() else {
+        return response;
+    };
+    if !response.status().is_success() {
+        return response;
+    }
+    match tokio::task::spawn_blocking(move || ha.barrier()).await {
+        Ok(Ok(())) => response,
+        Ok(Err(crate::ha::NotReplicated(message))) => {
+            fault(StatusCode::INTERNAL_SERVER_ERROR, &message)
+        }
+        Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 fn fault(status: StatusCode, message: &str) -> Response {

@@ -690,17 +690,23 @@ impl Strategy {
                 let Some(host) = hosts.first() else {
                     return Poll::Done(StepResult::Success, String::new());
                 };
-                if !step.progress.issued.contains(host) {
-                    if cluster.local_controller().as_deref() != Some(host.as_str()) {
-                        return Poll::Done(StepResult::Success, "Already on correct host".into());
-                    }
+                let issued = step.progress.issued.contains(host);
+                if cluster.local_controller().as_deref() == Some(host.as_str()) {
+                    // Still active here: start the swact, or poll it (the controller that
+                    // takes over resumes this step and finds the host no longer active).
                     if cluster.swact(host).is_err() {
                         return Poll::Done(StepResult::Failed, "host swact failed".into());
+                    }
+                    if issued {
+                        return pending();
                     }
                     step.progress.issued.insert(host.clone());
                     // The settle time counts from the swact.
                     step.progress.started_ms = now_ms;
                     return Poll::Pending { changed: true };
+                }
+                if !issued {
+                    return Poll::Done(StepResult::Success, "Already on correct host".into());
                 }
                 if elapsed_ms >= secs(self.timing.swact_settle) {
                     Poll::Done(StepResult::Success, String::new())

@@ -53,6 +53,24 @@ struct Args {
     /// serves it on 0.0.0.0:8080 [default: off]
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "0.0.0.0:8080")]
     web_listen: Option<String>,
+    /// This controller's host name in a controller pair (with --peer), e.g. controller-0
+    #[arg(long, value_name = "HOST")]
+    host_name: Option<String>,
+    /// The other controller's pair endpoint, e.g. http://controller-1:5490
+    #[arg(long, value_name = "URL")]
+    peer: Option<String>,
+    /// This controller's pair endpoint address, e.g. 0.0.0.0:5490
+    #[arg(long, value_name = "ADDR")]
+    peer_listen: Option<String>,
+    /// File holding the token the two controllers present to each other
+    #[arg(long, value_name = "FILE")]
+    peer_token_file: Option<PathBuf>,
+    /// The controller that is active when the pair first starts [default: controller-0]
+    #[arg(long, value_name = "HOST")]
+    initial_active: Option<String>,
+    /// Host name or address clients and the peer reach this controller at (redirects)
+    #[arg(long, value_name = "HOST")]
+    advertise_host: Option<String>,
     /// The controller host this daemon runs on (a strategy patches it last, after a swact)
     #[arg(long, value_name = "HOST")]
     local_controller: Option<String>,
@@ -90,6 +108,7 @@ fn main() -> ExitCode {
                         "agent_api": controller.agent_addr.map(|a| a.to_string()),
                         "vim_api": controller.vim_addr.map(|a| a.to_string()),
                         "web": controller.web_addr.map(|a| a.to_string()),
+                        "peer": controller.peer_addr.map(|a| a.to_string()),
                     })
                 );
             }
@@ -170,6 +189,24 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if config.web_listen.as_deref() == Some("off") {
         config.web_listen = None;
+    }
+    if let Some(v) = &args.host_name {
+        config.host_name = Some(v.clone());
+    }
+    if let Some(v) = &args.peer {
+        config.peer = Some(v.clone());
+    }
+    if let Some(v) = &args.peer_listen {
+        config.peer_listen = Some(v.clone());
+    }
+    if let Some(v) = &args.peer_token_file {
+        config.peer_token_file = Some(v.clone());
+    }
+    if let Some(v) = &args.initial_active {
+        config.initial_active = v.clone();
+    }
+    if let Some(v) = &args.advertise_host {
+        config.advertise_host = Some(v.clone());
     }
     if let Some(v) = &args.local_controller {
         config.local_controller = Some(v.clone());

@@ -42,6 +42,16 @@ enum Command {
         /// Host name or IP address
         host: String,
     },
+    /// Swact: make the other controller active (name the active one). With --force, sent to
+    /// the standby, the standby takes over from an active controller that is gone.
+    HostSwact {
+        /// The active controller, e.g. controller-0
+        host: String,
+        /// Take over on the standby although the active one does not answer (its changes
+        /// since the last replication are lost)
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,12 +126,44 @@ fn main() -> ExitCode {
                 outcome(client.post("host_lock", &[host], &query)?)?;
             }
             Command::HostUnlock { host } => outcome(client.post("host_unlock", &[host], &[])?)?,
+            Command::HostSwact { host, force } => {
+                let query = if force {
+                    vec![("force", "yes".to_owned())]
+                } else {
+                    vec![]
+                };
+                outcome(client.post("host_swact", &[host], &query)?)?;
+            }
             Command::Show => {
                 let value = client.get("isystems", &[], &[])?;
-                let system = value.pointer("/isystems/0").cloned().unwrap_or(Value::Null);
+                let mut system = value.pointer("/isystems/0").cloned().unwrap_or(Value::Null);
                 if args.connection.format == OutputFormat::Json {
                     println!("{}", serde_json::to_string_pretty(&system)?);
                 } else {
+                    // A pair's controllers, one line each.
+                    let controllers = system
+                        .as_object_mut()
+                        .and_then(|o| o.remove("controllers"))
+                        .and_then(|c| c.as_array().cloned())
+                        .unwrap_or_default();
+                    if let Some(o) = system.as_object_mut() {
+                        for (i, c) in controllers.iter().enumerate() {
+                            let line = match c["hostname"].as_str() {
+                                Some(name) => format!(
+                                    "{name}: {} (term {}){}",
+                                    c["role"].as_str().unwrap_or("?"),
+                                    c["term"],
+                                    match c["in_sync"].as_bool() {
+                                        Some(true) => ", in sync",
+                                        Some(false) => ", not in sync",
+                                        None => "",
+                                    }
+                                ),
+                                None => "peer: not reachable".to_owned(),
+                            };
+                            o.insert(format!("controller_{i}"), Value::String(line));
+                        }
+                    }
                     print!("{}", object_table(&system));
                 }
             }

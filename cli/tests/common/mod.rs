@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod pair;
 mod site;
 #[allow(unused_imports)]
 pub use site::Site;
@@ -61,4 +62,31 @@ pub fn root_snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
         }
     }
     out
+}
+
+/// Builds a signed patch of `rpms` (those named in `new` go to every node type) under
+/// `work/patches`, the RPMs under `work/rpms`.
+pub fn build_patch(
+    work: &Path,
+    key: &patch_sign::PrivateKey,
+    id: &str,
+    rr: bool,
+    rpms: &[patch_format::testing::TestRpm],
+    new: &[&str],
+) -> PathBuf {
+    use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
+    let mut m = PatchMetadata::new(id, "19.01");
+    m.status = Status::Released;
+    m.reboot_required = rr;
+    let mut b = PatchBuilder::new(m);
+    for rpm in rpms {
+        let path = rpm.build(&work.join("rpms"));
+        let p: &[Personality] = if new.contains(&rpm.name.as_str()) {
+            &Personality::ALL
+        } else {
+            &[]
+        };
+        b.add_rpm(&path, p).unwrap();
+    }
+    b.write_to_dir(&work.join("patches"), key).unwrap().0
 }

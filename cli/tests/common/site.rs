@@ -5,7 +5,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use patch_format::testing::TestRpm;
-use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
 use patch_sign::PrivateKey;
 use serde_json::Value;
 
@@ -268,19 +267,6 @@ impl Site {
     }
 
     pub fn patch(&self, id: &str, rr: bool, rpms: &[TestRpm], new: &[&str]) -> PathBuf {
-        let mut m = PatchMetadata::new(id, "19.01");
-        m.status = Status::Released;
-        m.reboot_required = rr;
-        let mut b = PatchBuilder::new(m);
-        for rpm in rpms {
-            let path = rpm.build(&self.path("rpms"));
-            let p: &[Personality] = if new.contains(&rpm.name.as_str()) {
-                &Personality::ALL
-            } else {
-                &[]
-            };
-            b.add_rpm(&path, p).unwrap();
-        }
-        b.write_to_dir(&self.path("patches"), &self.key).unwrap().0
+        super::build_patch(self.dir.path(), &self.key, id, rr, rpms, new)
     }
 }

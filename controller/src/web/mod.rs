@@ -531,7 +531,7 @@ async fn system_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Respon
         } else {
             "duplex"
         },
-        active_controller: config.local_controller.clone(),
+        active_controller: web.app.active_controller(),
     };
     let body = pages::system(
         &info,
@@ -600,11 +600,13 @@ async fn hosts_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Respons
     let session = session_or_login!(web, headers, uri);
     let hosts = web.api(Method::GET, "/v1/query_hosts").await;
     let config = &web.app.config;
+    let active = web.app.active_controller();
     let body = pages::hosts(
         read(&hosts, "data"),
         &session.csrf,
-        config.local_controller.as_deref(),
+        active.as_deref(),
         config.single_controller,
+        web.app.ha.is_some(),
     );
     web.render(&headers, &session, Page::Hosts, body)
 }

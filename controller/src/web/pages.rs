@@ -486,6 +486,7 @@ pub(crate) fn hosts(
     csrf: &str,
     active_controller: Option<&str>,
     simplex: bool,
+    pair: bool,
 ) -> Markup {
     let empty = Vec::new();
     let (hosts, error) = match &hosts {
@@ -527,7 +528,7 @@ pub(crate) fn hosts(
                                     @if flag(h, "patch_failed") { " (failed)" }
                                     @if let Some(e) = h.get("last_error").and_then(Value::as_str) { br; small.error { (e) } }
                                 }
-                                td.actions { (host_actions(h, csrf, active_controller, simplex)) }
+                                td.actions { (host_actions(h, csrf, active_controller, simplex, pair)) }
                             }
                         }
                     }
@@ -537,7 +538,13 @@ pub(crate) fn hosts(
     }
 }
 
-fn host_actions(h: &Value, csrf: &str, active_controller: Option<&str>, simplex: bool) -> Markup {
+fn host_actions(
+    h: &Value,
+    csrf: &str,
+    active_controller: Option<&str>,
+    simplex: bool,
+    pair: bool,
+) -> Markup {
     let name = text(h, "hostname");
     let locked = text(h, "administrative") == "locked";
     let installing = text(h, "state") == "installing";
@@ -553,8 +560,11 @@ fn host_actions(h: &Value, csrf: &str, active_controller: Option<&str>, simplex:
     } else {
         None
     };
+    let is_active = active_controller == Some(name);
     let lock_refused = if locked {
         Some("The host is locked.")
+    } else if pair && is_active {
+        Some("Can not lock an active controller.")
     } else if installing {
         Some("The host is installing patches.")
     } else {
@@ -564,18 +574,20 @@ fn host_actions(h: &Value, csrf: &str, active_controller: Option<&str>, simplex:
     let fields = [("host", name)];
     let is_controller = text(h, "personality") == "controller";
     let swact_refused = if simplex {
-        "Simplex system: there is no other controller."
-    } else if active_controller != Some(name) {
-        "Only the active controller can be swacted."
+        Some("Simplex system: there is no other controller.")
+    } else if !pair {
+        Some(SWACT_UNAVAILABLE)
+    } else if !is_active {
+        Some("Only the active controller can be swacted.")
     } else {
-        SWACT_UNAVAILABLE
+        None
     };
     html! {
         (action_button("/hosts/action/install", "Install", csrf, &fields, install_refused, None))
         (action_button("/hosts/action/lock", "Lock", csrf, &fields, lock_refused, Some("Lock this host?")))
         (action_button("/hosts/action/unlock", "Unlock", csrf, &fields, unlock_refused, None))
         @if is_controller {
-            (action_button("/hosts/action/swact", "Swact", csrf, &fields, Some(swact_refused), None))
+            (action_button("/hosts/action/swact", "Swact", csrf, &fields, swact_refused, Some("Swact: make the other controller active?")))
         }
     }
 }
@@ -885,7 +897,7 @@ mod tests {
     fn a_host_needing_a_reboot_must_be_locked_to_install() {
         let hosts = json!([{"hostname": "compute-0", "personality": "worker", "administrative": "unlocked",
             "availability": "available", "state": "idle", "patch_current": false, "allow_insvc_patching": false}]);
-        let page = super::hosts(Ok(&hosts), "tok", None, false).into_string();
+        let page = super::hosts(Ok(&hosts), "tok", None, false, false).into_string();
         assert!(page.contains("lock the host first"));
     }
 

@@ -1,0 +1,934 @@
+//! Controller redundancy: two controller daemons, one active, one standby holding a full copy.
+//!
+//! - **Replication** is by state: after a mutation the active builds the manifest of its state
+//!   directory (path → SHA-256), the standby answers which content it lacks, the active sends
+//!   those blobs, and the standby builds the new generation and swaps it in atomically
+//!   ([`gens`]). A mutating API call returns only after the standby confirmed (synchronous);
+//!   a standby that is down is caught up by the same exchange when it returns, however many
+//!   changes it missed (state transfer needs no journal replay).
+//! - **Terms** order the actives: each swact raises the term, every message carries it, and
+//!   a controller that sees a higher term steps down, so a stale active brought back can never
+//!   overwrite the newer state.
+//! - **Swact** hands over with the mutations and the strategy paused: final replication, the
+//!   peer promoted at term + 1, then this controller becomes standby. A crash half-way leaves
+//!   this side "handing over", which the next contact with the peer resolves either way.
+
+pub(crate) mod gens;
+pub(crate) mod manifest;
+pub(crate) mod peer_api;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::orchestration::Orchestration;
+use crate::state::App;
+use gens::Generations;
+use manifest::{Hasher, Manifest};
+
+/// This controller's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Role {
+    /// Serves mutations and runs the strategy.
+    Active,
+    /// Serves reads from its copy; takes the active's state.
+    Standby,
+    /// Was active and is promoting the peer; neither serves mutations until it is settled.
+    HandingOver,
+}
+
+/// What `ha.json` holds (outside the replicated state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HaState {
+    pub(crate) term: u64,
+    pub(crate) role: Role,
+    /// The active controller's host name, as far as this controller knows.
+    pub(crate) active: String,
+}
+
+/// The URLs a controller serves, advertised to the peer (redirects point at them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Urls {
+    pub(crate) api: Option<String>,
+    pub(crate) agent: Option<String>,
+    pub(crate) vim: Option<String>,
+    pub(crate) web: Option<String>,
+}
+
+/// A controller's answer to `GET /ha/v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Status {
+    pub(crate) host: String,
+    pub(crate) term: u64,
+    pub(crate) role: Role,
+    pub(crate) active: String,
+    /// Digest of the current state's manifest.
+    pub(crate) digest: String,
+    pub(crate) urls: Urls,
+}
+
+/// How the last replication round ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RoundOutcome {
+    /// The standby holds the state.
+    Replicated,
+    /// The standby could not be reached: the change stands here and is copied when it returns.
+    PeerDown(String),
+    /// The standby is up and refused or failed to take the change.
+    Refused(String),
+    /// A file changed while it was being sent: the round starts over.
+    Changed,
+}
+
+#[derive(Default)]
+struct Rounds {
+    /// Rounds asked for (a barrier asks for the next one).
+    requested: u64,
+    /// The latest round that finished, and how.
+    finished: u64,
+    outcome: Option<RoundOutcome>,
+    /// The digest the standby confirmed last.
+    acked_digest: Option<String>,
+    /// Whether the standby is reachable (last round).
+    peer_down: bool,
+}
+
+/// Why a barrier failed: the mutation was made here but the standby did not confirm it.
+#[derive(Debug, Clone)]
+pub(crate) struct NotReplicated(pub(crate) String);
+
+/// The redundancy of one controller.
+pub(crate) struct Ha {
+    pub(crate) host: String,
+    peer: String,
+    token: String,
+    state_path: PathBuf,
+    state: Mutex<HaState>,
+    pub(crate) gens: Generations,
+    hasher: Hasher,
+    store_config: patch_store::StoreConfig,
+    pub(crate) urls: OnceLock<Urls>,
+    peer_status: Mutex<Option<Status>>,
+    rounds: Mutex<Rounds>,
+    rounds_changed: Condvar,
+    /// Serializes what changes the local state's generation (commits, promotions, handover).
+    pub(crate) transition: Mutex<()>,
+    /// The manifest a `sync` announced, waiting for its `commit`.
+    pending: Mutex<Option<(u64, String, Manifest)>>,
+    /// Set while a swact hands over: the strategy does not advance meanwhile.
+    pub(crate) handing_over: std::sync::atomic::AtomicBool,
+    /// One exchange with the standby at a time.
+    push_lock: Mutex<()>,
+    /// Why the last swact a strategy started failed (its step fails with it).
+    swact_failed: Mutex<Option<String>>,
+    http: reqwest::blocking::Client,
+    app: OnceLock<Weak<App>>,
+    orch: OnceLock<Weak<Orchestration>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Digest of a manifest (equal states, equal digests).
+pub(crate) fn digest(m: &Manifest) -> String {
+    let bytes = serde_json::to_vec(m).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&bytes))
+}
+
+/// How long a mutating call waits for the standby's confirmation.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the pair checks on each other (and the active looks for unreplicated changes).
+const TICK: Duration = Duration::from_millis(500);
+
+/// Configuration of the pair, as far as this controller is concerned.
+pub(crate) struct HaConfig {
+    pub(crate) host: String,
+    pub(crate) peer: String,
+    pub(crate) token: String,
+    pub(crate) initial_active: String,
+}
+
+impl Ha {
+    /// Opens the state directory as generations and reads (or creates) `ha.json`.
+    pub(crate) fn open(
+        root: &Path,
+        config: HaConfig,
+        store_config: patch_store::StoreConfig,
+    ) -> Result<Ha, String> {
+        let gens = Generations::open(root).map_err(|e| e.to_string())?;
+        let state_path = root.join("ha.json");
+        let state = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice::<HaState>(&bytes)
+                .map_err(|e| format!("{}: {e}", state_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let role = if config.host == config.initial_active {
+                    Role::Active
+                } else {
+                    Role::Standby
+                };
+                HaState {
+                    term: 1,
+                    role,
+                    active: config.initial_active.clone(),
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", state_path.display())),
+        };
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let ha = Ha {
+            host: config.host,
+            peer: config.peer.trim_end_matches('/').to_owned(),
+            token: config.token,
+            state_path,
+            state: Mutex::new(state.clone()),
+            gens,
+            hasher: Hasher::default(),
+            store_config,
+            urls: OnceLock::new(),
+            peer_status: Mutex::new(None),
+            rounds: Mutex::new(Rounds::default()),
+            rounds_changed: Condvar::new(),
+            transition: Mutex::new(()),
+            pending: Mutex::new(None),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
+            swact_failed: Mutex::new(None),
+            push_lock: Mutex::new(()),
+            http,
+            app: OnceLock::new(),
+            orch: OnceLock::new(),
+        };
+        ha.persist(&state)
+            .map_err(|e| format!("{}: {e}", ha.state_path.display()))?;
+        Ok(ha)
+    }
+
+    /// Connects the controller's state (after it was opened on [`Ha::data_dir`]).
+    pub(crate) fn attach(&self, app: &Arc<App>, orch: &Arc<Orchestration>) {
+        let _ = self.app.set(Arc::downgrade(app));
+        let _ = self.orch.set(Arc::downgrade(orch));
+    }
+
+    /// Where the controller's state lives (the current generation).
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.gens.current()
+    }
+
+    fn persist(&self, state: &HaState) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        let dir = self.state_path.parent().unwrap_or(Path::new("."));
+        let mut temp = tempfile::Builder::new()
+            .prefix(".tmp-ha")
+            .tempfile_in(dir)?;
+        std::io::Write::write_all(&mut temp, &bytes)?;
+        temp.as_file().sync_all()?;
+        temp.persist(&self.state_path).map_err(|e| e.error)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Changes the role durably (the file first, then memory).
+    fn set_state(&self, new: HaState) -> std::io::Result<()> {
+        let mut state = lock(&self.state);
+        if *state == new {
+            return Ok(());
+        }
+        self.persist(&new)?;
+        tracing::info!(host = %self.host, term = new.term, role = ?new.role, active = %new.active, "controller role");
+        *state = new;
+        Ok(())
+    }
+
+    pub(crate) fn state(&self) -> HaState {
+        lock(&self.state).clone()
+    }
+
+    /// Whether this controller serves mutations now.
+    pub(crate) fn is_active(&self) -> bool {
+        lock(&self.state).role == Role::Active
+    }
+
+    /// Whether the strategy may advance here now.
+    pub(crate) fn may_run_strategy(&self) -> bool {
+        self.is_active() && !self.handing_over.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The peer as last seen.
+    pub(crate) fn peer_status(&self) -> Option<Status> {
+        lock(&self.peer_status).clone()
+    }
+
+    /// The refusal of a mutation on a controller that is not active: the words, and where
+    /// the active one serves (`pick` chooses which of its URLs).
+    pub(crate) fn not_active(
+        &self,
+        pick: fn(&Urls) -> Option<String>,
+    ) -> Option<(String, Option<String>)> {
+        let state = self.state();
+        if state.role == Role::Active {
+            return None;
+        }
+        // The peer's URLs as last seen (they do not change with its role); asked afresh when
+        // it has not been seen yet.
+        let peer = self.peer_status().or_else(|| {
+            let fresh = self.get_peer_status().ok();
+            *lock(&self.peer_status) = fresh.clone();
+            fresh
+        });
+        let url = peer
+            .as_ref()
+            .filter(|p| p.host == state.active)
+            .and_then(|p| pick(&p.urls));
+        let message = match state.role {
+            Role::HandingOver => format!(
+                "{} is handing over to the other controller (swact in progress); retry in a moment",
+                self.host
+            ),
+            _ => match &url {
+                Some(u) => format!(
+                    "{} is not active; active is {} at {u}",
+                    self.host, state.active
+                ),
+                None => format!(
+                    "{} is not active; active is {} (not reachable from here)",
+                    self.host, state.active
+                ),
+            },
+        };
+        Some((message, url))
+    }
+
+    /// Digest of this controller's state now.
+    pub(crate) fn digest_now(&self) -> String {
+        self.gens
+            .current_manifest(&self.hasher)
+            .map(|m| digest(&m))
+            .unwrap_or_default()
+    }
+
+    fn status_now(&self) -> Status {
+        let state = self.state();
+        let digest = self.digest_now();
+        Status {
+            host: self.host.clone(),
+            term: state.term,
+            role: state.role,
+            active: state.active,
+            digest,
+            urls: self.urls.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn get_peer_status(&self) -> Result<Status, String> {
+        let response = self
+            .http
+            .get(format!("{}/ha/v1/status", self.peer))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(3))
+            .send()
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("peer status: HTTP {}", response.status()));
+        }
+        response.json::<Status>().map_err(|e| e.to_string())
+    }
+
+    /// One check on the peer: learn its state and settle roles by term.
+    pub(crate) fn check_peer(&self) {
+        let peer = match self.get_peer_status() {
+            Ok(p) => p,
+            Err(_) => {
+                *lock(&self.peer_status) = None;
+                return;
+            }
+        };
+        *lock(&self.peer_status) = Some(peer.clone());
+        let _transition = lock(&self.transition);
+        let me = self.state();
+        let result = match (me.role, peer.role) {
+            // A newer active exists: step down.
+            (Role::Active | Role::HandingOver, Role::Active) if peer.term > me.term => self
+                .set_state(HaState {
+                    term: peer.term,
+                    role: Role::Standby,
+                    active: peer.host.clone(),
+                }),
+            // Two actives at one term cannot come from a swact; settle it deterministically.
+            (Role::Active, Role::Active) if peer.term == me.term && peer.host < self.host => {
+                tracing::error!("both controllers active at term {}: stepping down", me.term);
+                self.set_state(HaState {
+                    term: me.term,
+                    role: Role::Standby,
+                    active: peer.host.clone(),
+                })
+            }
+            // The promotion never reached the peer: stay active.
+            (Role::HandingOver, Role::Standby) if peer.term <= me.term => self.set_state(HaState {
+                term: me.term,
+                role: Role::Active,
+                active: self.host.clone(),
+            }),
+            (Role::Standby, _)
+                if peer.term > me.term || (peer.role == Role::Active && me.active != peer.host) =>
+            {
+                self.set_state(HaState {
+                    term: peer.term.max(me.term),
+                    role: Role::Standby,
+                    active: if peer.role == Role::Active {
+                        peer.host.clone()
+                    } else {
+                        me.active.clone()
+                    },
+                })
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::error!("cannot record the controller role: {e}");
+        }
+    }
+
+    /// Asks for a replication round and waits for it: `Ok` once the standby holds everything
+    /// committed before the call (or it is down and will catch up), `Err` if it refused.
+    pub(crate) fn barrier(&self) -> Result<(), NotReplicated> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let mut rounds = lock(&self.rounds);
+        rounds.requested += 1;
+        let target = rounds.requested;
+        self.rounds_changed.notify_all();
+        let deadline = Instant::now() + BARRIER_TIMEOUT;
+        while rounds.finished < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NotReplicated(format!(
+                    "the standby controller did not confirm the change within {} s; it was made on {} and will be copied when the standby can take it",
+                    BARRIER_TIMEOUT.as_secs(),
+                    self.host
+                )));
+            }
+            rounds = self
+                .rounds_changed
+                .wait_timeout(rounds, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        match &rounds.outcome {
+            Some(RoundOutcome::Refused(why)) => Err(NotReplicated(format!(
+                "the change was made on {} but the standby controller could not take it: {why}",
+                self.host
+            ))),
+            Some(RoundOutcome::PeerDown(why)) => {
+                tracing::warn!(
+                    "standby unreachable ({why}): the change will be copied when it returns"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The replication and peer-check loop (a thread of its own; returns when `stop` is set).
+    pub(crate) fn run(self: &Arc<Self>, stop: Arc<std::sync::atomic::AtomicBool>) {
+        let mut last_check = Instant::now() - TICK;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            if last_check.elapsed() >= TICK {
+                self.check_peer();
+                last_check = Instant::now();
+            }
+            let target = {
+                let rounds = lock(&self.rounds);
+                let (rounds, _) = self
+                    .rounds_changed
+                    .wait_timeout_while(rounds, TICK, |r| r.requested <= r.finished)
+                    .unwrap_or_else(|p| p.into_inner());
+                rounds.requested
+            };
+            if !self.is_active() || self.handing_over.load(std::sync::atomic::Ordering::Acquire) {
+                // Nothing to send; a barrier on a controller that is not active passes.
+                self.finish(target, RoundOutcome::Replicated, None);
+                continue;
+            }
+            let (outcome, acked) = self.round();
+            self.finish(target, outcome, acked);
+        }
+    }
+
+    fn finish(&self, target: u64, outcome: RoundOutcome, acked: Option<String>) {
+        let mut rounds = lock(&self.rounds);
+        rounds.peer_down = matches!(outcome, RoundOutcome::PeerDown(_));
+        if acked.is_some() {
+            rounds.acked_digest = acked;
+        }
+        rounds.finished = rounds.finished.max(target);
+        rounds.outcome = Some(outcome);
+        self.rounds_changed.notify_all();
+    }
+
+    /// One replication round: the state's manifest (taken with the store held, so it is a
+    /// consistent cut), then whatever the standby lacks, then its commit.
+    fn round(&self) -> (RoundOutcome, Option<String>) {
+        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
+            return (RoundOutcome::PeerDown("starting".into()), None);
+        };
+        let dir = self.data_dir();
+        // Files written outside the store (the strategy, host records) may change while they
+        // are sent: then the round starts over from a fresh manifest.
+        for _ in 0..20 {
+            let _push = lock(&self.push_lock);
+            let manifest = match app.with_store(|_| self.hasher.manifest(&dir)) {
+                Ok(m) => m,
+                Err(e) => {
+                    return (
+                        RoundOutcome::Refused(format!("reading the state: {e}")),
+                        None,
+                    );
+                }
+            };
+            let wanted = digest(&manifest);
+            // Already held by the standby, or no longer active (a swact carried every change
+            // made before it).
+            if lock(&self.rounds).acked_digest.as_deref() == Some(wanted.as_str())
+                || !self.is_active()
+            {
+                return (RoundOutcome::Replicated, None);
+            }
+            match self.push(&dir, &manifest, &wanted) {
+                Ok(()) => return (RoundOutcome::Replicated, Some(wanted)),
+                Err(RoundOutcome::Changed) => continue,
+                Err(outcome) => return (outcome, None),
+            }
+        }
+        (
+            RoundOutcome::Refused("the state kept changing while it was sent".into()),
+            None,
+        )
+    }
+
+    fn push(&self, dir: &Path, manifest: &Manifest, wanted: &str) -> Result<(), RoundOutcome> {
+        let term = self.state().term;
+        let down = |e: reqwest::Error| {
+            if e.is_connect() || e.is_timeout() {
+                RoundOutcome::PeerDown(e.to_string())
+            } else {
+                RoundOutcome::Refused(e.to_string())
+            }
+        };
+        let response = self
+            .http
+            .post(format!("{}/ha/v1/sync", self.peer))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"term": term, "host": self.host, "manifest": manifest}))
+            .send()
+            .map_err(down)?;
+        let missing: Vec<String> = self.answer(response)?;
+        for sha in &missing {
+            let Some((rel, entry)) = manifest.files.iter().find(|(_, e)| &e.sha256 == sha) else {
+                return Err(RoundOutcome::Refused(format!(
+                    "the standby asked for unknown content {sha}"
+                )));
+            };
+            let path = dir.join(rel);
+            // Replaced since the manifest (every state file is replaced by rename): start over.
+            let Ok(file) = std::fs::File::open(&path) else {
+                return Err(RoundOutcome::Changed);
+            };
+            let same = file
+                .metadata()
+                .ok()
+                .map(|m| manifest::stat_key(&m))
+                .is_some_and(|k| Some(k) == self.hasher.hashed_as(&path));
+            if !same {
+                return Err(RoundOutcome::Changed);
+            }
+            let response = self
+                .http
+                .put(format!(
+                    "{}/ha/v1/blob/{sha}?size={}",
+                    self.peer, entry.size
+                ))
+                .bearer_auth(&self.token)
+                .body(reqwest::blocking::Body::sized(file, entry.size))
+                .send()
+                .map_err(down)?;
+            let _: serde_json::Value = self.answer(response)?;
+        }
+        let response = self
+            .http
+            .post(format!("{}/ha/v1/commit", self.peer))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"term": term, "host": self.host, "digest": wanted}))
+            .send()
+            .map_err(down)?;
+        let _: serde_json::Value = self.answer(response)?;
+        Ok(())
+    }
+
+    /// A peer's answer: its JSON, or the refusal (a stale term makes this side step down).
+    fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::blocking::Response,
+    ) -> Result<T, RoundOutcome> {
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<T>()
+                .map_err(|e| RoundOutcome::Refused(format!("peer answer: {e}")));
+        }
+        let body: serde_json::Value = response.json().unwrap_or_default();
+        let message = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no reason given")
+            .to_owned();
+        if status == reqwest::StatusCode::CONFLICT {
+            // The peer is at a newer term: whatever this side holds is stale.
+            self.check_peer();
+        }
+        Err(RoundOutcome::Refused(format!("HTTP {status}: {message}")))
+    }
+
+    /// Reopens the controller's state after the generation changed under it.
+    fn reload(&self) -> Result<(), String> {
+        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        app.reload(self.store_config.clone())?;
+        if let Some(orch) = self.orch.get().and_then(Weak::upgrade) {
+            orch.reload().map_err(|e| format!("strategy: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Swact: hands the active role to the peer. Mutations wait meanwhile (the store is
+    /// held), the strategy does not advance, and the peer must hold the final state before it
+    /// is promoted.
+    pub(crate) fn swact(&self) -> Result<String, String> {
+        use std::sync::atomic::Ordering;
+        if !self.is_active() {
+            return Err(self
+                .not_active(|u| u.api.clone())
+                .map_or_else(|| "not active".into(), |(m, _)| m));
+        }
+        let peer = self
+            .get_peer_status()
+            .map_err(|e| format!("Cannot swact: the standby controller is not reachable ({e})."))?;
+        if peer.role != Role::Standby {
+            return Err(format!("Cannot swact: {} is not standby.", peer.host));
+        }
+        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
+            return Err("Cannot swact: the controller is starting".into());
+        };
+        self.handing_over.store(true, Ordering::Release);
+        let result = (|| {
+            // The strategy slot, then the store: what the audit takes, in its order.
+            let orch = self.orch.get().and_then(Weak::upgrade);
+            let _strategy = orch.as_ref().map(|o| o.hold());
+            let store = app.hold_store();
+            let _push = lock(&self.push_lock);
+            let _transition = lock(&self.transition);
+            let dir = self.data_dir();
+            // Host records may still change (agents report) while the final state is sent:
+            // then it is sent again.
+            let mut sent = None;
+            for _ in 0..20 {
+                let manifest = self
+                    .hasher
+                    .manifest(&dir)
+                    .map_err(|e| format!("Cannot swact: reading the state: {e}"))?;
+                let wanted = digest(&manifest);
+                match self.push(&dir, &manifest, &wanted) {
+                    Ok(()) => {
+                        sent = Some(wanted);
+                        break;
+                    }
+                    Err(RoundOutcome::Changed) => continue,
+                    Err(RoundOutcome::PeerDown(e) | RoundOutcome::Refused(e)) => {
+                        return Err(format!(
+                            "Cannot swact: the standby could not take the final state: {e}"
+                        ));
+                    }
+                    Err(RoundOutcome::Replicated) => {}
+                }
+            }
+            let Some(wanted) = sent else {
+                return Err(
+                    "Cannot swact: the state kept changing during the handover; try again".into(),
+                );
+            };
+            lock(&self.rounds).acked_digest = Some(wanted.clone());
+            let me = self.state();
+            let new_term = me.term.max(peer.term) + 1;
+            self.set_state(HaState {
+                term: me.term,
+                role: Role::HandingOver,
+                active: self.host.clone(),
+            })
+            .map_err(|e| format!("Cannot swact: {e}"))?;
+            let promoted = self
+                .http
+                .post(format!("{}/ha/v1/promote", self.peer))
+                .bearer_auth(&self.token)
+                .json(&serde_json::json!({"term": new_term, "host": self.host, "digest": wanted}))
+                .send();
+            match promoted {
+                Ok(r) if r.status().is_success() => {
+                    self.set_state(HaState {
+                        term: new_term,
+                        role: Role::Standby,
+                        active: peer.host.clone(),
+                    })
+                    .map_err(|e| format!("swact: {e}"))?;
+                    *lock(&self.peer_status) = Some(Status {
+                        term: new_term,
+                        role: Role::Active,
+                        active: peer.host.clone(),
+                        ..peer.clone()
+                    });
+                    drop(store);
+                    // Agents waiting for orders here go to the new active controller now.
+                    app.orders.notify_waiters();
+                    Ok(format!(
+                        "{} is now standby; {} is active.\n",
+                        self.host, peer.host
+                    ))
+                }
+                Ok(r) => {
+                    let why = r.text().unwrap_or_default();
+                    self.set_state(me).map_err(|e| format!("swact: {e}"))?;
+                    Err(format!(
+                        "Cannot swact: {} refused to take over: {why}",
+                        peer.host
+                    ))
+                }
+                // Unknown whether the promotion arrived: stay handing over until the peer
+                // says (check_peer settles it).
+                Err(e) => Err(format!(
+                    "swact: the promotion of {} may not have arrived ({e}); the controllers settle it when they reach each other",
+                    peer.host
+                )),
+            }
+        })();
+        self.handing_over.store(false, Ordering::Release);
+        if let Ok(message) = &result {
+            tracing::info!(target: "audit", "swact: {}", message.trim());
+        }
+        result
+    }
+
+    /// A strategy's swact of this (active) controller: started in the background, since the
+    /// handover waits for the strategy the caller holds. `Err` once it failed.
+    pub(crate) fn start_swact(self: &Arc<Self>) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if let Some(why) = lock(&self.swact_failed).take() {
+            return Err(why);
+        }
+        if self.handing_over.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let ha = self.clone();
+        std::thread::spawn(move || {
+            if let Err(why) = ha.swact() {
+                tracing::error!("strategy swact failed: {why}");
+                *lock(&ha.swact_failed) = Some(why);
+            }
+        });
+        Ok(())
+    }
+
+    /// `host-swact --force` on a standby whose active is gone: take over at a new term. The
+    /// changes the old active made after the last replication are lost (it steps down and
+    /// takes this state when it returns).
+    pub(crate) fn force_takeover(&self) -> Result<String, String> {
+        if self.is_active() {
+            return Err(format!("{} is already active.", self.host));
+        }
+        if let Ok(peer) = self.get_peer_status()
+            && peer.role == Role::Active
+        {
+            return Err(format!(
+                "{} is active and reachable: swact without --force (from {}).",
+                peer.host, peer.host
+            ));
+        }
+        let _transition = lock(&self.transition);
+        let me = self.state();
+        let term = me.term.max(self.peer_status().map_or(0, |p| p.term)) + 1;
+        self.set_state(HaState {
+            term,
+            role: Role::Active,
+            active: self.host.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        tracing::warn!(target: "audit", "forced takeover by {} at term {term}", self.host);
+        Ok(format!(
+            "{} is now active (forced, term {term}).\n",
+            self.host
+        ))
+    }
+
+    // ---- the receiving side (peer API) ----
+
+    /// Checks a message's term: `Err` (HTTP 409) if it is older than this controller's; a
+    /// newer term makes this controller standby under `from`.
+    fn accept_term(&self, term: u64, from: &str) -> Result<(), String> {
+        let me = self.state();
+        if term < me.term {
+            return Err(format!(
+                "stale term {term}: {} is at term {} (active {})",
+                self.host, me.term, me.active
+            ));
+        }
+        if me.role != Role::Standby && term == me.term {
+            return Err(format!("{} is itself active at term {term}", self.host));
+        }
+        if term > me.term || me.active != from || me.role != Role::Standby {
+            self.set_state(HaState {
+                term,
+                role: Role::Standby,
+                active: from.to_owned(),
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn receive_sync(
+        &self,
+        term: u64,
+        from: &str,
+        manifest: Manifest,
+    ) -> Result<Vec<String>, (u16, String)> {
+        let _transition = lock(&self.transition);
+        self.accept_term(term, from).map_err(|e| (409, e))?;
+        let have = self
+            .gens
+            .current_manifest(&self.hasher)
+            .map_err(|e| (500, e.to_string()))?;
+        let missing = self.gens.missing(&manifest, &have);
+        *lock(&self.pending) = Some((term, digest(&manifest), manifest));
+        Ok(missing)
+    }
+
+    fn receive_commit(&self, term: u64, from: &str, wanted: &str) -> Result<(), (u16, String)> {
+        let _transition = lock(&self.transition);
+        self.accept_term(term, from).map_err(|e| (409, e))?;
+        let Some((_, pending_digest, manifest)) = lock(&self.pending).clone() else {
+            return Err((400, "commit without sync".into()));
+        };
+        if pending_digest != wanted {
+            return Err((400, "commit of a state that was not announced".into()));
+        }
+        let have = self
+            .gens
+            .current_manifest(&self.hasher)
+            .map_err(|e| (500, e.to_string()))?;
+        if digest(&have) != wanted {
+            self.gens
+                .commit(&manifest, &have)
+                .map_err(|e| (500, e.to_string()))?;
+            self.reload().map_err(|e| (500, e))?;
+            self.gens.remove_old().map_err(|e| (500, e.to_string()))?;
+        }
+        *lock(&self.pending) = None;
+        Ok(())
+    }
+
+    fn receive_promote(&self, term: u64, from: &str, wanted: &str) -> Result<(), (u16, String)> {
+        let _transition = lock(&self.transition);
+        let me = self.state();
+        if term <= me.term {
+            return Err((
+                409,
+                format!("stale term {term}: {} is at term {}", self.host, me.term),
+            ));
+        }
+        let have = self
+            .gens
+            .current_manifest(&self.hasher)
+            .map_err(|e| (500, e.to_string()))?;
+        if digest(&have) != wanted {
+            return Err((
+                409,
+                format!("{} does not hold {from}'s final state", self.host),
+            ));
+        }
+        self.set_state(HaState {
+            term,
+            role: Role::Active,
+            active: self.host.clone(),
+        })
+        .map_err(|e| (500, e.to_string()))?;
+        // Nothing to replicate until the old active confirms it became standby.
+        lock(&self.rounds).acked_digest = None;
+        if let Some(orch) = self.orch.get().and_then(Weak::upgrade) {
+            orch.wake.notify_one();
+        }
+        tracing::info!(target: "audit", "{} promoted by {from} at term {term}", self.host);
+        Ok(())
+    }
+}
+
+/// The answer to a mutation sent to a controller that is not active: `307` to the same path
+/// on the active one (clients that follow redirects just work; `X-Stx-Active-Url` names it
+/// for those that pick their next URL themselves), or `503` when the active one is unknown.
+/// The body says it in words: an `Error message:` line, or a fault body when `fault`.
+pub(crate) fn not_active_response(
+    app: &App,
+    pick: fn(&Urls) -> Option<String>,
+    uri: &axum::http::Uri,
+    fault: bool,
+) -> Option<axum::response::Response> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let (message, base) = app.ha.as_ref()?.not_active(pick)?;
+    let body = if fault {
+        serde_json::json!({"faultcode": "Client", "faultstring": message, "debuginfo": null})
+            .to_string()
+    } else {
+        format!("Error message: {message}\n")
+    };
+    let content_type = if fault {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut response = match &base {
+        Some(base) => {
+            let location = format!(
+                "{}{}",
+                base.trim_end_matches('/'),
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [
+                    (header::LOCATION, location),
+                    (header::CONTENT_TYPE, content_type.into()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, content_type)],
+            body,
+        )
+            .into_response(),
+    };
+    if let Some(base) = base
+        && let Ok(v) = axum::http::HeaderValue::from_str(&base)
+    {
+        response.headers_mut().insert("x-stx-active-url", v);
+    }
+    Some(response)
+}
