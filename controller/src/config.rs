@@ -268,15 +268,7 @@ impl ControllerConfig {
         let path = self.agent_token_file.as_ref().ok_or_else(|| {
             ConfigError::Invalid("agent_listen needs agent_token_file (the agents' token)".into())
         })?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .ok_or_else(|| ConfigError::Invalid(format!("{} holds no token", path.display())))
+        first_token(path)
     }
 
     pub(crate) fn limits(&self) -> patch_format::Limits {
@@ -291,15 +283,7 @@ impl ControllerConfig {
         let path = self.peer_token_file.as_ref().ok_or_else(|| {
             ConfigError::Invalid("a controller pair needs peer_token_file".into())
         })?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .ok_or_else(|| ConfigError::Invalid(format!("{} holds no token", path.display())))
+        first_token(path)
     }
 
     /// Every accepted token.
@@ -320,4 +304,17 @@ impl ControllerConfig {
         tokens.retain(|t| !t.is_empty());
         Ok(tokens)
     }
+}
+
+/// The first line of a token file that is neither empty nor a `#` comment.
+fn first_token(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .ok_or_else(|| ConfigError::Invalid(format!("{} holds no token", path.display())))
 }

@@ -34,6 +34,10 @@ struct State {
     alarms: Vec<Alarm>,
     locks: BTreeMap<String, u32>,
     instances: Vec<Instance>,
+    /// The active controller the orchestrator runs on, if it runs on one.
+    local: Option<String>,
+    /// Swacts of the local controller asked for.
+    swacts: u32,
 }
 
 #[derive(Default)]
@@ -184,7 +188,7 @@ impl Cluster for Fake {
     }
 
     fn local_controller(&self) -> Option<String> {
-        None
+        self.0.borrow().local.clone()
     }
 
     fn lock(&self, host: &str) -> Result<(), String> {
@@ -227,8 +231,19 @@ impl Cluster for Fake {
         })
     }
 
-    fn swact(&self, _host: &str) -> Result<(), String> {
-        Err("no standby controller".into())
+    fn swact(&self, host: &str) -> Result<(), String> {
+        let mut s = self.0.borrow_mut();
+        if s.local.as_deref() != Some(host) {
+            return Err("no standby controller".into());
+        }
+        // The other controller takes over (the orchestrator moves with the active role).
+        s.swacts += 1;
+        s.local = s
+            .hosts
+            .iter()
+            .find(|h| h.inv.personality == "controller" && h.inv.name != host)
+            .map(|h| h.inv.name.clone());
+        Ok(())
     }
 
     fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String> {
@@ -709,4 +724,39 @@ fn an_instance_gone_since_the_build_fails_its_step() {
         "instance vm-1 no longer exists"
     );
     assert!(run.fake.locked().is_empty());
+}
+
+/// The controller the orchestrator runs on is patched last, after a swact moved the active
+/// role (and the orchestrator) to the other controller, which then finishes the strategy.
+#[test]
+fn the_local_controller_is_swacted_away_before_it_is_locked() {
+    let fake = Fake::new(CLUSTER, true);
+    fake.0.borrow_mut().local = Some("controller-0".into());
+    let mut run = Run::new(fake, StrategyOptions::default()).built();
+    run.strategy.apply(None, run.now_ms).unwrap();
+    run.until_idle();
+    let s = &run.strategy;
+    assert_eq!(s.state, StrategyState::Applied);
+    assert_eq!(run.fake.0.borrow().swacts, 1);
+    assert_eq!(run.fake.0.borrow().local.as_deref(), Some("controller-1"));
+    let controller_stages: Vec<_> = s
+        .apply_phase
+        .stages
+        .iter()
+        .filter(|st| st.steps.iter().any(|step| step.name() == "swact-hosts"))
+        .collect();
+    // The standby first (nothing to swact), the local controller last (swacted).
+    let swact = |i: usize| {
+        controller_stages[i]
+            .steps
+            .iter()
+            .find(|step| step.name() == "swact-hosts")
+            .unwrap()
+    };
+    assert_eq!(swact(0).entity_names, vec!["controller-1".to_owned()]);
+    assert_eq!(swact(0).reason, "Already on correct host");
+    assert_eq!(swact(1).entity_names, vec!["controller-0".to_owned()]);
+    assert_eq!(swact(1).result, StepResult::Success);
+    assert_eq!(swact(1).reason, "");
+    assert!(run.fake.installs().values().all(|&n| n == 1));
 }

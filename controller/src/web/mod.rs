@@ -331,10 +331,10 @@ impl Web {
         )
     }
 
-    /// The header's one-line system summary.
+    /// The header's one-line system summary (and, on a standby, where the active one is).
     fn system_line(&self) -> String {
         let config = &self.app.config;
-        format!(
+        let mut line = format!(
             "Release {} · {}",
             config.release,
             if config.single_controller {
@@ -342,7 +342,14 @@ impl Web {
             } else {
                 "duplex"
             }
-        )
+        );
+        if let Some(ha) = &self.app.ha {
+            match ha.not_active(|u| u.web.clone()) {
+                Some((message, _)) => line.push_str(&format!(" · standby: {message}")),
+                None => line.push_str(&format!(" · {} active", ha.host)),
+            }
+        }
+        line
     }
 }
 
@@ -765,6 +772,20 @@ async fn upload(State(web): Shared, headers: HeaderMap, request: Request) -> Res
         tracing::warn!(target: "audit", "dashboard upload refused: bad CSRF token");
         return forbidden_csrf();
     }
+    // Uploads stream straight into the store: only on the active controller of a pair.
+    if let Some((message, _)) = web
+        .app
+        .ha
+        .as_ref()
+        .and_then(|ha| ha.not_active(|u| u.web.clone()))
+    {
+        web.sessions
+            .flash(&session, Flash::new(Level::Error, message));
+        if headers.contains_key("x-dashboard-upload") {
+            return (StatusCode::OK, "refused").into_response();
+        }
+        return see_other("/patches");
+    }
     let mut flashes = Vec::new();
     let mut files = 0;
     loop {
@@ -806,6 +827,18 @@ async fn upload(State(web): Shared, headers: HeaderMap, request: Request) -> Res
                 }
                 flashes.push(Flash::new(Level::Error, format!("{name}: {e}")));
             }
+        }
+    }
+    if files > 0
+        && let Some(ha) = web.app.ha.clone()
+    {
+        // As the API: the standby holds the uploads before the operator hears of them.
+        match tokio::task::spawn_blocking(move || ha.barrier()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(crate::ha::NotReplicated(message))) => {
+                flashes.push(Flash::new(Level::Error, message));
+            }
+            Err(e) => flashes.push(Flash::new(Level::Error, e.to_string())),
         }
     }
     if files == 0 {
