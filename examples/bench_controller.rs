@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     eprintln!("building a {size_mib} MiB patch…");
-    let big = big_patch(&dir, &key, size_mib)?;
+    let big = support::big_patch(&dir, &key, size_mib)?;
     eprintln!("building {count} small patches…");
     let small: Vec<PathBuf> = (0..count)
         .map(|i| small_patch(&dir, &key, i))
@@ -175,37 +175,6 @@ fn upload(
         .multipart(form)
         .send()?
         .json()?)
-}
-
-fn big_patch(
-    dir: &Path,
-    key: &PrivateKey,
-    size_mib: u64,
-) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let mut metadata = PatchMetadata::new("BIG_PATCH", "19.01");
-    metadata.status = Status::Released;
-    let mut builder = PatchBuilder::new(metadata);
-    let per = 8u64 << 20;
-    let mut made = 0;
-    let mut i = 0;
-    let mut urandom = std::fs::File::open("/dev/urandom")?;
-    while made < size_mib << 20 {
-        let size = per.min((size_mib << 20) - made);
-        let mut content = vec![0u8; size as usize];
-        std::io::Read::read_exact(&mut urandom, &mut content)?;
-        let name = format!("big{i:03}");
-        let pkg = rpm::PackageBuilder::new(&name, "1.0", "MIT", "x86_64", "bench")
-            .release("1")
-            .using_config(rpm::BuildConfig::v4().compression(rpm::CompressionType::None))
-            .with_file_contents(content, rpm::FileOptions::new(format!("/opt/{name}")))?
-            .build()?;
-        let path = dir.join("rpms").join(format!("{name}-1.0-1.x86_64.rpm"));
-        pkg.write_file(&path)?;
-        builder.add_rpm(&path, &[])?;
-        made += size;
-        i += 1;
-    }
-    Ok(builder.write_to_dir(&dir.join("patches"), key)?.0)
 }
 
 fn small_patch(

@@ -263,8 +263,10 @@ async fn perform(api: &Api, call: Call, headers: HeaderMap, request: Request) ->
                 "software_version": api.app.config.release,
                 "patch_op_counter": snapshot.store.op_counter,
                 "system_mode": if api.app.config.single_controller { "simplex" } else { "duplex" },
-                "active_controller": api.app.active_controller(),
             });
+            if let Some(active) = api.app.active_controller() {
+                system["active_controller"] = json!(active);
+            }
             if let Some(ha) = &api.app.ha {
                 let me = ha.state();
                 let mut controllers = vec![json!({

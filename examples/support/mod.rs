@@ -1,4 +1,11 @@
-//! What the benchmark examples share: option parsing and the median of runs.
+//! What the benchmark examples share: option parsing, the median of runs, a big patch.
+// Each example uses a part of these helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use patch_format::{PatchBuilder, PatchMetadata, Status};
+use patch_sign::PrivateKey;
 
 /// `--name value` from the command line, or `default`.
 pub fn opt(args: &[String], name: &str, default: &str) -> String {
@@ -12,4 +19,37 @@ pub fn opt(args: &[String], name: &str, default: &str) -> String {
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// `BIG_PATCH`: `size_mib` of incompressible RPMs (8 MiB each) under `dir/rpms`, the patch
+/// in `dir/patches`.
+pub fn big_patch(
+    dir: &Path,
+    key: &PrivateKey,
+    size_mib: u64,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let mut metadata = PatchMetadata::new("BIG_PATCH", "19.01");
+    metadata.status = Status::Released;
+    let mut builder = PatchBuilder::new(metadata);
+    let per = 8u64 << 20;
+    let mut made = 0;
+    let mut i = 0;
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    while made < size_mib << 20 {
+        let size = per.min((size_mib << 20) - made);
+        let mut content = vec![0u8; size as usize];
+        std::io::Read::read_exact(&mut urandom, &mut content)?;
+        let name = format!("big{i:03}");
+        let pkg = rpm::PackageBuilder::new(&name, "1.0", "MIT", "x86_64", "bench")
+            .release("1")
+            .using_config(rpm::BuildConfig::v4().compression(rpm::CompressionType::None))
+            .with_file_contents(content, rpm::FileOptions::new(format!("/opt/{name}")))?
+            .build()?;
+        let path = dir.join("rpms").join(format!("{name}-1.0-1.x86_64.rpm"));
+        pkg.write_file(&path)?;
+        builder.add_rpm(&path, &[])?;
+        made += size;
+        i += 1;
+    }
+    Ok(builder.write_to_dir(&dir.join("patches"), key)?.0)
 }
