@@ -97,6 +97,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
+    post(&format!("{single_url}/v1/init_release/19.01"))?;
+    post(&format!("{}/v1/init_release/19.01", pair_urls[0]))?;
+
     // Upload + verify + import: single vs pair (median of 3; the patch is deleted between).
     let mut single_up = Vec::new();
     let mut pair_up = Vec::new();
@@ -168,7 +171,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.stop().await;
         }
     });
-    std::fs::remove_dir_all(&dir)?;
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }
 

@@ -46,88 +46,124 @@ pub(crate) fn stat_key(meta: &std::fs::Metadata) -> StatKey {
     (meta.size(), meta.mtime(), meta.mtime_nsec(), meta.ino())
 }
 
-/// A manifest builder that remembers hashes between builds.
+/// A manifest builder that remembers hashes between builds, by file identity (device and
+/// inode): hard links — the store links packages into the repository — are hashed once.
 #[derive(Default)]
 pub(crate) struct Hasher {
-    cache: Mutex<HashMap<PathBuf, (StatKey, String)>>,
+    cache: Mutex<HashMap<(u64, u64), (StatKey, String)>>,
+}
+
+/// A file found by the walk.
+struct Found {
+    rel: String,
+    path: PathBuf,
+    meta: std::fs::Metadata,
 }
 
 impl Hasher {
-    /// The manifest of `root` (following nothing outside it: symlinks are refused).
+    /// The manifest of `root` (following nothing outside it: symlinks are refused). Content
+    /// not hashed before is hashed on every core.
     pub(crate) fn manifest(&self, root: &Path) -> std::io::Result<Manifest> {
         let mut manifest = Manifest::default();
-        let mut seen = Vec::new();
-        self.walk(root, root, &mut manifest, &mut seen)?;
+        let mut found = Vec::new();
+        walk(root, root, &mut manifest, &mut found)?;
         manifest.dirs.sort();
+        let unknown: Vec<&Found> = found
+            .iter()
+            .filter(|f| self.hash_of(&f.meta).is_none())
+            .collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(unknown.len().max(1));
+        let hashed: Vec<(usize, std::io::Result<String>)> = std::thread::scope(|scope| {
+            let jobs: Vec<_> = (0..workers)
+                .map(|w| {
+                    let unknown = &unknown;
+                    scope.spawn(move || {
+                        (w..unknown.len())
+                            .step_by(workers)
+                            .map(|i| (i, hash_file(&unknown[i].path).map(|(h, _)| h)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .flat_map(|j| j.join().unwrap_or_default())
+                .collect()
+        });
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|p, _| seen.contains(p));
+        for (i, result) in hashed {
+            match result {
+                Ok(h) => {
+                    let meta = &unknown[i].meta;
+                    cache.insert((meta.dev(), meta.ino()), (stat_key(meta), h));
+                }
+                // Removed while we walked (a concurrent rename): not part of this state.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &found {
+            let id = (f.meta.dev(), f.meta.ino());
+            let Some((key, sha256)) = cache.get(&id) else {
+                continue;
+            };
+            if *key != stat_key(&f.meta) {
+                continue;
+            }
+            seen.insert(id);
+            manifest.files.insert(
+                f.rel.clone(),
+                Entry {
+                    sha256: sha256.clone(),
+                    size: f.meta.size(),
+                    mode: f.meta.permissions().mode() & 0o777,
+                },
+            );
+        }
+        cache.retain(|id, _| seen.contains(id));
         Ok(manifest)
     }
 
-    /// The identity a path had when it was last hashed.
-    pub(crate) fn hashed_as(&self, path: &Path) -> Option<StatKey> {
+    /// The hash of an open file's content, if it is the content last hashed (same inode,
+    /// size and mtime: state files are replaced, never rewritten in place).
+    pub(crate) fn hash_of(&self, meta: &std::fs::Metadata) -> Option<String> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(path).map(|(k, _)| *k)
+        cache
+            .get(&(meta.dev(), meta.ino()))
+            .filter(|(k, _)| *k == stat_key(meta))
+            .map(|(_, h)| h.clone())
     }
+}
 
-    fn walk(
-        &self,
-        root: &Path,
-        dir: &Path,
-        manifest: &mut Manifest,
-        seen: &mut Vec<PathBuf>,
-    ) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let rel = relative(root, &path);
-            if excluded(&rel) {
-                continue;
-            }
-            let meta = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                // Removed while we walked (a concurrent rename): not part of this state.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if meta.is_dir() {
-                manifest.dirs.push(rel);
-                self.walk(root, &path, manifest, seen)?;
-            } else if meta.is_file() {
-                let key = stat_key(&meta);
-                let cached = {
-                    let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                    cache
-                        .get(&path)
-                        .filter(|(k, _)| *k == key)
-                        .map(|(_, h)| h.clone())
-                };
-                let sha256 = match cached {
-                    Some(h) => h,
-                    None => match hash_file(&path) {
-                        Ok((h, _)) => h,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    },
-                };
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(path.clone(), (key, sha256.clone()));
-                seen.push(path);
-                manifest.files.insert(
-                    rel,
-                    Entry {
-                        sha256,
-                        size: meta.size(),
-                        mode: meta.permissions().mode() & 0o777,
-                    },
-                );
-            }
-            // Symlinks, sockets and the like are not state.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    manifest: &mut Manifest,
+    found: &mut Vec<Found>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let rel = relative(root, &path);
+        if excluded(&rel) {
+            continue;
         }
-        Ok(())
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            manifest.dirs.push(rel);
+            walk(root, &path, manifest, found)?;
+        } else if meta.is_file() {
+            found.push(Found { rel, path, meta });
+        }
+        // Symlinks, sockets and the like are not state.
     }
+    Ok(())
 }
 
 fn relative(root: &Path, path: &Path) -> String {

@@ -544,8 +544,8 @@ impl Ha {
             let same = file
                 .metadata()
                 .ok()
-                .map(|m| manifest::stat_key(&m))
-                .is_some_and(|k| Some(k) == self.hasher.hashed_as(&path));
+                .and_then(|m| self.hasher.hash_of(&m))
+                .is_some_and(|h| h == entry.sha256);
             if !same {
                 return Err(RoundOutcome::Changed);
             }
