@@ -123,6 +123,52 @@ fn mutations_reach_the_standby_before_they_return_and_swact_goes_both_ways() {
     assert!(Pair::repo_states(&pair.state_dir(1)).is_empty());
 }
 
+/// A standby that is up but fails every exchange: the change is not acknowledged, and the
+/// caller is told why.
+#[test]
+fn a_standby_that_cannot_take_a_change_fails_the_call() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut pair = Pair::new("");
+    pair.kill(1);
+    // In controller-1's place: an endpoint that answers every request with a failure.
+    let listener = std::net::TcpListener::bind(pair.peer_addr(1)).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = r#"{"error":"no space left on device"}"#;
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    let out = pair.run_at(
+        "sw-patch",
+        &pair.api_url(0),
+        &["report-app-dependencies", "--app", "refused", "P1"],
+    );
+    assert!(!out.status.success(), "the call must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the standby controller could not take it")
+            && stderr.contains("no space left on device"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_standby_that_missed_50_mutations_catches_up() {
     let mut pair = Pair::new("");

@@ -199,6 +199,11 @@ impl Pair {
         format!("http://{}", self.addrs[i][0])
     }
 
+    /// Controller `i`'s pair endpoint address.
+    pub fn peer_addr(&self, i: usize) -> String {
+        self.addrs[i][3].clone()
+    }
+
     /// Both patching API URLs, as the CLIs take them.
     pub fn api_urls(&self) -> String {
         format!("{},{}", self.api_url(0), self.api_url(1))

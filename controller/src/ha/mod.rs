@@ -736,7 +736,10 @@ impl Ha {
         }
         let ha = self.clone();
         std::thread::spawn(move || {
-            if let Err(why) = ha.swact() {
+            let result = ha.swact();
+            // A swact refused before it began leaves the flag to this thread.
+            ha.handing_over.store(false, Ordering::Release);
+            if let Err(why) = result {
                 tracing::error!("strategy swact failed: {why}");
                 *lock(&ha.swact_failed) = Some(why);
             }
