@@ -143,20 +143,12 @@ impl Controller {
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
 
-        let api = bind(&config.listen).await?;
-        let api_addr = api.local_addr().map_err(|e| StartError::Bind {
-            addr: config.listen.clone(),
-            source: e,
-        })?;
+        let (api, api_addr) = bind(&config.listen).await?;
         tasks.push(serve(api, api::router(app.clone(), None), rx.clone()));
 
         let auth_api_addr = match &config.auth_listen {
             Some(addr) => {
-                let listener = bind(addr).await?;
-                let bound = listener.local_addr().map_err(|e| StartError::Bind {
-                    addr: addr.clone(),
-                    source: e,
-                })?;
+                let (listener, bound) = bind(addr).await?;
                 let tokens = Arc::new(config.auth_tokens()?);
                 tasks.push(serve(
                     listener,
@@ -178,11 +170,7 @@ impl Controller {
         let agent_addr = match &agent_listen {
             Some(addr) => {
                 let token = config.agent_token()?;
-                let listener = bind(addr).await?;
-                let bound = listener.local_addr().map_err(|e| StartError::Bind {
-                    addr: addr.clone(),
-                    source: e,
-                })?;
+                let (listener, bound) = bind(addr).await?;
                 tasks.push(serve(
                     listener,
                     agent_api::router(app.clone(), token),
@@ -202,11 +190,7 @@ impl Controller {
         );
         let vim_addr = match &config.vim_listen {
             Some(addr) => {
-                let listener = bind(addr).await?;
-                let bound = listener.local_addr().map_err(|e| StartError::Bind {
-                    addr: addr.clone(),
-                    source: e,
-                })?;
+                let (listener, bound) = bind(addr).await?;
                 let tokens = config.auth_tokens()?;
                 let tokens = (!tokens.is_empty()).then(|| Arc::new(tokens));
                 tasks.push(serve(
@@ -220,11 +204,7 @@ impl Controller {
         };
         let web_addr = match &config.web_listen {
             Some(addr) => {
-                let listener = bind(addr).await?;
-                let bound = listener.local_addr().map_err(|e| StartError::Bind {
-                    addr: addr.clone(),
-                    source: e,
-                })?;
+                let (listener, bound) = bind(addr).await?;
                 tasks.push(serve(
                     listener,
                     web::router(app.clone(), orch.clone(), config.auth_tokens()?),
@@ -238,11 +218,7 @@ impl Controller {
             Some(ha) => {
                 ha.attach(&app, &orch);
                 let addr = config.peer_listen.clone().unwrap_or_default();
-                let listener = bind(&addr).await?;
-                let bound = listener.local_addr().map_err(|e| StartError::Bind {
-                    addr: addr.clone(),
-                    source: e,
-                })?;
+                let (listener, bound) = bind(&addr).await?;
                 tasks.push(serve(
                     listener,
                     ha::peer_api::router(ha.clone()),
@@ -366,11 +342,15 @@ impl Controller {
     }
 }
 
-async fn bind(addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+/// A listener on `addr`, and the address it got (port 0 picks one).
+async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |e| StartError::Bind {
         addr: addr.to_owned(),
         source: e,
-    })
+    };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
 }
 
 fn serve(

@@ -276,16 +276,19 @@ impl App {
             }
             interim.retain(|id, _| view.patches.contains_key(id));
         }
+        self.publish(view);
+        result
+    }
+
+    /// Makes a new store view the one queries see, and rebuilds the snapshot from it.
+    fn publish(&self, view: Arc<StoreView>) {
         match self.store_view.write() {
             Ok(mut guard) => *guard = view,
             Err(poisoned) => *poisoned.into_inner() = view,
         }
-        {
-            let _rebuilding = lock(&self.rebuild);
-            self.snapshot_stale.store(false, Ordering::Release);
-            self.refresh();
-        }
-        result
+        let _rebuilding = lock(&self.rebuild);
+        self.snapshot_stale.store(false, Ordering::Release);
+        self.refresh();
     }
 
     /// Holds the store (no mutation starts meanwhile): a swact's final replication.
@@ -307,13 +310,7 @@ impl App {
         *lock(&self.hosts) = hosts;
         *lock(&self.alarms) = crate::alarms::Alarms::load(&self.config.state_dir);
         lock(&self.interim).clear();
-        match self.store_view.write() {
-            Ok(mut guard) => *guard = view,
-            Err(poisoned) => *poisoned.into_inner() = view,
-        }
-        let _rebuilding = lock(&self.rebuild);
-        self.snapshot_stale.store(false, Ordering::Release);
-        self.refresh();
+        self.publish(view);
         Ok(())
     }
 

@@ -90,3 +90,27 @@ pub fn build_patch(
     }
     b.write_to_dir(&work.join("patches"), key).unwrap().0
 }
+
+/// `sw-patch-agent` for `host` rooted at `root` (created), reporting to `controllers` every
+/// second.
+pub fn agent_command(
+    controllers: &str,
+    token_file: &Path,
+    root: &Path,
+    host: &str,
+    personality: &str,
+) -> Command {
+    std::fs::create_dir_all(root).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sw-patch-agent"));
+    cmd.args(["--controller", controllers, "--hostname", host])
+        .args(["--personality", personality])
+        .args(["--release", "19.01", "--heartbeat", "1"])
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--root")
+        .arg(root)
+        .env("STX_PATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}

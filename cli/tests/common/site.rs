@@ -154,26 +154,13 @@ impl Site {
     }
 
     pub fn agent_command(&self, host: &str, personality: &str) -> Command {
-        let root = self.root(host);
-        std::fs::create_dir_all(&root).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sw-patch-agent"));
-        cmd.args([
-            "--controller",
+        super::agent_command(
             &self.agent_url,
-            "--hostname",
+            &self.path("agent-token"),
+            &self.root(host),
             host,
-            "--personality",
             personality,
-        ])
-        .args(["--release", "19.01", "--heartbeat", "1"])
-        .arg("--token-file")
-        .arg(self.path("agent-token"))
-        .arg("--root")
-        .arg(&root)
-        .env("STX_PATCH_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        cmd
+        )
     }
 
     pub fn start_agent(&mut self, host: &str, personality: &str) {

@@ -675,12 +675,8 @@ async fn patch_action(
         );
         return see_other(&back);
     }
-    let path: Vec<String> = ids.iter().map(|i| segment(i)).collect();
     let reply = web
-        .api(
-            Method::POST,
-            &format!("/v1/{api_action}/{}", path.join("/")),
-        )
+        .api(Method::POST, &format!("/v1/{api_action}/{}", id_path(&ids)))
         .await;
     tracing::info!(target: "audit", "dashboard: {api_action} {}", ids.join(" "));
     web.sessions.flash_all(&session, reply.flashes());
@@ -689,6 +685,19 @@ async fn patch_action(
         return see_other("/patches");
     }
     see_other(&back)
+}
+
+/// Patch ids as the path of an API call.
+fn id_path(ids: &[String]) -> String {
+    ids.iter().map(|i| segment(i)).collect::<Vec<_>>().join("/")
+}
+
+fn no_patches_to_commit(web: &Web, session: &SessionRef) -> Response {
+    web.sessions.flash(
+        session,
+        Flash::new(Level::Error, "Choose the patches to commit.".into()),
+    );
+    see_other("/patches")
 }
 
 /// The commit's dry run: what it would commit and free, with the button that does it.
@@ -701,17 +710,12 @@ async fn commit_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Respon
         .map(|(_, v)| v)
         .collect();
     if ids.is_empty() {
-        web.sessions.flash(
-            &session,
-            Flash::new(Level::Error, "Choose the patches to commit.".into()),
-        );
-        return see_other("/patches");
+        return no_patches_to_commit(&web, &session);
     }
-    let path: Vec<String> = ids.iter().map(|i| segment(i)).collect();
     let plan = web
         .api(
             Method::GET,
-            &format!("/v1/commit_dry_run/{}", path.join("/")),
+            &format!("/v1/commit_dry_run/{}", id_path(&ids)),
         )
         .await;
     let body = pages::commit_confirm(&ids, &plan.body, &plan.flashes(), &session.csrf);
@@ -725,15 +729,10 @@ async fn commit(State(web): Shared, headers: HeaderMap, body: axum::body::Bytes)
     };
     let ids = form.all("id");
     if ids.is_empty() {
-        web.sessions.flash(
-            &session,
-            Flash::new(Level::Error, "Choose the patches to commit.".into()),
-        );
-        return see_other("/patches");
+        return no_patches_to_commit(&web, &session);
     }
-    let path: Vec<String> = ids.iter().map(|i| segment(i)).collect();
     let reply = web
-        .api(Method::POST, &format!("/v1/commit/{}", path.join("/")))
+        .api(Method::POST, &format!("/v1/commit/{}", id_path(&ids)))
         .await;
     tracing::info!(target: "audit", "dashboard: commit {}", ids.join(" "));
     web.sessions.flash_all(&session, reply.flashes());
