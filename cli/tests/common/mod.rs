@@ -28,13 +28,29 @@ pub fn controller() -> Command {
 
 /// Spawns a daemon started with `--print-addresses` and reads the JSON line of its addresses.
 pub fn spawn_with_addresses(cmd: &mut Command) -> (Child, Value) {
-    let mut child = cmd.spawn().expect("the daemon starts");
+    try_spawn_with_addresses(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`spawn_with_addresses`], or why the daemon did not come up (it is reaped).
+pub fn try_spawn_with_addresses(cmd: &mut Command) -> Result<(Child, Value), String> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("the daemon does not start: {e}"))?;
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("the daemon prints its addresses");
-    let addrs: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    (child, addrs)
+    let read = BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line);
+    match read
+        .ok()
+        .and_then(|_| serde_json::from_str::<Value>(&line).ok())
+    {
+        Some(addrs) => Ok((child, addrs)),
+        None => {
+            let _ = child.kill();
+            let status = child.wait();
+            Err(format!(
+                "the daemon exited ({status:?}) without its addresses: {line:?}"
+            ))
+        }
+    }
 }
 
 /// Everything under a host root except the agent's own state: relative path → (mode, content;

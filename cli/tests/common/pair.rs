@@ -102,20 +102,32 @@ impl Pair {
         TestRpm::new("sysinv", "1.0", "230")
             .file("/usr/lib/sysinv/api.py", "VERSION = 230\n")
             .build(&d.join("feed"));
-        let ports = [free_port(), free_port()];
         let any = || "127.0.0.1:0".to_owned();
         let mut pair = Pair {
             dir,
             key,
             controllers: [None, None],
-            addrs: [
-                [any(), any(), any(), format!("127.0.0.1:{}", ports[0])],
-                [any(), any(), any(), format!("127.0.0.1:{}", ports[1])],
-            ],
+            addrs: [[any(), any(), any(), any()], [any(), any(), any(), any()]],
             agents: Vec::new(),
         };
-        pair.start(0);
-        pair.start(1);
+        // Each side must know the other's pair port before it starts: ports probed free, and
+        // probed again if another process took one meanwhile.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            for i in 0..2 {
+                pair.addrs[i] = [any(), any(), any(), format!("127.0.0.1:{}", free_port())];
+            }
+            match pair.try_start(0).and_then(|()| pair.try_start(1)) {
+                Ok(()) => break,
+                Err(e) if attempts < 5 => {
+                    eprintln!("retrying the pair's start: {e}");
+                    pair.kill(0);
+                    pair.kill(1);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         pair.wait_for("the pair to see each other", |p| {
             p.system_show(0)["controllers"][1]["reachable"] == true
                 && p.system_show(1)["controllers"][1]["reachable"] == true
@@ -136,6 +148,11 @@ impl Pair {
 
     /// Starts controller `i` (again) on its addresses.
     pub fn start(&mut self, i: usize) {
+        self.try_start(i)
+            .unwrap_or_else(|e| panic!("controller-{i}: {e}"));
+    }
+
+    fn try_start(&mut self, i: usize) -> Result<(), String> {
         let d = self.dir.path().to_owned();
         let other = 1 - i;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"));
@@ -175,11 +192,12 @@ impl Pair {
             ),
             None => cmd.stderr(Stdio::null()),
         };
-        let (child, addrs) = super::spawn_with_addresses(&mut cmd);
+        let (child, addrs) = super::try_spawn_with_addresses(&mut cmd)?;
         for (slot, key) in ["api", "agent_api", "vim_api", "peer"].iter().enumerate() {
             self.addrs[i][slot] = addrs[key].as_str().unwrap().to_owned();
         }
         self.controllers[i] = Some(child);
+        Ok(())
     }
 
     /// SIGKILLs controller `i`.
