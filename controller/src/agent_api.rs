@@ -35,11 +35,16 @@ pub(crate) fn router(app: Arc<App>, token: String) -> Router {
 }
 
 fn authorized(api: &AgentApi, headers: &HeaderMap) -> bool {
+    bearer_is(headers, &api.token)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
+pub(crate) fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), api.token.as_bytes()))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 fn unauthorized() -> Response {

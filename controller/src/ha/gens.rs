@@ -5,7 +5,6 @@
 //! at a complete generation: the old one or the new one.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -84,15 +83,7 @@ impl Generations {
             sync_dir(&first)?;
             gens.point_current_at(1)?;
         }
-        let live = gens.current_number()?;
-        for entry in std::fs::read_dir(root).map_err(io(root))? {
-            let entry = entry.map_err(io(root))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if gen_number(&name).is_some_and(|n| n != live) || name == INCOMING {
-                let path = entry.path();
-                std::fs::remove_dir_all(&path).map_err(io(&path))?;
-            }
-        }
+        gens.remove_old()?;
         let _ = std::fs::remove_file(root.join("current.tmp"));
         Ok(gens)
     }
@@ -145,24 +136,17 @@ impl Generations {
             .prefix(".tmp-blob-")
             .tempfile_in(&dir)
             .map_err(io(&dir))?;
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut received = 0u64;
-        loop {
-            let n = data.read(&mut buf).map_err(io(&dir))?;
-            if n == 0 {
-                break;
-            }
-            received += n as u64;
-            if received > size {
-                return Err(GenError::Invalid(format!(
-                    "blob {sha256} is longer than its {size} bytes"
-                )));
-            }
-            sha2::Digest::update(&mut hasher, &buf[..n]);
-            temp.write_all(&buf[..n]).map_err(io(temp.path()))?;
-        }
-        let got = hex::encode(sha2::Digest::finalize(hasher));
+        let (got, received) =
+            manifest::hash_copy(&mut data, temp.as_file_mut(), size).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    GenError::Invalid(format!("blob {sha256} is {e}"))
+                } else {
+                    GenError::Io {
+                        path: dir.clone(),
+                        source: e,
+                    }
+                }
+            })?;
         if got != sha256 || received != size {
             return Err(GenError::Invalid(format!(
                 "blob {sha256}: received {received} bytes hashing to {got}"

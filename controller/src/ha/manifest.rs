@@ -175,17 +175,33 @@ fn relative(root: &Path, path: &Path) -> String {
 
 /// SHA-256 (hex) and size of a file, in one streaming pass.
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
+    hash_copy(std::fs::File::open(path)?, std::io::sink(), u64::MAX)
+}
+
+/// Copies `from` into `to`, hashing on the way: SHA-256 (hex) and the size. More than `limit`
+/// bytes is an `InvalidData` error (a peer sending more than it announced).
+pub(crate) fn hash_copy(
+    mut from: impl Read,
+    mut to: impl std::io::Write,
+    limit: u64,
+) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = from.read(&mut buf)?;
         if n == 0 {
             break;
         }
         size += n as u64;
+        if size > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("longer than its {limit} bytes"),
+            ));
+        }
         hasher.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
     }
     Ok((hex::encode(hasher.finalize()), size))
 }

@@ -117,8 +117,8 @@ pub(crate) struct Ha {
     rounds_changed: Condvar,
     /// Serializes what changes the local state's generation (commits, promotions, handover).
     pub(crate) transition: Mutex<()>,
-    /// The manifest a `sync` announced, waiting for its `commit`.
-    pending: Mutex<Option<(u64, String, Manifest)>>,
+    /// The manifest a `sync` announced (and its digest), waiting for its `commit`.
+    pending: Mutex<Option<(String, Manifest)>>,
     /// Set while a swact hands over: the strategy does not advance meanwhile.
     pub(crate) handing_over: std::sync::atomic::AtomicBool,
     /// One exchange with the standby at a time.
@@ -275,14 +275,10 @@ impl Ha {
         if state.role == Role::Active {
             return None;
         }
-        // The peer's URLs as last seen (they do not change with its role); asked afresh when
-        // it has not been seen yet.
-        let peer = self.peer_status().or_else(|| {
-            let fresh = self.get_peer_status().ok();
-            *lock(&self.peer_status) = fresh.clone();
-            fresh
-        });
-        let url = peer
+        // The peer's URLs as the background check last saw them (they do not change with
+        // its role); never asked here, so a refusal costs no round trip to the peer.
+        let url = self
+            .peer_status()
             .as_ref()
             .filter(|p| p.host == state.active)
             .and_then(|p| pick(&p.urls));
@@ -817,14 +813,14 @@ impl Ha {
             .current_manifest(&self.hasher)
             .map_err(|e| (500, e.to_string()))?;
         let missing = self.gens.missing(&manifest, &have);
-        *lock(&self.pending) = Some((term, digest(&manifest), manifest));
+        *lock(&self.pending) = Some((digest(&manifest), manifest));
         Ok(missing)
     }
 
     fn receive_commit(&self, term: u64, from: &str, wanted: &str) -> Result<(), (u16, String)> {
         let _transition = lock(&self.transition);
         self.accept_term(term, from).map_err(|e| (409, e))?;
-        let Some((_, pending_digest, manifest)) = lock(&self.pending).clone() else {
+        let Some((pending_digest, manifest)) = lock(&self.pending).take() else {
             return Err((400, "commit without sync".into()));
         };
         if pending_digest != wanted {
@@ -841,7 +837,6 @@ impl Ha {
             self.reload().map_err(|e| (500, e))?;
             self.gens.remove_old().map_err(|e| (500, e.to_string()))?;
         }
-        *lock(&self.pending) = None;
         Ok(())
     }
 

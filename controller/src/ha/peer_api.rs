@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use futures_util::StreamExt;
@@ -40,13 +40,7 @@ fn refuse(status: u16, message: &str) -> Response {
 }
 
 fn authorized(peer: &Peer, headers: &HeaderMap) -> Option<Response> {
-    let ok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| {
-            crate::agent_api::constant_time_eq(t.as_bytes(), peer.ha.token.as_bytes())
-        });
+    let ok = crate::agent_api::bearer_is(headers, &peer.ha.token);
     (!ok).then(|| refuse(401, "the peer token is required"))
 }
 

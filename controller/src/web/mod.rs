@@ -188,7 +188,7 @@ fn html(status: StatusCode, markup: Markup) -> Response {
 /// to (only a local path, so the login can never redirect elsewhere).
 fn to_login(uri: &Uri) -> Response {
     let path = uri.path();
-    if path == "/" || !path.starts_with('/') || path.starts_with("//") {
+    if path == "/" || !local_path(path) {
         return see_other("/login");
     }
     see_other(&format!("/login?next={}", pages::url_encode(path)))
@@ -373,6 +373,12 @@ async fn login_page(State(web): Shared, uri: Uri) -> Response {
     response
 }
 
+/// Whether a page to go back to is a path on this server (never `//elsewhere` or a URL), so
+/// a login can never redirect off-site.
+fn local_path(path: &str) -> bool {
+    path.starts_with('/') && !path.starts_with("//") && !path.contains('\\')
+}
+
 /// The `next=` page of a login, if it is a local path.
 fn next_from_query(query: Option<&str>) -> Option<String> {
     let pairs = crate::api::parse_query(query.unwrap_or("")).ok()?;
@@ -380,7 +386,7 @@ fn next_from_query(query: Option<&str>) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v)
-        .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+        .filter(|v| local_path(v))
 }
 
 fn set_cookie(response: &mut Response, cookie: &str) {
@@ -421,7 +427,7 @@ async fn login(State(web): Shared, headers: HeaderMap, body: axum::body::Bytes) 
     };
     let next = form
         .get("next")
-        .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+        .filter(|v| local_path(v))
         .map(str::to_owned);
     // The login form's own CSRF token: the pre-login cookie must match the form's field.
     if !web
@@ -637,11 +643,6 @@ async fn alarms_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Respon
 
 // ---- actions ----
 
-/// Percent-encodes a path segment for an in-process call.
-fn segment(s: &str) -> String {
-    pages::url_encode(s)
-}
-
 async fn patch_action(
     State(web): Shared,
     headers: HeaderMap,
@@ -689,7 +690,10 @@ async fn patch_action(
 
 /// Patch ids as the path of an API call.
 fn id_path(ids: &[String]) -> String {
-    ids.iter().map(|i| segment(i)).collect::<Vec<_>>().join("/")
+    ids.iter()
+        .map(|i| pages::url_encode(i))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn no_patches_to_commit(web: &Web, session: &SessionRef) -> Response {
@@ -871,7 +875,7 @@ async fn host_action(
             .flash(&session, Flash::new(Level::Error, "Choose a host.".into()));
         return see_other("/hosts");
     };
-    let host = segment(host);
+    let host = pages::url_encode(host);
     let uri = match action.as_str() {
         "install" => format!("/v1/host_install_async/{host}"),
         "lock" => format!("/v1/host_lock/{host}"),

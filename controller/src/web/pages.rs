@@ -697,7 +697,6 @@ fn hosts_of(stage: &Value) -> Vec<String> {
         .filter(|s| text(s, "entity-type") == "hosts")
         .flat_map(|s| list(s.get("entity-names")))
         .collect();
-    names.dedup();
     names.sort();
     names.dedup();
     names
