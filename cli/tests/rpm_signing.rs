@@ -99,7 +99,12 @@ fn site_with_checking_agent(keyring: &Path) -> Site {
 }
 
 fn upload(site: &Site, patch: &Path) -> (bool, String) {
-    let out = site.run("sw-patch", &["upload", patch.to_str().unwrap()]);
+    sw_patch(site, &["upload", patch.to_str().unwrap()])
+}
+
+/// `sw-patch` on the site: whether it succeeded, and everything it printed.
+fn sw_patch(site: &Site, args: &[&str]) -> (bool, String) {
+    let out = site.run("sw-patch", args);
     (
         out.status.success(),
         format!(
@@ -159,13 +164,8 @@ fn an_agent_refuses_a_foreign_signature_and_leaves_its_root_alone() {
     let foreign = patch(&site, "FOREIGN", Rpm::SignedBy(&keys.stranger));
     assert!(upload(&site, &foreign).0);
     site.ok(&["apply", "FOREIGN"]);
-    let out = site.run("sw-patch", &["host-install", "compute-0"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = sw_patch(&site, &["host-install", "compute-0"]);
+    assert!(!ok, "{text}");
     let host = site.host("compute-0");
     assert_eq!(host["state"], "install-failed", "{host}");
     let error = host["last_error"].as_str().unwrap_or("");
@@ -203,13 +203,8 @@ fn an_agent_refuses_an_rpm_altered_after_signing() {
     let altered = patch(&site, "ALTERED", Rpm::TamperedAfterSigning(&keys.trusted));
     assert!(upload(&site, &altered).0);
     site.ok(&["apply", "ALTERED"]);
-    let out = site.run("sw-patch", &["host-install", "compute-0"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = sw_patch(&site, &["host-install", "compute-0"]);
+    assert!(!ok, "{text}");
     assert!(
         text.contains("package sysinv"),
         "host-install shows why: {text}"

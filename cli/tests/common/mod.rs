@@ -56,24 +56,47 @@ pub fn try_spawn_with_addresses(cmd: &mut Command) -> Result<(Child, Value), Str
 /// Everything under a host root except the agent's own state: relative path → (mode, content;
 /// empty for directories). Two equal snapshots mean byte-identical roots.
 pub fn root_snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    tree_snapshot(root, |rel, _| rel.starts_with("var/lib/stx-patch"))
+}
+
+/// Everything under `root` but what `skip(relative path, file name)` leaves out. An entry
+/// removed while the tree is read (a daemon's temporary file) is not part of it; any other
+/// read error fails the test.
+pub fn tree_snapshot(
+    root: &Path,
+    skip: impl Fn(&Path, &str) -> bool,
+) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("{}: {e}", dir.display()),
+        };
+        for entry in entries.flatten() {
             let path = entry.path();
             let rel = path.strip_prefix(root).unwrap().to_owned();
-            if rel.starts_with("var/lib/stx-patch") {
+            if skip(&rel, &entry.file_name().to_string_lossy()) {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
             if meta.is_dir() {
                 out.insert(rel, (meta.permissions().mode(), Vec::new()));
                 stack.push(path);
             } else {
-                out.insert(
-                    rel,
-                    (meta.permissions().mode(), std::fs::read(&path).unwrap()),
-                );
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        out.insert(rel, (meta.permissions().mode(), bytes));
+                    }
+                    Err(e) if gone(&e) => {}
+                    Err(e) => panic!("{}: {e}", path.display()),
+                }
             }
         }
     }

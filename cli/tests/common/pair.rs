@@ -2,7 +2,6 @@
 //! on loopback.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,31 +45,9 @@ fn free_port() -> u16 {
 /// Files of a state directory as they matter for equality: path → (mode, content), without
 /// locks, scratch space and temporaries.
 pub fn state_files(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let rel = path.strip_prefix(dir).unwrap().to_owned();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if rel.starts_with("tmp") || name == ".lock" || name.starts_with(".tmp") {
-                continue;
-            }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                out.insert(rel, (meta.permissions().mode(), Vec::new()));
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                out.insert(rel, (meta.permissions().mode() & 0o777, bytes));
-            }
-        }
-    }
-    out
+    super::tree_snapshot(dir, |rel, name| {
+        rel.starts_with("tmp") || name == ".lock" || name.starts_with(".tmp")
+    })
 }
 
 impl Pair {
