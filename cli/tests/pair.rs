@@ -51,12 +51,12 @@ fn mutations_reach_the_standby_before_they_return_and_swact_goes_both_ways() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        pair.in_sync(),
+        pair.store_in_sync(),
         "the standby holds the upload when the call returns"
     );
     pair.ok(&["apply", "PAIR_0001"]);
     assert!(
-        pair.in_sync(),
+        pair.store_in_sync(),
         "the standby holds the apply when the call returns"
     );
     assert_eq!(
@@ -104,7 +104,7 @@ fn mutations_reach_the_standby_before_they_return_and_swact_goes_both_ways() {
     pair.ok_with("system", &["host-lock", "controller-0"]);
     pair.ok_with("system", &["host-unlock", "controller-0"]);
     pair.ok(&["remove", "PAIR_0001"]);
-    assert!(pair.in_sync());
+    assert!(pair.store_in_sync());
     assert_eq!(
         Pair::repo_states(&pair.state_dir(0)),
         vec![("PAIR_0001".to_owned(), "available".to_owned())]
@@ -119,7 +119,7 @@ fn mutations_reach_the_standby_before_they_return_and_swact_goes_both_ways() {
     assert!(out.contains("controller-0 is active"), "{out}");
     assert_eq!(pair.active(), Some(0));
     pair.ok(&["delete", "PAIR_0001"]);
-    assert!(pair.in_sync());
+    assert!(pair.store_in_sync());
     assert!(Pair::repo_states(&pair.state_dir(1)).is_empty());
 }
 
@@ -306,7 +306,7 @@ fn the_active_controller_is_patched_through_a_swact_by_the_strategy() {
     pair.ok_with("system", &["host-swact", "controller-1"]);
     assert_eq!(pair.active(), Some(0));
     pair.ok_with("sw-manager", &["patch-strategy", "delete"]);
-    assert!(pair.in_sync());
+    assert!(pair.store_in_sync());
     assert_eq!(pair.ok(&["query"]).matches("Applied").count(), 1);
 }
 

@@ -267,6 +267,18 @@ impl Pair {
         (0..2).find(|&i| self.role(i) == "active")
     }
 
+    /// Whether both stores hold the same files (patches, packages, repository and its index,
+    /// app dependencies, strategy): host records are left out, agents change them at any
+    /// moment and they follow within a replication tick.
+    pub fn store_in_sync(&self) -> bool {
+        let store = |i| {
+            let mut files = state_files(&self.state_dir(i));
+            files.retain(|path, _| !path.starts_with("hosts"));
+            files
+        };
+        store(0) == store(1)
+    }
+
     /// Whether both state directories hold the same files.
     pub fn in_sync(&self) -> bool {
         state_files(&self.state_dir(0)) == state_files(&self.state_dir(1))
