@@ -205,7 +205,11 @@ impl HostRegistry {
             last_error: report.last_error,
             op_counter: report.op_counter,
             pending,
-            install_seq,
+            // Orders are numbered on from the last the agent finished: a host dropped and
+            // registered again (or a registry older than the agent's state) would otherwise
+            // hand out numbers the agent already counts as done, and the next install would
+            // read as finished before it started.
+            install_seq: install_seq.max(last_order_done),
             install_done: last_order_done,
             instance: report.instance.clone(),
             in_flight,
@@ -364,12 +368,12 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use host_state::protocol::HostReport;
     use patch_format::Personality;
 
-    pub(super) fn report_for_test(instance: &str, install_done: u64) -> HostReport {
+    pub(crate) fn report_for_test(instance: &str, install_done: u64) -> HostReport {
         report(instance, install_done)
     }
 
@@ -428,6 +432,31 @@ mod tests {
         // A restart after the order finished sends nothing.
         reg.report(report("c", seq), seq);
         assert_eq!(reg.take_order("compute-0"), None);
+    }
+
+    #[test]
+    fn a_host_registered_again_numbers_orders_after_its_last_finished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        // The agent has finished order 7 under an earlier registration (then drop-host).
+        reg.report(report("a", 7), 7);
+        let seq = reg.order_install("compute-0", false).unwrap();
+        assert_eq!(seq, 8);
+        assert_eq!(
+            reg.hosts["compute-0"].effective_install_state(),
+            InstallState::Installing
+        );
+        // The order is still owed until the agent reports it done.
+        reg.report(report("a", 7), 7);
+        assert_eq!(
+            reg.hosts["compute-0"].effective_install_state(),
+            InstallState::Installing
+        );
+        reg.report(report("a", 8), 8);
+        assert_eq!(
+            reg.hosts["compute-0"].effective_install_state(),
+            InstallState::Idle
+        );
     }
 }
 #[cfg(test)]

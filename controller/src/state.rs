@@ -4,7 +4,7 @@
 //! wait for either.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use host_state::{
@@ -79,6 +79,8 @@ pub(crate) struct Snapshot {
     pub(crate) store: Arc<StoreView>,
     pub(crate) hosts: Vec<HostView>,
     pub(crate) states: BTreeMap<String, PatchState>,
+    /// How many host-registry changes this snapshot includes (see [`App::snapshot`]).
+    host_changes_seen: u64,
 }
 
 impl Snapshot {
@@ -122,10 +124,11 @@ pub(crate) struct App {
     /// Patch → hosts that have not reported since it was applied or removed.
     interim: Mutex<BTreeMap<String, BTreeSet<String>>>,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Host changes since the snapshot was built: the next reader rebuilds it (so a burst of
-    /// agent reports costs one rebuild, not one each).
-    snapshot_stale: AtomicBool,
-    /// Serializes rebuilds, so a reader that saw the snapshot stale waits for the rebuild.
+    /// Counts host-registry changes (bumped under the registry's lock). A reader rebuilds the
+    /// snapshot when it includes fewer (so a burst of agent reports costs one rebuild, not one
+    /// each), and never gets one that lacks a change completed before its call.
+    host_changes_made: AtomicU64,
+    /// Serializes rebuilds, so a reader that needs a newer snapshot waits for the rebuild.
     rebuild: Mutex<()>,
     /// Wakes agents' long polls when an order is queued.
     pub(crate) orders: tokio::sync::Notify,
@@ -160,7 +163,7 @@ impl App {
             hosts: Mutex::new(hosts),
             interim: Mutex::new(BTreeMap::new()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            snapshot_stale: AtomicBool::new(false),
+            host_changes_made: AtomicU64::new(0),
             rebuild: Mutex::new(()),
             orders: tokio::sync::Notify::new(),
             host_changes: tokio::sync::Notify::new(),
@@ -174,12 +177,24 @@ impl App {
 
     /// The current snapshot.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
-        if self.snapshot_stale.load(Ordering::Acquire) {
-            let _rebuilding = lock(&self.rebuild);
-            if self.snapshot_stale.swap(false, Ordering::AcqRel) {
-                self.refresh();
-            }
+        // A flag consumed by a concurrent rebuild is not enough: a reader arriving while that
+        // rebuild runs would get the snapshot from before a change it must see (a poll right
+        // after `host-install-async` reading `idle`). Compare counts instead.
+        let wanted = self.host_changes_made.load(Ordering::Acquire);
+        let current = self.published();
+        if current.host_changes_seen >= wanted {
+            return current;
         }
+        let _rebuilding = lock(&self.rebuild);
+        let current = self.published();
+        if current.host_changes_seen >= wanted {
+            return current;
+        }
+        self.refresh();
+        self.published()
+    }
+
+    fn published(&self) -> Arc<Snapshot> {
         match self.snapshot.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -199,9 +214,11 @@ impl App {
     }
 
     /// Rebuilds the snapshot from the store view, the host registry and interim states.
-    pub(crate) fn refresh(&self) {
+    fn refresh(&self) {
         let store = self.store_view();
         let hosts = lock(&self.hosts);
+        // Exact: changes are counted under the registry's lock.
+        let host_changes_seen = self.host_changes_made.load(Ordering::Acquire);
         let interim = lock(&self.interim).clone();
         let empty = (RepoIndex::default(), RepoIndex::default());
         let views: Vec<HostView> = hosts
@@ -245,6 +262,7 @@ impl App {
             store,
             hosts: views,
             states,
+            host_changes_seen,
         });
         match self.snapshot.write() {
             Ok(mut guard) => *guard = fresh,
@@ -287,7 +305,6 @@ impl App {
             Err(poisoned) => *poisoned.into_inner() = view,
         }
         let _rebuilding = lock(&self.rebuild);
-        self.snapshot_stale.store(false, Ordering::Release);
         self.refresh();
     }
 
@@ -334,9 +351,13 @@ impl App {
 
     /// Runs `f` on the host registry, then refreshes the snapshot if it says so.
     pub(crate) fn with_hosts<T>(&self, f: impl FnOnce(&mut HostRegistry) -> (T, bool)) -> T {
-        let (value, changed) = f(&mut lock(&self.hosts));
+        let mut hosts = lock(&self.hosts);
+        let (value, changed) = f(&mut hosts);
         if changed {
-            self.snapshot_stale.store(true, Ordering::Release);
+            self.host_changes_made.fetch_add(1, Ordering::AcqRel);
+        }
+        drop(hosts);
+        if changed {
             self.host_changes.notify_one();
         }
         value
@@ -361,5 +382,72 @@ impl App {
     /// Forgets a host in the interim sets (drop-host, age-out).
     pub(crate) fn forget_host(&self, hostname: &str) {
         let _ = self.host_reported(hostname);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(dir: &std::path::Path) -> App {
+        let config = ControllerConfig::new(dir, "19.01");
+        let store = Store::open(patch_store::StoreConfig {
+            root: dir.to_owned(),
+            running_release: "19.01".into(),
+            keyring: Default::default(),
+            limits: config.limits(),
+            rpm_keyring: None,
+        })
+        .unwrap();
+        let hosts = HostRegistry::load(&dir.join("hosts")).unwrap();
+        App::new(store, hosts, config, None)
+    }
+
+    /// A reader never gets a snapshot lacking a host change that completed before it asked,
+    /// however other readers' rebuilds interleave (a poll right after an install order once
+    /// read `idle` because another reader had taken the rebuild and not yet published).
+    #[test]
+    fn a_snapshot_includes_every_change_made_before_it_was_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = Arc::new(app(dir.path()));
+        app.with_hosts(|h| {
+            let changed = h.report(crate::hosts::tests::report_for_test("a", 0), 0);
+            ((), changed)
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (app, stop) = (app.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = app.snapshot();
+                    }
+                })
+            })
+            .collect();
+        for round in 1..=300u64 {
+            let seq = app.with_hosts(|h| (h.order_install("compute-0", false), true));
+            assert_eq!(seq, Some(round));
+            let snapshot = app.snapshot();
+            assert_eq!(
+                snapshot.hosts[0].install_state,
+                host_state::InstallState::Installing,
+                "round {round}: the snapshot lacks the install order"
+            );
+            // The agent finishes it.
+            app.with_hosts(|h| {
+                let changed = h.report(crate::hosts::tests::report_for_test("a", round), round);
+                ((), changed)
+            });
+            assert_eq!(
+                app.snapshot().hosts[0].install_state,
+                host_state::InstallState::Idle,
+                "round {round}: the snapshot lacks the finished install"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
     }
 }
