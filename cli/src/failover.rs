@@ -62,7 +62,9 @@ impl Failover {
                     self.switch(active);
                 }
                 Ok(r) => return Ok(r),
-                Err(e) if e.is_connect() || e.is_timeout() => {
+                // Only a request that never reached a controller is sent again: one that timed
+                // out waiting for its answer may have been carried out.
+                Err(e) if e.is_connect() => {
                     last = format!("cannot reach {base}: {e}");
                     self.switch(None);
                 }
