@@ -44,23 +44,7 @@ impl Orchestration {
         let dir = app.config.state_dir.join("orchestration");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("strategy.json");
-        let strategy = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<Strategy>(&bytes) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    // Keep the unreadable file for inspection; start without a strategy.
-                    let aside = dir.join("strategy.json.unreadable");
-                    tracing::error!(
-                        "saved strategy unreadable ({e}); moved to {}",
-                        aside.display()
-                    );
-                    std::fs::rename(&path, &aside)?;
-                    None
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let strategy = Self::load(&path)?;
         if let Some(s) = &strategy {
             tracing::info!(uuid = %s.uuid, state = %s.state, "resuming saved strategy");
         }
@@ -70,6 +54,27 @@ impl Orchestration {
             strategy: Mutex::new(strategy),
             wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The saved strategy, if any. An unreadable one is moved aside for inspection (and the
+    /// controller goes on without a strategy).
+    fn load(path: &std::path::Path) -> std::io::Result<Option<Strategy>> {
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<Strategy>(&bytes) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) => {
+                    let aside = path.with_extension("json.unreadable");
+                    tracing::error!(
+                        "saved strategy unreadable ({e}); moved to {}",
+                        aside.display()
+                    );
+                    std::fs::rename(path, &aside)?;
+                    Ok(None)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn save(path: &std::path::Path, strategy: &Strategy) -> std::io::Result<()> {
@@ -104,12 +109,7 @@ impl Orchestration {
 
     /// Re-reads the saved strategy (a standby after its state was replaced).
     pub(crate) fn reload(&self) -> std::io::Result<()> {
-        let strategy = match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice::<Strategy>(&bytes).ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        *lock(&self.strategy) = strategy;
+        *lock(&self.strategy) = Self::load(&self.path)?;
         Ok(())
     }
 
