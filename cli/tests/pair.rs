@@ -123,18 +123,16 @@ fn mutations_reach_the_standby_before_they_return_and_swact_goes_both_ways() {
     assert!(Pair::repo_states(&pair.state_dir(1)).is_empty());
 }
 
-/// A standby that is up but fails every exchange: the change is not acknowledged, and the
-/// caller is told why.
-#[test]
-fn a_standby_that_cannot_take_a_change_fails_the_call() {
+/// In controller-1's place (it must be down): an endpoint that reports itself standby at term
+/// 1 and answers every other request with `status_line` and `{"error": error}`.
+fn fake_standby(pair: &Pair, status_line: &'static str, error: &'static str) {
     use std::io::{BufRead, BufReader, Read, Write};
-    let mut pair = Pair::new("");
-    pair.kill(1);
-    // In controller-1's place: an endpoint that answers every request with a failure.
     let listener = std::net::TcpListener::bind(pair.peer_addr(1)).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
             let mut length = 0usize;
             loop {
                 let mut line = String::new();
@@ -147,14 +145,38 @@ fn a_standby_that_cannot_take_a_change_fails_the_call() {
             }
             let mut body = vec![0u8; length];
             let _ = reader.read_exact(&mut body);
-            let answer = r#"{"error":"no space left on device"}"#;
+            let (status, answer) = if request_line.starts_with("GET /ha/v1/status") {
+                (
+                    "200 OK",
+                    r#"{"host":"controller-1","term":1,"role":"standby","active":"controller-0","urls":{}}"#
+                        .to_owned(),
+                )
+            } else {
+                (
+                    status_line,
+                    serde_json::json!({ "error": error }).to_string(),
+                )
+            };
             let _ = write!(
                 reader.get_mut(),
-                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                 answer.len()
             );
         }
     });
+}
+
+/// A standby that is up but fails every exchange: the change is not acknowledged, and the
+/// caller is told why.
+#[test]
+fn a_standby_that_cannot_take_a_change_fails_the_call() {
+    let mut pair = Pair::new("");
+    pair.kill(1);
+    fake_standby(
+        &pair,
+        "500 Internal Server Error",
+        "no space left on device",
+    );
     let out = pair.run_at(
         "sw-patch",
         &pair.api_url(0),
@@ -167,6 +189,30 @@ fn a_standby_that_cannot_take_a_change_fails_the_call() {
             && stderr.contains("no space left on device"),
         "{stderr}"
     );
+}
+
+/// A swact whose standby turns out to be at a newer term fails in words (it once waited
+/// forever on a lock it held itself), and the controller goes on serving.
+#[test]
+fn a_swact_refused_for_a_stale_term_fails_and_leaves_the_controller_serving() {
+    let mut pair = Pair::new("");
+    pair.kill(1);
+    fake_standby(
+        &pair,
+        "409 Conflict",
+        "stale term 1: controller-1 is at term 7",
+    );
+    let out = pair.run_at("system", &pair.api_url(0), &["host-swact", "controller-0"]);
+    assert!(!out.status.success(), "the swact must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Cannot swact: the standby could not take the final state")
+            && stderr.contains("stale term"),
+        "{stderr}"
+    );
+    assert_eq!(pair.role(0), "active");
+    let out = pair.run_at("sw-patch", &pair.api_url(0), &["query"]);
+    assert!(out.status.success());
 }
 
 #[test]
@@ -183,8 +229,14 @@ fn a_standby_that_missed_50_mutations_catches_up() {
         ]);
     }
     assert!(!pair.in_sync());
+    pair.wait_for("system show to see the standby gone", |p| {
+        p.system_show(0)["controllers"][1]["reachable"] == false
+    });
     pair.start(1);
     pair.wait_for("the standby to catch up", Pair::in_sync);
+    pair.wait_for("system show to say the pair is in sync", |p| {
+        p.system_show(0)["controllers"][1]["in_sync"] == true
+    });
     let deps = app_deps(&pair, &pair.api_url(1));
     assert_eq!(deps.as_object().map(|o| o.len()), Some(50), "{deps}");
     assert_eq!(deps["app49"], serde_json::json!(["P49"]));

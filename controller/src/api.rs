@@ -160,16 +160,9 @@ async fn dispatch(
         return response;
     }
     // The standby holds the change before the caller hears of it.
-    let Some(ha) = api.app.ha.clone() else {
-        return response;
-    };
-    match tokio::task::spawn_blocking(move || ha.barrier()).await {
-        Ok(Ok(())) => response,
-        Ok(Err(crate::ha::NotReplicated(message))) => ok(json::error(&message)),
-        Err(e) => http_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("replication task failed: {e}"),
-        ),
+    match crate::ha::replicated(&api.app).await {
+        Ok(()) => response,
+        Err(message) => ok(json::error(&message)),
     }
 }
 
@@ -258,33 +251,45 @@ async fn perform(api: &Api, call: Call, headers: HeaderMap, request: Request) ->
         "init_release" | "del_release" => release(api.app.clone(), call).await,
         // What `system show` reports (the sysinv `isystems` shape, with the fields we know).
         "isystems" => {
-            let snapshot = api.app.snapshot();
-            let mut system = json!({
-                "software_version": api.app.config.release,
-                "patch_op_counter": snapshot.store.op_counter,
-                "system_mode": if api.app.config.single_controller { "simplex" } else { "duplex" },
-            });
-            if let Some(active) = api.app.active_controller() {
-                system["active_controller"] = json!(active);
-            }
-            if let Some(ha) = &api.app.ha {
-                let me = ha.state();
-                let mut controllers = vec![json!({
-                    "hostname": ha.host, "role": me.role, "term": me.term, "reachable": true,
-                })];
-                match ha.peer_status() {
-                    Some(p) => controllers.push(json!({
-                        "hostname": p.host, "role": p.role, "term": p.term, "reachable": true,
-                        "in_sync": p.digest == ha.digest_now(),
-                    })),
-                    None => controllers.push(json!({"reachable": false})),
-                }
-                system["controllers"] = json!(controllers);
-            }
-            ok(json!({"isystems": [system]}))
+            let app = api.app.clone();
+            // Blocking: a pair compares its state with the peer's (a walk of each state).
+            blocking(move || ok(json!({"isystems": [system_show(&app)]}))).await
         }
         other => http_error(StatusCode::NOT_FOUND, &format!("unknown action {other:?}")),
     }
+}
+
+/// What `system show` reports (the sysinv `isystems` shape, with the fields we know).
+fn system_show(app: &App) -> serde_json::Value {
+    let snapshot = app.snapshot();
+    let mut system = json!({
+        "software_version": app.config.release,
+        "patch_op_counter": snapshot.store.op_counter,
+        "system_mode": if app.config.single_controller { "simplex" } else { "duplex" },
+    });
+    if let Some(active) = app.active_controller() {
+        system["active_controller"] = json!(active);
+    }
+    if let Some(ha) = &app.ha {
+        let me = ha.state();
+        let mut controllers = vec![json!({
+            "hostname": ha.host, "role": me.role, "term": me.term, "reachable": true,
+        })];
+        match ha.peer_status() {
+            Some(p) => {
+                let mut peer = json!({
+                    "hostname": p.host, "role": p.role, "term": p.term, "reachable": true,
+                });
+                if let Some(in_sync) = ha.in_sync() {
+                    peer["in_sync"] = json!(in_sync);
+                }
+                controllers.push(peer);
+            }
+            None => controllers.push(json!({"reachable": false})),
+        }
+        system["controllers"] = json!(controllers);
+    }
+    system
 }
 
 async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {

@@ -68,7 +68,6 @@ pub struct Controller {
     /// Address of the pair endpoint, if this controller is one of two.
     pub peer_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    ha_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -214,7 +213,7 @@ impl Controller {
             }
             None => None,
         };
-        let (peer_addr, ha_stop) = match &ha {
+        let peer_addr = match &ha {
             Some(ha) => {
                 ha.attach(&app, &orch);
                 let addr = config.peer_listen.clone().unwrap_or_default();
@@ -243,18 +242,17 @@ impl Controller {
                 // Learn the peer's term before serving as active (a stale active steps down).
                 let first = ha.clone();
                 let _ = tokio::task::spawn_blocking(move || first.check_peer()).await;
-                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let (runner, flag) = (ha.clone(), stop.clone());
+                let (runner, stop) = (ha.clone(), rx.clone());
                 std::thread::Builder::new()
                     .name("replication".into())
-                    .spawn(move || runner.run(flag))
+                    .spawn(move || runner.run(stop))
                     .map_err(|e| StartError::Bind {
                         addr: addr.clone(),
                         source: e,
                     })?;
-                (Some(bound), Some(stop))
+                Some(bound)
             }
-            None => (None, None),
+            None => None,
         };
         let audit_every = std::time::Duration::from_millis(config.strategy_audit_ms);
         let mut stop = rx.clone();
@@ -325,16 +323,12 @@ impl Controller {
             web_addr,
             peer_addr,
             shutdown,
-            ha_stop,
             tasks,
         })
     }
 
     /// Stops serving (in-flight requests finish) and waits for the servers to end.
     pub async fn stop(self) {
-        if let Some(stop) = &self.ha_stop {
-            stop.store(true, std::sync::atomic::Ordering::Release);
-        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

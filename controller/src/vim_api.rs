@@ -72,18 +72,12 @@ async fn replicated(
         return r;
     }
     let response = next.run(request).await;
-    let Some(ha) = orch.app.ha.clone() else {
-        return response;
-    };
     if !response.status().is_success() {
         return response;
     }
-    match tokio::task::spawn_blocking(move || ha.barrier()).await {
-        Ok(Ok(())) => response,
-        Ok(Err(crate::ha::NotReplicated(message))) => {
-            fault(StatusCode::INTERNAL_SERVER_ERROR, &message)
-        }
-        Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    match crate::ha::replicated(&orch.app).await {
+        Ok(()) => response,
+        Err(message) => fault(StatusCode::INTERNAL_SERVER_ERROR, &message),
     }
 }
 

@@ -215,11 +215,26 @@ impl Pair {
             "sw-manager" => env!("CARGO_BIN_EXE_sw-manager"),
             _ => env!("CARGO_BIN_EXE_sw-patch"),
         };
-        Command::new(path)
+        let child = Command::new(path)
             .args(["--url", urls])
             .args(args)
-            .output()
-            .unwrap()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A hung controller fails the test instead of hanging it.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(output) => output.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("{bin} {args:?} did not finish within 120 s");
+            }
+        }
     }
 
     pub fn run(&self, bin: &str, args: &[&str]) -> Output {

@@ -127,7 +127,7 @@ impl Generations {
         size: u64,
         mut data: impl std::io::Read,
     ) -> Result<(), GenError> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !manifest::is_sha256(sha256) {
             return Err(GenError::Invalid(format!("bad blob name {sha256:?}")));
         }
         let dir = self.incoming();
@@ -187,11 +187,7 @@ impl Generations {
     /// generation's manifest. The caller must reopen anything that holds files of the old
     /// generation, then call [`Generations::remove_old`].
     pub(crate) fn commit(&self, wanted: &Manifest, have: &Manifest) -> Result<(), GenError> {
-        for rel in wanted.files.keys().chain(wanted.dirs.iter()) {
-            if !manifest::safe_relative(rel) {
-                return Err(GenError::Invalid(format!("unsafe path {rel:?}")));
-            }
-        }
+        wanted.check().map_err(GenError::Invalid)?;
         let old = self.current_number()?;
         let next = old + 1;
         let old_dir = self.root.join(gen_name(old));

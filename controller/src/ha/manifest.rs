@@ -31,6 +31,27 @@ pub(crate) struct Manifest {
     pub(crate) dirs: Vec<String>,
 }
 
+impl Manifest {
+    /// Checks a manifest from the peer: every path safe to create under a state directory,
+    /// every hash a SHA-256 in hex (hashes name staged blobs).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for rel in self.files.keys().chain(self.dirs.iter()) {
+            if !safe_relative(rel) {
+                return Err(format!("unsafe path {rel:?}"));
+            }
+        }
+        match self.files.values().find(|e| !is_sha256(&e.sha256)) {
+            Some(e) => Err(format!("bad content hash {:?}", e.sha256)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether `s` is a SHA-256 in lower-case hex.
+pub(crate) fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Names that are never state: locks, scratch space, half-written temporaries, and the
 /// standby's own bookkeeping.
 pub(crate) fn excluded(rel: &str) -> bool {
@@ -68,35 +89,39 @@ impl Hasher {
         let mut found = Vec::new();
         walk(root, root, &mut manifest, &mut found)?;
         manifest.dirs.sort();
-        let unknown: Vec<&Found> = found
-            .iter()
-            .filter(|f| self.hash_of(&f.meta).is_none())
+        let unknown: Vec<usize> = (0..found.len())
+            .filter(|&i| self.hash_of(&found[i].meta).is_none())
             .collect();
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(unknown.len().max(1));
-        let hashed: Vec<(usize, std::io::Result<String>)> = std::thread::scope(|scope| {
+        let hashed: Vec<Vec<(usize, std::io::Result<Hashed>)>> = std::thread::scope(|scope| {
             let jobs: Vec<_> = (0..workers)
                 .map(|w| {
-                    let unknown = &unknown;
+                    let (unknown, found) = (&unknown, &found);
                     scope.spawn(move || {
                         (w..unknown.len())
                             .step_by(workers)
-                            .map(|i| (i, hash_file(&unknown[i].path).map(|(h, _)| h)))
+                            .map(|k| (unknown[k], hash_open(&found[unknown[k]].path)))
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
             jobs.into_iter()
-                .flat_map(|j| j.join().unwrap_or_default())
-                .collect()
-        });
+                .map(|j| {
+                    j.join()
+                        .map_err(|_| std::io::Error::other("a hashing thread panicked"))
+                })
+                .collect::<std::io::Result<_>>()
+        })?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, result) in hashed {
+        for (i, result) in hashed.into_iter().flatten() {
             match result {
-                Ok(h) => {
-                    let meta = &unknown[i].meta;
-                    cache.insert((meta.dev(), meta.ino()), (stat_key(meta), h));
+                // The hash belongs to the file that was opened; if the path was replaced since
+                // the walk, that is the newer file, and the manifest says so.
+                Ok(Hashed { meta, sha256 }) => {
+                    cache.insert((meta.dev(), meta.ino()), (stat_key(&meta), sha256));
+                    found[i].meta = meta;
                 }
                 // Removed while we walked (a concurrent rename): not part of this state.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -137,6 +162,19 @@ impl Hasher {
     }
 }
 
+/// A file's hash, with the identity of the very file that was read.
+struct Hashed {
+    meta: std::fs::Metadata,
+    sha256: String,
+}
+
+fn hash_open(path: &Path) -> std::io::Result<Hashed> {
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let (sha256, _) = hash_copy(file, std::io::sink(), u64::MAX)?;
+    Ok(Hashed { meta, sha256 })
+}
+
 fn walk(
     root: &Path,
     dir: &Path,
@@ -173,11 +211,6 @@ fn relative(root: &Path, path: &Path) -> String {
         .into_owned()
 }
 
-/// SHA-256 (hex) and size of a file, in one streaming pass.
-pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    hash_copy(std::fs::File::open(path)?, std::io::sink(), u64::MAX)
-}
-
 /// Copies `from` into `to`, hashing on the way: SHA-256 (hex) and the size. More than `limit`
 /// bytes is an `InvalidData` error (a peer sending more than it announced).
 pub(crate) fn hash_copy(
@@ -207,7 +240,7 @@ pub(crate) fn hash_copy(
 }
 
 /// Whether a relative path from a peer is safe to create under a state directory.
-pub(crate) fn safe_relative(rel: &str) -> bool {
+fn safe_relative(rel: &str) -> bool {
     !rel.is_empty()
         && rel.len() < 4096
         && !rel.starts_with('/')
@@ -244,15 +277,32 @@ mod tests {
         assert_eq!(e.size, 8);
         assert_eq!(
             e.sha256,
-            hash_file(&d.join("metadata/applied/P1-metadata.xml"))
+            hash_open(&d.join("metadata/applied/P1-metadata.xml"))
                 .unwrap()
-                .0
+                .sha256
         );
         // A replaced file (new inode) is rehashed.
         std::fs::write(d.join("new"), "<patch>v2</patch>").unwrap();
         std::fs::rename(d.join("new"), d.join("metadata/applied/P1-metadata.xml")).unwrap();
         let m2 = hasher.manifest(d).unwrap();
         assert_ne!(m2.files["metadata/applied/P1-metadata.xml"], *e);
+    }
+
+    #[test]
+    fn manifests_from_the_peer_are_checked() {
+        let entry = |sha256: &str| Entry {
+            sha256: sha256.into(),
+            size: 1,
+            mode: 0o644,
+        };
+        let mut m = Manifest::default();
+        m.files.insert("a".into(), entry(&"0".repeat(64)));
+        assert_eq!(m.check(), Ok(()));
+        m.files.insert("b".into(), entry("../../etc/shadow"));
+        assert!(m.check().unwrap_err().contains("bad content hash"));
+        let mut m = Manifest::default();
+        m.dirs.push("a/../..".into());
+        assert!(m.check().unwrap_err().contains("unsafe path"));
     }
 
     #[test]

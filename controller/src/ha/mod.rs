@@ -66,8 +66,10 @@ pub(crate) struct Status {
     pub(crate) term: u64,
     pub(crate) role: Role,
     pub(crate) active: String,
-    /// Digest of the current state's manifest.
-    pub(crate) digest: String,
+    /// Digest of the current state's manifest, when asked for (`?digest=true`): it costs a
+    /// walk of the state, which the twice-a-second peer check does not need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) digest: Option<String>,
     pub(crate) urls: Urls,
 }
 
@@ -80,8 +82,31 @@ enum RoundOutcome {
     PeerDown(String),
     /// The standby is up and refused or failed to take the change.
     Refused(String),
-    /// A file changed while it was being sent: the round starts over.
+}
+
+/// Why one exchange with the standby did not complete.
+#[derive(Debug)]
+enum PushError {
+    /// The standby could not be reached.
+    PeerDown(String),
+    /// The standby refused or failed.
+    Refused(String),
+    /// The standby is at a newer term: this side is stale (it checks and steps down; not
+    /// from inside the exchange, which may hold the transition lock).
+    Stale(String),
+    /// A file changed while it was being sent: the exchange starts over.
     Changed,
+}
+
+/// Runs `attempt` again while files change under it (at most 20 times; then `Changed`).
+fn until_unchanged<T>(mut attempt: impl FnMut() -> Result<T, PushError>) -> Result<T, PushError> {
+    for _ in 0..20 {
+        match attempt() {
+            Err(PushError::Changed) => continue,
+            other => return other,
+        }
+    }
+    Err(PushError::Changed)
 }
 
 #[derive(Default)]
@@ -93,13 +118,7 @@ struct Rounds {
     outcome: Option<RoundOutcome>,
     /// The digest the standby confirmed last.
     acked_digest: Option<String>,
-    /// Whether the standby is reachable (last round).
-    peer_down: bool,
 }
-
-/// Why a barrier failed: the mutation was made here but the standby did not confirm it.
-#[derive(Debug, Clone)]
-pub(crate) struct NotReplicated(pub(crate) String);
 
 /// The redundancy of one controller.
 pub(crate) struct Ha {
@@ -301,6 +320,13 @@ impl Ha {
         Some((message, url))
     }
 
+    /// Whether the peer holds the same state as this controller now (`None` when it cannot
+    /// be asked). Asks the peer: for `system show`, not for anything frequent.
+    pub(crate) fn in_sync(&self) -> Option<bool> {
+        let peer = self.get_peer_status(true).ok()?.digest?;
+        Some(peer == self.digest_now())
+    }
+
     /// Digest of this controller's state now.
     pub(crate) fn digest_now(&self) -> String {
         self.gens
@@ -309,9 +335,9 @@ impl Ha {
             .unwrap_or_default()
     }
 
-    fn status_now(&self) -> Status {
+    pub(crate) fn status_now(&self, with_digest: bool) -> Status {
         let state = self.state();
-        let digest = self.digest_now();
+        let digest = with_digest.then(|| self.digest_now());
         Status {
             host: self.host.clone(),
             term: state.term,
@@ -322,10 +348,11 @@ impl Ha {
         }
     }
 
-    fn get_peer_status(&self) -> Result<Status, String> {
+    fn get_peer_status(&self, with_digest: bool) -> Result<Status, String> {
+        let query = if with_digest { "?digest=true" } else { "" };
         let response = self
             .http
-            .get(format!("{}/ha/v1/status", self.peer))
+            .get(format!("{}/ha/v1/status{query}", self.peer))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(3))
             .send()
@@ -338,7 +365,7 @@ impl Ha {
 
     /// One check on the peer: learn its state and settle roles by term.
     pub(crate) fn check_peer(&self) {
-        let peer = match self.get_peer_status() {
+        let peer = match self.get_peer_status(false) {
             Ok(p) => p,
             Err(_) => {
                 *lock(&self.peer_status) = None;
@@ -392,8 +419,8 @@ impl Ha {
     }
 
     /// Asks for a replication round and waits for it: `Ok` once the standby holds everything
-    /// committed before the call (or it is down and will catch up), `Err` if it refused.
-    pub(crate) fn barrier(&self) -> Result<(), NotReplicated> {
+    /// committed before the call (or it is down and will catch up), `Err` (in words) if not.
+    fn barrier(&self) -> Result<(), String> {
         if !self.is_active() {
             return Ok(());
         }
@@ -405,11 +432,11 @@ impl Ha {
         while rounds.finished < target {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(NotReplicated(format!(
+                return Err(format!(
                     "the standby controller did not confirm the change within {} s; it was made on {} and will be copied when the standby can take it",
                     BARRIER_TIMEOUT.as_secs(),
                     self.host
-                )));
+                ));
             }
             rounds = self
                 .rounds_changed
@@ -418,10 +445,10 @@ impl Ha {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
         match &rounds.outcome {
-            Some(RoundOutcome::Refused(why)) => Err(NotReplicated(format!(
+            Some(RoundOutcome::Refused(why)) => Err(format!(
                 "the change was made on {} but the standby controller could not take it: {why}",
                 self.host
-            ))),
+            )),
             Some(RoundOutcome::PeerDown(why)) => {
                 tracing::warn!(
                     "standby unreachable ({why}): the change will be copied when it returns"
@@ -433,9 +460,9 @@ impl Ha {
     }
 
     /// The replication and peer-check loop (a thread of its own; returns when `stop` is set).
-    pub(crate) fn run(self: &Arc<Self>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    pub(crate) fn run(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_check = Instant::now() - TICK;
-        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        while !*stop.borrow() {
             if last_check.elapsed() >= TICK {
                 self.check_peer();
                 last_check = Instant::now();
@@ -460,7 +487,6 @@ impl Ha {
 
     fn finish(&self, target: u64, outcome: RoundOutcome, acked: Option<String>) {
         let mut rounds = lock(&self.rounds);
-        rounds.peer_down = matches!(outcome, RoundOutcome::PeerDown(_));
         if acked.is_some() {
             rounds.acked_digest = acked;
         }
@@ -478,44 +504,46 @@ impl Ha {
         let dir = self.data_dir();
         // Files written outside the store (the strategy, host records) may change while they
         // are sent: then the round starts over from a fresh manifest.
-        for _ in 0..20 {
-            let _push = lock(&self.push_lock);
-            let manifest = match app.with_store(|_| self.hasher.manifest(&dir)) {
-                Ok(m) => m,
-                Err(e) => {
-                    return (
-                        RoundOutcome::Refused(format!("reading the state: {e}")),
-                        None,
-                    );
-                }
-            };
+        let sent = until_unchanged(|| {
+            // The manifest with the store held (a consistent cut), before the push lock: a
+            // swact takes the store first, then the push lock.
+            let manifest = app
+                .with_store(|_| self.hasher.manifest(&dir))
+                .map_err(|e| PushError::Refused(format!("reading the state: {e}")))?;
             let wanted = digest(&manifest);
+            let _push = lock(&self.push_lock);
             // Already held by the standby, or no longer active (a swact carried every change
             // made before it).
             if lock(&self.rounds).acked_digest.as_deref() == Some(wanted.as_str())
                 || !self.is_active()
             {
-                return (RoundOutcome::Replicated, None);
+                return Ok(None);
             }
-            match self.push(&dir, &manifest, &wanted) {
-                Ok(()) => return (RoundOutcome::Replicated, Some(wanted)),
-                Err(RoundOutcome::Changed) => continue,
-                Err(outcome) => return (outcome, None),
+            self.push(&dir, &manifest, &wanted)?;
+            Ok(Some(wanted))
+        });
+        match sent {
+            Ok(acked) => (RoundOutcome::Replicated, acked),
+            Err(PushError::PeerDown(why)) => (RoundOutcome::PeerDown(why), None),
+            Err(PushError::Refused(why)) => (RoundOutcome::Refused(why), None),
+            Err(PushError::Stale(why)) => {
+                self.check_peer();
+                (RoundOutcome::Refused(why), None)
             }
+            Err(PushError::Changed) => (
+                RoundOutcome::Refused("the state kept changing while it was sent".into()),
+                None,
+            ),
         }
-        (
-            RoundOutcome::Refused("the state kept changing while it was sent".into()),
-            None,
-        )
     }
 
-    fn push(&self, dir: &Path, manifest: &Manifest, wanted: &str) -> Result<(), RoundOutcome> {
+    fn push(&self, dir: &Path, manifest: &Manifest, wanted: &str) -> Result<(), PushError> {
         let term = self.state().term;
         let down = |e: reqwest::Error| {
             if e.is_connect() || e.is_timeout() {
-                RoundOutcome::PeerDown(e.to_string())
+                PushError::PeerDown(e.to_string())
             } else {
-                RoundOutcome::Refused(e.to_string())
+                PushError::Refused(e.to_string())
             }
         };
         let response = self
@@ -528,14 +556,14 @@ impl Ha {
         let missing: Vec<String> = self.answer(response)?;
         for sha in &missing {
             let Some((rel, entry)) = manifest.files.iter().find(|(_, e)| &e.sha256 == sha) else {
-                return Err(RoundOutcome::Refused(format!(
+                return Err(PushError::Refused(format!(
                     "the standby asked for unknown content {sha}"
                 )));
             };
             let path = dir.join(rel);
             // Replaced since the manifest (every state file is replaced by rename): start over.
             let Ok(file) = std::fs::File::open(&path) else {
-                return Err(RoundOutcome::Changed);
+                return Err(PushError::Changed);
             };
             let same = file
                 .metadata()
@@ -543,7 +571,7 @@ impl Ha {
                 .and_then(|m| self.hasher.hash_of(&m))
                 .is_some_and(|h| h == entry.sha256);
             if !same {
-                return Err(RoundOutcome::Changed);
+                return Err(PushError::Changed);
             }
             let response = self
                 .http
@@ -568,16 +596,16 @@ impl Ha {
         Ok(())
     }
 
-    /// A peer's answer: its JSON, or the refusal (a stale term makes this side step down).
+    /// A peer's answer: its JSON, or the refusal (`Stale` when the peer is at a newer term).
     fn answer<T: serde::de::DeserializeOwned>(
         &self,
         response: reqwest::blocking::Response,
-    ) -> Result<T, RoundOutcome> {
+    ) -> Result<T, PushError> {
         let status = response.status();
         if status.is_success() {
             return response
                 .json::<T>()
-                .map_err(|e| RoundOutcome::Refused(format!("peer answer: {e}")));
+                .map_err(|e| PushError::Refused(format!("peer answer: {e}")));
         }
         let body: serde_json::Value = response.json().unwrap_or_default();
         let message = body
@@ -585,11 +613,12 @@ impl Ha {
             .and_then(|e| e.as_str())
             .unwrap_or("no reason given")
             .to_owned();
-        if status == reqwest::StatusCode::CONFLICT {
-            // The peer is at a newer term: whatever this side holds is stale.
-            self.check_peer();
-        }
-        Err(RoundOutcome::Refused(format!("HTTP {status}: {message}")))
+        let why = format!("HTTP {status}: {message}");
+        Err(if status == reqwest::StatusCode::CONFLICT {
+            PushError::Stale(why)
+        } else {
+            PushError::Refused(why)
+        })
     }
 
     /// Reopens the controller's state after the generation changed under it.
@@ -615,7 +644,7 @@ impl Ha {
                 .map_or_else(|| "not active".into(), |(m, _)| m));
         }
         let peer = self
-            .get_peer_status()
+            .get_peer_status(false)
             .map_err(|e| format!("Cannot swact: the standby controller is not reachable ({e})."))?;
         if peer.role != Role::Standby {
             return Err(format!("Cannot swact: {} is not standby.", peer.host));
@@ -633,33 +662,25 @@ impl Ha {
             let _transition = lock(&self.transition);
             let dir = self.data_dir();
             // Host records may still change (agents report) while the final state is sent:
-            // then it is sent again.
-            let mut sent = None;
-            for _ in 0..20 {
+            // then it is sent again. (A stale term is settled by the next peer check, which
+            // needs the transition lock held here.)
+            let wanted = until_unchanged(|| {
                 let manifest = self
                     .hasher
                     .manifest(&dir)
-                    .map_err(|e| format!("Cannot swact: reading the state: {e}"))?;
+                    .map_err(|e| PushError::Refused(format!("reading the state: {e}")))?;
                 let wanted = digest(&manifest);
-                match self.push(&dir, &manifest, &wanted) {
-                    Ok(()) => {
-                        sent = Some(wanted);
-                        break;
-                    }
-                    Err(RoundOutcome::Changed) => continue,
-                    Err(RoundOutcome::PeerDown(e) | RoundOutcome::Refused(e)) => {
-                        return Err(format!(
-                            "Cannot swact: the standby could not take the final state: {e}"
-                        ));
-                    }
-                    Err(RoundOutcome::Replicated) => {}
+                self.push(&dir, &manifest, &wanted)?;
+                Ok(wanted)
+            })
+            .map_err(|e| match e {
+                PushError::Changed => {
+                    "Cannot swact: the state kept changing during the handover; try again".into()
                 }
-            }
-            let Some(wanted) = sent else {
-                return Err(
-                    "Cannot swact: the state kept changing during the handover; try again".into(),
-                );
-            };
+                PushError::PeerDown(why) | PushError::Refused(why) | PushError::Stale(why) => {
+                    format!("Cannot swact: the standby could not take the final state: {why}")
+                }
+            })?;
             lock(&self.rounds).acked_digest = Some(wanted.clone());
             let me = self.state();
             let new_term = me.term.max(peer.term) + 1;
@@ -750,7 +771,7 @@ impl Ha {
         if self.is_active() {
             return Err(format!("{} is already active.", self.host));
         }
-        if let Ok(peer) = self.get_peer_status()
+        if let Ok(peer) = self.get_peer_status(false)
             && peer.role == Role::Active
         {
             return Err(format!(
@@ -806,6 +827,7 @@ impl Ha {
         from: &str,
         manifest: Manifest,
     ) -> Result<Vec<String>, (u16, String)> {
+        manifest.check().map_err(|e| (400, e))?;
         let _transition = lock(&self.transition);
         self.accept_term(term, from).map_err(|e| (409, e))?;
         let have = self
@@ -815,6 +837,16 @@ impl Ha {
         let missing = self.gens.missing(&manifest, &have);
         *lock(&self.pending) = Some((digest(&manifest), manifest));
         Ok(missing)
+    }
+
+    /// Whether the announced state holds content `sha256` of `size` bytes: only such blobs
+    /// are staged (so a blob's size is the one its manifest announced).
+    fn expects_blob(&self, sha256: &str, size: u64) -> bool {
+        lock(&self.pending).as_ref().is_some_and(|(_, m)| {
+            m.files
+                .values()
+                .any(|e| e.sha256 == sha256 && e.size == size)
+        })
     }
 
     fn receive_commit(&self, term: u64, from: &str, wanted: &str) -> Result<(), (u16, String)> {
@@ -872,6 +904,18 @@ impl Ha {
         }
         tracing::info!(target: "audit", "{} promoted by {from} at term {term}", self.host);
         Ok(())
+    }
+}
+
+/// Waits until the standby holds every change made so far (at once without a pair): what a
+/// mutating call does before it answers. `Err` says in words why the change is not on both.
+pub(crate) async fn replicated(app: &App) -> Result<(), String> {
+    let Some(ha) = app.ha.clone() else {
+        return Ok(());
+    };
+    match tokio::task::spawn_blocking(move || ha.barrier()).await {
+        Ok(result) => result,
+        Err(e) => Err(format!("replication task failed: {e}")),
     }
 }
 

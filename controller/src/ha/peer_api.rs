@@ -52,13 +52,53 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| refuse(500, &format!("task failed: {e}")))
 }
 
-async fn status(State(peer): State<Peer>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct StatusQuery {
+    #[serde(default)]
+    digest: bool,
+}
+
+async fn status(
+    State(peer): State<Peer>,
+    headers: HeaderMap,
+    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     if let Some(r) = authorized(&peer, &headers) {
         return r;
     }
+    let Ok(Query(q)) = query else {
+        return refuse(400, "digest=true or digest=false");
+    };
     let ha = peer.ha.clone();
-    match blocking(move || ha.status_now()).await {
+    match blocking(move || ha.status_now(q.digest)).await {
         Ok(s) => axum::Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// One step of the exchange: the bearer token, a JSON body of type `B`, then `step` on a
+/// blocking thread; its answer as JSON, or its refusal as `{"error": …}` with its status.
+async fn exchange<B, T>(
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    step: impl FnOnce(&Ha, B) -> Result<T, (u16, String)> + Send + 'static,
+) -> Response
+where
+    B: serde::de::DeserializeOwned + Send + 'static,
+    T: serde::Serialize + Send + 'static,
+{
+    if let Some(r) = authorized(&peer, &headers) {
+        return r;
+    }
+    let body: B = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(400, &format!("bad request body: {e}")),
+    };
+    let ha = peer.ha.clone();
+    match blocking(move || step(&ha, body)).await {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err((code, message))) => refuse(code, &message),
         Err(r) => r,
     }
 }
@@ -72,19 +112,10 @@ struct SyncBody {
 }
 
 async fn sync(State(peer): State<Peer>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some(r) = authorized(&peer, &headers) {
-        return r;
-    }
-    let body: SyncBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return refuse(400, &format!("bad sync: {e}")),
-    };
-    let ha = peer.ha.clone();
-    match blocking(move || ha.receive_sync(body.term, &body.host, body.manifest)).await {
-        Ok(Ok(missing)) => axum::Json(missing).into_response(),
-        Ok(Err((code, message))) => refuse(code, &message),
-        Err(r) => r,
-    }
+    exchange(peer, headers, body, |ha, b: SyncBody| {
+        ha.receive_sync(b.term, &b.host, b.manifest)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -105,6 +136,15 @@ async fn blob(
     let Ok(Query(q)) = query else {
         return refuse(400, "give the blob's size=N");
     };
+    if !peer.ha.expects_blob(&sha, q.size) {
+        return refuse(
+            400,
+            &format!(
+                "blob {sha} of {} bytes is not in the announced state",
+                q.size
+            ),
+        );
+    }
     // Streamed to disk as it arrives, hashed on the way (never whole in memory).
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(16);
     let ha = peer.ha.clone();
@@ -143,19 +183,11 @@ struct CommitBody {
 }
 
 async fn commit(State(peer): State<Peer>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some(r) = authorized(&peer, &headers) {
-        return r;
-    }
-    let body: CommitBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return refuse(400, &format!("bad commit: {e}")),
-    };
-    let ha = peer.ha.clone();
-    match blocking(move || ha.receive_commit(body.term, &body.host, &body.digest)).await {
-        Ok(Ok(())) => axum::Json(json!({"committed": true})).into_response(),
-        Ok(Err((code, message))) => refuse(code, &message),
-        Err(r) => r,
-    }
+    exchange(peer, headers, body, |ha, b: CommitBody| {
+        ha.receive_commit(b.term, &b.host, &b.digest)
+            .map(|()| json!({"committed": true}))
+    })
+    .await
 }
 
 async fn promote(
@@ -163,17 +195,9 @@ async fn promote(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = authorized(&peer, &headers) {
-        return r;
-    }
-    let body: CommitBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return refuse(400, &format!("bad promote: {e}")),
-    };
-    let ha = peer.ha.clone();
-    match blocking(move || ha.receive_promote(body.term, &body.host, &body.digest)).await {
-        Ok(Ok(())) => axum::Json(json!({"active": true})).into_response(),
-        Ok(Err((code, message))) => refuse(code, &message),
-        Err(r) => r,
-    }
+    exchange(peer, headers, body, |ha, b: CommitBody| {
+        ha.receive_promote(b.term, &b.host, &b.digest)
+            .map(|()| json!({"active": true}))
+    })
+    .await
 }

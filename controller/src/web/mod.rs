@@ -832,17 +832,11 @@ async fn upload(State(web): Shared, headers: HeaderMap, request: Request) -> Res
             }
         }
     }
+    // As the API: the standby holds the uploads before the operator hears of them.
     if files > 0
-        && let Some(ha) = web.app.ha.clone()
+        && let Err(message) = crate::ha::replicated(&web.app).await
     {
-        // As the API: the standby holds the uploads before the operator hears of them.
-        match tokio::task::spawn_blocking(move || ha.barrier()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(crate::ha::NotReplicated(message))) => {
-                flashes.push(Flash::new(Level::Error, message));
-            }
-            Err(e) => flashes.push(Flash::new(Level::Error, e.to_string())),
-        }
+        flashes.push(Flash::new(Level::Error, message));
     }
     if files == 0 {
         flashes.push(Flash::new(
