@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use controller::{Controller, ControllerConfig};
+use controller::Controller;
 use patch_format::testing::TestRpm;
 use patch_format::{PatchBuilder, PatchMetadata, Status};
 use patch_sign::PrivateKey;
@@ -25,17 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size_mib: u64 = opt("--size-mib", "256").parse()?;
     let count: usize = opt("--patches", "1000").parse()?;
     let dir = PathBuf::from(opt("--dir", "target/bench-controller"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    for sub in ["keyring", "rpms", "patches", "state", "feed"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    let key = PrivateKey::generate(2048)?;
-    std::fs::write(
-        dir.join("keyring/bench.pem"),
-        key.public_key().to_spki_pem()?,
-    )?;
+    let key = support::bench_dir(&dir, &["rpms", "patches", "state", "feed"])?;
 
     eprintln!("building a {size_mib} MiB patch…");
     let big = support::big_patch(&dir, &key, size_mib)?;
@@ -45,11 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut config = ControllerConfig::new(dir.join("state"), "19.01");
-    config.keyring = Some(dir.join("keyring"));
-    config.listen = "127.0.0.1:0".into();
-    config.max_upload_bytes = 64 << 30;
-    let controller = runtime.block_on(Controller::start(config))?;
+    let controller =
+        runtime.block_on(Controller::start(support::controller_config(&dir, "state")))?;
     let url = format!("http://{}", controller.api_addr);
     let http = reqwest::blocking::Client::builder().timeout(None).build()?;
     let r: serde_json::Value = http

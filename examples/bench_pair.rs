@@ -15,21 +15,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use controller::{Controller, ControllerConfig};
-use patch_sign::PrivateKey;
+use controller::Controller;
 
 fn free_port() -> Result<u16, std::io::Error> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn config(dir: &Path, state: &str) -> ControllerConfig {
-    let mut config = ControllerConfig::new(dir.join(state), "19.01");
-    config.keyring = Some(dir.join("keyring"));
-    config.listen = "127.0.0.1:0".into();
-    config.max_upload_bytes = 64 << 30;
-    config
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,27 +29,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size_mib: u64 = opt("--size-mib", "256").parse()?;
     let calls: usize = opt("--calls", "200").parse()?;
     let dir = PathBuf::from(opt("--dir", "target/bench-pair"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    for sub in ["keyring", "rpms", "patches", "single", "c0", "c1"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    let key = PrivateKey::generate(2048)?;
-    std::fs::write(
-        dir.join("keyring/bench.pem"),
-        key.public_key().to_spki_pem()?,
-    )?;
+    let key = support::bench_dir(&dir, &["rpms", "patches", "single", "c0", "c1"])?;
     std::fs::write(dir.join("peer-token"), "bench-peer-token\n")?;
     eprintln!("building a {size_mib} MiB patch…");
     let big = support::big_patch(&dir, &key, size_mib)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let single = runtime.block_on(Controller::start(config(&dir, "single")))?;
+    let single = runtime.block_on(Controller::start(support::controller_config(
+        &dir, "single",
+    )))?;
     let ports = [free_port()?, free_port()?];
     let mut pair = Vec::new();
     for i in 0..2 {
-        let mut c = config(&dir, &format!("c{i}"));
+        let mut c = support::controller_config(&dir, &format!("c{i}"));
         c.host_name = Some(format!("controller-{i}"));
         c.peer = Some(format!("http://127.0.0.1:{}", ports[1 - i]));
         c.peer_listen = Some(format!("127.0.0.1:{}", ports[i]));

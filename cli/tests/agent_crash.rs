@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use patch_format::testing::TestRpm;
 use patch_format::{PatchBuilder, PatchMetadata, Status};
-use patch_sign::PrivateKey;
 use serde_json::Value;
 
 struct Env {
@@ -118,17 +117,8 @@ impl Env {
 
 #[test]
 fn sigkill_during_installs_never_leaves_a_half_installed_root() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, key) = common::work_dir(&["feed", "rpms", "patches", "root"]);
     let d = dir.path();
-    for sub in ["keyring", "feed", "rpms", "patches", "root"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    let key = PrivateKey::generate(2048).unwrap();
-    std::fs::write(
-        d.join("keyring/dev.pem"),
-        key.public_key().to_spki_pem().unwrap(),
-    )
-    .unwrap();
     std::fs::write(d.join("token"), "t0ken\n").unwrap();
     // A base load of 4 packages with 40 files each; the patch upgrades all of them.
     let files = |version: &str| -> Vec<TestRpm> {

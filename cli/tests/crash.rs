@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use patch_format::testing::TestRpm;
 use patch_format::{PatchBuilder, PatchMetadata, Status};
-use patch_sign::{Keyring, PrivateKey};
+use patch_sign::Keyring;
 use patch_store::{RepoState, Store, StoreConfig};
 use serde_json::Value;
 
@@ -41,17 +41,8 @@ impl Rng {
 
 #[test]
 fn sigkill_at_random_moments_never_corrupts_the_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, key) = common::work_dir(&["feed", "rpms", "patches"]);
     let d = dir.path();
-    for sub in ["keyring", "feed", "rpms", "patches"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    let key = PrivateKey::generate(2048).unwrap();
-    std::fs::write(
-        d.join("keyring/dev.pem"),
-        key.public_key().to_spki_pem().unwrap(),
-    )
-    .unwrap();
     TestRpm::new("base", "1.0", "1").build(&d.join("feed"));
 
     // Patches big enough (1 MiB of RPM each) that an import takes a few milliseconds.

@@ -15,6 +15,33 @@ pub fn opt(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// Empties `dir` and creates `subs` and `keyring/` in it; returns a new signing key whose
+/// public half is `keyring/bench.pem`.
+pub fn bench_dir(dir: &Path, subs: &[&str]) -> Result<PrivateKey, Box<dyn std::error::Error>> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    for sub in subs.iter().chain(&["keyring"]) {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let key = PrivateKey::generate(2048)?;
+    std::fs::write(
+        dir.join("keyring/bench.pem"),
+        key.public_key().to_spki_pem()?,
+    )?;
+    Ok(key)
+}
+
+/// A controller on loopback (any free port) with its state in `dir/state`, trusting the
+/// bench key and taking uploads of any size the benchmarks make.
+pub fn controller_config(dir: &Path, state: &str) -> controller::ControllerConfig {
+    let mut config = controller::ControllerConfig::new(dir.join(state), "19.01");
+    config.keyring = Some(dir.join("keyring"));
+    config.listen = "127.0.0.1:0".into();
+    config.max_upload_bytes = 64 << 30;
+    config
+}
+
 /// The median of some timings.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -103,6 +103,22 @@ pub fn tree_snapshot(
     out
 }
 
+/// A temporary work directory holding `subs` and `keyring/`, and a new signing key whose
+/// public half is `keyring/dev.pem` (what every controller test starts from).
+pub fn work_dir(subs: &[&str]) -> (tempfile::TempDir, patch_sign::PrivateKey) {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in subs.iter().chain(&["keyring"]) {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let key = patch_sign::PrivateKey::generate(2048).unwrap();
+    std::fs::write(
+        dir.path().join("keyring/dev.pem"),
+        key.public_key().to_spki_pem().unwrap(),
+    )
+    .unwrap();
+    (dir, key)
+}
+
 /// Builds a signed patch of `rpms` (those named in `new` go to every node type) under
 /// `work/patches`, the RPMs under `work/rpms`.
 pub fn build_patch(

@@ -53,17 +53,8 @@ pub fn state_files(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
 impl Pair {
     /// Both controllers started (controller-0 active), the release initialized.
     pub fn new(extra_toml: &str) -> Pair {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, key) = super::work_dir(&["feed", "rpms", "patches", "roots", "c0", "c1"]);
         let d = dir.path();
-        for sub in ["keyring", "feed", "rpms", "patches", "roots", "c0", "c1"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let key = PrivateKey::generate(2048).unwrap();
-        std::fs::write(
-            d.join("keyring/dev.pem"),
-            key.public_key().to_spki_pem().unwrap(),
-        )
-        .unwrap();
         std::fs::write(d.join("agent-token"), "agent-secret\n").unwrap();
         std::fs::write(d.join("peer-token"), "peer-secret\n").unwrap();
         for i in 0..2 {

@@ -78,7 +78,7 @@ impl Site {
 
     /// A site whose controller also reads `extra_toml` (e.g. a `[strategy_timing]` table).
     pub fn with_toml(extra_toml: &str, controller_args: &[&str]) -> Site {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, key) = super::work_dir(&["feed", "rpms", "patches", "roots"]);
         let d = dir.path();
         std::fs::write(
             d.join("controller.toml"),
@@ -86,15 +86,6 @@ impl Site {
                 "state_dir = {:?}\nrelease = \"19.01\"\n{extra_toml}",
                 d.join("state")
             ),
-        )
-        .unwrap();
-        for sub in ["keyring", "feed", "rpms", "patches", "roots"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let key = PrivateKey::generate(2048).unwrap();
-        std::fs::write(
-            d.join("keyring/dev.pem"),
-            key.public_key().to_spki_pem().unwrap(),
         )
         .unwrap();
         std::fs::write(d.join("agent-token"), "agent-secret\n").unwrap();
