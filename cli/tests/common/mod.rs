@@ -103,6 +103,19 @@ pub fn tree_snapshot(
     out
 }
 
+/// Where a daemon's log goes: `path` when STX_TEST_LOGS is set (debugging), else nowhere.
+pub fn daemon_log(path: &Path) -> std::process::Stdio {
+    match std::env::var_os("STX_TEST_LOGS") {
+        Some(_) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the log file opens")
+            .into(),
+        None => std::process::Stdio::null(),
+    }
+}
+
 /// A temporary work directory holding `subs` and `keyring/`, and a new signing key whose
 /// public half is `keyring/dev.pem` (what every controller test starts from).
 pub fn work_dir(subs: &[&str]) -> (tempfile::TempDir, patch_sign::PrivateKey) {

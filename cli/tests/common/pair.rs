@@ -150,16 +150,7 @@ impl Pair {
             .arg(d.join("peer-token"))
             .env("STX_PATCH_LOG", "warn")
             .stdout(Stdio::piped());
-        match std::env::var_os("STX_TEST_LOGS") {
-            Some(_) => cmd.stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(d.join(format!("c{i}.log")))
-                    .unwrap(),
-            ),
-            None => cmd.stderr(Stdio::null()),
-        };
+        cmd.stderr(super::daemon_log(&d.join(format!("c{i}.log"))));
         let (child, addrs) = super::try_spawn_with_addresses(&mut cmd)?;
         for (slot, key) in ["api", "agent_api", "vim_api", "peer"].iter().enumerate() {
             self.addrs[i][slot] = addrs[key].as_str().unwrap().to_owned();

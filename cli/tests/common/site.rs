@@ -40,17 +40,7 @@ fn controller_command(d: &Path, listen: [&str; 3], extra: &[String]) -> Command 
         .args(extra)
         .env("STX_PATCH_LOG", "warn")
         .stdout(Stdio::piped());
-    // Set STX_TEST_LOGS to keep the controller's log in the site directory (debugging).
-    match std::env::var_os("STX_TEST_LOGS") {
-        Some(_) => cmd.stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(d.join("controller.log"))
-                .expect("the log file opens"),
-        ),
-        None => cmd.stderr(Stdio::null()),
-    };
+    cmd.stderr(super::daemon_log(&d.join("controller.log")));
     cmd
 }
 
