@@ -8,7 +8,12 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)   # makes X.509 test certificates
 command -v tar >/dev/null || need+=(tar)           # GNU tar reads our patches in tests
 command -v gzip >/dev/null || need+=(gzip)
-command -v rpm >/dev/null || need+=(rpm)           # the agent's --installer rpm is tested
+command -v rpm >/dev/null || need+=(rpm)           # rpm and rpmbuild: the conformance suite
+command -v rpmbuild >/dev/null || need+=(rpm)      # builds real packages, rpm is the reference
+# A static shell for the scriptlets that run chrooted in test roots.
+if ! { [ -x /bin/busybox ] && LC_ALL=C ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; }; then
+    need+=(busybox-static)
+fi
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then

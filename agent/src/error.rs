@@ -40,6 +40,16 @@ pub enum InstallError {
         /// The error.
         source: std::io::Error,
     },
+    /// A scriptlet cannot run in the root or failed (the transaction was rolled back).
+    #[error("package {package}: {scriptlet} scriptlet: {reason}")]
+    Script {
+        /// The package.
+        package: String,
+        /// Which scriptlet (`%pre`, …).
+        scriptlet: String,
+        /// Why.
+        reason: String,
+    },
     /// The package database or journal is unreadable.
     #[error("the package database is corrupt: {0}")]
     Corrupt(String),

@@ -14,7 +14,10 @@ mod installer;
 mod rpm_tool;
 mod workloads;
 
-pub use builtin::{BuiltinInstaller, InstalledRecord, Recovery, Transaction, TransactionPackage};
+pub use builtin::{
+    BuiltinInstaller, FileInfo, FileKind, InstalledRecord, RPMDB_PATH, Recovery, Script, Scripts,
+    Transaction, TransactionPackage,
+};
 pub use daemon::{Agent, AgentConfig, AgentError, subfunctions};
 pub use error::InstallError;
 pub use installer::Installer;

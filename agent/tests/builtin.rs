@@ -10,7 +10,9 @@ use host_state::InstalledPackage;
 use patch_format::Evr;
 use patch_format::testing::TestRpm;
 
-/// Everything under a root except the installer's own state: path → (kind, mode, content).
+/// Everything under a root except the installer's own state and directories: path → (kind,
+/// mode, content). Directories are left out because, as with rpm, a removal leaves the
+/// parent directories a package did not own (the conformance suite compares them with rpm).
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_owned()];
@@ -27,7 +29,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
                 let target = std::fs::read_link(&path).unwrap();
                 out.insert(rel, ('l', 0, target.to_string_lossy().as_bytes().to_vec()));
             } else if meta.is_dir() {
-                out.insert(rel, ('d', mode, Vec::new()));
                 stack.push(path);
             } else {
                 out.insert(rel, ('f', mode, std::fs::read(&path).unwrap()));

@@ -81,3 +81,357 @@ impl TestRpm {
         package.write_file(path).expect("test RPM is written");
     }
 }
+
+/// The payload compressors `rpmbuild` can write (`%_binary_payload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// `w9.gzdio`.
+    Gzip,
+    /// `w9.bzdio`.
+    Bzip2,
+    /// `w6.xzdio`: CentOS 7, RHEL 8 and 9, StarlingX.
+    Xz,
+    /// `w6.lzdio` (legacy lzma).
+    Lzma,
+    /// `w19.zstdio`: Fedora.
+    Zstd,
+}
+
+impl Payload {
+    /// Every compressor.
+    pub const ALL: [Payload; 5] = [
+        Payload::Gzip,
+        Payload::Bzip2,
+        Payload::Xz,
+        Payload::Lzma,
+        Payload::Zstd,
+    ];
+
+    fn macro_value(self) -> &'static str {
+        match self {
+            Payload::Gzip => "w9.gzdio",
+            Payload::Bzip2 => "w9.bzdio",
+            Payload::Xz => "w6.xzdio",
+            Payload::Lzma => "w6.lzdio",
+            Payload::Zstd => "w19.zstdio",
+        }
+    }
+}
+
+/// One path of a [`SpecRpm`].
+#[derive(Clone, Debug)]
+pub enum SpecEntry {
+    /// A regular file: path, content, mode, owner, group, `%files` directive (`%config`,
+    /// `%config(noreplace)`, `%ghost`, `%caps(cap_net_raw=ep)`, or empty).
+    File {
+        /// Absolute path.
+        path: String,
+        /// Content.
+        content: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner name.
+        user: String,
+        /// Group name.
+        group: String,
+        /// `%files` directive.
+        directive: String,
+    },
+    /// A hard link to an earlier file of the same package.
+    HardLink {
+        /// Absolute path.
+        path: String,
+        /// The file it links to (absolute).
+        to: String,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Absolute path.
+        path: String,
+        /// Link target, as written.
+        target: String,
+    },
+    /// A directory the package owns (`%dir`).
+    Dir {
+        /// Absolute path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+}
+
+/// A package built by the real `rpmbuild` from a generated spec file: what every StarlingX,
+/// CentOS and RHEL build produces (file digests, hard-link sets, scriptlets, payload
+/// compressor as rpm writes them). File times are clamped to a fixed `SOURCE_DATE_EPOCH` so
+/// two builds of one spec are the same package.
+#[derive(Clone, Debug)]
+pub struct SpecRpm {
+    /// Package name.
+    pub name: String,
+    /// Epoch (0: none).
+    pub epoch: u32,
+    /// Version.
+    pub version: String,
+    /// Release.
+    pub release: String,
+    /// `noarch` or `x86_64`.
+    pub arch: String,
+    /// Paths.
+    pub entries: Vec<SpecEntry>,
+    /// Scriptlet sections (`%pre`, `%post -p /sbin/ldconfig`, …) and their bodies.
+    pub scripts: Vec<(String, String)>,
+    /// `Requires:` lines.
+    pub requires: Vec<String>,
+    /// Payload compressor.
+    pub payload: Payload,
+    /// `%_binary_filedigest_algorithm` (1 MD5, 8 SHA-256, 10 SHA-512).
+    pub digest_algorithm: u32,
+}
+
+/// Whether `rpmbuild` is installed (the README's test command installs it).
+pub fn rpmbuild_available() -> bool {
+    std::process::Command::new("rpmbuild")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl SpecRpm {
+    /// An empty x86_64 package with an xz payload and SHA-256 file digests.
+    pub fn new(name: &str, version: &str, release: &str) -> Self {
+        SpecRpm {
+            name: name.into(),
+            epoch: 0,
+            version: version.into(),
+            release: release.into(),
+            arch: "x86_64".into(),
+            entries: Vec::new(),
+            scripts: Vec::new(),
+            requires: Vec::new(),
+            payload: Payload::Xz,
+            digest_algorithm: 8,
+        }
+    }
+
+    /// Adds a root-owned 0644 file.
+    pub fn file(self, path: &str, content: impl Into<Vec<u8>>) -> Self {
+        self.file_with(path, content, 0o644, "root", "root", "")
+    }
+
+    /// Adds a file with every attribute.
+    pub fn file_with(
+        mut self,
+        path: &str,
+        content: impl Into<Vec<u8>>,
+        mode: u32,
+        user: &str,
+        group: &str,
+        directive: &str,
+    ) -> Self {
+        self.entries.push(SpecEntry::File {
+            path: path.into(),
+            content: content.into(),
+            mode,
+            user: user.into(),
+            group: group.into(),
+            directive: directive.into(),
+        });
+        self
+    }
+
+    /// Adds a hard link to an earlier file.
+    pub fn hard_link(mut self, path: &str, to: &str) -> Self {
+        self.entries.push(SpecEntry::HardLink {
+            path: path.into(),
+            to: to.into(),
+        });
+        self
+    }
+
+    /// Adds a symbolic link.
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        self.entries.push(SpecEntry::Symlink {
+            path: path.into(),
+            target: target.into(),
+        });
+        self
+    }
+
+    /// Adds an owned directory.
+    pub fn dir(mut self, path: &str, mode: u32) -> Self {
+        self.entries.push(SpecEntry::Dir {
+            path: path.into(),
+            mode,
+        });
+        self
+    }
+
+    /// Adds a scriptlet (`section` as in a spec: `%post`, `%pre -p /bin/true`).
+    pub fn script(mut self, section: &str, body: &str) -> Self {
+        self.scripts.push((section.into(), body.into()));
+        self
+    }
+
+    /// Sets the payload compressor.
+    pub fn payload(mut self, payload: Payload) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// The file name rpmbuild gives it.
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}-{}-{}.{}.rpm",
+            self.name, self.version, self.release, self.arch
+        )
+    }
+
+    /// The spec file text (the build tree is copied from `tree`).
+    pub fn spec(&self, tree: &Path) -> String {
+        let mut s = format!(
+            "Name: {}\nVersion: {}\nRelease: {}\nSummary: stx-patch test package\nLicense: Apache-2.0\n\
+             BuildArch: {}\nAutoReqProv: no\n",
+            self.name, self.version, self.release, self.arch
+        );
+        if self.epoch != 0 {
+            s.push_str(&format!("Epoch: {}\n", self.epoch));
+        }
+        for r in &self.requires {
+            s.push_str(&format!("Requires: {r}\n"));
+        }
+        s.push_str("%description\nBuilt by the stx-patch tests with rpmbuild.\n");
+        s.push_str(&format!(
+            "%install\nmkdir -p %{{buildroot}}\ncp -a '{}'/. %{{buildroot}}/\n",
+            tree.display()
+        ));
+        s.push_str("%files\n");
+        let quote = |p: &str| format!("\"{p}\"");
+        for entry in &self.entries {
+            match entry {
+                SpecEntry::File {
+                    path,
+                    mode,
+                    user,
+                    group,
+                    directive,
+                    ..
+                } => s.push_str(&format!(
+                    "%attr({mode:04o},{user},{group}) {directive} {}\n",
+                    quote(path)
+                )),
+                SpecEntry::HardLink { path, to } => {
+                    // A hard link carries the attributes of the file it links to.
+                    let (mode, user, group) = self
+                        .entries
+                        .iter()
+                        .find_map(|e| match e {
+                            SpecEntry::File {
+                                path,
+                                mode,
+                                user,
+                                group,
+                                ..
+                            } if path == to => Some((*mode, user.clone(), group.clone())),
+                            _ => None,
+                        })
+                        .expect("a hard link names an earlier file");
+                    s.push_str(&format!(
+                        "%attr({mode:04o},{user},{group}) {}\n",
+                        quote(path)
+                    ));
+                }
+                SpecEntry::Symlink { path, .. } => s.push_str(&format!("{}\n", quote(path))),
+                SpecEntry::Dir { path, mode } => s.push_str(&format!(
+                    "%dir %attr({mode:04o},root,root) {}\n",
+                    quote(path)
+                )),
+            }
+        }
+        for (section, body) in &self.scripts {
+            s.push_str(&format!("{section}\n{body}\n"));
+        }
+        s
+    }
+
+    /// Builds it with `rpmbuild` into `dir`; returns the path. Panics with rpmbuild's output
+    /// when the build fails (a test set-up error).
+    pub fn build(&self, dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let work = dir.join(format!(
+            ".rpmbuild-{}-{}-{}",
+            self.name, self.version, self.release
+        ));
+        let _ = std::fs::remove_dir_all(&work);
+        let tree = work.join("tree");
+        std::fs::create_dir_all(&tree).expect("build tree");
+        let at = |p: &str| tree.join(p.trim_start_matches('/'));
+        for entry in &self.entries {
+            match entry {
+                SpecEntry::File {
+                    path,
+                    content,
+                    mode,
+                    ..
+                } => {
+                    let p = at(path);
+                    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+                    std::fs::write(&p, content).expect("file");
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode & 0o777))
+                        .expect("mode");
+                }
+                SpecEntry::HardLink { path, to } => {
+                    let p = at(path);
+                    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+                    std::fs::hard_link(at(to), &p).expect("hard link");
+                }
+                SpecEntry::Symlink { path, target } => {
+                    let p = at(path);
+                    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+                    std::os::unix::fs::symlink(target, &p).expect("symlink");
+                }
+                SpecEntry::Dir { path, .. } => std::fs::create_dir_all(at(path)).expect("dir"),
+            }
+        }
+        let spec = work.join(format!("{}.spec", self.name));
+        std::fs::write(&spec, self.spec(&tree)).expect("spec");
+        let define = |k: &str, v: &str| ["--define".to_owned(), format!("{k} {v}")];
+        let mut cmd = std::process::Command::new("rpmbuild");
+        cmd.arg("-bb").arg("--quiet").arg("--nodeps");
+        for (k, v) in [
+            ("_topdir", work.join("top").to_string_lossy().into_owned()),
+            ("_binary_payload", self.payload.macro_value().to_owned()),
+            (
+                "_binary_filedigest_algorithm",
+                self.digest_algorithm.to_string(),
+            ),
+            ("debug_package", "%{nil}".to_owned()),
+            ("__os_install_post", "%{nil}".to_owned()),
+            ("_build_id_links", "none".to_owned()),
+            ("clamp_mtime_to_source_date_epoch", "1".to_owned()),
+            ("use_source_date_epoch_as_buildtime", "1".to_owned()),
+            ("_buildhost", "stx-patch-tests".to_owned()),
+        ] {
+            cmd.args(define(k, &v));
+        }
+        let out = cmd
+            .arg(&spec)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("rpmbuild runs (install rpm: ./scripts/test.sh does)");
+        assert!(
+            out.status.success(),
+            "rpmbuild failed for {}:\n{}\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let built = work
+            .join("top/RPMS")
+            .join(&self.arch)
+            .join(self.file_name());
+        let dest = dir.join(self.file_name());
+        std::fs::rename(&built, &dest).expect("rpmbuild wrote the package");
+        let _ = std::fs::remove_dir_all(&work);
+        dest
+    }
+}

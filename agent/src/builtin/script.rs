@@ -1,0 +1,248 @@
+//! Running a package's scriptlets as rpm runs them: inside the root (chroot when it is not
+//! `/`), the body in a temporary file under the root's `/var/tmp`, the interpreter from the
+//! package (`/bin/sh` by default), `$1` the instance count, working directory `/`, rpm's
+//! `PATH`, and nothing else of the agent's environment (its token stays out).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::package::Script;
+
+/// rpm's `%_install_script_path`.
+const SCRIPT_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/X11R6/bin";
+
+/// How long one scriptlet may run before it is killed and counted as failed.
+pub(crate) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Resolves `path` (absolute, as seen inside the root) to the file it names on this host,
+/// following symlinks inside the root; `None` when it does not exist.
+pub(crate) fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut pending: Vec<String> = path
+        .split('/')
+        .rev()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut current = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                current.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = current.join(&part);
+        let meta = std::fs::symlink_metadata(root.join(&candidate)).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(root.join(&candidate)).ok()?;
+            let target = target.to_str()?;
+            if target.starts_with('/') {
+                current = PathBuf::new();
+            }
+            pending.extend(
+                target
+                    .split('/')
+                    .rev()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        } else {
+            current = candidate;
+        }
+    }
+    Some(root.join(current))
+}
+
+/// Why a scriptlet cannot run in `root`, checked before anything changes; `None` if it can.
+pub(crate) fn cannot_run(root: &Path, script: &Script) -> Option<String> {
+    let interpreter = script.prog.first().map(String::as_str).unwrap_or("/bin/sh");
+    if interpreter.starts_with('<') {
+        return Some(format!(
+            "it is written for rpm's embedded {interpreter} interpreter, which only rpm itself \
+             runs; install this package with --installer rpm"
+        ));
+    }
+    if !interpreter.starts_with('/') {
+        return Some(format!(
+            "its interpreter {interpreter:?} is not an absolute path"
+        ));
+    }
+    match resolve_in_root(root, interpreter) {
+        Some(file)
+            if file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) =>
+        {
+            None
+        }
+        _ => Some(format!(
+            "its interpreter {interpreter} does not exist or is not executable in the root {}",
+            root.display()
+        )),
+    }
+}
+
+/// Runs `script` with `$1 = arg`. `Err` carries the exit status and the tail of its output.
+pub(crate) fn run(root: &Path, script: &Script, arg: u32) -> Result<(), String> {
+    let chrooted = root != Path::new("/");
+    let mut temp = None;
+    let mut argv: Vec<String> = script.prog.clone();
+    if argv.is_empty() {
+        argv.push("/bin/sh".into());
+    }
+    if let Some(body) = &script.body {
+        let tmp_dir = root.join("var/tmp");
+        if !tmp_dir.exists() {
+            std::fs::create_dir_all(&tmp_dir)
+                .map_err(|e| format!("cannot create {}: {e}", tmp_dir.display()))?;
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix("rpm-tmp.")
+            .rand_bytes(6)
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| format!("cannot write the script under {}: {e}", tmp_dir.display()))?;
+        file.write_all(body.as_bytes())
+            .map_err(|e| format!("cannot write the script: {e}"))?;
+        let name = file
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        argv.push(format!("/var/tmp/{name}"));
+        temp = Some(file);
+    }
+    argv.push(arg.to_string());
+    let mut command = if chrooted {
+        let mut c = Command::new("chroot");
+        c.arg(root).args(&argv);
+        c
+    } else {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]).current_dir("/");
+        c
+    };
+    command
+        .env_clear()
+        .env("PATH", SCRIPT_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|e| {
+        format!(
+            "cannot start {} ({e})",
+            if chrooted { "chroot" } else { &argv[0] }
+        )
+    })?;
+    // Output is collected by threads so a chatty script never blocks on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let collect_out = std::thread::spawn(move || read_all(&mut out));
+    let collect_err = std::thread::spawn(move || read_all(&mut err));
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if started.elapsed() > SCRIPT_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!(
+                    "it ran longer than {} s and was killed",
+                    SCRIPT_TIMEOUT.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    let mut text = collect_out.join().unwrap_or_default();
+    text.push_str(&collect_err.join().unwrap_or_default());
+    drop(temp);
+    let status = status?;
+    if status.success() {
+        if !text.trim().is_empty() {
+            tracing::info!("scriptlet output: {}", text.trim());
+        }
+        return Ok(());
+    }
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(400)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(format!(
+        "it failed ({status}){}",
+        if tail.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", tail.trim())
+        }
+    ))
+}
+
+fn read_all(pipe: &mut Option<impl std::io::Read>) -> String {
+    let mut bytes = Vec::new();
+    if let Some(p) = pipe {
+        let _ = p.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/bin/busybox"), "").unwrap();
+        std::fs::set_permissions(
+            root.join("usr/bin/busybox"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // Absolute targets are read inside the root, not on the agent's host.
+        std::os::unix::fs::symlink("/usr/bin/busybox", root.join("bin/sh")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, "/bin/sh"),
+            Some(root.join("usr/bin/busybox"))
+        );
+        let sh = Script {
+            prog: vec!["/bin/sh".into()],
+            body: Some("true".into()),
+        };
+        assert_eq!(cannot_run(root, &sh), None);
+        let python = Script {
+            prog: vec!["/usr/bin/python3".into()],
+            body: None,
+        };
+        assert!(
+            cannot_run(root, &python)
+                .unwrap()
+                .contains("/usr/bin/python3")
+        );
+        let lua = Script {
+            prog: vec!["<lua>".into()],
+            body: None,
+        };
+        assert!(cannot_run(root, &lua).unwrap().contains("--installer rpm"));
+        std::os::unix::fs::symlink("loop", root.join("bin/loop")).unwrap();
+        assert_eq!(resolve_in_root(root, "/bin/loop"), None);
+    }
+}

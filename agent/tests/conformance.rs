@@ -1,0 +1,657 @@
+//! Conformance with rpm itself: packages built by the real `rpmbuild` (every payload
+//! compressor, every feature rpm installs) are installed by the builtin installer into one
+//! root and by `rpm --root` from the same files into a second root; after every install,
+//! upgrade, downgrade and removal the two roots must be equal — file set, types, modes,
+//! owners, sizes, SHA-256, symlink targets, hard-link groups, mtimes, capabilities,
+//! `.rpmnew`/`.rpmsave`/`.rpmorig`, the scriptlets' trace — and so must `rpm -qa` and
+//! `rpm -Va` on the two databases.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agent::{BuiltinInstaller, InstallError, Transaction, TransactionPackage};
+use host_state::InstalledPackage;
+use patch_format::Evr;
+use patch_format::testing::{Payload, SpecRpm, rpmbuild_available};
+use sha2::{Digest, Sha256};
+
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nsysinv:x:168:168::/var/lib/sysinv:/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nsysinv:x:169:\n";
+
+fn rpm(root: &Path) -> Command {
+    let mut c = Command::new("rpm");
+    c.arg("--root").arg(root).args(["--dbpath", "/var/lib/rpm"]);
+    c
+}
+
+fn rpm_out(mut cmd: Command) -> (bool, String) {
+    let out = cmd.output().expect("rpm runs");
+    let text: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| !l.contains("use Alien instead") && !l.contains("assuming you know"))
+        .map(str::to_owned)
+        .collect();
+    (out.status.success(), text.join("\n"))
+}
+
+/// Times in packages (`SOURCE_DATE_EPOCH`) and test edits are before this; directory times
+/// after it are the wall clock.
+const PACKAGE_TIME_BOUND: i64 = 1_760_000_000;
+
+/// A root a scriptlet can run in: a static shell, the system's user tables, an rpm database.
+fn make_root(root: &Path) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/rpm")).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is installed (./scripts/test.sh installs it)");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/passwd"), PASSWD).unwrap();
+    std::fs::write(root.join("etc/group"), GROUP).unwrap();
+    let mut init = rpm(root);
+    init.arg("--initdb");
+    let (ok, text) = rpm_out(init);
+    assert!(ok, "rpm --initdb: {text}");
+}
+
+/// One path's state as compared between the roots.
+#[derive(Debug, PartialEq, Eq)]
+struct Node {
+    kind: char,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    sha256: String,
+    link: String,
+    /// Files and links; directories whose time is a package's.
+    mtime: Option<i64>,
+    caps: Option<Vec<u8>>,
+}
+
+/// The tree (without the installer's state and the rpm database files) and its hard-link
+/// groups (sets of paths sharing an inode).
+fn tree(root: &Path) -> (BTreeMap<String, Node>, BTreeSet<Vec<String>>) {
+    let mut nodes = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with("var/lib/stx-patch") || rel.starts_with("var/lib/rpm") {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let t = m.file_type();
+            let (kind, sha256, link) = if t.is_symlink() {
+                (
+                    'l',
+                    String::new(),
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            } else if t.is_dir() {
+                stack.push(path.clone());
+                ('d', String::new(), String::new())
+            } else {
+                inodes.entry(m.ino()).or_default().push(rel.clone());
+                (
+                    'f',
+                    hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
+                    String::new(),
+                )
+            };
+            // A directory's time is when its last entry came or went (the wall clock in both
+            // roots) unless nothing touched it since it got the package's time; the trace is
+            // written by scriptlets at run time.
+            let timed = (kind != 'd' || m.mtime() < PACKAGE_TIME_BOUND) && rel != "trace";
+            nodes.insert(
+                rel,
+                Node {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if kind == 'd' { 0 } else { m.size() },
+                    sha256,
+                    link,
+                    mtime: timed.then(|| m.mtime()),
+                    caps: if kind == 'f' {
+                        xattr::get(&path, "security.capability").ok().flatten()
+                    } else {
+                        None
+                    },
+                },
+            );
+        }
+    }
+    let links = inodes.into_values().filter(|v| v.len() > 1).map(|mut v| {
+        v.sort();
+        v
+    });
+    (nodes, links.collect())
+}
+
+/// Two roots side by side: ours (the builtin installer) and rpm's.
+struct Pair {
+    _dir: tempfile::TempDir,
+    ours: PathBuf,
+    theirs: PathBuf,
+    rpms: PathBuf,
+    installer: BuiltinInstaller,
+}
+
+fn pair() -> Pair {
+    assert!(
+        rpmbuild_available(),
+        "rpmbuild is not installed (./scripts/test.sh installs rpm)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs, rpms) = (
+        dir.path().join("ours"),
+        dir.path().join("theirs"),
+        dir.path().join("rpms"),
+    );
+    make_root(&ours);
+    make_root(&theirs);
+    std::fs::create_dir_all(&rpms).unwrap();
+    let (installer, _) = BuiltinInstaller::open(&ours).unwrap();
+    assert!(installer.has_rpmdb());
+    Pair {
+        _dir: dir,
+        ours,
+        theirs,
+        rpms,
+        installer,
+    }
+}
+
+fn item(spec: &SpecRpm, file: &Path) -> TransactionPackage {
+    TransactionPackage {
+        package: InstalledPackage {
+            name: spec.name.clone(),
+            arch: spec.arch.clone(),
+            evr: Evr::new(spec.epoch, &spec.version, &spec.release),
+            patch: None,
+            reboot_required: false,
+        },
+        rpm: file.to_owned(),
+    }
+}
+
+impl Pair {
+    fn build(&self, spec: &SpecRpm) -> PathBuf {
+        spec.build(&self.rpms)
+    }
+
+    /// Installs (upgrades, downgrades) `install` and removes `remove` in both roots; returns
+    /// the builtin installer's result and whether rpm succeeded.
+    fn step(
+        &mut self,
+        install: &[&SpecRpm],
+        remove: &[(&str, &str)],
+    ) -> (Result<(), InstallError>, bool) {
+        let files: Vec<PathBuf> = install
+            .iter()
+            .map(|s| self.rpms.join(s.file_name()))
+            .collect();
+        let tx = Transaction {
+            install: install
+                .iter()
+                .zip(&files)
+                .map(|(s, f)| item(s, f))
+                .collect(),
+            remove: remove
+                .iter()
+                .map(|(n, a)| ((*n).to_owned(), (*a).to_owned()))
+                .collect(),
+        };
+        let ours = self.installer.apply(&tx);
+        let mut ok = true;
+        if !files.is_empty() {
+            let mut cmd = rpm(&self.theirs);
+            cmd.args(["-U", "--oldpackage", "--nodeps", "--nosignature"])
+                .args(&files);
+            ok &= rpm_out(cmd).0;
+        }
+        if !remove.is_empty() {
+            let mut cmd = rpm(&self.theirs);
+            cmd.args(["-e", "--nodeps"]);
+            for (n, a) in remove {
+                cmd.arg(format!("{n}.{a}"));
+            }
+            ok &= rpm_out(cmd).0;
+        }
+        (ours, ok)
+    }
+
+    /// Asserts the two roots and databases are equal.
+    fn assert_same(&self, when: &str) {
+        let (ours, our_links) = tree(&self.ours);
+        let (theirs, their_links) = tree(&self.theirs);
+        let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+        let mut diffs = Vec::new();
+        for k in keys {
+            match (ours.get(k), theirs.get(k)) {
+                (Some(a), Some(b)) if a == b => {}
+                _ if k == "trace" => diffs.push(format!(
+                    "  trace:\n--- builtin\n{}--- rpm\n{}",
+                    std::fs::read_to_string(self.ours.join(k)).unwrap_or_default(),
+                    std::fs::read_to_string(self.theirs.join(k)).unwrap_or_default()
+                )),
+                (a, b) => diffs.push(format!("  {k}:\n    builtin {a:?}\n    rpm     {b:?}")),
+            }
+        }
+        assert!(
+            diffs.is_empty(),
+            "{when}: the roots differ:\n{}",
+            diffs.join("\n")
+        );
+        assert_eq!(our_links, their_links, "{when}: hard-link groups differ");
+        let query = |root: &Path, args: &[&str]| {
+            let mut cmd = rpm(root);
+            cmd.args(args);
+            let (_, text) = rpm_out(cmd);
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(
+            query(&self.ours, &["-qa"]),
+            query(&self.theirs, &["-qa"]),
+            "{when}: rpm -qa differs"
+        );
+        assert_eq!(
+            query(&self.ours, &["-Va"]),
+            query(&self.theirs, &["-Va"]),
+            "{when}: rpm -Va differs"
+        );
+    }
+
+    /// Writes the same administrator edit into both roots (same content, same time).
+    fn edit(&self, path: &str, content: &str) {
+        for root in [&self.ours, &self.theirs] {
+            let p = root.join(path);
+            std::fs::write(&p, content).unwrap();
+            let t = filetime::FileTime::from_unix_time(1_750_000_000, 0);
+            filetime::set_file_times(&p, t, t).unwrap();
+        }
+    }
+}
+
+/// A package with every feature rpm installs; `v` changes contents, and v2 drops one file and
+/// adds another.
+fn feature_package(name: &str, v: u32, payload: Payload) -> SpecRpm {
+    let mut spec = SpecRpm::new(name, &format!("{v}.0"), "1")
+        .payload(payload)
+        .file_with(
+            &format!("/usr/bin/{name}"),
+            format!("#!/bin/sh\necho {name} {v}\n"),
+            0o755,
+            "root",
+            "root",
+            "",
+        )
+        .hard_link(
+            &format!("/usr/bin/{name}-hard"),
+            &format!("/usr/bin/{name}"),
+        )
+        .hard_link(
+            &format!("/usr/sbin/{name}-hard2"),
+            &format!("/usr/bin/{name}"),
+        )
+        .file_with(
+            &format!("/usr/bin/{name}-suid"),
+            "setuid\n",
+            0o4755,
+            "root",
+            "root",
+            "",
+        )
+        .file_with(
+            &format!("/usr/bin/{name}-sgid"),
+            "setgid\n",
+            0o2755,
+            "root",
+            "sysinv",
+            "",
+        )
+        .file_with(
+            &format!("/usr/bin/{name}-ping"),
+            "caps\n",
+            0o755,
+            "root",
+            "root",
+            "%caps(cap_net_raw=ep)",
+        )
+        .file_with(
+            &format!("/etc/{name}/{name}.conf"),
+            format!("setting = {v}\n"),
+            0o640,
+            "sysinv",
+            "sysinv",
+            "%config(noreplace)",
+        )
+        .file_with(
+            &format!("/etc/{name}/plain.conf"),
+            format!("plain = {v}\n"),
+            0o644,
+            "root",
+            "root",
+            "%config",
+        )
+        .file_with(
+            &format!("/etc/{name}/same.conf"),
+            "never changes\n",
+            0o644,
+            "root",
+            "root",
+            "%config(noreplace)",
+        )
+        .file_with(
+            &format!("/var/log/{name}.log"),
+            "",
+            0o600,
+            "sysinv",
+            "sysinv",
+            "%ghost",
+        )
+        .file_with(
+            &format!("/usr/share/{name}/with space/h\u{e9}llo \u{fc}.txt"),
+            format!("unicode {v}\n"),
+            0o644,
+            "root",
+            "root",
+            "",
+        )
+        .file_with(
+            &format!("/usr/share/{name}/empty-file"),
+            "",
+            0o644,
+            "root",
+            "root",
+            "",
+        )
+        .symlink(
+            &format!("/usr/share/{name}/rel-link"),
+            &format!("../../bin/{name}"),
+        )
+        .symlink(
+            &format!("/usr/share/{name}/abs-link"),
+            &format!("/usr/bin/{name}"),
+        )
+        .symlink(
+            &format!("/usr/share/{name}/dangling"),
+            "/nonexistent/target",
+        )
+        .dir(&format!("/usr/share/{name}"), 0o755)
+        .dir(&format!("/var/lib/{name}/empty"), 0o750);
+    spec = if v == 1 {
+        spec.file(&format!("/usr/share/{name}/only-in-1"), "old\n")
+    } else {
+        spec.file(&format!("/usr/share/{name}/only-in-{v}"), "new\n")
+    };
+    for section in [
+        "%pretrans",
+        "%pre",
+        "%post",
+        "%preun",
+        "%postun",
+        "%posttrans",
+    ] {
+        spec = spec.script(
+            section,
+            &format!("echo \"{section} {name}-{v} $1\" >> /trace"),
+        );
+    }
+    spec
+}
+
+#[test]
+fn every_payload_compressor_installs_as_rpm_installs_it() {
+    let mut p = pair();
+    for (n, payload) in Payload::ALL.into_iter().enumerate() {
+        let spec = feature_package(&format!("pay{n}"), 1, payload);
+        p.build(&spec);
+        let (ours, theirs) = p.step(&[&spec], &[]);
+        ours.unwrap_or_else(|e| panic!("{payload:?}: {e}"));
+        assert!(theirs, "rpm installs the {payload:?} package");
+        p.assert_same(&format!("install of a {payload:?} payload"));
+    }
+    // The comparison saw the features, not their absence in both roots.
+    let (nodes, links) = tree(&p.ours);
+    let caps = nodes["usr/bin/pay0-ping"].caps.clone();
+    assert_eq!(
+        caps.as_deref().map(<[u8]>::len),
+        Some(20),
+        "security.capability is set"
+    );
+    assert!(links.contains(&vec![
+        "usr/bin/pay0".to_owned(),
+        "usr/bin/pay0-hard".to_owned(),
+        "usr/sbin/pay0-hard2".to_owned()
+    ]));
+    assert_eq!(nodes["usr/bin/pay0-suid"].mode, 0o4755);
+    assert_eq!(
+        (
+            nodes["usr/bin/pay0-sgid"].mode,
+            nodes["usr/bin/pay0-sgid"].gid
+        ),
+        (0o2755, 169)
+    );
+    assert_eq!(nodes["etc/pay0/pay0.conf"].uid, 168);
+    assert!(
+        !nodes.contains_key("var/log/pay0.log"),
+        "a %ghost is not created"
+    );
+    assert!(nodes.contains_key("usr/share/pay0/with space/h\u{e9}llo \u{fc}.txt"));
+}
+
+#[test]
+fn digest_algorithms_and_config_rules_follow_rpm() {
+    let mut p = pair();
+    for algo in [1, 10] {
+        let mut spec = feature_package(&format!("dig{algo}"), 1, Payload::Xz);
+        spec.digest_algorithm = algo;
+        p.build(&spec);
+        let (ours, theirs) = p.step(&[&spec], &[]);
+        ours.unwrap();
+        assert!(theirs);
+        p.assert_same(&format!("file digest algorithm {algo}"));
+        // An edited config under any digest algorithm survives an upgrade.
+        p.edit(
+            &format!("etc/dig{algo}/dig{algo}.conf"),
+            "administrator's value\n",
+        );
+        let mut v2 = feature_package(&format!("dig{algo}"), 2, Payload::Xz);
+        v2.digest_algorithm = algo;
+        p.build(&v2);
+        let (ours, theirs) = p.step(&[&v2], &[]);
+        ours.unwrap();
+        assert!(theirs);
+        p.assert_same(&format!("upgrade with digest algorithm {algo}"));
+        assert!(
+            p.ours
+                .join(format!("etc/dig{algo}/dig{algo}.conf.rpmnew"))
+                .exists()
+        );
+    }
+}
+
+#[test]
+fn upgrade_downgrade_and_removal_follow_rpm() {
+    let mut p = pair();
+    let (v1, v2) = (
+        feature_package("sysinv", 1, Payload::Xz),
+        feature_package("sysinv", 2, Payload::Xz),
+    );
+    p.build(&v1);
+    p.build(&v2);
+    // A config file no package owns yet, as an administrator left it: kept as .rpmorig.
+    for root in [&p.ours, &p.theirs] {
+        std::fs::create_dir_all(root.join("etc/sysinv")).unwrap();
+    }
+    p.edit("etc/sysinv/plain.conf", "hand-written before the package\n");
+    let (ours, theirs) = p.step(&[&v1], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("install over an unowned config");
+    assert!(p.ours.join("etc/sysinv/plain.conf.rpmorig").exists());
+
+    // Administrator edits both configs; the upgrade keeps noreplace (+.rpmnew) and saves the
+    // plain one (.rpmsave).
+    p.edit("etc/sysinv/sysinv.conf", "edited noreplace\n");
+    p.edit("etc/sysinv/plain.conf", "edited plain\n");
+    p.edit("etc/sysinv/same.conf", "edited, package unchanged\n");
+    let (ours, theirs) = p.step(&[&v2], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("upgrade 1 → 2");
+    assert_eq!(
+        std::fs::read_to_string(p.ours.join("etc/sysinv/sysinv.conf")).unwrap(),
+        "edited noreplace\n"
+    );
+    assert!(p.ours.join("etc/sysinv/sysinv.conf.rpmnew").exists());
+    assert!(p.ours.join("etc/sysinv/plain.conf.rpmsave").exists());
+    assert!(!p.ours.join("usr/share/sysinv/only-in-1").exists());
+    let trace = std::fs::read_to_string(p.ours.join("trace")).unwrap();
+    assert!(
+        trace.contains("%preun sysinv-1 1\n%postun sysinv-1 1\n"),
+        "{trace}"
+    );
+
+    // The patch is removed: back to the base version (a downgrade).
+    let (ours, theirs) = p.step(&[&v1], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("downgrade 2 → 1");
+
+    let (ours, theirs) = p.step(&[], &[("sysinv", "x86_64")]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("removal");
+    assert!(
+        p.ours.join("etc/sysinv/sysinv.conf.rpmsave").exists(),
+        "an edited config is saved on removal"
+    );
+}
+
+#[test]
+fn shared_files_ordering_and_dependencies_follow_rpm() {
+    let mut p = pair();
+    let shared = |name: &str, v: &str| {
+        SpecRpm::new(name, v, "1")
+            .file(&format!("/usr/share/{name}/own"), format!("{name} {v}\n"))
+            .file(
+                "/usr/share/common/shared.txt",
+                "the same bytes in both packages\n",
+            )
+            .dir("/usr/share/common", 0o755)
+            .script("%post", &format!("echo \"%post {name}-{v} $1\" >> /trace"))
+            .script(
+                "%preun",
+                &format!("echo \"%preun {name}-{v} $1\" >> /trace"),
+            )
+            .script(
+                "%posttrans",
+                &format!("echo \"%posttrans {name}-{v} $1\" >> /trace"),
+            )
+    };
+    let (a, b, c) = (shared("aaa", "1"), shared("zzz", "1"), shared("mmm", "1"));
+    let mut needs = shared("needy", "1");
+    needs.requires.push("aaa".into());
+    for s in [&a, &b, &c, &needs] {
+        p.build(s);
+    }
+    // Order given: needy first; rpm puts what it requires first.
+    let (ours, theirs) = p.step(&[&needs, &b, &a, &c], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("four packages sharing a file, one requiring another");
+    // Removing one owner keeps the shared file; removing all removes it.
+    let (ours, theirs) = p.step(&[], &[("zzz", "x86_64")]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("one sharer removed");
+    assert!(p.ours.join("usr/share/common/shared.txt").exists());
+    let (ours, theirs) = p.step(
+        &[],
+        &[("aaa", "x86_64"), ("mmm", "x86_64"), ("needy", "x86_64")],
+    );
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("every sharer removed");
+    assert!(!p.ours.join("usr/share/common/shared.txt").exists());
+    // Two upgrades in one transaction: rpm's order of %post, %preun, %posttrans.
+    let (a2, b2) = (shared("aaa", "2"), shared("zzz", "2"));
+    p.build(&a2);
+    p.build(&b2);
+    let (ours, theirs) = p.step(&[&a, &b], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    let (ours, theirs) = p.step(&[&b2, &a2], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("two upgrades in one transaction");
+}
+
+#[test]
+fn a_failing_pre_or_a_missing_interpreter_changes_nothing() {
+    let mut p = pair();
+    let good = SpecRpm::new("good", "1", "1").file("/usr/share/good/a", "a\n");
+    let failing = SpecRpm::new("failing", "1", "1")
+        .file("/usr/share/failing/a", "a\n")
+        .script("%pre", "echo \"%pre failing $1\" >> /trace\nexit 3");
+    p.build(&good);
+    p.build(&failing);
+    let (ours, theirs) = p.step(&[&good], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    let before = tree(&p.ours);
+    let (ours, theirs) = p.step(&[&failing], &[]);
+    let err = ours.unwrap_err();
+    assert!(!theirs, "rpm refuses a package whose %pre fails");
+    assert!(
+        matches!(&err, InstallError::Script { package, scriptlet, .. } if package == "failing" && scriptlet == "%pre"),
+        "{err}"
+    );
+    p.assert_same("a failing %pre");
+    assert_eq!(tree(&p.ours).1, before.1);
+
+    // An interpreter the root does not have: refused before any file changes, in words.
+    let python = SpecRpm::new("needs-python", "1", "1")
+        .file("/usr/share/np/a", "a\n")
+        .script("%post -p /usr/bin/python3", "print('hi')");
+    p.build(&python);
+    let before = tree(&p.ours);
+    let tx = Transaction {
+        install: vec![item(&python, &p.rpms.join(python.file_name()))],
+        remove: vec![],
+    };
+    let err = p.installer.apply(&tx).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("needs-python")
+            && text.contains("%post")
+            && text.contains("/usr/bin/python3"),
+        "{text}"
+    );
+    assert_eq!(tree(&p.ours), before, "nothing changed");
+    let mut q = rpm(&p.ours);
+    q.args(["-q", "needs-python"]);
+    assert!(!rpm_out(q).0, "the rpm database does not list it");
+}
