@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controller::{Controller, ControllerConfig};
-use patch_format::testing::TestRpm;
+use patch_format::testing::{Payload, SpecRpm, TestRpm, rpmbuild_available};
 use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
 use patch_sign::PrivateKey;
 use serde_json::Value;
@@ -201,6 +201,124 @@ impl Cluster {
     }
 }
 
+/// How the demo builds its packages: with the real `rpmbuild` when it is installed (xz
+/// payloads, a hard link, a `%config(noreplace)` file and, when the hosts have a shell to
+/// run it, a `%post` scriptlet — what a StarlingX build produces), else with the `rpm`
+/// crate's builder (gzip, plain files).
+#[derive(Clone, Copy)]
+struct Packager {
+    rpmbuild: bool,
+    /// A static busybox to give every host root a `/bin/sh` for scriptlets.
+    busybox: Option<&'static str>,
+}
+
+impl Packager {
+    fn detect() -> Packager {
+        let rpmbuild = rpmbuild_available();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| {
+            Command::new("ldd")
+                .arg(p)
+                .env("LC_ALL", "C")
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
+                        || String::from_utf8_lossy(&o.stderr).contains("not a dynamic")
+                })
+        });
+        Packager {
+            rpmbuild,
+            busybox: busybox.filter(|_| rpmbuild),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match (self.rpmbuild, self.busybox.is_some()) {
+            (true, true) => {
+                "rpmbuild (xz payloads, hard links, %config(noreplace), %post scriptlets)"
+            }
+            (true, false) => {
+                "rpmbuild (xz payloads, hard links, %config(noreplace); no static shell for %post here)"
+            }
+            _ => "the rpm crate's builder (rpmbuild is not installed)",
+        }
+    }
+
+    /// Builds `name-version-release` with `files` into `dir`.
+    fn build(
+        &self,
+        name: &str,
+        version: &str,
+        release: &str,
+        files: &[(&str, String)],
+        dir: &Path,
+    ) -> PathBuf {
+        if !self.rpmbuild {
+            let mut rpm = TestRpm::new(name, version, release);
+            for (path, content) in files {
+                rpm = rpm.file(path, content.clone());
+            }
+            return rpm.build(dir);
+        }
+        let mut spec = SpecRpm::new(name, version, release).payload(Payload::Xz);
+        for (path, content) in files {
+            spec = spec.file(path, content.clone());
+        }
+        // What real packages carry: a hard link, an administrator-editable config, a %post.
+        let (first, _) = files[0];
+        spec = spec
+            .hard_link(&format!("{first}.hardlink"), first)
+            .file_with(
+                &format!("/etc/{name}/{name}.conf"),
+                format!("# {name} {version}-{release}\n"),
+                0o644,
+                "root",
+                "root",
+                "%config(noreplace)",
+            );
+        if self.busybox.is_some() {
+            spec = spec.script("%post", &format!("echo \"$(date -u +%FT%TZ) {name}-{version}-{release} installed (instances: $1)\" >> /var/log/stx-patch-demo.log"));
+        }
+        spec.build(dir)
+    }
+
+    /// Prepares a host root: the shell scriptlets run with and an rpm database.
+    fn prepare_root(&self, root: &Path) -> Result<()> {
+        if let Some(busybox) = self.busybox {
+            std::fs::create_dir_all(root.join("bin"))?;
+            std::fs::create_dir_all(root.join("var/log"))?;
+            std::fs::copy(busybox, root.join("bin/busybox"))?;
+            std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
+        }
+        if self.rpmbuild {
+            std::fs::create_dir_all(root.join("var/lib/rpm"))?;
+            let ok = Command::new("rpm")
+                .arg("--root")
+                .arg(root)
+                .args(["--dbpath", "/var/lib/rpm", "--initdb"])
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            if !ok {
+                return Err(format!("rpm --initdb failed in {}", root.display()).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `rpm -qa` of a host root, as the host's own rpm sees it.
+fn rpm_qa(root: &Path) -> Result<String> {
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args(["--dbpath", "/var/lib/rpm", "-qa"])
+        .stderr(Stdio::null())
+        .output()?;
+    let mut lines: Vec<&str> = std::str::from_utf8(&out.stdout)?.lines().collect();
+    lines.sort();
+    Ok(lines.join(" "))
+}
+
 fn walkthrough(work: PathBuf) -> Result<()> {
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
@@ -215,16 +333,24 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         key.public_key().to_spki_pem()?,
     )?;
     std::fs::write(work.join("agent-token"), "demo-agent-token\n")?;
+    let packager = Packager::detect();
+    println!("== Packages built with {}", packager.describe());
     // The base load every host starts from.
-    TestRpm::new("sysinv", "1.0", "230.tis")
-        .file(
-            "/usr/lib/python2.7/site-packages/sysinv/version.py",
-            "VERSION = '1.0-230'\n",
-        )
-        .build(&work.join("feed"));
-    TestRpm::new("kernel", "3.10.0", "957.tis")
-        .file("/boot/vmlinuz-stx", "kernel 957\n")
-        .build(&work.join("feed"));
+    let version_py = "/usr/lib/python2.7/site-packages/sysinv/version.py";
+    packager.build(
+        "sysinv",
+        "1.0",
+        "230.tis",
+        &[(version_py, "VERSION = '1.0-230'\n".into())],
+        &work.join("feed"),
+    );
+    packager.build(
+        "kernel",
+        "3.10.0",
+        "957.tis",
+        &[("/boot/vmlinuz-stx", "kernel 957\n".into())],
+        &work.join("feed"),
+    );
 
     println!(
         "== Controller on loopback, state in {}",
@@ -276,6 +402,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     for (host, personality) in HOSTS {
         let root = work.join("roots").join(host);
         std::fs::create_dir_all(&root)?;
+        packager.prepare_root(&root)?;
         let agent = |mode: &str| {
             let mut c = Command::new(&me);
             c.args(["__agent", &agent_url, "demo-agent-token", host, personality])
@@ -303,15 +430,20 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     m.reboot_required = false;
     m.summary = "sysinv fix and newpkg".into();
     let mut b = PatchBuilder::new(m);
-    let fix = TestRpm::new("sysinv", "1.0", "231.tis")
-        .file(
-            "/usr/lib/python2.7/site-packages/sysinv/version.py",
-            "VERSION = '1.0-231'\n",
-        )
-        .build(&work.join("rpms"));
-    let newpkg = TestRpm::new("newpkg", "1.0", "1.tis")
-        .file("/usr/bin/newpkg", "#!/bin/sh\necho newpkg\n")
-        .build(&work.join("rpms"));
+    let fix = packager.build(
+        "sysinv",
+        "1.0",
+        "231.tis",
+        &[(version_py, "VERSION = '1.0-231'\n".into())],
+        &work.join("rpms"),
+    );
+    let newpkg = packager.build(
+        "newpkg",
+        "1.0",
+        "1.tis",
+        &[("/usr/bin/newpkg", "#!/bin/sh\necho newpkg\n".into())],
+        &work.join("rpms"),
+    );
     b.add_rpm(&fix, &[])?.add_rpm(&newpkg, &Personality::ALL)?;
     let (p1, _) = b.write_to_dir(&work.join("patches"), &key)?;
     println!("\n$ sw-patch upload {}", p1.display());
@@ -339,9 +471,13 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     m.reboot_required = true;
     m.summary = "kernel update".into();
     let mut b = PatchBuilder::new(m);
-    let kernel = TestRpm::new("kernel", "3.10.0", "958.tis")
-        .file("/boot/vmlinuz-stx", "kernel 958\n")
-        .build(&work.join("rpms"));
+    let kernel = packager.build(
+        "kernel",
+        "3.10.0",
+        "958.tis",
+        &[("/boot/vmlinuz-stx", "kernel 958\n".into())],
+        &work.join("rpms"),
+    );
     b.add_rpm(&kernel, &[])?;
     let (p2, _) = b.write_to_dir(&work.join("patches"), &key)?;
     println!("\n$ sw-patch upload {}", p2.display());
@@ -369,7 +505,11 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         std::fs::read_to_string(root.join("boot/vmlinuz-stx"))?.trim()
     );
 
-    strategy_rollout(&cluster, &vim_url, &work, &key)?;
+    if packager.rpmbuild {
+        println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root)?);
+    }
+
+    strategy_rollout(&cluster, &vim_url, &work, &key, packager)?;
 
     println!("\n== Remove the patches");
     println!("\n$ sw-patch remove 003 002 001");
@@ -390,6 +530,16 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         std::fs::read_to_string(root.join("boot/vmlinuz-stx"))?.trim(),
         root.join("usr/bin/newpkg").exists()
     );
+    if packager.rpmbuild {
+        println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root)?);
+        let log = root.join("var/log/stx-patch-demo.log");
+        if log.exists() {
+            println!(
+                "\n%post scriptlets on compute-0:\n{}",
+                std::fs::read_to_string(log)?.trim_end()
+            );
+        }
+    }
     drop(cluster);
     runtime.block_on(controller.stop());
     println!("\nDone. Everything is under {}", work.display());
@@ -397,7 +547,13 @@ fn walkthrough(work: PathBuf) -> Result<()> {
 }
 
 /// Patch 003 (reboot-required) rolled out by a patch strategy instead of host by host.
-fn strategy_rollout(cluster: &Cluster, vim_url: &str, work: &Path, key: &PrivateKey) -> Result<()> {
+fn strategy_rollout(
+    cluster: &Cluster,
+    vim_url: &str,
+    work: &Path,
+    key: &PrivateKey,
+    packager: Packager,
+) -> Result<()> {
     use stx_patch_cli::strategy_text::{ShowOptions, strategy_text};
     use stx_patch_cli::vim_client::VimClient;
 
@@ -407,12 +563,16 @@ fn strategy_rollout(cluster: &Cluster, vim_url: &str, work: &Path, key: &Private
     m.reboot_required = true;
     m.summary = "sysinv update (reboot required)".into();
     let mut b = PatchBuilder::new(m);
-    let fix = TestRpm::new("sysinv", "1.0", "232.tis")
-        .file(
+    let fix = packager.build(
+        "sysinv",
+        "1.0",
+        "232.tis",
+        &[(
             "/usr/lib/python2.7/site-packages/sysinv/version.py",
-            "VERSION = '1.0-232'\n",
-        )
-        .build(&work.join("rpms"));
+            "VERSION = '1.0-232'\n".into(),
+        )],
+        &work.join("rpms"),
+    );
     b.add_rpm(&fix, &[])?;
     let (p3, _) = b.write_to_dir(&work.join("patches"), key)?;
     println!("\n$ sw-patch upload {}", p3.display());

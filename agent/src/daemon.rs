@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use host_state::protocol::{AgentOrder, HostReport, ReportReply};
 use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
 use patch_format::Personality;
@@ -136,6 +137,9 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Packages downloaded in parallel during an install.
+const DOWNLOADS_AT_ONCE: usize = 4;
 
 /// How long an install keeps retrying a fetch that failed for a reason that may pass.
 pub const FETCH_RETRY: Duration = Duration::from_secs(120);
@@ -567,26 +571,29 @@ impl Agent {
             .await
             .map_err(|e| failed(format!("{}: {e}", cache.display())))?;
         let mut tx = Transaction::default();
+        let mut downloads = Vec::new();
         for (n, change) in diff.changes.iter().enumerate() {
-            let (to, from) = match change {
-                PackageChange::Missing(to) => (to, None),
-                PackageChange::Upgrade { from, to } | PackageChange::Downgrade { from, to } => {
-                    (to, Some(from))
-                }
+            let to = match change {
+                PackageChange::Missing(to)
+                | PackageChange::Upgrade { to, .. }
+                | PackageChange::Downgrade { to, .. } => to,
                 PackageChange::Remove(from) => {
                     tx.remove.push((from.name.clone(), from.arch.clone()));
                     continue;
                 }
             };
-            let _ = from;
             let area = if to.from_base { "feed" } else { "repo" };
             // Numbered, not named after the package: names come from the controller's index
             // and must never choose a path on this host.
             let file = cache.join(format!("{n}.rpm"));
             let path = format!("{area}/rel-{release}/{}", to.path);
-            self.retrying(&path, || self.download(&path, &file, to.size, &to.sha256))
-                .await
-                .map_err(|e| failed(format!("{}: {e}", to.name)))?;
+            downloads.push((
+                to.name.clone(),
+                to.size,
+                to.sha256.clone(),
+                path,
+                file.clone(),
+            ));
             tx.install.push(TransactionPackage {
                 package: InstalledPackage {
                     name: to.name.clone(),
@@ -598,6 +605,20 @@ impl Agent {
                 rpm: file,
             });
         }
+        // A few downloads at a time: one stream rarely fills the link or the controller's disk.
+        let fetches: Vec<_> = downloads
+            .into_iter()
+            .map(|(name, size, sha256, path, file)| async move {
+                self.retrying(&path, || self.download(&path, &file, size, &sha256))
+                    .await
+                    .map_err(|e| failed(format!("{name}: {e}")))
+            })
+            .collect();
+        let mut pending = futures_util::stream::iter(fetches).buffer_unordered(DOWNLOADS_AT_ONCE);
+        while let Some(result) = pending.next().await {
+            result?;
+        }
+        drop(pending);
         if let Some(keyring) = &self.rpm_keyring {
             // Every package proves itself before anything is written to the root.
             let keyring = keyring.clone();
@@ -752,7 +773,11 @@ impl Agent {
             .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
             .await?;
         let local = |e: std::io::Error| Fetch::Fail(format!("{}: {e}", file.display()));
-        let mut out = tokio::fs::File::create(file).await.map_err(local)?;
+        // Large writes: each write of a tokio file is a trip through the blocking pool.
+        let mut out = tokio::io::BufWriter::with_capacity(
+            1024 * 1024,
+            tokio::fs::File::create(file).await.map_err(local)?,
+        );
         let mut hasher = Sha256::new();
         let mut got = 0u64;
         while let Some(chunk) = response

@@ -181,7 +181,8 @@ async fn serve(api: &AgentApi, headers: &HeaderMap, area: &str, path: &str) -> R
     match tokio::fs::File::open(&full).await {
         Ok(file) => {
             let len = file.metadata().await.map(|m| m.len()).ok();
-            let stream = tokio_util::io::ReaderStream::new(file);
+            // 256 KiB reads: the default 4 KiB costs one blocking-pool trip per 4 KiB.
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
             let mut response = Body::from_stream(stream).into_response();
             if let Some(len) = len
                 && let Ok(value) = len.to_string().parse()
