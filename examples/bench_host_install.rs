@@ -69,6 +69,7 @@ fn main() -> Result<()> {
     }
     let mut metadata = PatchMetadata::new("BENCH_UPGRADE", "19.01");
     metadata.status = Status::Released;
+    metadata.reboot_required = false;
     let mut builder = PatchBuilder::new(metadata);
     for f in &v2_files {
         builder.add_rpm(f, &[])?;
