@@ -50,6 +50,9 @@ pub enum InstallError {
         /// Why.
         reason: String,
     },
+    /// The root's rpm database could not be read, updated or restored.
+    #[error("the rpm database: {0}")]
+    RpmDb(String),
     /// The package database or journal is unreadable.
     #[error("the package database is corrupt: {0}")]
     Corrupt(String),

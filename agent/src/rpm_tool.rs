@@ -65,11 +65,7 @@ impl RpmToolInstaller {
     }
 
     fn rpm(&self) -> Command {
-        let mut c = Command::new("rpm");
-        c.arg("--root")
-            .arg(&self.root)
-            .args(["--dbpath", "/var/lib/rpm"]);
-        c
+        crate::builtin::rpm_command(&self.root)
     }
 
     /// The installed packages, from rpm's database.
@@ -84,9 +80,9 @@ impl RpmToolInstaller {
             .output()
             .map_err(InstallError::io(&self.root))?;
         if !out.status.success() {
-            return Err(InstallError::Corrupt(format!(
+            return Err(InstallError::RpmDb(format!(
                 "rpm -qa failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                crate::builtin::rpm_stderr(&out.stderr)
             )));
         }
         let mut installed = BTreeMap::new();
@@ -162,16 +158,12 @@ fn run(mut cmd: Command, what: &str) -> Result<(), InstallError> {
     if out.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Debian's rpm warns that it is not dpkg on every call; keep only the real errors.
-    let reason: Vec<&str> = stderr
-        .lines()
-        .filter(|l| {
-            !l.contains("use Alien instead") && !l.contains("assuming you know what you are doing")
-        })
-        .collect();
     Err(InstallError::Package {
         package: what.into(),
-        reason: format!("{} ({})", reason.join("; "), out.status),
+        reason: format!(
+            "{} ({})",
+            crate::builtin::rpm_stderr(&out.stderr),
+            out.status
+        ),
     })
 }

@@ -655,3 +655,40 @@ fn a_failing_pre_or_a_missing_interpreter_changes_nothing() {
     q.args(["-q", "needs-python"]);
     assert!(!rpm_out(q).0, "the rpm database does not list it");
 }
+
+#[test]
+fn packages_rpm_installed_are_upgraded_and_removed_by_rpms_rules() {
+    let mut p = pair();
+    let (v1, v2) = (
+        feature_package("baseos", 1, Payload::Xz),
+        feature_package("baseos", 2, Payload::Xz),
+    );
+    let v1_file = p.build(&v1);
+    p.build(&v2);
+    // The base OS: installed by rpm itself in both roots (as an image build does).
+    for root in [&p.ours, &p.theirs] {
+        let mut cmd = rpm(root);
+        cmd.args(["-U", "--nodeps", "--nosignature"]).arg(&v1_file);
+        let (ok, text) = rpm_out(cmd);
+        assert!(ok, "rpm -U: {text}");
+    }
+    p.edit("etc/baseos/baseos.conf", "edited on the host\n");
+    // The installer learns it from rpm's database: an upgrade, not a fresh install.
+    let (installer, _) = BuiltinInstaller::open(&p.ours).unwrap();
+    p.installer = installer;
+    let adopted = p
+        .installer
+        .records()
+        .find(|r| r.package.name == "baseos")
+        .expect("adopted from rpm's database");
+    assert_eq!(adopted.package.evr, Evr::new(0, "1.0", "1"));
+    assert!(adopted.scripts.preun.is_some() && adopted.scripts.postun.is_some());
+    let (ours, theirs) = p.step(&[&v2], &[]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("upgrade of a package rpm installed");
+    let (ours, theirs) = p.step(&[], &[("baseos", "x86_64")]);
+    ours.unwrap();
+    assert!(theirs);
+    p.assert_same("removal of a package rpm installed");
+}

@@ -38,6 +38,7 @@ pub use self::package::{FileInfo, FileKind, Script, Scripts};
 use self::package::{Header, read_header};
 pub use self::rpmdb::DBPATH as RPMDB_PATH;
 use self::rpmdb::RpmDb;
+pub(crate) use self::rpmdb::{rpm_command, rpm_stderr};
 use crate::InstallError;
 
 /// Where the installer keeps its database, journal and work area, under the root.
@@ -87,14 +88,6 @@ pub struct InstalledRecord {
 }
 
 impl InstalledRecord {
-    /// Paths it placed that exist as files or links (not directories, not ghosts).
-    pub fn files(&self) -> impl Iterator<Item = &str> {
-        self.entries
-            .iter()
-            .filter(|e| e.kind != FileKind::Dir && !e.is_ghost())
-            .map(|e| e.path.as_str())
-    }
-
     /// Format 1 records list paths only: treat them as plain files and owned directories.
     fn upgrade_format(&mut self) {
         if !self.entries.is_empty() {
@@ -212,9 +205,6 @@ pub struct BuiltinInstaller {
     canonical_root: PathBuf,
     db: PackageDb,
     rpmdb: Option<RpmDb>,
-    /// Scriptlet failures that rpm reports as warnings (`%post`, `%postun`, `%posttrans`)
-    /// in the last transaction.
-    warnings: Vec<String>,
 }
 
 fn key_name(key: &PackageKey) -> String {
@@ -237,13 +227,12 @@ impl BuiltinInstaller {
         for record in db.packages.values_mut() {
             record.upgrade_format();
         }
-        let rpmdb = RpmDb::detect(root).map_err(InstallError::Corrupt)?;
+        let rpmdb = RpmDb::detect(root).map_err(InstallError::RpmDb)?;
         let mut installer = BuiltinInstaller {
             root: root.to_owned(),
             canonical_root,
             db,
             rpmdb,
-            warnings: Vec::new(),
         };
         let recovery = match read_json::<Journal>(&state.join("journal.json"))? {
             None => Recovery::Clean,
@@ -259,25 +248,30 @@ impl BuiltinInstaller {
     }
 
     /// Takes into the database what rpm's database lists and this one does not know (or
-    /// knows at another version: rpm's database is the truth about what is installed).
+    /// knows at another version: rpm's database is the truth about what is installed). One
+    /// quick listing; files and scriptlets are read only for the packages that differ.
     fn adopt_rpmdb(&mut self) -> Result<(), InstallError> {
         let Some(rpmdb) = &self.rpmdb else {
             return Ok(());
         };
-        let listed = rpmdb.packages().map_err(InstallError::Corrupt)?;
-        for p in listed {
-            let key = format!("{}.{}", p.name, p.arch);
+        let differ: Vec<String> = rpmdb
+            .list()
+            .map_err(InstallError::RpmDb)?
+            .iter()
+            .filter(|p| {
+                let evr = Evr::new(p.epoch, &p.version, &p.release);
+                let key = format!("{}.{}", p.name, p.arch);
+                self.db
+                    .packages
+                    .get(&key)
+                    .is_none_or(|r| r.package.evr != evr)
+            })
+            .map(|p| p.nevra())
+            .collect();
+        for p in rpmdb.details(&differ).map_err(InstallError::RpmDb)? {
             let evr = Evr::new(p.epoch, &p.version, &p.release);
-            if self
-                .db
-                .packages
-                .get(&key)
-                .is_some_and(|r| r.package.evr == evr)
-            {
-                continue;
-            }
             self.db.packages.insert(
-                key,
+                format!("{}.{}", p.name, p.arch),
                 InstalledRecord {
                     package: InstalledPackage {
                         name: p.name,
@@ -288,8 +282,8 @@ impl BuiltinInstaller {
                     },
                     entries: p.files,
                     scripts: p.scripts,
-                    requires: Vec::new(),
-                    provides: Vec::new(),
+                    requires: p.requires,
+                    provides: p.provides,
                     files: Vec::new(),
                     dirs: Vec::new(),
                 },
@@ -301,12 +295,6 @@ impl BuiltinInstaller {
     /// Whether the root has an rpm database this installer keeps up to date.
     pub fn has_rpmdb(&self) -> bool {
         self.rpmdb.is_some()
-    }
-
-    /// Scriptlet failures of the last transaction that did not fail it (rpm prints these as
-    /// warnings: `%post`, `%postun`, `%posttrans`).
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
     }
 
     /// The installed packages.
@@ -349,7 +337,6 @@ impl BuiltinInstaller {
         hook: &mut dyn FnMut(usize),
     ) -> Result<(), InstallError> {
         self.cleanup()?;
-        self.warnings.clear();
         let work = self.work();
         std::fs::create_dir_all(work.join("staged")).map_err(InstallError::io(&work))?;
         std::fs::create_dir_all(work.join("backup")).map_err(InstallError::io(&work))?;
@@ -395,23 +382,17 @@ impl BuiltinInstaller {
 
     /// Everything before the first change to the root: headers, checks, staging, fates.
     fn plan(&self, tx: &Transaction) -> Result<Plan, InstallError> {
-        let work = self.work();
-        let owners = Owners::of_root(&self.root);
-        // Packages this transaction replaces or removes.
         let installing: BTreeSet<String> = tx.install.iter().map(item_key).collect();
         let removing: Vec<String> = tx.remove.iter().map(key_name).collect();
-        for name in &removing {
-            if installing.contains(name) {
-                return Err(InstallError::Package {
-                    package: name.clone(),
-                    reason: "the transaction both installs and removes it".into(),
-                });
-            }
+        if let Some(both) = removing.iter().find(|name| installing.contains(*name)) {
+            return Err(InstallError::Package {
+                package: both.clone(),
+                reason: "the transaction both installs and removes it".into(),
+            });
         }
         // Headers, then rpm's order.
         let mut elements = Vec::new();
         for item in &tx.install {
-            let label = item_key(item);
             let header = read_header(&item.rpm).map_err(|reason| InstallError::Package {
                 package: item.package.name.clone(),
                 reason,
@@ -422,6 +403,7 @@ impl BuiltinInstaller {
                     reason: format!("the RPM file is package {:?}", header.name),
                 });
             }
+            let label = item_key(item);
             elements.push(Element {
                 old: self.db.packages.get(&label).cloned(),
                 label,
@@ -438,37 +420,49 @@ impl BuiltinInstaller {
         );
 
         // Scriptlets must be runnable here before anything changes.
-        let runnable = |package: &str, which: &str, s: &Script| -> Result<(), InstallError> {
-            match script::cannot_run(&self.root, s) {
+        let runnable =
+            |package: &str, (which, s): (&str, &Script)| match script::cannot_run(&self.root, s) {
                 None => Ok(()),
-                Some(why) => Err(InstallError::Script {
+                Some(reason) => Err(InstallError::Script {
                     package: package.to_owned(),
                     scriptlet: which.to_owned(),
-                    reason: why,
+                    reason,
                 }),
-            }
-        };
+            };
         for e in &elements {
-            for (which, s) in e.header.scripts.all() {
-                if !matches!(which, "%preun" | "%postun") {
-                    runnable(&e.item.package.name, which, s)?;
-                }
-            }
-            if let Some(old) = &e.old {
-                for (which, s) in old.scripts.all() {
-                    if matches!(which, "%preun" | "%postun") {
-                        runnable(&old.package.name, which, s)?;
-                    }
-                }
+            for s in e.header.scripts.install_side() {
+                runnable(&e.item.package.name, s)?;
             }
         }
-        for old in &erasing {
-            for (which, s) in old.scripts.all() {
-                if matches!(which, "%preun" | "%postun") {
-                    runnable(&old.package.name, which, s)?;
-                }
+        for old in elements
+            .iter()
+            .filter_map(|e| e.old.as_ref())
+            .chain(&erasing)
+        {
+            for s in old.scripts.erase_side() {
+                runnable(&old.package.name, s)?;
             }
         }
+
+        // Stage every payload (nothing under the root outside the work area changes).
+        let owners = Owners::of_root(&self.root);
+        let mut staged = Vec::new();
+        for (n, e) in elements.iter().enumerate() {
+            let dir = self.work().join("staged").join(n.to_string());
+            // The rpm crate may panic on a malformed payload: an error, never a crash.
+            let staging = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.stage(e, &dir, &owners)
+            }))
+            .unwrap_or_else(|_| {
+                Err(InstallError::Package {
+                    package: e.item.package.name.clone(),
+                    reason: "malformed RPM payload (the reader gave up on it)".into(),
+                })
+            });
+            staged.push(staging?);
+        }
+        // Staged content is on disk before the journal points at it.
+        sync_fs(&self.root)?;
 
         // Who owns what once the transaction is done, apart from the new packages.
         let leaving: BTreeSet<&str> = elements
@@ -476,28 +470,25 @@ impl BuiltinInstaller {
             .map(|e| e.label.as_str())
             .chain(removing.iter().map(String::as_str))
             .collect();
-        let mut kept_owner: HashMap<&str, (&str, &FileInfo)> = HashMap::new();
+        let mut planner = Planner {
+            installer: self,
+            owners,
+            kept_owner: HashMap::new(),
+            new_owner: HashMap::new(),
+            made_dirs: BTreeSet::new(),
+            gone: BTreeSet::new(),
+            ops: Vec::new(),
+        };
         for (name, record) in &self.db.packages {
             if !leaving.contains(name.as_str()) {
                 for f in &record.entries {
-                    kept_owner.insert(f.path.as_str(), (name.as_str(), f));
+                    planner
+                        .kept_owner
+                        .insert(f.path.as_str(), (name.as_str(), f));
                 }
             }
         }
-
-        // Stage every payload (nothing under the root outside the work area changes).
-        let mut staged_files: Vec<HashMap<String, String>> = Vec::new();
-        for (n, e) in elements.iter().enumerate() {
-            let dir = work.join("staged").join(n.to_string());
-            staged_files.push(self.stage(e, &dir, &owners)?);
-        }
-        // Staged content is on disk before the journal points at it.
-        sync_fs(&self.root)?;
-
-        let mut ops = Vec::new();
-        let mut new_db = self.db.clone();
-        let mut new_owner: HashMap<String, (String, FileInfo)> = HashMap::new();
-        let mut made_dirs: BTreeSet<String> = BTreeSet::new();
+        // rpm's `$1`: the instances of the name once the element is done.
         let count = |name: &str| {
             self.db
                 .packages
@@ -505,28 +496,11 @@ impl BuiltinInstaller {
                 .filter(|r| r.package.name == name)
                 .count() as u32
         };
-        let script_op = |ops: &mut Vec<Op>,
-                         package: &str,
-                         which: &str,
-                         s: &Option<Script>,
-                         arg: u32,
-                         fatal: bool| {
-            if let Some(script) = s {
-                ops.push(Op::Script {
-                    package: package.to_owned(),
-                    which: which.to_owned(),
-                    script: script.clone(),
-                    arg,
-                    fatal,
-                });
-            }
-        };
-        let backup_name = |ops: &Vec<Op>| format!("{STATE_DIR}/tx/backup/{}", ops.len());
 
+        let mut new_db = self.db.clone();
         for e in &elements {
             let name = &e.item.package.name;
-            script_op(
-                &mut ops,
+            planner.script(
                 name,
                 "%pretrans",
                 &e.header.scripts.pretrans,
@@ -534,185 +508,25 @@ impl BuiltinInstaller {
                 true,
             );
         }
-        for (n, e) in elements.iter().enumerate() {
+        for (e, staged) in elements.iter().zip(&staged) {
             let name = &e.item.package.name;
             let arg = count(name) + 1;
-            script_op(&mut ops, name, "%pre", &e.header.scripts.pre, arg, true);
+            planner.script(name, "%pre", &e.header.scripts.pre, arg, true);
             let old_entries: HashMap<&str, &FileInfo> = e
                 .old
                 .iter()
                 .flat_map(|o| o.entries.iter().map(|f| (f.path.as_str(), f)))
                 .collect();
-            for (i, info) in e.header.files.iter().enumerate() {
-                if info.is_ghost() {
-                    continue;
-                }
-                let target = self.root.join(&info.path);
-                // Missing parents: created as rpm creates them (0755, root).
-                for parent in parents(&info.path) {
-                    if !self.root.join(&parent).exists() && made_dirs.insert(parent.clone()) {
-                        ops.push(Op::MakeDir {
-                            target: parent,
-                            meta: Meta {
-                                mode: 0o755,
-                                uid: 0,
-                                gid: 0,
-                                mtime: None,
-                            },
-                        });
-                    }
-                }
-                let meta = Meta {
-                    mode: info.mode,
-                    uid: owners.uid(&info.user),
-                    gid: owners.gid(&info.group),
-                    mtime: Some(i64::from(info.mtime)),
-                };
+            for info in e.header.files.iter().filter(|f| !f.is_ghost()) {
+                planner.missing_parents(&info.path);
                 if info.kind == FileKind::Dir {
-                    // A directory an earlier package of this transaction set up stays as
-                    // that one left it (rpm skips the later entries).
-                    if new_owner.contains_key(&info.path) {
-                        continue;
-                    }
-                    new_owner.insert(info.path.clone(), (e.label.clone(), info.clone()));
-                    if made_dirs.contains(&info.path) {
-                        // Created above as someone's parent; give it this entry's attributes.
-                        if let Some(Op::MakeDir { meta: m, .. }) = ops.iter_mut().rev().find(
-                            |op| matches!(op, Op::MakeDir { target, .. } if *target == info.path),
-                        ) {
-                            *m = meta;
-                        }
-                        continue;
-                    }
-                    match std::fs::symlink_metadata(&target) {
-                        Err(_) => {
-                            made_dirs.insert(info.path.clone());
-                            ops.push(Op::MakeDir {
-                                target: info.path.clone(),
-                                meta,
-                            });
-                        }
-                        Ok(m) if m.is_dir() => {
-                            use std::os::unix::fs::MetadataExt;
-                            let old = Meta {
-                                mode: m.mode() & 0o7777,
-                                uid: m.uid(),
-                                gid: m.gid(),
-                                mtime: Some(m.mtime()),
-                            };
-                            if old != meta {
-                                ops.push(Op::SetDirMeta {
-                                    target: info.path.clone(),
-                                    new: meta,
-                                    old,
-                                });
-                            }
-                        }
-                        Ok(m) if m.file_type().is_symlink() => {
-                            // A symlink to a directory stands in for it (rpm follows it too).
-                        }
-                        Ok(_) => {
-                            return Err(InstallError::UnsafePath {
-                                package: e.label.clone(),
-                                path: info.path.clone(),
-                                reason: "a file is in the way of this directory".into(),
-                            });
-                        }
-                    }
-                    continue;
-                }
-                // A file or link: who else owns the path?
-                if let Some((owner, theirs)) = kept_owner.get(info.path.as_str()) {
-                    if !info.same_as(theirs) {
-                        return Err(InstallError::Conflict {
-                            path: info.path.clone(),
-                            package: e.label.clone(),
-                            owner: (*owner).to_owned(),
-                        });
-                    }
-                    continue; // shared and identical: already there
-                }
-                if let Some((owner, theirs)) = new_owner.get(&info.path) {
-                    if !info.same_as(theirs) {
-                        return Err(InstallError::Conflict {
-                            path: info.path.clone(),
-                            package: e.label.clone(),
-                            owner: owner.clone(),
-                        });
-                    }
-                    continue;
-                }
-                new_owner.insert(info.path.clone(), (e.label.clone(), info.clone()));
-                if target.is_dir() && !target.is_symlink() {
-                    return Err(InstallError::UnsafePath {
-                        package: e.label.clone(),
-                        path: info.path.clone(),
-                        reason: "a directory is in the way".into(),
-                    });
-                }
-                let fate = if !info.is_config() {
-                    Fate::Create
-                } else if let Some(old) = old_entries.get(info.path.as_str()) {
-                    fate::upgrade(&target, old, info)
+                    planner.dir_entry(&e.label, info)?;
                 } else {
-                    fate::unowned(&target, info)
-                };
-                let staged = staged_files[n].get(&info.path).cloned().ok_or_else(|| {
-                    InstallError::Package {
-                        package: e.label.clone(),
-                        reason: format!("the payload has no content for {}", info.path),
-                    }
-                })?;
-                let exists = |p: &str| self.root.join(p).symlink_metadata().is_ok();
-                match fate {
-                    Fate::Skip => {}
-                    Fate::Create => {
-                        let backup = exists(&info.path).then(|| backup_name(&ops));
-                        ops.push(Op::Place {
-                            target: info.path.clone(),
-                            staged,
-                            backup,
-                        });
-                    }
-                    Fate::AltName => {
-                        let alt = format!("{}.rpmnew", info.path);
-                        let backup = exists(&alt).then(|| backup_name(&ops));
-                        ops.push(Op::Place {
-                            target: alt,
-                            staged,
-                            backup,
-                        });
-                    }
-                    Fate::Save | Fate::Backup => {
-                        let to = format!(
-                            "{}{}",
-                            info.path,
-                            if fate == Fate::Save {
-                                ".rpmsave"
-                            } else {
-                                ".rpmorig"
-                            }
-                        );
-                        if exists(&to) {
-                            ops.push(Op::Delete {
-                                target: to.clone(),
-                                backup: backup_name(&ops),
-                            });
-                        }
-                        ops.push(Op::Rename {
-                            target: info.path.clone(),
-                            to,
-                        });
-                        ops.push(Op::Place {
-                            target: info.path.clone(),
-                            staged,
-                            backup: None,
-                        });
-                    }
+                    let old = old_entries.get(info.path.as_str()).copied();
+                    planner.file_entry(&e.label, info, old, staged)?;
                 }
-                let _ = i;
             }
-            script_op(&mut ops, name, "%post", &e.header.scripts.post, arg, false);
+            planner.script(name, "%post", &e.header.scripts.post, arg, false);
             new_db.packages.insert(
                 e.label.clone(),
                 InstalledRecord {
@@ -720,13 +534,7 @@ impl BuiltinInstaller {
                     entries: e.header.files.clone(),
                     scripts: e.header.scripts.clone(),
                     requires: e.header.requires.clone(),
-                    provides: e
-                        .header
-                        .provides
-                        .iter()
-                        .filter(|p| !p.starts_with('/'))
-                        .cloned()
-                        .collect(),
+                    provides: e.header.provides.clone(),
                     files: Vec::new(),
                     dirs: Vec::new(),
                 },
@@ -737,81 +545,19 @@ impl BuiltinInstaller {
             .iter()
             .flat_map(|e| e.header.files.iter().map(|f| f.path.as_str()))
             .collect();
-        let olds: Vec<(&InstalledRecord, u32)> = elements
-            .iter()
-            .filter_map(|e| e.old.as_ref().map(|o| (o, count(&o.package.name))))
-            .chain(erasing.iter().map(|o| (o, count(&o.package.name) - 1)))
-            .collect();
-        let mut gone: BTreeSet<&str> = BTreeSet::new();
-        for (old, arg) in &olds {
-            let name = &old.package.name;
-            script_op(&mut ops, name, "%preun", &old.scripts.preun, *arg, true);
-            let mut dirs = Vec::new();
-            for f in &old.entries {
-                if new_paths.contains(f.path.as_str())
-                    || kept_owner.contains_key(f.path.as_str())
-                    || !gone.insert(f.path.as_str())
-                {
-                    continue;
-                }
-                if f.kind == FileKind::Dir {
-                    dirs.push(f);
-                    continue;
-                }
-                let target = self.root.join(&f.path);
-                if target.symlink_metadata().is_err() || (target.is_dir() && !target.is_symlink()) {
-                    continue;
-                }
-                if f.is_config()
-                    && !f.is_ghost()
-                    && f.kind == FileKind::Regular
-                    && !fate::disk_matches(&target, f)
-                {
-                    let to = format!("{}.rpmsave", f.path);
-                    if self.root.join(&to).symlink_metadata().is_ok() {
-                        ops.push(Op::Delete {
-                            target: to.clone(),
-                            backup: backup_name(&ops),
-                        });
-                    }
-                    ops.push(Op::Rename {
-                        target: f.path.clone(),
-                        to,
-                    });
-                } else {
-                    ops.push(Op::Delete {
-                        target: f.path.clone(),
-                        backup: backup_name(&ops),
-                    });
-                }
-            }
-            // Its directories, deepest first, when empty.
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
-            for d in dirs {
-                if let Ok(m) = std::fs::symlink_metadata(self.root.join(&d.path))
-                    && m.is_dir()
-                {
-                    use std::os::unix::fs::MetadataExt;
-                    ops.push(Op::RemoveDir {
-                        target: d.path.clone(),
-                        meta: Meta {
-                            mode: m.mode() & 0o7777,
-                            uid: m.uid(),
-                            gid: m.gid(),
-                            mtime: Some(m.mtime()),
-                        },
-                    });
-                }
-            }
-            script_op(&mut ops, name, "%postun", &old.scripts.postun, *arg, false);
+        let replaced = elements.iter().filter_map(|e| e.old.as_ref());
+        for old in replaced {
+            planner.erase(old, count(&old.package.name), &new_paths);
+        }
+        for old in &erasing {
+            planner.erase(old, count(&old.package.name) - 1, &new_paths);
         }
         for name in &removing {
             new_db.packages.remove(name);
         }
         for e in &elements {
             let name = &e.item.package.name;
-            script_op(
-                &mut ops,
+            planner.script(
                 name,
                 "%posttrans",
                 &e.header.scripts.posttrans,
@@ -819,19 +565,20 @@ impl BuiltinInstaller {
                 false,
             );
         }
+        let mut ops = planner.ops;
         if let Some(rpmdb) = &self.rpmdb {
             rpmdb
-                .snapshot(&work.join("rpmdb"))
-                .map_err(InstallError::Corrupt)?;
+                .snapshot(&self.work().join("rpmdb"))
+                .map_err(InstallError::RpmDb)?;
             ops.push(Op::RpmDb {
                 install: elements.iter().map(|e| e.item.rpm.clone()).collect(),
-                erase: removing.clone(),
+                erase: removing,
             });
         }
         Ok(Plan { ops, db: new_db })
     }
 
-    fn run(&mut self, op: &Op) -> Result<(), InstallError> {
+    fn run(&self, op: &Op) -> Result<(), InstallError> {
         match op {
             Op::MakeDir { target, meta } => {
                 let path = self.root.join(target);
@@ -892,16 +639,15 @@ impl BuiltinInstaller {
                             reason,
                         });
                     }
-                    let warning = format!("package {package}: {which} scriptlet {reason}");
-                    tracing::warn!("{warning}");
-                    self.warnings.push(warning);
+                    // rpm's rule: the package stays installed, the failure is a warning.
+                    tracing::warn!("package {package}: {which} scriptlet {reason}");
                 }
             }
             Op::RpmDb { install, erase } => {
                 if let Some(rpmdb) = &self.rpmdb {
                     rpmdb
                         .register(install, erase)
-                        .map_err(InstallError::Corrupt)?;
+                        .map_err(InstallError::RpmDb)?;
                 }
             }
         }
@@ -961,7 +707,7 @@ impl BuiltinInstaller {
                     if let Some(rpmdb) = &self.rpmdb {
                         let snapshot = self.work().join("rpmdb");
                         if snapshot.is_dir() {
-                            rpmdb.restore(&snapshot).map_err(InstallError::Corrupt)?;
+                            rpmdb.restore(&snapshot).map_err(InstallError::RpmDb)?;
                         }
                     }
                 }
@@ -1043,21 +789,23 @@ impl BuiltinInstaller {
         let mut reader = header.payload(&e.item.rpm).map_err(bad)?;
         let mut buf = vec![0u8; 256 * 1024];
         let staged_path = |i: usize| dir.join(i.to_string());
-        let finish = |i: usize, path: &Path| -> Result<(), InstallError> {
+        // Attributes in rpm's order, and the path recorded as staged.
+        let mut finish = |i: usize, path: &Path| -> Result<(), InstallError> {
             let info = &header.files[i];
-            let meta = Meta {
-                mode: info.mode,
-                uid: owners.uid(&info.user),
-                gid: owners.gid(&info.group),
-                mtime: Some(i64::from(info.mtime)),
-            };
-            set_meta(path, &meta, info.kind == FileKind::Symlink)
-                .map_err(InstallError::io(path))?;
+            set_meta(
+                path,
+                &Meta::of_entry(info, owners),
+                info.kind == FileKind::Symlink,
+            )
+            .map_err(InstallError::io(path))?;
             if let Some(text) = &info.caps {
                 set_caps(path, text, &label)?;
-                // Setting an attribute changes no time stamp, but keep the order rpm uses.
             }
+            staged.insert(info.path.clone(), rel_to(&self.root, path));
             Ok(())
+        };
+        let link = |content: &Path, member: &Path| {
+            std::fs::hard_link(content, member).map_err(InstallError::io(member))
         };
         while let Some(mut file) = reader
             .next_file()
@@ -1075,97 +823,362 @@ impl BuiltinInstaller {
                 )));
             };
             let info = &header.files[i];
-            if info.is_ghost() {
-                continue;
-            }
             let out_path = staged_path(i);
             match info.kind {
-                FileKind::Regular => {
+                _ if info.is_ghost() => {}
+                FileKind::Regular if !file.has_payload() => {
+                    // A hard link whose content comes with another member of its set (or an
+                    // empty file: rpm writes no data for size 0).
                     let set = header.link_sets[i];
-                    if !file.has_payload() {
-                        // A hard link whose content comes with another member of its set.
-                        match set.and_then(|s| set_content.get(&s)) {
-                            Some(content) => {
-                                std::fs::hard_link(content, &out_path)
-                                    .map_err(InstallError::io(&out_path))?;
-                                finish(i, &out_path)?;
-                            }
-                            None => match set {
-                                Some(s) => set_waiting.entry(s).or_default().push(i),
-                                None => {
-                                    // An empty file (rpm writes no data for size 0).
-                                    File::create(&out_path).map_err(InstallError::io(&out_path))?;
-                                    finish(i, &out_path)?;
-                                }
-                            },
+                    match (set, set.and_then(|s| set_content.get(&s))) {
+                        (_, Some(content)) => {
+                            link(content, &out_path)?;
+                            finish(i, &out_path)?;
                         }
-                    } else {
-                        let mut out =
+                        (Some(s), None) => set_waiting.entry(s).or_default().push(i),
+                        (None, None) => {
                             File::create(&out_path).map_err(InstallError::io(&out_path))?;
-                        let mut written = 0u64;
-                        loop {
-                            let n = file
-                                .read(&mut buf)
-                                .map_err(|e| bad(format!("cannot read the payload: {e}")))?;
-                            if n == 0 {
-                                break;
-                            }
-                            out.write_all(&buf[..n])
-                                .map_err(InstallError::io(&out_path))?;
-                            written += n as u64;
-                        }
-                        drop(out);
-                        if written != info.size {
-                            return Err(bad(format!(
-                                "{raw}: the payload holds {written} bytes, the header says {}",
-                                info.size
-                            )));
-                        }
-                        finish(i, &out_path)?;
-                        if let Some(s) = set {
-                            for member in set_waiting.remove(&s).unwrap_or_default() {
-                                let link = staged_path(member);
-                                std::fs::hard_link(&out_path, &link)
-                                    .map_err(InstallError::io(&link))?;
-                                finish(member, &link)?;
-                            }
-                            set_content.insert(s, out_path.clone());
+                            finish(i, &out_path)?;
                         }
                     }
                 }
+                FileKind::Regular => {
+                    let mut out = File::create(&out_path).map_err(InstallError::io(&out_path))?;
+                    // Never more than the header states (plus one byte to notice excess).
+                    let mut content = (&mut file).take(info.size + 1);
+                    let mut written = 0u64;
+                    loop {
+                        let n = content
+                            .read(&mut buf)
+                            .map_err(|e| bad(format!("cannot read the payload: {e}")))?;
+                        if n == 0 {
+                            break;
+                        }
+                        out.write_all(&buf[..n])
+                            .map_err(InstallError::io(&out_path))?;
+                        written += n as u64;
+                    }
+                    drop(out);
+                    if written != info.size {
+                        return Err(bad(format!(
+                            "{raw}: the payload holds {}{written} bytes, the header says {}",
+                            if written > info.size {
+                                "more than "
+                            } else {
+                                ""
+                            },
+                            info.size
+                        )));
+                    }
+                    finish(i, &out_path)?;
+                    if let Some(s) = header.link_sets[i] {
+                        for member in set_waiting.remove(&s).unwrap_or_default() {
+                            let member_path = staged_path(member);
+                            link(&out_path, &member_path)?;
+                            finish(member, &member_path)?;
+                        }
+                        set_content.insert(s, out_path);
+                    }
+                }
                 FileKind::Symlink => {
-                    let target = info.link.clone().unwrap_or_default();
-                    std::os::unix::fs::symlink(&target, &out_path)
+                    let target = info.link.as_deref().unwrap_or_default();
+                    std::os::unix::fs::symlink(target, &out_path)
                         .map_err(InstallError::io(&out_path))?;
                     finish(i, &out_path)?;
                 }
-                FileKind::Dir | FileKind::Special => continue,
+                FileKind::Dir | FileKind::Special => {}
             }
-            staged.insert(rel, rel_to(&self.root, &out_path));
         }
-        if let Some((_, members)) = set_waiting.into_iter().next() {
+        if let Some(members) = set_waiting.into_values().next() {
             return Err(bad(format!(
-                "the hard-link set of {} has no content in the payload",
+                "the hard-link set of /{} has no content in the payload",
                 header.files[members[0]].path
             )));
         }
-        // Members of sets linked after their content: record them too.
+        // Empty files the header lists and the payload leaves out.
         for (i, f) in header.files.iter().enumerate() {
-            if f.kind == FileKind::Regular && !f.is_ghost() && !staged.contains_key(&f.path) {
+            if f.kind == FileKind::Regular && !f.is_ghost() && f.size == 0 {
                 let p = staged_path(i);
-                if p.symlink_metadata().is_ok() {
-                    staged.insert(f.path.clone(), rel_to(&self.root, &p));
-                } else if f.size == 0 {
-                    // Listed in the header, absent from the payload: an empty file.
+                if p.symlink_metadata().is_err() {
                     File::create(&p).map_err(InstallError::io(&p))?;
                     finish(i, &p)?;
-                    staged.insert(f.path.clone(), rel_to(&self.root, &p));
-                } else {
-                    return Err(bad(format!("the payload has no content for /{}", f.path)));
                 }
             }
         }
         Ok(staged)
+    }
+}
+
+/// The steps of one transaction as they are decided, path by path.
+struct Planner<'a> {
+    installer: &'a BuiltinInstaller,
+    owners: Owners,
+    /// Paths owned by packages the transaction leaves alone.
+    kept_owner: HashMap<&'a str, (&'a str, &'a FileInfo)>,
+    /// Paths the transaction's new packages have claimed so far.
+    new_owner: HashMap<String, (String, FileInfo)>,
+    /// Directories the transaction creates.
+    made_dirs: BTreeSet<String>,
+    /// Paths of replaced or removed packages already dealt with.
+    gone: BTreeSet<String>,
+    ops: Vec<Op>,
+}
+
+impl Planner<'_> {
+    fn exists(&self, rel: &str) -> bool {
+        self.installer.root.join(rel).symlink_metadata().is_ok()
+    }
+
+    /// Where the next step keeps what it replaces.
+    fn backup_name(&self) -> String {
+        format!("{STATE_DIR}/tx/backup/{}", self.ops.len())
+    }
+
+    fn script(&mut self, package: &str, which: &str, s: &Option<Script>, arg: u32, fatal: bool) {
+        if let Some(script) = s {
+            self.ops.push(Op::Script {
+                package: package.to_owned(),
+                which: which.to_owned(),
+                script: script.clone(),
+                arg,
+                fatal,
+            });
+        }
+    }
+
+    /// Moves `path` aside to `to` (`.rpmsave`, `.rpmorig`), keeping an older `to`.
+    fn move_aside(&mut self, path: &str, to: String) {
+        if self.exists(&to) {
+            let backup = self.backup_name();
+            self.ops.push(Op::Delete {
+                target: to.clone(),
+                backup,
+            });
+        }
+        self.ops.push(Op::Rename {
+            target: path.to_owned(),
+            to,
+        });
+    }
+
+    /// Missing parents of `path`: created as rpm creates them (0755, root).
+    fn missing_parents(&mut self, path: &str) {
+        for parent in parents(path) {
+            if !self.exists(&parent) && self.made_dirs.insert(parent.clone()) {
+                self.ops.push(Op::MakeDir {
+                    target: parent,
+                    meta: Meta::IMPLICIT_DIR,
+                });
+            }
+        }
+    }
+
+    /// A directory of a new package: created, or given the package's attributes.
+    fn dir_entry(&mut self, label: &str, info: &FileInfo) -> Result<(), InstallError> {
+        // A directory an earlier package of this transaction set up stays as that one left
+        // it (rpm skips the later entries).
+        if self.new_owner.contains_key(&info.path) {
+            return Ok(());
+        }
+        self.new_owner
+            .insert(info.path.clone(), (label.to_owned(), info.clone()));
+        let meta = Meta::of_entry(info, &self.owners);
+        if self.made_dirs.contains(&info.path) {
+            // Created as another entry's parent: it gets this entry's attributes.
+            if let Some(Op::MakeDir { meta: m, .. }) = self
+                .ops
+                .iter_mut()
+                .rev()
+                .find(|op| matches!(op, Op::MakeDir { target, .. } if *target == info.path))
+            {
+                *m = meta;
+            }
+            return Ok(());
+        }
+        match std::fs::symlink_metadata(self.installer.root.join(&info.path)) {
+            Err(_) => {
+                self.made_dirs.insert(info.path.clone());
+                self.ops.push(Op::MakeDir {
+                    target: info.path.clone(),
+                    meta,
+                });
+            }
+            Ok(m) if m.is_dir() => {
+                let old = Meta::of_disk(&m);
+                if old != meta {
+                    self.ops.push(Op::SetDirMeta {
+                        target: info.path.clone(),
+                        new: meta,
+                        old,
+                    });
+                }
+            }
+            // A symlink to a directory stands in for it (rpm follows it too).
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => {
+                return Err(InstallError::UnsafePath {
+                    package: label.to_owned(),
+                    path: info.path.clone(),
+                    reason: "a file is in the way of this directory".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A file or link of a new package; `old` is the same path in the version it replaces.
+    fn file_entry(
+        &mut self,
+        label: &str,
+        info: &FileInfo,
+        old: Option<&FileInfo>,
+        staged: &HashMap<String, String>,
+    ) -> Result<(), InstallError> {
+        // Shared with another package: it must be identical, and it is already there (or
+        // placed by the earlier new package).
+        let other = match self.kept_owner.get(info.path.as_str()) {
+            Some((owner, theirs)) => Some(((*owner).to_owned(), *theirs)),
+            None => self
+                .new_owner
+                .get(&info.path)
+                .map(|(owner, theirs)| (owner.clone(), theirs)),
+        };
+        if let Some((owner, theirs)) = other {
+            if !info.same_as(theirs) {
+                return Err(InstallError::Conflict {
+                    path: info.path.clone(),
+                    package: label.to_owned(),
+                    owner,
+                });
+            }
+            return Ok(());
+        }
+        self.new_owner
+            .insert(info.path.clone(), (label.to_owned(), info.clone()));
+        let target = self.installer.root.join(&info.path);
+        if target.is_dir() && !target.is_symlink() {
+            return Err(InstallError::UnsafePath {
+                package: label.to_owned(),
+                path: info.path.clone(),
+                reason: "a directory is in the way".into(),
+            });
+        }
+        let fate = match (info.is_config(), old) {
+            (false, _) => Fate::Create,
+            (true, Some(old)) => fate::upgrade(&target, old, info),
+            (true, None) => fate::unowned(&target, info),
+        };
+        let staged = staged
+            .get(&info.path)
+            .cloned()
+            .ok_or_else(|| InstallError::Package {
+                package: label.to_owned(),
+                reason: format!("the payload has no content for /{}", info.path),
+            })?;
+        let target = match fate {
+            Fate::Skip => return Ok(()),
+            Fate::Create => info.path.clone(),
+            Fate::AltName => format!("{}.rpmnew", info.path),
+            Fate::Save | Fate::Backup => {
+                let suffix = if fate == Fate::Save {
+                    "rpmsave"
+                } else {
+                    "rpmorig"
+                };
+                self.move_aside(&info.path, format!("{}.{suffix}", info.path));
+                info.path.clone()
+            }
+        };
+        // What is there (unless just moved aside) is kept for a rollback.
+        let moved = matches!(fate, Fate::Save | Fate::Backup);
+        let backup = (!moved && self.exists(&target)).then(|| self.backup_name());
+        self.ops.push(Op::Place {
+            target,
+            staged,
+            backup,
+        });
+        Ok(())
+    }
+
+    /// A replaced or removed package: `%preun`, its paths nothing owns any more (an edited
+    /// config saved as `.rpmsave`), its empty directories, `%postun`.
+    fn erase(&mut self, old: &InstalledRecord, arg: u32, new_paths: &BTreeSet<&str>) {
+        let name = &old.package.name;
+        self.script(name, "%preun", &old.scripts.preun, arg, true);
+        let mut dirs = Vec::new();
+        for f in &old.entries {
+            if new_paths.contains(f.path.as_str())
+                || self.kept_owner.contains_key(f.path.as_str())
+                || !self.gone.insert(f.path.clone())
+            {
+                continue;
+            }
+            if f.kind == FileKind::Dir {
+                dirs.push(f);
+                continue;
+            }
+            let target = self.installer.root.join(&f.path);
+            if target.symlink_metadata().is_err() || (target.is_dir() && !target.is_symlink()) {
+                continue;
+            }
+            let edited_config = f.is_config()
+                && !f.is_ghost()
+                && f.kind == FileKind::Regular
+                && !fate::disk_matches(&target, f);
+            if edited_config {
+                self.move_aside(&f.path, format!("{}.rpmsave", f.path));
+            } else {
+                let backup = self.backup_name();
+                self.ops.push(Op::Delete {
+                    target: f.path.clone(),
+                    backup,
+                });
+            }
+        }
+        // Its directories, deepest first, when empty.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
+        for d in dirs {
+            if let Ok(m) = std::fs::symlink_metadata(self.installer.root.join(&d.path))
+                && m.is_dir()
+            {
+                self.ops.push(Op::RemoveDir {
+                    target: d.path.clone(),
+                    meta: Meta::of_disk(&m),
+                });
+            }
+        }
+        self.script(name, "%postun", &old.scripts.postun, arg, false);
+    }
+}
+
+impl Meta {
+    /// A parent directory rpm creates because a path needs it.
+    const IMPLICIT_DIR: Meta = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: None,
+    };
+
+    /// What a package entry asks for, names resolved in the root.
+    fn of_entry(info: &FileInfo, owners: &Owners) -> Meta {
+        Meta {
+            mode: info.mode,
+            uid: owners.uid(&info.user),
+            gid: owners.gid(&info.group),
+            mtime: Some(i64::from(info.mtime)),
+        }
+    }
+
+    /// What a path on disk has.
+    fn of_disk(m: &std::fs::Metadata) -> Meta {
+        use std::os::unix::fs::MetadataExt;
+        Meta {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: Some(m.mtime()),
+        }
     }
 }
 
@@ -1233,17 +1246,30 @@ fn rpm_order(after: &[BTreeSet<usize>]) -> Vec<usize> {
     order
 }
 
-/// For each package, the others of the list it requires.
-fn requirements<'a>(packages: &[(&'a [String], &'a [String])]) -> Vec<BTreeSet<usize>> {
+/// What one package requires, and what it provides besides its file paths.
+struct Deps<'a> {
+    requires: &'a [String],
+    provides: &'a [String],
+    files: &'a [FileInfo],
+}
+
+/// For each package, the others of the list it requires (a name, or a file path, that
+/// another package of the list provides).
+fn requirements(packages: &[Deps<'_>]) -> Vec<BTreeSet<usize>> {
+    let mut providers: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in packages.iter().enumerate() {
+        let paths = p.files.iter().map(|f| format!("/{}", f.path));
+        for name in p.provides.iter().cloned().chain(paths) {
+            providers.entry(name).or_default().push(i);
+        }
+    }
     packages
         .iter()
         .enumerate()
-        .map(|(i, (requires, _))| {
-            requires
+        .map(|(i, p)| {
+            p.requires
                 .iter()
-                .filter_map(|req| {
-                    (0..packages.len()).find(|&j| j != i && packages[j].1.contains(req))
-                })
+                .filter_map(|req| providers.get(req)?.iter().copied().find(|&j| j != i))
                 .collect()
         })
         .collect()
@@ -1251,9 +1277,13 @@ fn requirements<'a>(packages: &[(&'a [String], &'a [String])]) -> Vec<BTreeSet<u
 
 /// Installs: a package after what it requires.
 fn order_installs(elements: &mut Vec<Element>) {
-    let deps: Vec<(&[String], &[String])> = elements
+    let deps: Vec<Deps<'_>> = elements
         .iter()
-        .map(|e| (e.header.requires.as_slice(), e.header.provides.as_slice()))
+        .map(|e| Deps {
+            requires: &e.header.requires,
+            provides: &e.header.provides,
+            files: &e.header.files,
+        })
         .collect();
     let order = rpm_order(&requirements(&deps));
     let mut slots: Vec<Option<Element>> = std::mem::take(elements).into_iter().map(Some).collect();
@@ -1262,13 +1292,16 @@ fn order_installs(elements: &mut Vec<Element>) {
 
 /// Removals: a package before what it requires.
 fn order_erases(records: Vec<InstalledRecord>) -> Vec<InstalledRecord> {
-    let deps: Vec<(&[String], &[String])> = records
+    let deps: Vec<Deps<'_>> = records
         .iter()
-        .map(|r| (r.requires.as_slice(), r.provides.as_slice()))
+        .map(|r| Deps {
+            requires: &r.requires,
+            provides: &r.provides,
+            files: &r.entries,
+        })
         .collect();
-    let requires = requirements(&deps);
     let mut after = vec![BTreeSet::new(); records.len()];
-    for (i, reqs) in requires.iter().enumerate() {
+    for (i, reqs) in requirements(&deps).iter().enumerate() {
         for &j in reqs {
             after[j].insert(i);
         }

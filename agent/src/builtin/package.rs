@@ -129,19 +129,28 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    /// Every scriptlet with its rpm name.
-    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Script)> {
-        [
+    /// The scriptlets a package runs when it is installed, with their rpm names.
+    pub fn install_side(&self) -> impl Iterator<Item = (&'static str, &Script)> {
+        named([
             ("%pretrans", &self.pretrans),
             ("%pre", &self.pre),
             ("%post", &self.post),
-            ("%preun", &self.preun),
-            ("%postun", &self.postun),
             ("%posttrans", &self.posttrans),
-        ]
+        ])
+    }
+
+    /// The scriptlets a package runs when it is replaced or removed.
+    pub fn erase_side(&self) -> impl Iterator<Item = (&'static str, &Script)> {
+        named([("%preun", &self.preun), ("%postun", &self.postun)])
+    }
+}
+
+fn named<'a, const N: usize>(
+    scripts: [(&'static str, &'a Option<Script>); N],
+) -> impl Iterator<Item = (&'static str, &'a Script)> {
+    scripts
         .into_iter()
         .filter_map(|(name, s)| s.as_ref().map(|s| (name, s)))
-    }
 }
 
 /// The payload compressors rpm writes.
@@ -165,7 +174,8 @@ pub(crate) struct Header {
     /// are one inode), `None` when it has one link.
     pub link_sets: Vec<Option<usize>>,
     pub scripts: Scripts,
-    /// Names the package provides (its own name included) and requires.
+    /// Names the package provides (its own name included; its file paths count as provided
+    /// too when packages are ordered) and requires.
     pub provides: Vec<String>,
     pub requires: Vec<String>,
     payload_offset: u64,
@@ -174,6 +184,12 @@ pub(crate) struct Header {
 
 /// Reads the header of `rpm_path`. `Err` says what is wrong in words.
 pub(crate) fn read_header(rpm_path: &Path) -> Result<Header, String> {
+    // The rpm crate may panic on malformed input: a bad package is an error, never a crash.
+    std::panic::catch_unwind(|| parse_header(rpm_path))
+        .unwrap_or_else(|_| Err("malformed RPM header (the reader gave up on it)".into()))
+}
+
+fn parse_header(rpm_path: &Path) -> Result<Header, String> {
     let file =
         File::open(rpm_path).map_err(|e| format!("cannot open {}: {e}", rpm_path.display()))?;
     let mut reader = BufReader::new(file);
@@ -272,7 +288,6 @@ pub(crate) fn read_header(rpm_path: &Path) -> Result<Header, String> {
     };
     let mut provides = names(IndexTag::RPMTAG_PROVIDENAME);
     provides.push(name.clone());
-    provides.extend(files.iter().map(|f| format!("/{}", f.path)));
     let requires = names(IndexTag::RPMTAG_REQUIRENAME)
         .into_iter()
         .filter(|r| !r.starts_with("rpmlib("))

@@ -2,6 +2,7 @@
 //! its packages there with `rpm --justdb` (headers only; files and scriptlets are the
 //! installer's), after a snapshot of the database that a rollback puts back.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,42 +121,60 @@ impl RpmDb {
             cmd.args(install);
             run(cmd, "rpm -U --justdb")?;
         }
-        let known: Vec<&String> = erase.iter().filter(|p| self.has(p)).collect();
-        if !known.is_empty() {
-            let mut cmd = rpm_command(&self.root);
-            cmd.args(["-e", "--justdb", "--noscripts", "--notriggers", "--nodeps"]);
-            cmd.args(known);
-            run(cmd, "rpm -e --justdb")?;
+        if !erase.is_empty() {
+            // Only what rpm lists (a package installed before the database existed is not).
+            let listed: BTreeSet<String> = self
+                .list()?
+                .into_iter()
+                .map(|p| format!("{}.{}", p.name, p.arch))
+                .collect();
+            let known: Vec<&String> = erase.iter().filter(|p| listed.contains(*p)).collect();
+            if !known.is_empty() {
+                let mut cmd = rpm_command(&self.root);
+                cmd.args(["-e", "--justdb", "--noscripts", "--notriggers", "--nodeps"]);
+                cmd.args(known);
+                run(cmd, "rpm -e --justdb")?;
+            }
         }
         Ok(())
     }
 
-    fn has(&self, name_arch: &str) -> bool {
-        rpm_command(&self.root)
-            .args(["-q", name_arch])
-            .output()
-            .is_ok_and(|o| o.status.success())
+    /// Every package the database lists, without its files (one quick query).
+    pub(crate) fn list(&self) -> Result<Vec<DbPackage>, String> {
+        self.query(&["-qa"], "")
     }
 
-    /// Every package the database lists, with its files and uninstall scriptlets (what the
-    /// installer needs to upgrade or remove a package it did not install itself).
-    pub(crate) fn packages(&self) -> Result<Vec<DbPackage>, String> {
-        const SEP: &str = "\u{1f}";
-        let qf = format!(
-            "@@pkg{SEP}%{{NAME}}{SEP}%{{EPOCHNUM}}{SEP}%{{VERSION}}{SEP}%{{RELEASE}}{SEP}%{{ARCH}}\\n\
-             @@preun{SEP}%{{PREUNPROG}}{SEP}%{{PREUN}}\\n@@end\\n\
+    /// The packages named (`name-version-release.arch`) with their files, requirements and
+    /// uninstall scriptlets: what the installer needs to upgrade or remove a package it did
+    /// not install itself.
+    pub(crate) fn details(&self, nevras: &[String]) -> Result<Vec<DbPackage>, String> {
+        if nevras.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["-q"];
+        args.extend(nevras.iter().map(String::as_str));
+        self.query(&args, &format!(
+            "@@preun{SEP}%{{PREUNPROG}}{SEP}%{{PREUN}}\\n@@end\\n\
              @@postun{SEP}%{{POSTUNPROG}}{SEP}%{{POSTUN}}\\n@@end\\n\
-             [@@file{SEP}%{{FILENAMES}}{SEP}%{{FILEMODES}}{SEP}%{{FILEUSERNAME}}{SEP}%{{FILEGROUPNAME}}{SEP}%{{FILEMTIMES}}{SEP}%{{FILESIZES}}{SEP}%{{FILEFLAGS}}{SEP}%{{FILEDIGESTALGO}}{SEP}%{{FILEDIGESTS}}{SEP}%{{FILELINKTOS}}{SEP}%{{FILECAPS}}\\n]"
+             [@@req{SEP}%{{REQUIRENAME}}\\n][@@prov{SEP}%{{PROVIDENAME}}\\n]\
+             [@@file{SEP}%{{FILENAMES}}{SEP}%{{FILEMODES}}{SEP}%{{FILEUSERNAME}}{SEP}%{{FILEGROUPNAME}}{SEP}%{{FILEMTIMES}}{SEP}%{{FILESIZES}}{SEP}%{{FILEFLAGS}}{SEP}%{{=FILEDIGESTALGO}}{SEP}%{{FILEDIGESTS}}{SEP}%{{FILELINKTOS}}{SEP}%{{FILECAPS}}\\n]"
+        ))
+    }
+
+    /// Runs `rpm <args> --qf` with one `@@pkg` line per package, then `more` of it.
+    fn query(&self, args: &[&str], more: &str) -> Result<Vec<DbPackage>, String> {
+        let qf = format!(
+            "@@pkg{SEP}%{{NAME}}{SEP}%{{EPOCHNUM}}{SEP}%{{VERSION}}{SEP}%{{RELEASE}}{SEP}%{{ARCH}}\\n{more}"
         );
         let out = rpm_command(&self.root)
-            .args(["-qa", "--qf", &qf])
+            .args(args)
+            .args(["--qf", &qf])
             .output()
-            .map_err(|e| format!("cannot run rpm -qa: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "rpm -qa failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            .map_err(|e| format!("cannot run rpm {}: {e}", args[0]))?;
+        // rpm reports a bad query format on stderr and still exits 0.
+        let stderr = rpm_stderr(&out.stderr);
+        if !out.status.success() || stderr.contains("error:") {
+            return Err(format!("rpm {} failed: {stderr}", args[0]));
         }
         parse_query(&String::from_utf8_lossy(&out.stdout))
     }
@@ -171,10 +190,24 @@ pub(crate) struct DbPackage {
     pub arch: String,
     pub files: Vec<FileInfo>,
     pub scripts: Scripts,
+    pub requires: Vec<String>,
+    pub provides: Vec<String>,
 }
 
+impl DbPackage {
+    /// `name-version-release.arch`, as `rpm -q` takes it.
+    pub(crate) fn nevra(&self) -> String {
+        format!(
+            "{}-{}-{}.{}",
+            self.name, self.version, self.release, self.arch
+        )
+    }
+}
+
+/// Separates the fields of a query line (no package name, path or script holds it).
+const SEP: char = '\u{1f}';
+
 fn parse_query(text: &str) -> Result<Vec<DbPackage>, String> {
-    const SEP: char = '\u{1f}';
     let mut packages: Vec<DbPackage> = Vec::new();
     let mut lines = text.lines();
     let script = |prog: &str, body: String| -> Option<Script> {
@@ -198,7 +231,20 @@ fn parse_query(text: &str) -> Result<Vec<DbPackage>, String> {
                 arch: fields[5].into(),
                 files: Vec::new(),
                 scripts: Scripts::default(),
+                requires: Vec::new(),
+                provides: Vec::new(),
             }),
+            "@@req" | "@@prov" if fields.len() == 2 => {
+                let pkg = packages.last_mut().ok_or("rpm -q output out of order")?;
+                let list = if fields[0] == "@@req" {
+                    &mut pkg.requires
+                } else {
+                    &mut pkg.provides
+                };
+                if !fields[1].starts_with("rpmlib(") && fields[1] != "(none)" {
+                    list.push(fields[1].to_owned());
+                }
+            }
             "@@preun" | "@@postun" if fields.len() == 3 => {
                 // The body runs to the `@@end` line (scripts span lines).
                 let mut body = fields[2].to_owned();
