@@ -12,10 +12,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patch_format::testing::{Payload, SpecRpm};
+use patch_format::testing::{Payload, SpecRpm, roots};
 use patch_format::{PatchBuilder, PatchMetadata, Status};
 use serde_json::Value;
 
@@ -24,7 +23,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__agent") {
-        return run_agent(&args[1..]);
+        return support::run_agent(&args[1..]);
     }
     let opt = |name: &str, default: &str| support::opt(&args, name, default);
     let packages: usize = opt("--packages", "40").parse()?;
@@ -113,7 +112,7 @@ fn main() -> Result<()> {
     for round in 0..rounds {
         // Baseline: rpm -U of the same files, local, on a root where rpm installed v1.
         let rpm_root = dir.join(format!("roots/rpm-{round}"));
-        init_rpmdb(&rpm_root)?;
+        roots::init_rpmdb(&rpm_root)?;
         rpm_u(&rpm_root, &v1_files)?;
         let t = Instant::now();
         rpm_u(&rpm_root, &v2_files)?;
@@ -123,10 +122,10 @@ fn main() -> Result<()> {
         call("remove/BENCH_UPGRADE").ok();
         let host = format!("bench-{round}");
         let root = dir.join(format!("roots/{host}"));
-        init_rpmdb(&root)?;
+        roots::init_rpmdb(&root)?;
         let agent = |mode: &str| {
             let mut c = Command::new(&me);
-            c.args(["__agent", &agent_url, "bench-agent-token", &host])
+            c.args(["__agent", &agent_url, "bench-agent-token", &host, "worker"])
                 .arg(&root)
                 .arg(mode)
                 .env("RUST_LOG", "warn")
@@ -175,14 +174,8 @@ fn main() -> Result<()> {
         peak_rss = peak_rss.max(vm_hwm_kib(daemon.id()));
         let _ = daemon.kill();
         let _ = daemon.wait();
-        let qa = Command::new("rpm")
-            .arg("--root")
-            .arg(&root)
-            .args(["--dbpath", "/var/lib/rpm", "-qa"])
-            .stderr(Stdio::null())
-            .output()?;
-        let listed = String::from_utf8_lossy(&qa.stdout)
-            .lines()
+        let listed = roots::rpm_lines(&root, &["-qa"])
+            .iter()
             .filter(|l| l.contains("-2.0-1"))
             .count();
         if listed != packages {
@@ -222,69 +215,10 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn init_rpmdb(root: &Path) -> Result<()> {
-    std::fs::create_dir_all(root.join("var/lib/rpm"))?;
-    let ok = Command::new("rpm")
-        .arg("--root")
-        .arg(root)
-        .args(["--dbpath", "/var/lib/rpm", "--initdb"])
-        .stderr(Stdio::null())
-        .status()?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err("rpm --initdb failed".into())
-    }
-}
-
+/// `rpm -U` of `files` into `root`, as the baseline (and the base load) installs them.
 fn rpm_u(root: &Path, files: &[PathBuf]) -> Result<()> {
-    let ok = Command::new("rpm")
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--dbpath",
-            "/var/lib/rpm",
-            "-U",
-            "--nodeps",
-            "--nosignature",
-        ])
-        .args(files)
-        .stderr(Stdio::null())
-        .status()?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err("rpm -U failed".into())
+    match roots::rpm_upgrade(root, files) {
+        (true, _) => Ok(()),
+        (false, lines) => Err(format!("rpm -U failed: {}", lines.join("; ")).into()),
     }
-}
-
-/// The host: this executable in agent mode (the `agent` library, as `sw-patch-agent`).
-fn run_agent(args: &[String]) -> Result<()> {
-    let [url, token, host, root, mode] = args else {
-        return Err("usage: __agent URL TOKEN HOST ROOT boot|run".into());
-    };
-    let config = agent::AgentConfig {
-        heartbeat: Duration::from_secs(1),
-        ..agent::AgentConfig::new(
-            url,
-            token,
-            host,
-            patch_format::Personality::Worker,
-            "19.01",
-            root,
-        )
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let agent = Arc::new(agent::Agent::open(config)?);
-        if mode == "boot" {
-            agent.install(true, true, 0).await;
-            return Ok(());
-        }
-        let (_stop, rx) = tokio::sync::watch::channel(false);
-        agent.run(rx).await;
-        Ok(())
-    })
 }

@@ -9,12 +9,15 @@
 //! Run: `cargo run --release --example cluster_walkthrough [-- <work-dir>]`
 //! (default work dir: `target/stx-patch-cluster`, recreated on each run).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controller::{Controller, ControllerConfig};
+use patch_format::testing::roots;
 use patch_format::testing::{Payload, SpecRpm, TestRpm, rpmbuild_available};
 use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
 use patch_sign::PrivateKey;
@@ -35,7 +38,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.first().map(String::as_str) == Some("__agent") {
-        run_agent(&args[1..])
+        support::run_agent(&args[1..])
     } else {
         walkthrough(
             args.first()
@@ -50,28 +53,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A host: this same executable in agent mode (the `agent` library, as `sw-patch-agent`).
-fn run_agent(args: &[String]) -> Result<()> {
-    let [url, token, host, personality, root, mode] = args else {
-        return Err("usage: __agent URL TOKEN HOST PERSONALITY ROOT boot|run".into());
-    };
-    let config = agent::AgentConfig {
-        heartbeat: Duration::from_secs(1),
-        ..agent::AgentConfig::new(url, token, host, personality.parse()?, "19.01", root)
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let agent = Arc::new(agent::Agent::open(config)?);
-        if mode == "boot" {
-            agent.install(true, true, 0).await;
-            return Ok(());
-        }
-        let (_stop, rx) = tokio::sync::watch::channel(false);
-        agent.run(rx).await;
-        Ok(())
-    })
 }
 
 struct Cluster {
@@ -205,29 +186,19 @@ impl Cluster {
 /// payloads, a hard link, a `%config(noreplace)` file and, when the hosts have a shell to
 /// run it, a `%post` scriptlet — what a StarlingX build produces), else with the `rpm`
 /// crate's builder (gzip, plain files).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Packager {
     rpmbuild: bool,
     /// A static busybox to give every host root a `/bin/sh` for scriptlets.
-    busybox: Option<&'static str>,
+    busybox: Option<PathBuf>,
 }
 
 impl Packager {
     fn detect() -> Packager {
         let rpmbuild = rpmbuild_available();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| {
-            Command::new("ldd")
-                .arg(p)
-                .env("LC_ALL", "C")
-                .output()
-                .is_ok_and(|o| {
-                    String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
-                        || String::from_utf8_lossy(&o.stderr).contains("not a dynamic")
-                })
-        });
         Packager {
             rpmbuild,
-            busybox: busybox.filter(|_| rpmbuild),
+            busybox: roots::static_busybox().filter(|_| rpmbuild),
         }
     }
 
@@ -283,40 +254,20 @@ impl Packager {
 
     /// Prepares a host root: the shell scriptlets run with and an rpm database.
     fn prepare_root(&self, root: &Path) -> Result<()> {
-        if let Some(busybox) = self.busybox {
-            std::fs::create_dir_all(root.join("bin"))?;
+        if let Some(busybox) = &self.busybox {
+            roots::give_shell(root, busybox)?;
             std::fs::create_dir_all(root.join("var/log"))?;
-            std::fs::copy(busybox, root.join("bin/busybox"))?;
-            std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
         }
         if self.rpmbuild {
-            std::fs::create_dir_all(root.join("var/lib/rpm"))?;
-            let ok = Command::new("rpm")
-                .arg("--root")
-                .arg(root)
-                .args(["--dbpath", "/var/lib/rpm", "--initdb"])
-                .stderr(Stdio::null())
-                .status()?
-                .success();
-            if !ok {
-                return Err(format!("rpm --initdb failed in {}", root.display()).into());
-            }
+            roots::init_rpmdb(root)?;
         }
         Ok(())
     }
 }
 
 /// `rpm -qa` of a host root, as the host's own rpm sees it.
-fn rpm_qa(root: &Path) -> Result<String> {
-    let out = Command::new("rpm")
-        .arg("--root")
-        .arg(root)
-        .args(["--dbpath", "/var/lib/rpm", "-qa"])
-        .stderr(Stdio::null())
-        .output()?;
-    let mut lines: Vec<&str> = std::str::from_utf8(&out.stdout)?.lines().collect();
-    lines.sort();
-    Ok(lines.join(" "))
+fn rpm_qa(root: &Path) -> String {
+    roots::rpm_lines(root, &["-qa"]).join(" ")
 }
 
 fn walkthrough(work: PathBuf) -> Result<()> {
@@ -506,10 +457,10 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     );
 
     if packager.rpmbuild {
-        println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root)?);
+        println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root));
     }
 
-    strategy_rollout(&cluster, &vim_url, &work, &key, packager)?;
+    strategy_rollout(&cluster, &vim_url, &work, &key, &packager)?;
 
     println!("\n== Remove the patches");
     println!("\n$ sw-patch remove 003 002 001");
@@ -531,7 +482,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         root.join("usr/bin/newpkg").exists()
     );
     if packager.rpmbuild {
-        println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root)?);
+        println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root));
         let log = root.join("var/log/stx-patch-demo.log");
         if log.exists() {
             println!(
@@ -552,7 +503,7 @@ fn strategy_rollout(
     vim_url: &str,
     work: &Path,
     key: &PrivateKey,
-    packager: Packager,
+    packager: &Packager,
 ) -> Result<()> {
     use stx_patch_cli::strategy_text::{ShowOptions, strategy_text};
     use stx_patch_cli::vim_client::VimClient;

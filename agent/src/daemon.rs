@@ -732,14 +732,7 @@ impl Agent {
         } else {
             let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&output.stderr));
-            let tail: String = text
-                .chars()
-                .rev()
-                .take(500)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail = crate::builtin::output_tail(&text, 500);
             Err(format!(
                 "restart script {} of {} failed ({}): {}",
                 script.name,

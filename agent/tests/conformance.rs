@@ -6,145 +6,17 @@
 //! `.rpmnew`/`.rpmsave`/`.rpmorig`, the scriptlets' trace — and so must `rpm -qa` and
 //! `rpm -Va` on the two databases.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
+mod common;
+
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use agent::{BuiltinInstaller, InstallError, Transaction, TransactionPackage};
+use common::{make_root, rpm_state, tree};
 use host_state::InstalledPackage;
 use patch_format::Evr;
+use patch_format::testing::roots::{rpm, rpm_upgrade, run_rpm};
 use patch_format::testing::{Payload, SpecRpm, rpmbuild_available};
-use sha2::{Digest, Sha256};
-
-const PASSWD: &str =
-    "root:x:0:0:root:/root:/bin/sh\nsysinv:x:168:168::/var/lib/sysinv:/sbin/nologin\n";
-const GROUP: &str = "root:x:0:\nsysinv:x:169:\n";
-
-fn rpm(root: &Path) -> Command {
-    let mut c = Command::new("rpm");
-    c.arg("--root").arg(root).args(["--dbpath", "/var/lib/rpm"]);
-    c
-}
-
-fn rpm_out(mut cmd: Command) -> (bool, String) {
-    let out = cmd.output().expect("rpm runs");
-    let text: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&out.stderr).lines())
-        .filter(|l| !l.contains("use Alien instead") && !l.contains("assuming you know"))
-        .map(str::to_owned)
-        .collect();
-    (out.status.success(), text.join("\n"))
-}
-
-/// Times in packages (`SOURCE_DATE_EPOCH`) and test edits are before this; directory times
-/// after it are the wall clock.
-const PACKAGE_TIME_BOUND: i64 = 1_760_000_000;
-
-/// A root a scriptlet can run in: a static shell, the system's user tables, an rpm database.
-fn make_root(root: &Path) {
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::create_dir_all(root.join("var/lib/rpm")).unwrap();
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static is installed (./scripts/test.sh installs it)");
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    std::fs::write(root.join("etc/passwd"), PASSWD).unwrap();
-    std::fs::write(root.join("etc/group"), GROUP).unwrap();
-    let mut init = rpm(root);
-    init.arg("--initdb");
-    let (ok, text) = rpm_out(init);
-    assert!(ok, "rpm --initdb: {text}");
-}
-
-/// One path's state as compared between the roots.
-#[derive(Debug, PartialEq, Eq)]
-struct Node {
-    kind: char,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    sha256: String,
-    link: String,
-    /// Files and links; directories whose time is a package's.
-    mtime: Option<i64>,
-    caps: Option<Vec<u8>>,
-}
-
-/// The tree (without the installer's state and the rpm database files) and its hard-link
-/// groups (sets of paths sharing an inode).
-fn tree(root: &Path) -> (BTreeMap<String, Node>, BTreeSet<Vec<String>>) {
-    let mut nodes = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if rel.starts_with("var/lib/stx-patch") || rel.starts_with("var/lib/rpm") {
-                continue;
-            }
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            let t = m.file_type();
-            let (kind, sha256, link) = if t.is_symlink() {
-                (
-                    'l',
-                    String::new(),
-                    std::fs::read_link(&path)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                )
-            } else if t.is_dir() {
-                stack.push(path.clone());
-                ('d', String::new(), String::new())
-            } else {
-                inodes.entry(m.ino()).or_default().push(rel.clone());
-                (
-                    'f',
-                    hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
-                    String::new(),
-                )
-            };
-            // A directory's time is when its last entry came or went (the wall clock in both
-            // roots) unless nothing touched it since it got the package's time; the trace is
-            // written by scriptlets at run time.
-            let timed = (kind != 'd' || m.mtime() < PACKAGE_TIME_BOUND) && rel != "trace";
-            nodes.insert(
-                rel,
-                Node {
-                    kind,
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    size: if kind == 'd' { 0 } else { m.size() },
-                    sha256,
-                    link,
-                    mtime: timed.then(|| m.mtime()),
-                    caps: if kind == 'f' {
-                        xattr::get(&path, "security.capability").ok().flatten()
-                    } else {
-                        None
-                    },
-                },
-            );
-        }
-    }
-    let links = inodes.into_values().filter(|v| v.len() > 1).map(|mut v| {
-        v.sort();
-        v
-    });
-    (nodes, links.collect())
-}
 
 /// Two roots side by side: ours (the builtin installer) and rpm's.
 struct Pair {
@@ -223,10 +95,7 @@ impl Pair {
         let ours = self.installer.apply(&tx);
         let mut ok = true;
         if !files.is_empty() {
-            let mut cmd = rpm(&self.theirs);
-            cmd.args(["-U", "--oldpackage", "--nodeps", "--nosignature"])
-                .args(&files);
-            ok &= rpm_out(cmd).0;
+            ok &= rpm_upgrade(&self.theirs, &files).0;
         }
         if !remove.is_empty() {
             let mut cmd = rpm(&self.theirs);
@@ -234,9 +103,19 @@ impl Pair {
             for (n, a) in remove {
                 cmd.arg(format!("{n}.{a}"));
             }
-            ok &= rpm_out(cmd).0;
+            ok &= run_rpm(cmd).0;
         }
         (ours, ok)
+    }
+
+    /// A step both installers must take; then the roots must be equal.
+    fn both(&mut self, install: &[&SpecRpm], remove: &[(&str, &str)], when: &str) {
+        let (ours, theirs) = self.step(install, remove);
+        if let Err(e) = ours {
+            panic!("{when}: the builtin installer failed: {e}");
+        }
+        assert!(theirs, "{when}: rpm failed");
+        self.assert_same(when);
     }
 
     /// Asserts the two roots and databases are equal.
@@ -262,24 +141,9 @@ impl Pair {
             diffs.join("\n")
         );
         assert_eq!(our_links, their_links, "{when}: hard-link groups differ");
-        let query = |root: &Path, args: &[&str]| {
-            let mut cmd = rpm(root);
-            cmd.args(args);
-            let (_, text) = rpm_out(cmd);
-            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-            lines.sort();
-            lines
-        };
-        assert_eq!(
-            query(&self.ours, &["-qa"]),
-            query(&self.theirs, &["-qa"]),
-            "{when}: rpm -qa differs"
-        );
-        assert_eq!(
-            query(&self.ours, &["-Va"]),
-            query(&self.theirs, &["-Va"]),
-            "{when}: rpm -Va differs"
-        );
+        let (ours, theirs) = (rpm_state(&self.ours), rpm_state(&self.theirs));
+        assert_eq!(ours.0, theirs.0, "{when}: rpm -qa differs");
+        assert_eq!(ours.1, theirs.1, "{when}: rpm -Va differs");
     }
 
     /// Writes the same administrator edit into both roots (same content, same time).
@@ -427,10 +291,7 @@ fn every_payload_compressor_installs_as_rpm_installs_it() {
     for (n, payload) in Payload::ALL.into_iter().enumerate() {
         let spec = feature_package(&format!("pay{n}"), 1, payload);
         p.build(&spec);
-        let (ours, theirs) = p.step(&[&spec], &[]);
-        ours.unwrap_or_else(|e| panic!("{payload:?}: {e}"));
-        assert!(theirs, "rpm installs the {payload:?} package");
-        p.assert_same(&format!("install of a {payload:?} payload"));
+        p.both(&[&spec], &[], &format!("install of a {payload:?} payload"));
     }
     // The comparison saw the features, not their absence in both roots.
     let (nodes, links) = tree(&p.ours);
@@ -468,10 +329,7 @@ fn digest_algorithms_and_config_rules_follow_rpm() {
         let mut spec = feature_package(&format!("dig{algo}"), 1, Payload::Xz);
         spec.digest_algorithm = algo;
         p.build(&spec);
-        let (ours, theirs) = p.step(&[&spec], &[]);
-        ours.unwrap();
-        assert!(theirs);
-        p.assert_same(&format!("file digest algorithm {algo}"));
+        p.both(&[&spec], &[], &format!("file digest algorithm {algo}"));
         // An edited config under any digest algorithm survives an upgrade.
         p.edit(
             &format!("etc/dig{algo}/dig{algo}.conf"),
@@ -480,10 +338,11 @@ fn digest_algorithms_and_config_rules_follow_rpm() {
         let mut v2 = feature_package(&format!("dig{algo}"), 2, Payload::Xz);
         v2.digest_algorithm = algo;
         p.build(&v2);
-        let (ours, theirs) = p.step(&[&v2], &[]);
-        ours.unwrap();
-        assert!(theirs);
-        p.assert_same(&format!("upgrade with digest algorithm {algo}"));
+        p.both(
+            &[&v2],
+            &[],
+            &format!("upgrade with digest algorithm {algo}"),
+        );
         assert!(
             p.ours
                 .join(format!("etc/dig{algo}/dig{algo}.conf.rpmnew"))
@@ -506,10 +365,7 @@ fn upgrade_downgrade_and_removal_follow_rpm() {
         std::fs::create_dir_all(root.join("etc/sysinv")).unwrap();
     }
     p.edit("etc/sysinv/plain.conf", "hand-written before the package\n");
-    let (ours, theirs) = p.step(&[&v1], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("install over an unowned config");
+    p.both(&[&v1], &[], "install over an unowned config");
     assert!(p.ours.join("etc/sysinv/plain.conf.rpmorig").exists());
 
     // Administrator edits both configs; the upgrade keeps noreplace (+.rpmnew) and saves the
@@ -517,10 +373,7 @@ fn upgrade_downgrade_and_removal_follow_rpm() {
     p.edit("etc/sysinv/sysinv.conf", "edited noreplace\n");
     p.edit("etc/sysinv/plain.conf", "edited plain\n");
     p.edit("etc/sysinv/same.conf", "edited, package unchanged\n");
-    let (ours, theirs) = p.step(&[&v2], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("upgrade 1 → 2");
+    p.both(&[&v2], &[], "upgrade 1 → 2");
     assert_eq!(
         std::fs::read_to_string(p.ours.join("etc/sysinv/sysinv.conf")).unwrap(),
         "edited noreplace\n"
@@ -535,15 +388,9 @@ fn upgrade_downgrade_and_removal_follow_rpm() {
     );
 
     // The patch is removed: back to the base version (a downgrade).
-    let (ours, theirs) = p.step(&[&v1], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("downgrade 2 → 1");
+    p.both(&[&v1], &[], "downgrade 2 → 1");
 
-    let (ours, theirs) = p.step(&[], &[("sysinv", "x86_64")]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("removal");
+    p.both(&[], &[("sysinv", "x86_64")], "removal");
     assert!(
         p.ours.join("etc/sysinv/sysinv.conf.rpmsave").exists(),
         "an edited config is saved on removal"
@@ -578,35 +425,26 @@ fn shared_files_ordering_and_dependencies_follow_rpm() {
         p.build(s);
     }
     // Order given: needy first; rpm puts what it requires first.
-    let (ours, theirs) = p.step(&[&needs, &b, &a, &c], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("four packages sharing a file, one requiring another");
+    p.both(
+        &[&needs, &b, &a, &c],
+        &[],
+        "four packages sharing a file, one requiring another",
+    );
     // Removing one owner keeps the shared file; removing all removes it.
-    let (ours, theirs) = p.step(&[], &[("zzz", "x86_64")]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("one sharer removed");
+    p.both(&[], &[("zzz", "x86_64")], "one sharer removed");
     assert!(p.ours.join("usr/share/common/shared.txt").exists());
-    let (ours, theirs) = p.step(
+    p.both(
         &[],
         &[("aaa", "x86_64"), ("mmm", "x86_64"), ("needy", "x86_64")],
+        "every sharer removed",
     );
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("every sharer removed");
     assert!(!p.ours.join("usr/share/common/shared.txt").exists());
     // Two upgrades in one transaction: rpm's order of %post, %preun, %posttrans.
     let (a2, b2) = (shared("aaa", "2"), shared("zzz", "2"));
     p.build(&a2);
     p.build(&b2);
-    let (ours, theirs) = p.step(&[&a, &b], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    let (ours, theirs) = p.step(&[&b2, &a2], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("two upgrades in one transaction");
+    p.both(&[&a, &b], &[], "two packages back at version 1");
+    p.both(&[&b2, &a2], &[], "two upgrades in one transaction");
 }
 
 #[test]
@@ -618,9 +456,7 @@ fn a_failing_pre_or_a_missing_interpreter_changes_nothing() {
         .script("%pre", "echo \"%pre failing $1\" >> /trace\nexit 3");
     p.build(&good);
     p.build(&failing);
-    let (ours, theirs) = p.step(&[&good], &[]);
-    ours.unwrap();
-    assert!(theirs);
+    p.both(&[&good], &[], "a package without scriptlets");
     let before = tree(&p.ours);
     let (ours, theirs) = p.step(&[&failing], &[]);
     let err = ours.unwrap_err();
@@ -653,7 +489,7 @@ fn a_failing_pre_or_a_missing_interpreter_changes_nothing() {
     assert_eq!(tree(&p.ours), before, "nothing changed");
     let mut q = rpm(&p.ours);
     q.args(["-q", "needs-python"]);
-    assert!(!rpm_out(q).0, "the rpm database does not list it");
+    assert!(!run_rpm(q).0, "the rpm database does not list it");
 }
 
 #[test]
@@ -667,10 +503,8 @@ fn packages_rpm_installed_are_upgraded_and_removed_by_rpms_rules() {
     p.build(&v2);
     // The base OS: installed by rpm itself in both roots (as an image build does).
     for root in [&p.ours, &p.theirs] {
-        let mut cmd = rpm(root);
-        cmd.args(["-U", "--nodeps", "--nosignature"]).arg(&v1_file);
-        let (ok, text) = rpm_out(cmd);
-        assert!(ok, "rpm -U: {text}");
+        let (ok, text) = rpm_upgrade(root, std::slice::from_ref(&v1_file));
+        assert!(ok, "rpm -U: {text:?}");
     }
     p.edit("etc/baseos/baseos.conf", "edited on the host\n");
     // The installer learns it from rpm's database: an upgrade, not a fresh install.
@@ -683,12 +517,10 @@ fn packages_rpm_installed_are_upgraded_and_removed_by_rpms_rules() {
         .expect("adopted from rpm's database");
     assert_eq!(adopted.package.evr, Evr::new(0, "1.0", "1"));
     assert!(adopted.scripts.preun.is_some() && adopted.scripts.postun.is_some());
-    let (ours, theirs) = p.step(&[&v2], &[]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("upgrade of a package rpm installed");
-    let (ours, theirs) = p.step(&[], &[("baseos", "x86_64")]);
-    ours.unwrap();
-    assert!(theirs);
-    p.assert_same("removal of a package rpm installed");
+    p.both(&[&v2], &[], "upgrade of a package rpm installed");
+    p.both(
+        &[],
+        &[("baseos", "x86_64")],
+        "removal of a package rpm installed",
+    );
 }

@@ -3,92 +3,46 @@
 //! commit): once the installer is reopened, files and rpm database are exactly as before the
 //! transaction or exactly as after it, never a mix.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::{BuiltinInstaller, Recovery, Transaction, TransactionPackage};
+use common::{Node, make_root, rpm_state, tree};
 use host_state::InstalledPackage;
 use patch_format::Evr;
+use patch_format::testing::roots::rpm_lines;
 use patch_format::testing::{Payload, SpecRpm, rpmbuild_available};
-use sha2::{Digest, Sha256};
 
 const KILLS: usize = 50;
 
-fn rpm_lines(root: &Path, args: &[&str]) -> Vec<String> {
-    let out = Command::new("rpm")
-        .arg("--root")
-        .arg(root)
-        .args(["--dbpath", "/var/lib/rpm"])
-        .args(args)
-        .output()
-        .unwrap();
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&out.stderr).lines())
-        .filter(|l| !l.contains("use Alien instead") && !l.contains("assuming you know"))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
-
-/// Files (not the installer's state, not what scriptlets write at run time) with kind, mode,
-/// owner, content hash, link target and inode group; plus `rpm -qa` and `rpm -Va`.
+/// The tree (as the conformance suite compares it, without what scriptlets write at run
+/// time and without directory times, which renames and their undoing set to the wall
+/// clock), its hard-link groups, `rpm -qa` and `rpm -Va`.
 #[derive(Debug, PartialEq, Eq)]
 struct State {
-    files: BTreeMap<String, String>,
+    nodes: BTreeMap<String, Node>,
+    links: BTreeSet<Vec<String>>,
     qa: Vec<String>,
     va: Vec<String>,
 }
 
 fn state(root: &Path) -> State {
-    let mut files = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if rel.starts_with("var/lib/stx-patch")
-                || rel.starts_with("var/lib/rpm")
-                || rel == "trace"
-                || rel.starts_with("var/tmp")
-            {
-                continue;
-            }
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            let desc = if m.file_type().is_symlink() {
-                format!("l {:?}", std::fs::read_link(&path).unwrap())
-            } else if m.is_dir() {
-                stack.push(path.clone());
-                format!("d {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
-            } else {
-                // Hard-link groups by the first path seen with the inode.
-                let first = inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
-                format!(
-                    "f {:o} {}:{} {} {} {}",
-                    m.mode() & 0o7777,
-                    m.uid(),
-                    m.gid(),
-                    m.mtime(),
-                    hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
-                    if m.nlink() > 1 { first } else { String::new() }
-                )
-            };
-            files.insert(rel, desc);
-        }
+    let (mut nodes, links) = tree(root);
+    nodes.retain(|path, _| path != "trace" && !path.starts_with("var/tmp"));
+    for node in nodes.values_mut().filter(|n| n.kind == 'd') {
+        node.mtime = None;
     }
+    let (qa, va) = rpm_state(root);
     State {
-        files,
-        qa: rpm_lines(root, &["-qa"]),
-        va: rpm_lines(root, &["-Va", "--nodeps"]),
+        nodes,
+        links,
+        qa,
+        va,
     }
 }
 
@@ -173,6 +127,9 @@ fn crash_child() {
         return; // run as a normal test: nothing to do
     };
     let (mut installer, _) = BuiltinInstaller::open(Path::new(&root)).unwrap();
+    // The parent's kill window starts here, not at process start.
+    println!("ready");
+    std::io::stdout().flush().unwrap();
     installer
         .apply(&tx(&upgrade_specs(), Path::new(&rpms)))
         .unwrap();
@@ -203,23 +160,7 @@ fn sigkill_at_random_moments_leaves_files_and_rpm_database_before_or_after() {
     }
     // The base root: v1 installed by the builtin installer, an edited config.
     let base = dir.path().join("base");
-    std::fs::create_dir_all(base.join("bin")).unwrap();
-    std::fs::create_dir_all(base.join("var/lib/rpm")).unwrap();
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static");
-    std::fs::copy(busybox, base.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", base.join("bin/sh")).unwrap();
-    assert!(
-        Command::new("rpm")
-            .arg("--root")
-            .arg(&base)
-            .args(["--dbpath", "/var/lib/rpm", "--initdb"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_root(&base);
     {
         let (mut installer, _) = BuiltinInstaller::open(&base).unwrap();
         installer.apply(&tx(&base_specs, &rpms)).unwrap();
@@ -230,18 +171,30 @@ fn sigkill_at_random_moments_leaves_files_and_rpm_database_before_or_after() {
     let probe = dir.path().join("probe");
     copy_root(&base, &probe);
     let exe = std::env::current_exe().unwrap();
+    // The child, once it has opened the installer and is about to install.
     let child = |root: &Path| {
-        Command::new(&exe)
+        let mut process = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env("STX_CRASH_ROOT", root)
             .env("STX_CRASH_RPMS", &rpms)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let mut stdout = BufReader::new(process.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("ready") {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the child never got ready"
+            );
+        }
+        (process, stdout)
     };
+    let (mut probe_process, _out) = child(&probe);
     let started = Instant::now();
-    assert!(child(&probe).wait().unwrap().success());
+    assert!(probe_process.wait().unwrap().success());
     let full = started.elapsed();
     let after = state(&probe);
     assert_ne!(before, after);
@@ -251,7 +204,7 @@ fn sigkill_at_random_moments_leaves_files_and_rpm_database_before_or_after() {
         after.qa
     );
     assert_eq!(
-        after.va,
+        rpm_lines(&probe, &["-Va", "--nodeps"]),
         vec!["S.5....T.  c /etc/beta.conf".to_owned()],
         "only the edited config differs"
     );
@@ -267,28 +220,37 @@ fn sigkill_at_random_moments_leaves_files_and_rpm_database_before_or_after() {
         seed ^= seed << 17;
         seed
     };
-    let (mut saw_before, mut saw_after) = (0, 0);
+    let (mut saw_before, mut saw_after, mut rolled_back) = (0, 0, 0);
     let root = dir.path().join("root");
     for kill in 0..KILLS {
         copy_root(&base, &root);
-        let mut process = child(&root);
-        // Anywhere from the process start to a little past the usual end.
+        let (mut process, _out) = child(&root);
+        // Anywhere in the install, and a little past its usual end.
         let wait = Duration::from_micros(random() % (full.as_micros() as u64 * 6 / 5 + 1));
         std::thread::sleep(wait);
         let _ = process.kill(); // SIGKILL
         let _ = process.wait();
         let (_, recovery) = BuiltinInstaller::open(&root).unwrap();
+        rolled_back += usize::from(recovery == Recovery::RolledBack);
         let now = state(&root);
         if now == before {
             saw_before += 1;
+            assert!(
+                matches!(recovery, Recovery::Clean | Recovery::RolledBack),
+                "kill {kill}: before-state after {recovery:?}"
+            );
         } else if now == after {
             saw_after += 1;
+            assert!(
+                matches!(recovery, Recovery::Clean | Recovery::RolledForward),
+                "kill {kill}: after-state after {recovery:?}"
+            );
         } else {
             let diff: Vec<String> = now
-                .files
+                .nodes
                 .iter()
-                .filter(|(k, v)| before.files.get(*k) != Some(v) && after.files.get(*k) != Some(v))
-                .map(|(k, v)| format!("{k}: {v}"))
+                .filter(|(k, v)| before.nodes.get(*k) != Some(v) && after.nodes.get(*k) != Some(v))
+                .map(|(k, v)| format!("{k}: {v:?}"))
                 .take(10)
                 .collect();
             panic!(
@@ -296,12 +258,9 @@ fn sigkill_at_random_moments_leaves_files_and_rpm_database_before_or_after() {
                 now.qa, now.va
             );
         }
-        assert!(
-            recovery == Recovery::Clean
-                || recovery == Recovery::RolledBack
-                || recovery == Recovery::RolledForward
-        );
     }
-    eprintln!("{KILLS} kills over {full:?}: {saw_before} before, {saw_after} after");
+    eprintln!(
+        "{KILLS} kills over {full:?}: {saw_before} before ({rolled_back} rolled back), {saw_after} after"
+    );
     assert_eq!(saw_before + saw_after, KILLS);
 }

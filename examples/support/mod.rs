@@ -80,3 +80,27 @@ pub fn big_patch(
     }
     Ok(builder.write_to_dir(&dir.join("patches"), key)?.0)
 }
+
+/// A host: the running example in agent mode (the `agent` library, as `sw-patch-agent`):
+/// `URL TOKEN HOST PERSONALITY ROOT boot|run` — `boot` installs what the host should have
+/// and exits (as at boot), `run` reports and takes orders until killed.
+pub fn run_agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let [url, token, host, personality, root, mode] = args else {
+        return Err("usage: __agent URL TOKEN HOST PERSONALITY ROOT boot|run".into());
+    };
+    let config = agent::AgentConfig {
+        heartbeat: std::time::Duration::from_secs(1),
+        ..agent::AgentConfig::new(url, token, host, personality.parse()?, "19.01", root)
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let agent = std::sync::Arc::new(agent::Agent::open(config)?);
+        if mode == "boot" {
+            agent.install(true, true, 0).await;
+            return Ok(());
+        }
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        agent.run(rx).await;
+        Ok(())
+    })
+}

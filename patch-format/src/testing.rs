@@ -435,3 +435,93 @@ impl SpecRpm {
         dest
     }
 }
+
+/// Roots that packages are installed into by the tests and demos: a static shell for
+/// scriptlets and an rpm database, as a StarlingX host has them.
+pub mod roots {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// Where the hosts keep their rpm database (passed as `--dbpath`: Debian's rpm would
+    /// otherwise use `~/.rpmdb`).
+    pub const RPM_DBPATH: &str = "/var/lib/rpm";
+
+    /// A statically linked busybox on this machine (it runs inside any root), if any.
+    pub fn static_busybox() -> Option<PathBuf> {
+        ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| {
+                Command::new("ldd")
+                    .arg(p)
+                    .env("LC_ALL", "C")
+                    .output()
+                    .is_ok_and(|o| {
+                        let text = [o.stdout, o.stderr].concat();
+                        String::from_utf8_lossy(&text).contains("not a dynamic")
+                    })
+            })
+    }
+
+    /// Gives `root` a `/bin/sh` (a copy of `busybox`) so scriptlets can run chrooted in it.
+    pub fn give_shell(root: &Path, busybox: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(root.join("bin"))?;
+        std::fs::copy(busybox, root.join("bin/busybox"))?;
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh"))
+    }
+
+    /// `rpm --root <root> --dbpath /var/lib/rpm`.
+    pub fn rpm(root: &Path) -> Command {
+        let mut c = Command::new("rpm");
+        c.arg("--root").arg(root).args(["--dbpath", RPM_DBPATH]);
+        c
+    }
+
+    /// Runs an rpm command: whether it succeeded and its output lines (stdout then stderr,
+    /// without Debian's reminder that rpm is not dpkg).
+    pub fn run_rpm(mut cmd: Command) -> (bool, Vec<String>) {
+        let out = cmd
+            .output()
+            .expect("rpm runs (./scripts/test.sh installs it)");
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+            .filter(|l| !l.contains("use Alien instead") && !l.contains("assuming you know"))
+            .map(str::to_owned)
+            .collect();
+        (out.status.success(), lines)
+    }
+
+    /// The sorted output lines of `rpm --root <root> <args>` (`-qa`, `-Va`, …).
+    pub fn rpm_lines(root: &Path, args: &[&str]) -> Vec<String> {
+        let mut cmd = rpm(root);
+        cmd.args(args);
+        let (_, mut lines) = run_rpm(cmd);
+        lines.sort();
+        lines
+    }
+
+    /// Creates an empty rpm database in `root`.
+    pub fn init_rpmdb(root: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(root.join(RPM_DBPATH.trim_start_matches('/')))?;
+        let mut cmd = rpm(root);
+        cmd.arg("--initdb");
+        match run_rpm(cmd) {
+            (true, _) => Ok(()),
+            (false, lines) => Err(std::io::Error::other(format!(
+                "rpm --initdb in {}: {}",
+                root.display(),
+                lines.join("; ")
+            ))),
+        }
+    }
+
+    /// `rpm -U --oldpackage --nodeps --nosignature` of `files` into `root`, as an image
+    /// build or an administrator would.
+    pub fn rpm_upgrade(root: &Path, files: &[PathBuf]) -> (bool, Vec<String>) {
+        let mut cmd = rpm(root);
+        cmd.args(["-U", "--oldpackage", "--nodeps", "--nosignature"])
+            .args(files);
+        run_rpm(cmd)
+    }
+}

@@ -39,6 +39,7 @@ use self::package::{Header, read_header};
 pub use self::rpmdb::DBPATH as RPMDB_PATH;
 use self::rpmdb::RpmDb;
 pub(crate) use self::rpmdb::{rpm_command, rpm_stderr};
+pub(crate) use self::script::output_tail;
 use crate::InstallError;
 
 /// Where the installer keeps its database, journal and work area, under the root.

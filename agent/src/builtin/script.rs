@@ -175,35 +175,55 @@ pub(crate) fn run(root: &Path, script: &Script, arg: u32) -> Result<(), String> 
         }
         return Ok(());
     }
-    let tail: String = text
-        .chars()
-        .rev()
-        .take(400)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail = output_tail(&text, 400).trim();
     Err(format!(
         "it failed ({status}){}",
-        if tail.trim().is_empty() {
+        if tail.is_empty() {
             String::new()
         } else {
-            format!(": {}", tail.trim())
+            format!(": {tail}")
         }
     ))
 }
 
-fn read_all(pipe: &mut Option<impl std::io::Read>) -> String {
-    let mut bytes = Vec::new();
-    if let Some(p) = pipe {
-        let _ = p.read_to_end(&mut bytes);
+/// The last `chars` characters of a program's output (where its error usually is).
+pub(crate) fn output_tail(text: &str, chars: usize) -> &str {
+    match text.char_indices().rev().nth(chars.saturating_sub(1)) {
+        Some((start, _)) => &text[start..],
+        None => text,
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Output kept of a scriptlet: its last 64 KiB (a chatty script never grows the agent).
+const OUTPUT_KEPT: usize = 64 * 1024;
+
+fn read_all(pipe: &mut Option<impl std::io::Read>) -> String {
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    if let Some(p) = pipe {
+        while let Ok(n) = p.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&chunk[..n]);
+            if kept.len() > 2 * OUTPUT_KEPT {
+                kept.drain(..kept.len() - OUTPUT_KEPT);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_of_output_keeps_whole_characters() {
+        assert_eq!(output_tail("abcdef", 3), "def");
+        assert_eq!(output_tail("ab", 3), "ab");
+        assert_eq!(output_tail("xé€", 2), "é€");
+    }
 
     #[test]
     fn interpreters_resolve_inside_the_root() {
