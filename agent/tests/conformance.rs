@@ -524,3 +524,20 @@ fn packages_rpm_installed_are_upgraded_and_removed_by_rpms_rules() {
         "removal of a package rpm installed",
     );
 }
+
+/// rpm's 64-bit header form (`LONGFILESIZES`, `LONGARCHIVESIZE`) appears only for a file over
+/// 4 GiB: this writes 4 GiB into each root and hashes both, about a minute and 8 GiB of disk,
+/// so it runs on demand: `cargo test -p agent --test conformance -- --ignored`.
+#[test]
+#[ignore = "writes 2 × 4 GiB; run with --ignored"]
+fn a_file_over_4_gib_installs_as_rpm_installs_it() {
+    let mut p = pair();
+    let big = SpecRpm::new("bigfile", "1", "1")
+        .payload(Payload::Zstd)
+        .zeros("/opt/bigfile/huge", (4 << 30) + 1)
+        .file("/opt/bigfile/small", "small\n");
+    p.build(&big);
+    p.both(&[&big], &[], "a package with a file of 4 GiB + 1 byte");
+    let (nodes, _) = tree(&p.ours);
+    assert_eq!(nodes["opt/bigfile/huge"].size, (4 << 30) + 1);
+}

@@ -151,6 +151,14 @@ pub enum SpecEntry {
         /// Link target, as written.
         target: String,
     },
+    /// A root-owned 0644 file of `size` zero bytes, made sparse in the build tree (for
+    /// packages whose sizes need rpm's 64-bit header form).
+    Zeros {
+        /// Absolute path.
+        path: String,
+        /// Size in bytes.
+        size: u64,
+    },
     /// A directory the package owns (`%dir`).
     Dir {
         /// Absolute path.
@@ -257,6 +265,16 @@ impl SpecRpm {
         self
     }
 
+    /// Adds a file of `size` zero bytes (sparse while building: a 4 GiB file costs no disk
+    /// until it is installed).
+    pub fn zeros(mut self, path: &str, size: u64) -> Self {
+        self.entries.push(SpecEntry::Zeros {
+            path: path.into(),
+            size,
+        });
+        self
+    }
+
     /// Adds an owned directory.
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
         self.entries.push(SpecEntry::Dir {
@@ -341,6 +359,9 @@ impl SpecRpm {
                     ));
                 }
                 SpecEntry::Symlink { path, .. } => s.push_str(&format!("{}\n", quote(path))),
+                SpecEntry::Zeros { path, .. } => {
+                    s.push_str(&format!("%attr(0644,root,root) {}\n", quote(path)))
+                }
                 SpecEntry::Dir { path, mode } => s.push_str(&format!(
                     "%dir %attr({mode:04o},root,root) {}\n",
                     quote(path)
@@ -388,6 +409,13 @@ impl SpecRpm {
                     let p = at(path);
                     std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
                     std::os::unix::fs::symlink(target, &p).expect("symlink");
+                }
+                SpecEntry::Zeros { path, size } => {
+                    let p = at(path);
+                    std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+                    std::fs::File::create(&p)
+                        .and_then(|f| f.set_len(*size))
+                        .expect("sparse file");
                 }
                 SpecEntry::Dir { path, .. } => std::fs::create_dir_all(at(path)).expect("dir"),
             }
