@@ -103,7 +103,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== Try the command-line tools on it:");
     println!(
-        "   cargo run -q -p stx-patch-cli --bin patch-query -- {} --keyring {}",
+        "   cargo run -q -p cli --bin patch-query -- {} --keyring {}",
         path.display(),
         keyring_dir.display()
     );

@@ -1,6 +1,6 @@
 //! Shared pieces of the stx-patch command-line tools: output format selection, error
-//! reporting and the text rendering of a verified patch. The binaries in `src/bin/` only parse
-//! arguments, call the library crates and print.
+//! reporting and the text rendering of a verified patch. Each tool lives in [`tools`]; the
+//! binaries in `src/bin/` and the multi-call `cli` only call its `main`.
 #![forbid(unsafe_code)]
 
 use std::fmt::Write;
@@ -14,6 +14,7 @@ pub mod client;
 pub mod failover;
 pub mod strategy_text;
 pub mod tables;
+pub mod tools;
 pub mod vim_client;
 
 /// `--format`: human tables or JSON for machines.

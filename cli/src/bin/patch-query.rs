@@ -1,46 +1,5 @@
-//! `patch-query`: verify a patch file and print what it holds.
+//! `patch-query`: see [`stx_patch_cli::tools::patch_query`].
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-use anyhow::Context;
-use clap::Parser;
-use patch_format::PatchReader;
-use patch_sign::Keyring;
-use stx_patch_cli::{OutputFormat, PatchReport, default_keyring_dir, describe_patch, run};
-
-/// Verify a patch (both signatures, contents, RPM headers) and print its metadata, its
-/// contents and which trusted key signed it. Exits non-zero if the patch is not valid.
-#[derive(Parser, Debug)]
-#[command(name = "patch-query", version)]
-struct Args {
-    /// The .patch file
-    file: PathBuf,
-    /// Directory of trusted public keys/certificates (default: $STX_PATCH_KEYRING or
-    /// /etc/stx-patch/keyring)
-    #[arg(long, value_name = "DIR")]
-    keyring: Option<PathBuf>,
-    /// Output format
-    #[arg(long, value_enum, default_value_t)]
-    format: OutputFormat,
-}
-
-fn main() -> ExitCode {
-    run(|| {
-        let args = Args::parse();
-        let keyring_dir = args.keyring.unwrap_or_else(default_keyring_dir);
-        let keyring = Keyring::load(&keyring_dir)
-            .with_context(|| format!("loading the keyring {}", keyring_dir.display()))?;
-        let patch = PatchReader::new(&keyring)
-            .read_file(&args.file)
-            .with_context(|| format!("{} is not a valid patch", args.file.display()))?;
-        match args.format {
-            OutputFormat::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&PatchReport::new(&patch))?
-            ),
-            OutputFormat::Text => print!("{}", describe_patch(&patch)),
-        }
-        Ok(())
-    })
+fn main() -> std::process::ExitCode {
+    stx_patch_cli::tools::patch_query::main(std::env::args_os())
 }

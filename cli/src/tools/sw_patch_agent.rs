@@ -1,0 +1,187 @@
+//! `sw-patch-agent`: the host agent daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::{Agent, AgentConfig};
+use anyhow::Context;
+use clap::Parser;
+use patch_format::Personality;
+
+/// The stx-patch host agent: reports this host to the controller and installs or removes
+/// packages in its root file system when ordered.
+#[derive(Parser, Debug)]
+#[command(name = "sw-patch-agent", version)]
+struct Args {
+    /// TOML file with any of these settings (flags override it)
+    #[arg(long, env = "STX_PATCH_AGENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Controller agent-endpoint URL (repeatable, or comma-separated: the first that answers)
+    #[arg(long = "controller", value_delimiter = ',')]
+    controllers: Vec<String>,
+    /// File holding the agent token
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// This host's name
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Node type: controller, worker, storage, worker-lowlatency, controller-worker,
+    /// controller-worker-lowlatency
+    #[arg(long)]
+    personality: Option<String>,
+    /// Release the host runs
+    #[arg(long)]
+    release: Option<String>,
+    /// Root file system to install into [default: /]
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Agent state directory [default: <root>/var/lib/stx-patch/agent]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Installer: builtin (payloads extracted by stx-patch, journalled) or rpm (the system's
+    /// rpm tool with --root) [default: builtin]
+    #[arg(long, value_parser = ["builtin", "rpm"])]
+    installer: Option<String>,
+    /// Management address reported to the controller [default: 127.0.0.1]
+    #[arg(long)]
+    ip: Option<String>,
+    /// Seconds between reports [default: 10]
+    #[arg(long)]
+    heartbeat: Option<u64>,
+    /// Command that reboots the host (used when --root is /)
+    #[arg(long)]
+    reboot_command: Option<String>,
+    /// Workload hook: `HOOK list` prints the host's workloads as JSON; `HOOK stop|start|migrate
+    /// NAME` and `HOOK disable-services|enable-services HOST` act (exit 0: done)
+    #[arg(long, value_name = "COMMAND")]
+    workload_hook: Option<String>,
+    /// Directory of trusted RPM signing keys (*.asc): every RPM must verify before an
+    /// install touches the root
+    #[arg(long, value_name = "DIR")]
+    rpm_keyring: Option<PathBuf>,
+    /// Boot-time install: bring the host to its desired packages once, then exit
+    #[arg(long)]
+    install_local: bool,
+}
+
+/// The agent's TOML configuration file (every key is also a flag).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    controllers: Vec<String>,
+    token_file: Option<PathBuf>,
+    hostname: Option<String>,
+    personality: Option<String>,
+    release: Option<String>,
+    root: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    installer: Option<String>,
+    ip: Option<String>,
+    heartbeat: Option<u64>,
+    reboot_command: Option<String>,
+    workload_hook: Option<String>,
+    rpm_keyring: Option<PathBuf>,
+}
+
+/// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    crate::init_logging();
+    crate::run(|| {
+        let args = Args::parse_from(args);
+        let file: FileConfig = match &args.config {
+            Some(path) => toml::from_str(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not a valid agent configuration", path.display()))?,
+            None => FileConfig::default(),
+        };
+        let controllers = if args.controllers.is_empty() {
+            file.controllers.clone()
+        } else {
+            args.controllers.clone()
+        };
+        if controllers.is_empty() {
+            anyhow::bail!("--controller is required (or controllers in --config)");
+        }
+        let need = |flag: Option<String>, from_file: Option<String>, name: &str| {
+            flag.or(from_file)
+                .with_context(|| format!("--{name} is required (or {name} in --config)"))
+        };
+        let hostname = need(args.hostname.clone(), file.hostname.clone(), "hostname")?;
+        let personality: Personality = need(
+            args.personality.clone(),
+            file.personality.clone(),
+            "personality",
+        )?
+        .parse()?;
+        let release = need(args.release.clone(), file.release.clone(), "release")?;
+        let token_file = args
+            .token_file
+            .clone()
+            .or(file.token_file.clone())
+            .context("--token-file is required (or token_file in --config)")?;
+        let root = args
+            .root
+            .clone()
+            .or(file.root.clone())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let installer = args
+            .installer
+            .clone()
+            .or(file.installer.clone())
+            .unwrap_or_else(|| "builtin".into());
+        if installer != "builtin" && installer != "rpm" {
+            anyhow::bail!("installer must be builtin or rpm, not {installer:?}");
+        }
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .context("the token file holds no token")?;
+        let state_dir = args
+            .state_dir
+            .clone()
+            .or(file.state_dir.clone())
+            .unwrap_or_else(|| root.join("var/lib/stx-patch/agent"));
+        let config = AgentConfig {
+            controllers,
+            token,
+            hostname,
+            ip: args
+                .ip
+                .clone()
+                .or(file.ip.clone())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            personality,
+            release,
+            root,
+            state_dir,
+            heartbeat: Duration::from_secs(args.heartbeat.or(file.heartbeat).unwrap_or(10).max(1)),
+            reboot_command: args.reboot_command.clone().or(file.reboot_command.clone()),
+            use_rpm_tool: installer == "rpm",
+            workload_hook: args.workload_hook.clone().or(file.workload_hook.clone()),
+            rpm_keyring: args.rpm_keyring.clone().or(file.rpm_keyring.clone()),
+        };
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(async {
+            let agent = Arc::new(Agent::open(config)?);
+            if args.install_local {
+                agent.install(true, true, 0).await;
+                let _ = agent.report(0).await;
+                return Ok(());
+            }
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let running = tokio::spawn(agent.clone().run(rx));
+            crate::shutdown_signal().await;
+            let _ = stop.send(true);
+            let _ = running.await;
+            Ok(())
+        })
+    })
+}
