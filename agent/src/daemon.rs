@@ -249,14 +249,11 @@ impl Agent {
 
     fn save(&self, state: &AgentState) {
         let path = self.config.state_dir.join("agent.json");
-        if let Ok(bytes) = serde_json::to_vec_pretty(state) {
-            let tmp = path.with_extension("json.tmp");
-            let ok = std::fs::write(&tmp, &bytes)
-                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = ok {
-                tracing::error!("cannot save agent state: {e}");
-            }
+        let saved = serde_json::to_vec_pretty(state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| Ok(durable_fs::write(&path, &bytes)?));
+        if let Err(e) = saved {
+            tracing::error!("cannot save agent state: {e}");
         }
     }
 

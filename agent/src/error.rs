@@ -64,3 +64,12 @@ impl InstallError {
         move |source| InstallError::Io { path, source }
     }
 }
+
+impl From<durable_fs::Error> for InstallError {
+    fn from(e: durable_fs::Error) -> Self {
+        InstallError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

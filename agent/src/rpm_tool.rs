@@ -144,9 +144,7 @@ impl RpmToolInstaller {
         }
         let bytes = serde_json::to_vec_pretty(&Origins(self.origins.clone()))
             .map_err(|e| InstallError::Corrupt(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(InstallError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(InstallError::io(&path))
+        Ok(durable_fs::write(&path, &bytes)?)
     }
 }
 

@@ -40,11 +40,7 @@ fn authorized(api: &AgentApi, headers: &HeaderMap) -> bool {
 
 /// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
 pub(crate) fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    crate::auth::Secrets::new([token]).accepts_bearer(headers)
 }
 
 fn unauthorized() -> Response {
@@ -53,10 +49,6 @@ fn unauthorized() -> Response {
         "Error message: a valid agent token is required\n",
     )
         .into_response()
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn report(
@@ -69,7 +61,7 @@ async fn report(
         return unauthorized();
     }
     // Hosts report to the active controller of a pair (the standby's copy follows).
-    if let Some(r) = crate::ha::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
+    if let Some(r) = crate::http::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
         return r;
     }
     let report: HostReport = match serde_json::from_slice(&body) {
@@ -125,7 +117,7 @@ async fn orders(
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    if let Some(r) = crate::ha::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
+    if let Some(r) = crate::http::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
         return r;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(60));
@@ -142,7 +134,8 @@ async fn orders(
         // its agents to the new active one instead of holding them here.
         let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
         let woken = tokio::time::timeout_at(tick, notified).await.is_ok();
-        if let Some(r) = crate::ha::not_active_response(&api.app, |u| u.agent.clone(), &uri, false)
+        if let Some(r) =
+            crate::http::not_active_response(&api.app, |u| u.agent.clone(), &uri, false)
         {
             return r;
         }

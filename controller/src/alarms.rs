@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use orchestrator::Alarm;
 
-use crate::hosts::{atomic_write, now};
+use crate::hosts::now;
 
 /// Patching operation in progress (some patch is partially applied or removed).
 pub(crate) const PATCH_IN_PROGRESS: &str = "900.001";
@@ -76,9 +76,9 @@ impl Alarms {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        atomic_write(&self.path, &bytes).map_err(|source| AlarmError::Io {
-            path: self.path.clone(),
-            source,
+        durable_fs::write(&self.path, &bytes).map_err(|e| AlarmError::Io {
+            path: e.path,
+            source: e.source,
         })
     }
 

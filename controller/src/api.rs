@@ -16,8 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures_util::StreamExt;
 use patch_store::{ChangeOptions, Outcome, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::auth::Secrets;
+use crate::channel_reader::ChannelReader;
+use crate::http::ok;
 use crate::json;
 use crate::state::App;
 
@@ -25,10 +28,10 @@ use crate::state::App;
 struct Api {
     app: Arc<App>,
     /// `Some` on the authenticated listener.
-    tokens: Option<Arc<BTreeSet<String>>>,
+    tokens: Option<Arc<Secrets>>,
 }
 
-pub(crate) fn router(app: Arc<App>, tokens: Option<Arc<BTreeSet<String>>>) -> Router {
+pub(crate) fn router(app: Arc<App>, tokens: Option<Arc<Secrets>>) -> Router {
     Router::new()
         .route("/", any(banner))
         .route("/v1", any(banner))
@@ -51,10 +54,6 @@ async fn not_found() -> Response {
 /// A non-200 answer: plain text with the `Error message:` line the original client expects.
 fn http_error(status: StatusCode, message: &str) -> Response {
     (status, format!("Error message: {message}\n")).into_response()
-}
-
-pub(crate) fn ok(value: Value) -> Response {
-    (StatusCode::OK, axum::Json(value)).into_response()
 }
 
 /// A store result as the original reports it.
@@ -99,8 +98,7 @@ async fn dispatch(
     let user = match &api.tokens {
         None => "local",
         Some(tokens) => {
-            let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-            if !token.is_some_and(|t| tokens.contains(t)) {
+            if !tokens.accepts_auth_token(&headers) {
                 return http_error(
                     StatusCode::UNAUTHORIZED,
                     "authentication required: send a valid X-Auth-Token header",
@@ -151,7 +149,7 @@ async fn dispatch(
     }
     if mutating
         && let Some(refusal) =
-            crate::ha::not_active_response(&api.app, |u| u.api.clone(), request.uri(), false)
+            crate::http::not_active_response(&api.app, |u| u.api.clone(), request.uri(), false)
     {
         return refusal;
     }
@@ -160,7 +158,7 @@ async fn dispatch(
         return response;
     }
     // The standby holds the change before the caller hears of it.
-    match crate::ha::replicated(&api.app).await {
+    match crate::http::replicated(&api.app).await {
         Ok(()) => response,
         Err(message) => ok(json::error(&message)),
     }
@@ -613,28 +611,6 @@ async fn drain(
     }
 }
 
-/// A blocking `Read` over chunks arriving on a channel from the async side.
-pub(crate) struct ChannelReader {
-    pub(crate) rx: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
-    pub(crate) current: axum::body::Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
-}
-
 /// `upload_dir`: every `*.patch` in the server-side directories `dir0=…&dir1=…`.
 async fn upload_dir(app: Arc<App>, call: &Call) -> Response {
     let dirs: Vec<PathBuf> = call
@@ -674,26 +650,21 @@ async fn upload_dir(app: Arc<App>, call: &Call) -> Response {
 /// must be UTF-8 (a lenient decoder would silently turn garbage into other values).
 pub(crate) fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
     fn decode(part: &str) -> Result<String, String> {
+        // `percent_decode` passes a malformed escape through; refuse it instead.
         let bytes = part.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    let hex = bytes
-                        .get(i + 1..i + 3)
-                        .and_then(|h| std::str::from_utf8(h).ok())
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| format!("bad %-escape in {part:?}"))?;
-                    out.push(hex);
-                    i += 2;
-                }
-                b => out.push(b),
-            }
-            i += 1;
+        let malformed = bytes.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && !bytes
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+        if malformed {
+            return Err(format!("bad %-escape in {part:?}"));
         }
-        String::from_utf8(out).map_err(|_| format!("{part:?} is not UTF-8"))
+        percent_encoding::percent_decode_str(&part.replace('+', " "))
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| format!("{part:?} is not UTF-8"))
     }
     raw.split('&')
         .filter(|pair| !pair.is_empty())

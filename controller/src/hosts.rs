@@ -111,7 +111,7 @@ impl HostRegistry {
         let path = self.dir.join(format!("{hostname}.json"));
         let result = serde_json::to_vec_pretty(host)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| atomic_write(&path, &bytes));
+            .and_then(|bytes| Ok(durable_fs::write(&path, &bytes)?));
         if let Err(e) = result {
             tracing::error!("cannot persist host {hostname}: {e}");
         }
@@ -355,16 +355,6 @@ impl HostRegistry {
         }
         changed
     }
-}
-
-pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

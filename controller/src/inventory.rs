@@ -5,8 +5,8 @@ use axum::response::Response;
 use host_state::{AdminState, PackageChange};
 use serde_json::{Value, json};
 
-use crate::api::ok;
 use crate::hosts::now;
+use crate::http::ok;
 use crate::json;
 use crate::state::{App, HostView, Snapshot};
 
@@ -86,23 +86,16 @@ fn resolve(app: &App, ids: &[String]) -> Result<String, String> {
 pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
     let name = ids.first().map(String::as_str).unwrap_or("");
     let force = ids.get(1).is_some_and(|f| f == "force");
-    ok(install(app, name, force))
+    ok(json::info_or_error(install(app, name, force)))
 }
 
-/// Orders an install on a host (by name or IP); the original's reply.
-pub(crate) fn install(app: &App, name: &str, force: bool) -> Value {
-    let hostname = match resolve(app, &[name.to_owned()]) {
-        Ok(h) => h,
-        Err(message) => return json::error(&message),
-    };
+/// Orders an install on a host (by name or IP): the original's info line, or its refusal.
+pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, String> {
+    let hostname = resolve(app, &[name.to_owned()])?;
     app.with_hosts(|hosts| (hosts.order_install(&hostname, force), true));
     app.orders.notify_waiters();
     tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
-    json!({
-        "info": format!("Patch installation request sent to {hostname}.\n"),
-        "warning": "",
-        "error": "",
-    })
+    Ok(format!("Patch installation request sent to {hostname}.\n"))
 }
 
 pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
@@ -116,16 +109,16 @@ pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
 }
 
 pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
-    ok(lock(
+    ok(json::info_or_error(lock(
         app,
         ids.first().map(String::as_str).unwrap_or(""),
         force,
-    ))
+    )))
 }
 
 /// Locks a host; the reply as `system host-lock` shows it. Works on the registry directly
 /// (no snapshot rebuild), so a strategy locking 100 hosts costs 100 small updates.
-pub(crate) fn lock(app: &App, name: &str, force: bool) -> Value {
+pub(crate) fn lock(app: &App, name: &str, force: bool) -> Result<String, String> {
     let result = app.with_hosts(|hosts| {
         let Some(hostname) = hosts.find(name) else {
             return (Err(format!("Unknown host specified: {name}")), false);
@@ -148,21 +141,20 @@ pub(crate) fn lock(app: &App, name: &str, force: bool) -> Value {
         hosts.set_admin(&hostname, AdminState::Locked);
         (Ok(hostname), true)
     });
-    match result {
-        Ok(hostname) => {
-            app.orders.notify_waiters();
-            json!({"info": format!("Host {hostname} is locked.\n"), "warning": "", "error": ""})
-        }
-        Err(message) => json::error(&message),
-    }
+    let hostname = result?;
+    app.orders.notify_waiters();
+    Ok(format!("Host {hostname} is locked.\n"))
 }
 
 pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
-    ok(unlock(app, ids.first().map(String::as_str).unwrap_or("")))
+    ok(json::info_or_error(unlock(
+        app,
+        ids.first().map(String::as_str).unwrap_or(""),
+    )))
 }
 
 /// Unlocks a host (ordering the reboot a reboot-required install waits for).
-pub(crate) fn unlock(app: &App, name: &str) -> Value {
+pub(crate) fn unlock(app: &App, name: &str) -> Result<String, String> {
     let result = app.with_hosts(|hosts| {
         let Some(hostname) = hosts.find(name) else {
             return (Err(format!("Unknown host specified: {name}")), false);
@@ -178,17 +170,14 @@ pub(crate) fn unlock(app: &App, name: &str) -> Value {
         }
         (Ok((hostname, reboot)), true)
     });
-    let (hostname, reboot) = match result {
-        Ok(r) => r,
-        Err(message) => return json::error(&message),
-    };
+    let (hostname, reboot) = result?;
     app.orders.notify_waiters();
     let info = if reboot {
         format!("Host {hostname} is unlocked and rebooting to finish installing patches.\n")
     } else {
         format!("Host {hostname} is unlocked.\n")
     };
-    json!({"info": info, "warning": "", "error": ""})
+    Ok(info)
 }
 
 /// `system host-swact [--force] <controller>`: the active controller hands over to the standby;

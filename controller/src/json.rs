@@ -18,6 +18,14 @@ pub(crate) fn error(message: &str) -> Value {
     json!({"info": "", "warning": "", "error": format!("{}\n", message.trim_end())})
 }
 
+/// `{"info", "warning", "error"}` of an operation that says one line either way.
+pub(crate) fn info_or_error(result: Result<String, String>) -> Value {
+    match result {
+        Ok(info) => json!({"info": info, "warning": "", "error": ""}),
+        Err(message) => error(&message),
+    }
+}
+
 /// The metadata dict the original keeps per patch (in `pd` and `show`).
 pub(crate) fn metadata_dict(record: &PatchRecord, patch_state: &str) -> Value {
     let m = &record.metadata;

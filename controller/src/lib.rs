@@ -13,12 +13,16 @@
 mod agent_api;
 mod alarms;
 mod api;
+mod auth;
+mod channel_reader;
 mod config;
 mod ha;
 mod hosts;
+mod http;
 mod inventory;
 mod json;
 mod orchestration;
+mod pair;
 mod state;
 mod vim_api;
 mod web;
@@ -115,13 +119,10 @@ impl Controller {
                 };
                 store_config.root = root.join("current");
                 let opened = {
-                    let store_config = store_config.clone();
-                    tokio::task::spawn_blocking(move || {
-                        ha::Ha::open(&root, ha_config, store_config)
-                    })
-                    .await
-                    .map_err(|e| ConfigError::Invalid(format!("pair state task failed: {e}")))?
-                    .map_err(|e| StoreError::Corrupt(format!("pair state: {e}")))?
+                    tokio::task::spawn_blocking(move || ha::Ha::open(&root, ha_config))
+                        .await
+                        .map_err(|e| ConfigError::Invalid(format!("pair state task failed: {e}")))?
+                        .map_err(|e| StoreError::Corrupt(format!("pair state: {e}")))?
                 };
                 let ha = Arc::new(opened);
                 config.state_dir = ha.data_dir();
@@ -130,6 +131,7 @@ impl Controller {
             }
             _ => None,
         };
+        let reopen_config = store_config.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await
             .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))??;
@@ -148,7 +150,7 @@ impl Controller {
         let auth_api_addr = match &config.auth_listen {
             Some(addr) => {
                 let (listener, bound) = bind(addr).await?;
-                let tokens = Arc::new(config.auth_tokens()?);
+                let tokens = Arc::new(auth::Secrets::from(&config.auth_tokens()?));
                 tasks.push(serve(
                     listener,
                     api::router(app.clone(), Some(tokens)),
@@ -190,7 +192,7 @@ impl Controller {
         let vim_addr = match &config.vim_listen {
             Some(addr) => {
                 let (listener, bound) = bind(addr).await?;
-                let tokens = config.auth_tokens()?;
+                let tokens = auth::Secrets::from(&config.auth_tokens()?);
                 let tokens = (!tokens.is_empty()).then(|| Arc::new(tokens));
                 tasks.push(serve(
                     listener,
@@ -206,7 +208,11 @@ impl Controller {
                 let (listener, bound) = bind(addr).await?;
                 tasks.push(serve(
                     listener,
-                    web::router(app.clone(), orch.clone(), config.auth_tokens()?),
+                    web::router(
+                        app.clone(),
+                        orch.clone(),
+                        auth::Secrets::from(&config.auth_tokens()?),
+                    ),
                     rx.clone(),
                 ));
                 Some(bound)
@@ -215,7 +221,7 @@ impl Controller {
         };
         let peer_addr = match &ha {
             Some(ha) => {
-                ha.attach(&app, &orch);
+                ha.attach(Arc::new(pair::PairOwner::new(&app, &orch, reopen_config)));
                 let addr = config.peer_listen.clone().unwrap_or_default();
                 let (listener, bound) = bind(&addr).await?;
                 tasks.push(serve(

@@ -14,7 +14,6 @@ use orchestrator::{
 };
 
 use crate::alarms::{self, AlarmError};
-use crate::hosts::atomic_write;
 use crate::inventory;
 use crate::state::App;
 
@@ -79,7 +78,7 @@ impl Orchestration {
 
     fn save(path: &std::path::Path, strategy: &Strategy) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(strategy).map_err(std::io::Error::other)?;
-        atomic_write(path, &bytes)
+        Ok(durable_fs::write(path, &bytes)?)
     }
 
     /// Runs `f` on the strategy slot; saves (or removes) it if `f` says it changed.
@@ -240,13 +239,6 @@ impl AppCluster<'_> {
     }
 }
 
-fn info_or_error(value: serde_json::Value) -> Result<(), String> {
-    match value["error"].as_str() {
-        Some(e) if !e.is_empty() => Err(e.trim_end().to_owned()),
-        _ => Ok(()),
-    }
-}
-
 impl Cluster for AppCluster<'_> {
     fn inventory(&self) -> Result<Vec<InventoryHost>, String> {
         Ok(self
@@ -329,14 +321,14 @@ impl Cluster for AppCluster<'_> {
         if self.admin(host) == Some(AdminState::Locked) {
             return Ok(());
         }
-        info_or_error(inventory::lock(self.0, host, false))
+        inventory::lock(self.0, host, false).map(drop)
     }
 
     fn unlock(&self, host: &str) -> Result<(), String> {
         if self.admin(host) == Some(AdminState::Unlocked) {
             return Ok(());
         }
-        info_or_error(inventory::unlock(self.0, host))
+        inventory::unlock(self.0, host).map(drop)
     }
 
     fn reboot(&self, host: &str) -> Result<(), String> {
@@ -349,7 +341,7 @@ impl Cluster for AppCluster<'_> {
     }
 
     fn install(&self, host: &str) -> Result<(), String> {
-        info_or_error(inventory::install(self.0, host, false))
+        inventory::install(self.0, host, false).map(drop)
     }
 
     fn swact(&self, host: &str) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! Strategy URIs are served under both `sw-patch` (the original's) and `sw-update` (the
 //! seed's). Errors use the wsme fault body `{"faultcode","faultstring","debuginfo"}`.
 
-use std::collections::BTreeSet;
+use crate::auth::Secrets;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,10 +22,10 @@ use crate::orchestration::{Orchestration, now_ms};
 #[derive(Clone)]
 struct Vim {
     orch: Arc<Orchestration>,
-    tokens: Option<Arc<BTreeSet<String>>>,
+    tokens: Option<Arc<Secrets>>,
 }
 
-pub(crate) fn router(orch: Arc<Orchestration>, tokens: Option<Arc<BTreeSet<String>>>) -> Router {
+pub(crate) fn router(orch: Arc<Orchestration>, tokens: Option<Arc<Secrets>>) -> Router {
     let strategy = "/api/orchestration/{kind}/strategy";
     Router::new()
         .route("/", get(root))
@@ -67,7 +67,7 @@ async fn replicated(
         return next.run(request).await;
     }
     if let Some(r) =
-        crate::ha::not_active_response(&orch.app, |u| u.vim.clone(), request.uri(), true)
+        crate::http::not_active_response(&orch.app, |u| u.vim.clone(), request.uri(), true)
     {
         return r;
     }
@@ -75,7 +75,7 @@ async fn replicated(
     if !response.status().is_success() {
         return response;
     }
-    match crate::ha::replicated(&orch.app).await {
+    match crate::http::replicated(&orch.app).await {
         Ok(()) => response,
         Err(message) => fault(StatusCode::INTERNAL_SERVER_ERROR, &message),
     }
@@ -104,8 +104,7 @@ fn unauthorized(vim: &Vim, headers: &HeaderMap) -> Option<Response> {
     match &vim.tokens {
         None => None,
         Some(tokens) => {
-            let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-            if token.is_some_and(|t| tokens.contains(t)) {
+            if tokens.accepts_auth_token(headers) {
                 None
             } else {
                 Some(fault(

@@ -63,6 +63,7 @@
 pub mod api;
 pub mod builder;
 mod cluster;
+mod collected;
 pub mod model;
 mod runner;
 mod timing;

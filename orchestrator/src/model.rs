@@ -578,7 +578,7 @@ pub struct Strategy {
     pub abort_requested: bool,
     /// Data collected by the build phase, planned into the apply phase when it completes.
     #[serde(default)]
-    pub collected: Option<crate::builder::Collected>,
+    pub collected: Option<crate::collected::Collected>,
 }
 
 /// Local time in the original's format.

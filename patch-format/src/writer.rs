@@ -253,26 +253,24 @@ impl PatchBuilder {
         key: &PrivateKey,
     ) -> Result<BuildSummary, FormatError> {
         self.check()?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", self.metadata.id))
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(FormatError::io(dir))?;
-        let file = temp
-            .as_file()
-            .try_clone()
-            .map_err(FormatError::io(temp.path()))?;
-        let (file, summary) = self.write(file, key)?;
-        file.sync_all().map_err(FormatError::io(temp.path()))?;
-        drop(file);
-        temp.persist(target)
-            .map_err(|e| FormatError::io(target)(e.error))?;
-        sync_dir(dir)?;
-        Ok(summary)
+        // The patch appears whole at `target` or not at all; a format error keeps its type.
+        let mut failure = None;
+        let written = durable_fs::write_with(target, |file| {
+            let out = file.try_clone()?;
+            match self.write(out, key) {
+                Ok((_, summary)) => Ok(summary),
+                Err(e) => {
+                    let message = e.to_string();
+                    failure = Some(e);
+                    Err(std::io::Error::other(message))
+                }
+            }
+        });
+        match (written, failure) {
+            (_, Some(e)) => Err(e),
+            (Ok(summary), None) => Ok(summary),
+            (Err(e), None) => Err(FormatError::io(e.path)(e.source)),
+        }
     }
 
     /// Streams the patch into `out`: `metadata.tar`, `software.tar`, optional `semantics.tar`,
@@ -508,11 +506,4 @@ fn read_script(path: &Path) -> Result<Vec<u8>, FormatError> {
         )));
     }
     std::fs::read(path).map_err(FormatError::io(path))
-}
-
-/// fsyncs a directory so a rename in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), FormatError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(FormatError::io(dir))
 }

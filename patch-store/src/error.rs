@@ -47,3 +47,12 @@ impl StoreError {
         matches!(self, StoreError::Refused(_) | StoreError::Validation { .. })
     }
 }
+
+impl From<durable_fs::Error> for StoreError {
+    fn from(e: durable_fs::Error) -> Self {
+        StoreError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

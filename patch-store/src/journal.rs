@@ -5,7 +5,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
 use crate::{RepoState, StoreError};
 
 /// File name of the journal in the state directory.
@@ -47,7 +46,7 @@ impl Journal {
     pub(crate) fn write(&self, root: &Path) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode the journal: {e}")))?;
-        fsutil::atomic_write(&root.join(JOURNAL), &json)
+        Ok(durable_fs::write(&root.join(JOURNAL), &json)?)
     }
 
     pub(crate) fn read(root: &Path) -> Result<Option<Journal>, StoreError> {
@@ -62,7 +61,8 @@ impl Journal {
     }
 
     pub(crate) fn clear(root: &Path) -> Result<(), StoreError> {
-        fsutil::remove_file(&root.join(JOURNAL)).map(|_| ())
+        durable_fs::remove_file(&root.join(JOURNAL))?;
+        Ok(())
     }
 
     /// Carries out (again) whatever of the operation may not have happened. Safe to run any
@@ -85,7 +85,7 @@ impl Journal {
                     let src = metadata_path(root, *from, id);
                     let dst = metadata_path(root, *to, id);
                     if src.exists() {
-                        fsutil::rename(&src, &dst)?;
+                        durable_fs::rename(&src, &dst)?;
                     }
                 }
                 for file in remove {
@@ -114,11 +114,11 @@ fn remove_path(path: &Path) -> Result<(), StoreError> {
         Ok(meta) if meta.is_dir() => {
             std::fs::remove_dir_all(path).map_err(StoreError::io(path))?;
             if let Some(parent) = path.parent() {
-                fsutil::sync_dir(parent)?;
+                durable_fs::sync_dir(parent)?;
             }
             Ok(())
         }
-        Ok(_) => fsutil::remove_file(path).map(|_| ()),
+        Ok(_) => Ok(durable_fs::remove_file(path).map(|_| ())?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(path)(e)),
     }

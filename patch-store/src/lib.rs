@@ -35,7 +35,6 @@
 
 mod deps;
 mod error;
-mod fsutil;
 mod journal;
 mod model;
 mod ops;

@@ -8,7 +8,7 @@ use patch_format::{Evr, PatchReader, SemanticAction, Status};
 use crate::journal::Journal;
 use crate::semantic::run_semantic_checks;
 use crate::store::Store;
-use crate::{Outcome, PackageRecord, RepoState, StoreError, fsutil};
+use crate::{Outcome, PackageRecord, RepoState, StoreError};
 
 /// Reads and verifies uploaded patches against the store's keyring and limits, extracting into
 /// the store's scratch directory. Holds no reference to the store.
@@ -171,7 +171,7 @@ impl Store {
             }
             let state = existing.repo_state;
             let xml = patch_format::metadata_xml(meta);
-            fsutil::atomic_write(&self.metadata_abs(state, &id), xml.as_bytes())?;
+            durable_fs::write(&self.metadata_abs(state, &id), xml.as_bytes())?;
             self.finish(Journal::Transition {
                 moves: Vec::new(),
                 remove: Vec::new(),
@@ -266,7 +266,7 @@ impl Store {
         journal.write(self.root())?;
 
         for rpm in &patch.rpms {
-            fsutil::rename(&rpm.path, &self.package_path(&release, &rpm.file_name))?;
+            durable_fs::rename(&rpm.path, &self.package_path(&release, &rpm.file_name))?;
         }
         for (action, script) in &patch.semantics {
             let dst = self
@@ -275,21 +275,21 @@ impl Store {
                 .join(action.as_str())
                 .join(&id);
             set_mode(script, 0o544)?;
-            fsutil::rename(script, &dst)?;
+            durable_fs::rename(script, &dst)?;
         }
         if let (Some(script), Some(path)) = (&meta.restart_script, &patch.restart_script) {
             set_mode(path, 0o700)?;
-            fsutil::rename(path, &self.root().join("patch-scripts").join(&script.name))?;
+            durable_fs::rename(path, &self.root().join("patch-scripts").join(&script.name))?;
         }
         let info = serde_json::to_vec_pretty(&records)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode package records: {e}")))?;
-        fsutil::atomic_write(
+        durable_fs::write(
             &self.root().join("patches").join(format!("{id}.json")),
             &info,
         )?;
         // The commit point.
         let xml = patch_format::metadata_xml(meta);
-        fsutil::atomic_write(
+        durable_fs::write(
             &self.metadata_abs(RepoState::Available, &id),
             xml.as_bytes(),
         )?;

@@ -7,7 +7,7 @@ use patch_format::Personality;
 
 use crate::journal::Journal;
 use crate::store::{Store, package_record, sort_entries, write_index};
-use crate::{IndexEntry, Outcome, RepoIndex, StoreError, fsutil};
+use crate::{IndexEntry, Outcome, RepoIndex, StoreError};
 
 impl Store {
     /// Imports release `release`'s base load from `feed` (a directory of RPMs; none = an empty
@@ -46,7 +46,7 @@ impl Store {
                     .unwrap_or_default();
                 let record = package_record(&path, &file_name, &self.config.limits)?;
                 let rel_path = format!("Packages/{}/{}", record.arch, file_name);
-                fsutil::link_or_copy(&path, &staging.join(&rel_path))?;
+                durable_fs::link_or_copy(&path, &staging.join(&rel_path))?;
                 let listed: Vec<Personality> = personalities
                     .iter()
                     .filter(|(_, names)| names.contains(&record.name))
@@ -80,7 +80,7 @@ impl Store {
         };
         write_index(&staging.join("index.json"), &index)?;
         // One rename publishes the whole base load.
-        fsutil::rename(&staging, &self.feed_dir(release))?;
+        durable_fs::rename(&staging, &self.feed_dir(release))?;
         std::fs::create_dir_all(self.repo_dir(release))
             .map_err(StoreError::io(self.repo_dir(release)))?;
         self.finish(Journal::Transition {

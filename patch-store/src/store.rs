@@ -9,7 +9,7 @@ use patch_format::{Limits, PatchMetadata, Personality, RpmInfo, parse_metadata_x
 use patch_sign::Keyring;
 
 use crate::journal::{JOURNAL, Journal, metadata_path};
-use crate::{IndexEntry, PackageRecord, PatchRecord, RepoIndex, RepoState, StoreError, fsutil};
+use crate::{IndexEntry, PackageRecord, PatchRecord, RepoIndex, RepoState, StoreError};
 
 /// How to open a store.
 #[derive(Clone, Debug)]
@@ -88,7 +88,7 @@ impl Store {
         let tmp = root.join("tmp");
         std::fs::remove_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
         std::fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
-        fsutil::sweep_temp(&root)?;
+        durable_fs::sweep_temp(&root)?;
         match journal {
             Some(journal) => store.finish(journal)?,
             None => store.reload()?,
@@ -195,7 +195,7 @@ impl Store {
         self.reload()?;
         self.op_counter = self.op_counter.max(journal.counter());
         // The original's INI layout, so its tools can read the counter.
-        fsutil::atomic_write(
+        durable_fs::write(
             &root.join(STATE_FILE),
             format!("[runtime]\npatch_op_counter = {}\n", self.op_counter).as_bytes(),
         )?;
@@ -308,7 +308,7 @@ impl Store {
                 let rel_path = format!("Packages/{}/{}", pkg.arch, pkg.file_name);
                 let dst = repo.join(&rel_path);
                 if !dst.exists() {
-                    fsutil::link_or_copy(&src, &dst)?;
+                    durable_fs::link_or_copy(&src, &dst)?;
                 }
                 let personalities: Vec<Personality> = patch
                     .metadata
@@ -346,7 +346,7 @@ impl Store {
                 let dst = repo.join("scripts").join(&script.name);
                 if src.exists() {
                     if !dst.exists() {
-                        fsutil::link_or_copy(&src, &dst)?;
+                        durable_fs::link_or_copy(&src, &dst)?;
                     }
                     wanted_scripts.insert(script.name.clone());
                     scripts.push(crate::RestartScriptEntry {
@@ -370,7 +370,7 @@ impl Store {
             .flatten()
         {
             if !wanted_scripts.contains(&file.file_name().to_string_lossy().into_owned()) {
-                fsutil::remove_file(&file.path())?;
+                durable_fs::remove_file(&file.path())?;
             }
         }
         let packages = repo.join("Packages");
@@ -389,7 +389,7 @@ impl Store {
                 if wanted.contains(&rel) {
                     remaining += 1;
                 } else {
-                    fsutil::remove_file(&file.path())?;
+                    durable_fs::remove_file(&file.path())?;
                 }
             }
             if remaining == 0 {
@@ -518,7 +518,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(deps)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode app dependencies: {e}")))?;
-        fsutil::atomic_write(&self.root().join(APP_DEPS), &json)
+        Ok(durable_fs::write(&self.root().join(APP_DEPS), &json)?)
     }
 }
 
@@ -564,7 +564,7 @@ pub(crate) fn sort_entries(entries: &mut [IndexEntry]) {
 pub(crate) fn write_index(path: &Path, index: &RepoIndex) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(index)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode {}: {e}", path.display())))?;
-    fsutil::atomic_write(path, &json)
+    Ok(durable_fs::write(path, &json)?)
 }
 
 fn read_index(path: &Path) -> Result<RepoIndex, StoreError> {

@@ -1370,27 +1370,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Ins
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), InstallError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
     let bytes =
         serde_json::to_vec_pretty(value).map_err(|e| InstallError::Corrupt(e.to_string()))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(InstallError::io(dir))?;
-    temp.write_all(&bytes)
-        .map_err(InstallError::io(temp.path()))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(InstallError::io(temp.path()))?;
-    temp.persist(path)
-        .map_err(|e| InstallError::io(path)(e.error))?;
-    sync_dir(dir)
+    Ok(durable_fs::write(path, &bytes)?)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), InstallError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(InstallError::io(dir))
+    Ok(durable_fs::sync_dir(dir)?)
 }
 
 /// Flushes the whole file system holding `path` (one `syncfs` instead of one fsync per

@@ -63,12 +63,8 @@ impl RpmDb {
         {
             let entry = entry.map_err(|e| e.to_string())?;
             if entry.file_type().is_ok_and(|t| t.is_file()) {
-                let dest = to.join(entry.file_name());
-                std::fs::copy(entry.path(), &dest)
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
-                std::fs::File::open(&dest)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                durable_fs::copy(&entry.path(), &to.join(entry.file_name()))
+                    .map_err(|e| e.to_string())?;
             }
         }
         super::sync_dir(to).map_err(|e| e.to_string())
@@ -88,14 +84,8 @@ impl RpmDb {
         }
         for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
             let entry = entry.map_err(|e| e.to_string())?;
-            let name = entry.file_name();
-            let tmp = dir.join(format!(".{}.restore", name.to_string_lossy()));
-            std::fs::copy(entry.path(), &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, dir.join(&name))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            durable_fs::copy(&entry.path(), &dir.join(entry.file_name()))
+                .map_err(|e| e.to_string())?;
         }
         super::sync_dir(&dir).map_err(|e| e.to_string())
     }

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use crate::OutputFormat;
+use crate::client::percent_encode;
 use crate::tables::grid;
 use crate::vim_client::VimClient;
 use anyhow::bail;
@@ -151,10 +152,10 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     println!("Alarm {uuid} cleared");
                 }
                 (None, Some(id)) => {
-                    let mut query = format!("/v1/alarms?alarm_id={}", percent(&id));
+                    let mut query = format!("/v1/alarms?alarm_id={}", percent_encode(&id));
                     if let Some(e) = &entity_instance_id {
                         query.push_str("&entity_instance_id=");
-                        query.push_str(&percent(e));
+                        query.push_str(&percent_encode(e));
                     }
                     let reply = client.delete(&query, None)?;
                     println!("{} alarm(s) cleared", reply["cleared"]);
@@ -164,16 +165,4 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         }
         Ok(())
     })
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

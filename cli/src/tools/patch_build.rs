@@ -125,8 +125,6 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
 }
 
 fn generate_key(dir: &Path, bits: usize, format: OutputFormat) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let key = PrivateKey::generate(bits)?;
     let private = dir.join("signing-key.pem");
@@ -136,16 +134,8 @@ fn generate_key(dir: &Path, bits: usize, format: OutputFormat) -> anyhow::Result
             bail!("{} already exists; not overwriting a key", path.display());
         }
     }
-    let mut file = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private)
-        .with_context(|| format!("creating {}", private.display()))?;
-    file.write_all(key.to_pkcs8_pem()?.as_bytes())?;
-    file.sync_all()?;
-    std::fs::write(&public, key.public_key().to_spki_pem()?)
-        .with_context(|| format!("writing {}", public.display()))?;
+    durable_fs::write_new(&private, key.to_pkcs8_pem()?.as_bytes(), 0o600)?;
+    durable_fs::write_new(&public, key.public_key().to_spki_pem()?.as_bytes(), 0o644)?;
     match format {
         OutputFormat::Json => println!(
             "{}",
@@ -170,8 +160,6 @@ fn generate_key(dir: &Path, bits: usize, format: OutputFormat) -> anyhow::Result
 
 /// A development RPM signing key pair: the secret key readable by its owner only.
 fn generate_rpm_key(dir: &Path, format: OutputFormat) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let secret = dir.join("rpm-signing.asc");
     let public = dir.join("rpm-signing.pub.asc");
@@ -182,16 +170,8 @@ fn generate_rpm_key(dir: &Path, format: OutputFormat) -> anyhow::Result<()> {
     }
     let key =
         RpmSigningKey::generate("stx-patch RPM signing (development) <rpm-signing@localhost>")?;
-    let mut file = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&secret)
-        .with_context(|| format!("creating {}", secret.display()))?;
-    file.write_all(key.secret_asc.as_bytes())?;
-    file.sync_all()?;
-    std::fs::write(&public, &key.public_asc)
-        .with_context(|| format!("writing {}", public.display()))?;
+    durable_fs::write_new(&secret, key.secret_asc.as_bytes(), 0o600)?;
+    durable_fs::write_new(&public, key.public_asc.as_bytes(), 0o644)?;
     match format {
         OutputFormat::Json => println!(
             "{}",

@@ -26,6 +26,15 @@ pub(crate) enum GenError {
     Invalid(String),
 }
 
+impl From<durable_fs::Error> for GenError {
+    fn from(e: durable_fs::Error) -> Self {
+        GenError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenError + '_ {
     move |source| GenError::Io {
         path: path.to_owned(),
@@ -52,9 +61,7 @@ fn gen_number(name: &str) -> Option<u64> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), GenError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    Ok(durable_fs::sync_dir(dir)?)
 }
 
 impl Generations {
@@ -105,9 +112,7 @@ impl Generations {
         let tmp = self.root.join("current.tmp");
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(gen_name(n), &tmp).map_err(io(&tmp))?;
-        let current = self.current();
-        std::fs::rename(&tmp, &current).map_err(io(&current))?;
-        sync_dir(&self.root)
+        Ok(durable_fs::rename(&tmp, &self.current())?)
     }
 
     /// Where blobs for the next generation are staged.
@@ -130,35 +135,25 @@ impl Generations {
         if !manifest::is_sha256(sha256) {
             return Err(GenError::Invalid(format!("bad blob name {sha256:?}")));
         }
-        let dir = self.incoming();
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let mut temp = tempfile::Builder::new()
-            .prefix(".tmp-blob-")
-            .tempfile_in(&dir)
-            .map_err(io(&dir))?;
-        let (got, received) =
-            manifest::hash_copy(&mut data, temp.as_file_mut(), size).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    GenError::Invalid(format!("blob {sha256} is {e}"))
-                } else {
-                    GenError::Io {
-                        path: dir.clone(),
-                        source: e,
-                    }
-                }
-            })?;
-        if got != sha256 || received != size {
-            return Err(GenError::Invalid(format!(
-                "blob {sha256}: received {received} bytes hashing to {got}"
-            )));
-        }
-        temp.as_file().sync_all().map_err(io(temp.path()))?;
-        let path = dir.join(sha256);
-        temp.persist(&path).map_err(|e| GenError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
-        Ok(())
+        // Written durably under its hash only once the hash and size match.
+        let path = self.incoming().join(sha256);
+        durable_fs::write_with(&path, |file| {
+            let (got, received) = manifest::hash_copy(&mut data, file, size)?;
+            if got != sha256 || received != size {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("received {received} bytes hashing to {got}"),
+                ));
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            if e.source.kind() == std::io::ErrorKind::InvalidData {
+                GenError::Invalid(format!("blob {sha256}: {}", e.source))
+            } else {
+                e.into()
+            }
+        })
     }
 
     /// The current generation's manifest (hashes cached by file identity, so this is a walk
@@ -226,9 +221,7 @@ impl Generations {
                     path: from.clone(),
                     source,
                 })?;
-                std::fs::File::open(&to)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io(&to))?;
+                durable_fs::sync_file(&to)?;
             }
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode))
                 .map_err(io(&to))?;

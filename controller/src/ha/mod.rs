@@ -15,19 +15,37 @@
 
 pub(crate) mod gens;
 pub(crate) mod manifest;
+#[cfg(test)]
+mod model_tests;
 pub(crate) mod peer_api;
+pub(crate) mod rules;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::orchestration::Orchestration;
-use crate::state::App;
 use gens::Generations;
 use manifest::{Hasher, Manifest};
+use rules::{PairRules, Rules};
+
+/// What the replication layer needs of the controller whose state directory it copies —
+/// nothing of the app, the strategy or the API: a way to pause the writers and callbacks for
+/// the moments the state or the role changed under them.
+pub(crate) trait StateOwner: Send + Sync {
+    /// Runs `f` while nothing writes the store (the cut a replication round copies).
+    fn with_store_paused(&self, f: &mut dyn FnMut());
+    /// Runs `f` while no writer runs at all (a handover: the strategy, then the store).
+    fn with_all_paused(&self, f: &mut dyn FnMut());
+    /// The state directory was replaced by the active's: reopen everything from it.
+    fn reopen(&self) -> Result<(), String>;
+    /// This controller was promoted: what only the active runs should start now.
+    fn became_active(&self);
+    /// This controller handed over: whoever waits on it should look for the new active.
+    fn handed_over(&self);
+}
 
 /// This controller's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +147,6 @@ pub(crate) struct Ha {
     state: Mutex<HaState>,
     pub(crate) gens: Generations,
     hasher: Hasher,
-    store_config: patch_store::StoreConfig,
     pub(crate) urls: OnceLock<Urls>,
     peer_status: Mutex<Option<Status>>,
     rounds: Mutex<Rounds>,
@@ -145,8 +162,7 @@ pub(crate) struct Ha {
     /// Why the last swact a strategy started failed (its step fails with it).
     swact_failed: Mutex<Option<String>>,
     http: reqwest::blocking::Client,
-    app: OnceLock<Weak<App>>,
-    orch: OnceLock<Weak<Orchestration>>,
+    owner: OnceLock<Arc<dyn StateOwner>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,11 +190,7 @@ pub(crate) struct HaConfig {
 
 impl Ha {
     /// Opens the state directory as generations and reads (or creates) `ha.json`.
-    pub(crate) fn open(
-        root: &Path,
-        config: HaConfig,
-        store_config: patch_store::StoreConfig,
-    ) -> Result<Ha, String> {
+    pub(crate) fn open(root: &Path, config: HaConfig) -> Result<Ha, String> {
         let gens = Generations::open(root).map_err(|e| e.to_string())?;
         let state_path = root.join("ha.json");
         let state = match std::fs::read(&state_path) {
@@ -211,7 +223,6 @@ impl Ha {
             state: Mutex::new(state.clone()),
             gens,
             hasher: Hasher::default(),
-            store_config,
             urls: OnceLock::new(),
             peer_status: Mutex::new(None),
             rounds: Mutex::new(Rounds::default()),
@@ -222,18 +233,21 @@ impl Ha {
             swact_failed: Mutex::new(None),
             push_lock: Mutex::new(()),
             http,
-            app: OnceLock::new(),
-            orch: OnceLock::new(),
+            owner: OnceLock::new(),
         };
         ha.persist(&state)
             .map_err(|e| format!("{}: {e}", ha.state_path.display()))?;
         Ok(ha)
     }
 
-    /// Connects the controller's state (after it was opened on [`Ha::data_dir`]).
-    pub(crate) fn attach(&self, app: &Arc<App>, orch: &Arc<Orchestration>) {
-        let _ = self.app.set(Arc::downgrade(app));
-        let _ = self.orch.set(Arc::downgrade(orch));
+    /// Connects the controller that owns the state (after it was opened on
+    /// [`Ha::data_dir`]).
+    pub(crate) fn attach(&self, owner: Arc<dyn StateOwner>) {
+        let _ = self.owner.set(owner);
+    }
+
+    fn owner(&self) -> Option<&Arc<dyn StateOwner>> {
+        self.owner.get()
     }
 
     /// Where the controller's state lives (the current generation).
@@ -243,14 +257,7 @@ impl Ha {
 
     fn persist(&self, state: &HaState) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        let dir = self.state_path.parent().unwrap_or(Path::new("."));
-        let mut temp = tempfile::Builder::new()
-            .prefix(".tmp-ha")
-            .tempfile_in(dir)?;
-        std::io::Write::write_all(&mut temp, &bytes)?;
-        temp.as_file().sync_all()?;
-        temp.persist(&self.state_path).map_err(|e| e.error)?;
-        std::fs::File::open(dir)?.sync_all()
+        Ok(durable_fs::write(&self.state_path, &bytes)?)
     }
 
     /// Changes the role durably (the file first, then memory).
@@ -375,43 +382,16 @@ impl Ha {
         *lock(&self.peer_status) = Some(peer.clone());
         let _transition = lock(&self.transition);
         let me = self.state();
-        let result = match (me.role, peer.role) {
-            // A newer active exists: step down.
-            (Role::Active | Role::HandingOver, Role::Active) if peer.term > me.term => self
-                .set_state(HaState {
-                    term: peer.term,
-                    role: Role::Standby,
-                    active: peer.host.clone(),
-                }),
-            // Two actives at one term cannot come from a swact; settle it deterministically.
-            (Role::Active, Role::Active) if peer.term == me.term && peer.host < self.host => {
-                tracing::error!("both controllers active at term {}: stepping down", me.term);
-                self.set_state(HaState {
-                    term: me.term,
-                    role: Role::Standby,
-                    active: peer.host.clone(),
-                })
+        let result = match PairRules
+            .on_peer_status(&me, &self.host, &peer.host, peer.term, peer.role)
+        {
+            Some(new) => {
+                if new.role == Role::Standby && me.role == Role::Active && new.term == me.term {
+                    tracing::error!("both controllers active at term {}: stepping down", me.term);
+                }
+                self.set_state(new)
             }
-            // The promotion never reached the peer: stay active.
-            (Role::HandingOver, Role::Standby) if peer.term <= me.term => self.set_state(HaState {
-                term: me.term,
-                role: Role::Active,
-                active: self.host.clone(),
-            }),
-            (Role::Standby, _)
-                if peer.term > me.term || (peer.role == Role::Active && me.active != peer.host) =>
-            {
-                self.set_state(HaState {
-                    term: peer.term.max(me.term),
-                    role: Role::Standby,
-                    active: if peer.role == Role::Active {
-                        peer.host.clone()
-                    } else {
-                        me.active.clone()
-                    },
-                })
-            }
-            _ => Ok(()),
+            None => Ok(()),
         };
         if let Err(e) = result {
             tracing::error!("cannot record the controller role: {e}");
@@ -420,7 +400,7 @@ impl Ha {
 
     /// Asks for a replication round and waits for it: `Ok` once the standby holds everything
     /// committed before the call (or it is down and will catch up), `Err` (in words) if not.
-    fn barrier(&self) -> Result<(), String> {
+    pub(crate) fn barrier(&self) -> Result<(), String> {
         if !self.is_active() {
             return Ok(());
         }
@@ -498,7 +478,7 @@ impl Ha {
     /// One replication round: the state's manifest (taken with the store held, so it is a
     /// consistent cut), then whatever the standby lacks, then its commit.
     fn round(&self) -> (RoundOutcome, Option<String>) {
-        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
+        let Some(owner) = self.owner() else {
             return (RoundOutcome::PeerDown("starting".into()), None);
         };
         let dir = self.data_dir();
@@ -507,8 +487,10 @@ impl Ha {
         let sent = until_unchanged(|| {
             // The manifest with the store held (a consistent cut), before the push lock: a
             // swact takes the store first, then the push lock.
-            let manifest = app
-                .with_store(|_| self.hasher.manifest(&dir))
+            let mut cut = None;
+            owner.with_store_paused(&mut || cut = Some(self.hasher.manifest(&dir)));
+            let manifest = cut
+                .unwrap_or_else(|| Err(std::io::Error::other("the store was not paused")))
                 .map_err(|e| PushError::Refused(format!("reading the state: {e}")))?;
             let wanted = digest(&manifest);
             let _push = lock(&self.push_lock);
@@ -623,14 +605,7 @@ impl Ha {
 
     /// Reopens the controller's state after the generation changed under it.
     fn reload(&self) -> Result<(), String> {
-        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
-            return Ok(());
-        };
-        app.reload(self.store_config.clone())?;
-        if let Some(orch) = self.orch.get().and_then(Weak::upgrade) {
-            orch.reload().map_err(|e| format!("strategy: {e}"))?;
-        }
-        Ok(())
+        self.owner().map_or(Ok(()), |owner| owner.reopen())
     }
 
     /// Swact: hands the active role to the peer. Mutations wait meanwhile (the store is
@@ -649,15 +624,25 @@ impl Ha {
         if peer.role != Role::Standby {
             return Err(format!("Cannot swact: {} is not standby.", peer.host));
         }
-        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
+        let Some(owner) = self.owner() else {
             return Err("Cannot swact: the controller is starting".into());
         };
         self.handing_over.store(true, Ordering::Release);
-        let result = (|| {
-            // The strategy slot, then the store: what the audit takes, in its order.
-            let orch = self.orch.get().and_then(Weak::upgrade);
-            let _strategy = orch.as_ref().map(|o| o.hold());
-            let store = app.hold_store();
+        let mut result = Err("Cannot swact: the writers could not be paused".to_owned());
+        owner.with_all_paused(&mut || result = self.hand_over(&peer));
+        self.handing_over.store(false, Ordering::Release);
+        if let Ok(message) = &result {
+            // Agents waiting for orders here go to the new active controller now.
+            owner.handed_over();
+            tracing::info!(target: "audit", "swact: {}", message.trim());
+        }
+        result
+    }
+
+    /// The handover itself, with every writer paused: the final state to the peer, then its
+    /// promotion at a new term.
+    fn hand_over(&self, peer: &Status) -> Result<String, String> {
+        {
             let _push = lock(&self.push_lock);
             let _transition = lock(&self.transition);
             let dir = self.data_dir();
@@ -683,7 +668,7 @@ impl Ha {
             })?;
             lock(&self.rounds).acked_digest = Some(wanted.clone());
             let me = self.state();
-            let new_term = me.term.max(peer.term) + 1;
+            let new_term = PairRules.swact_term(&me, peer.term);
             self.set_state(HaState {
                 term: me.term,
                 role: Role::HandingOver,
@@ -710,9 +695,6 @@ impl Ha {
                         active: peer.host.clone(),
                         ..peer.clone()
                     });
-                    drop(store);
-                    // Agents waiting for orders here go to the new active controller now.
-                    app.orders.notify_waiters();
                     Ok(format!(
                         "{} is now standby; {} is active.\n",
                         self.host, peer.host
@@ -733,12 +715,7 @@ impl Ha {
                     peer.host
                 )),
             }
-        })();
-        self.handing_over.store(false, Ordering::Release);
-        if let Ok(message) = &result {
-            tracing::info!(target: "audit", "swact: {}", message.trim());
         }
-        result
     }
 
     /// A strategy's swact of this (active) controller: started in the background, since the
@@ -781,13 +758,10 @@ impl Ha {
         }
         let _transition = lock(&self.transition);
         let me = self.state();
-        let term = me.term.max(self.peer_status().map_or(0, |p| p.term)) + 1;
-        self.set_state(HaState {
-            term,
-            role: Role::Active,
-            active: self.host.clone(),
-        })
-        .map_err(|e| e.to_string())?;
+        let taken =
+            PairRules.takeover(&me, &self.host, self.peer_status().map_or(0, |p| p.term))?;
+        let term = taken.term;
+        self.set_state(taken).map_err(|e| e.to_string())?;
         tracing::warn!(target: "audit", "forced takeover by {} at term {term}", self.host);
         Ok(format!(
             "{} is now active (forced, term {term}).\n",
@@ -800,23 +774,8 @@ impl Ha {
     /// Checks a message's term: `Err` (HTTP 409) if it is older than this controller's; a
     /// newer term makes this controller standby under `from`.
     fn accept_term(&self, term: u64, from: &str) -> Result<(), String> {
-        let me = self.state();
-        if term < me.term {
-            return Err(format!(
-                "stale term {term}: {} is at term {} (active {})",
-                self.host, me.term, me.active
-            ));
-        }
-        if me.role != Role::Standby && term == me.term {
-            return Err(format!("{} is itself active at term {term}", self.host));
-        }
-        if term > me.term || me.active != from || me.role != Role::Standby {
-            self.set_state(HaState {
-                term,
-                role: Role::Standby,
-                active: from.to_owned(),
-            })
-            .map_err(|e| e.to_string())?;
+        if let Some(new) = PairRules.accept_term(&self.state(), &self.host, term, from)? {
+            self.set_state(new).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -875,102 +834,24 @@ impl Ha {
     fn receive_promote(&self, term: u64, from: &str, wanted: &str) -> Result<(), (u16, String)> {
         let _transition = lock(&self.transition);
         let me = self.state();
-        if term <= me.term {
-            return Err((
-                409,
-                format!("stale term {term}: {} is at term {}", self.host, me.term),
-            ));
-        }
-        let have = self
-            .gens
-            .current_manifest(&self.hasher)
-            .map_err(|e| (500, e.to_string()))?;
-        if digest(&have) != wanted {
-            return Err((
-                409,
-                format!("{} does not hold {from}'s final state", self.host),
-            ));
-        }
-        self.set_state(HaState {
-            term,
-            role: Role::Active,
-            active: self.host.clone(),
-        })
-        .map_err(|e| (500, e.to_string()))?;
+        // Only a newer term is worth the walk of the state.
+        let holds = term > me.term
+            && digest(
+                &self
+                    .gens
+                    .current_manifest(&self.hasher)
+                    .map_err(|e| (500, e.to_string()))?,
+            ) == wanted;
+        let promoted = PairRules
+            .on_promote(&me, &self.host, term, from, holds)
+            .map_err(|e| (409, e))?;
+        self.set_state(promoted).map_err(|e| (500, e.to_string()))?;
         // Nothing to replicate until the old active confirms it became standby.
         lock(&self.rounds).acked_digest = None;
-        if let Some(orch) = self.orch.get().and_then(Weak::upgrade) {
-            orch.wake.notify_one();
+        if let Some(owner) = self.owner() {
+            owner.became_active();
         }
         tracing::info!(target: "audit", "{} promoted by {from} at term {term}", self.host);
         Ok(())
     }
-}
-
-/// Waits until the standby holds every change made so far (at once without a pair): what a
-/// mutating call does before it answers. `Err` says in words why the change is not on both.
-pub(crate) async fn replicated(app: &App) -> Result<(), String> {
-    let Some(ha) = app.ha.clone() else {
-        return Ok(());
-    };
-    match tokio::task::spawn_blocking(move || ha.barrier()).await {
-        Ok(result) => result,
-        Err(e) => Err(format!("replication task failed: {e}")),
-    }
-}
-
-/// The answer to a mutation sent to a controller that is not active: `307` to the same path
-/// on the active one (clients that follow redirects just work; `X-Stx-Active-Url` names it
-/// for those that pick their next URL themselves), or `503` when the active one is unknown.
-/// The body says it in words: an `Error message:` line, or a fault body when `fault`.
-pub(crate) fn not_active_response(
-    app: &App,
-    pick: fn(&Urls) -> Option<String>,
-    uri: &axum::http::Uri,
-    fault: bool,
-) -> Option<axum::response::Response> {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    let (message, base) = app.ha.as_ref()?.not_active(pick)?;
-    let body = if fault {
-        serde_json::json!({"faultcode": "Client", "faultstring": message, "debuginfo": null})
-            .to_string()
-    } else {
-        format!("Error message: {message}\n")
-    };
-    let content_type = if fault {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let mut response = match &base {
-        Some(base) => {
-            let location = format!(
-                "{}{}",
-                base.trim_end_matches('/'),
-                uri.path_and_query().map_or("/", |p| p.as_str())
-            );
-            (
-                StatusCode::TEMPORARY_REDIRECT,
-                [
-                    (header::LOCATION, location),
-                    (header::CONTENT_TYPE, content_type.into()),
-                ],
-                body,
-            )
-                .into_response()
-        }
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, content_type)],
-            body,
-        )
-            .into_response(),
-    };
-    if let Some(base) = base
-        && let Ok(v) = axum::http::HeaderValue::from_str(&base)
-    {
-        response.headers_mut().insert("x-stx-active-url", v);
-    }
-    Some(response)
 }

@@ -40,7 +40,7 @@ fn refuse(status: u16, message: &str) -> Response {
 }
 
 fn authorized(peer: &Peer, headers: &HeaderMap) -> Option<Response> {
-    let ok = crate::agent_api::bearer_is(headers, &peer.ha.token);
+    let ok = crate::auth::Secrets::new([&peer.ha.token]).accepts_bearer(headers);
     (!ok).then(|| refuse(401, "the peer token is required"))
 }
 
@@ -152,7 +152,7 @@ async fn blob(
         ha.gens.stage_blob(
             &sha,
             q.size,
-            crate::api::ChannelReader {
+            crate::channel_reader::ChannelReader {
                 rx,
                 current: axum::body::Bytes::new(),
             },

@@ -15,7 +15,7 @@
 mod pages;
 mod session;
 
-use std::collections::BTreeSet;
+use crate::auth::Secrets;
 use std::sync::Arc;
 
 use axum::Router;
@@ -42,7 +42,7 @@ pub(crate) struct Web {
     api: Router,
     /// The strategy and alarm API, called in-process.
     vim: Router,
-    tokens: Arc<BTreeSet<String>>,
+    tokens: Arc<Secrets>,
     sessions: Sessions,
 }
 
@@ -53,7 +53,7 @@ const MAX_FORM: usize = 64 * 1024;
 /// How long a failed login waits before answering (token guessing gets slow).
 const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_millis(400);
 
-pub(crate) fn router(app: Arc<App>, orch: Arc<Orchestration>, tokens: BTreeSet<String>) -> Router {
+pub(crate) fn router(app: Arc<App>, orch: Arc<Orchestration>, tokens: Secrets) -> Router {
     let idle = std::time::Duration::from_secs(app.config.web_session_idle_minutes * 60);
     let web = Arc::new(Web {
         api: crate::api::router(app.clone(), None),
@@ -437,7 +437,7 @@ async fn login(State(web): Shared, headers: HeaderMap, body: axum::body::Bytes) 
         return forbidden_csrf();
     }
     let token = form.get("token").unwrap_or("").trim();
-    if token.is_empty() || !web.tokens.contains(token) {
+    if !web.tokens.accepts(token) {
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         tracing::warn!(target: "audit", "dashboard login refused: wrong token");
         let (cookie, fresh) = web.sessions.new_login_form();
@@ -834,7 +834,7 @@ async fn upload(State(web): Shared, headers: HeaderMap, request: Request) -> Res
     }
     // As the API: the standby holds the uploads before the operator hears of them.
     if files > 0
-        && let Err(message) = crate::ha::replicated(&web.app).await
+        && let Err(message) = crate::http::replicated(&web.app).await
     {
         flashes.push(Flash::new(Level::Error, message));
     }

@@ -79,10 +79,7 @@ fn secret() -> String {
     )
 }
 
-/// Compares secrets in time independent of where they differ; an empty one matches nothing.
-pub(crate) fn same_secret(a: &str, b: &str) -> bool {
-    !a.is_empty() && crate::agent_api::constant_time_eq(a.as_bytes(), b.as_bytes())
-}
+pub(crate) use crate::auth::same_secret;
 
 /// The value of cookie `name` in the request.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
