@@ -9,6 +9,7 @@ use host_state::{InstalledPackage, PackageKey};
 use patch_format::Evr;
 use serde::{Deserialize, Serialize};
 
+use crate::builtin::db_key;
 use crate::{InstallError, Transaction};
 
 /// Where the installer keeps what rpm's database does not know (the owning patch and whether
@@ -70,39 +71,22 @@ impl RpmToolInstaller {
 
     /// The installed packages, from rpm's database.
     pub fn installed(&self) -> Result<BTreeMap<PackageKey, InstalledPackage>, InstallError> {
-        let out = self
-            .rpm()
-            .args([
-                "-qa",
-                "--qf",
-                "%{NAME}|%{EPOCHNUM}|%{VERSION}|%{RELEASE}|%{ARCH}\\n",
-            ])
-            .output()
-            .map_err(InstallError::io(&self.root))?;
-        if !out.status.success() {
-            return Err(InstallError::RpmDb(format!(
-                "rpm -qa failed: {}",
-                crate::builtin::rpm_stderr(&out.stderr)
-            )));
-        }
+        // rpm's listing, read as the builtin installer reads it (a failing or erroring
+        // query is an error, never "nothing installed").
+        let listed = crate::builtin::rpm_list(&self.root).map_err(InstallError::RpmDb)?;
         let mut installed = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let parts: Vec<&str> = line.split('|').collect();
-            let [name, epoch, version, release, arch] = parts[..] else {
-                continue;
-            };
-            let key = (name.to_owned(), arch.to_owned());
+        for p in listed {
             let (patch, reboot_required) = self
                 .origins
-                .get(&format!("{name}.{arch}"))
+                .get(&db_key(&p.name, &p.arch))
                 .cloned()
                 .unwrap_or((None, false));
             installed.insert(
-                key,
+                (p.name.clone(), p.arch.clone()),
                 InstalledPackage {
-                    name: name.to_owned(),
-                    arch: arch.to_owned(),
-                    evr: Evr::new(epoch.parse().unwrap_or(0), version, release),
+                    evr: Evr::new(p.epoch, &p.version, &p.release),
+                    name: p.name,
+                    arch: p.arch,
                     patch,
                     reboot_required,
                 },
@@ -125,18 +109,18 @@ impl RpmToolInstaller {
             let mut cmd = self.rpm();
             cmd.arg("-e");
             for (name, arch) in &tx.remove {
-                cmd.arg(format!("{name}.{arch}"));
+                cmd.arg(db_key(name, arch));
             }
             run(cmd, "rpm -e")?;
         }
         for item in &tx.install {
             self.origins.insert(
-                format!("{}.{}", item.package.name, item.package.arch),
+                db_key(&item.package.name, &item.package.arch),
                 (item.package.patch.clone(), item.package.reboot_required),
             );
         }
         for (name, arch) in &tx.remove {
-            self.origins.remove(&format!("{name}.{arch}"));
+            self.origins.remove(&db_key(name, arch));
         }
         let path = self.root.join(ORIGINS);
         if let Some(dir) = path.parent() {
@@ -148,20 +132,9 @@ impl RpmToolInstaller {
     }
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<(), InstallError> {
-    let out = cmd.output().map_err(|e| InstallError::Package {
+fn run(cmd: Command, what: &str) -> Result<(), InstallError> {
+    crate::builtin::run_rpm(cmd, what).map_err(|reason| InstallError::Package {
         package: what.into(),
-        reason: e.to_string(),
-    })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(InstallError::Package {
-        package: what.into(),
-        reason: format!(
-            "{} ({})",
-            crate::builtin::rpm_stderr(&out.stderr),
-            out.status
-        ),
+        reason,
     })
 }

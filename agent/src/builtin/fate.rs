@@ -84,19 +84,40 @@ fn what(kind: FileKind) -> What {
 
 /// Whether the file on disk at `path` is what `info` describes (content or link target).
 pub(crate) fn disk_matches(path: &Path, info: &FileInfo) -> bool {
-    match info.kind {
+    disk_matches_any(path, &[info])
+}
+
+/// Whether the file on disk at `path` is what one of `infos` describes. The file is read
+/// once per digest algorithm, not once per candidate (an edited config compared with the old
+/// and the new version is hashed once).
+fn disk_matches_any(path: &Path, infos: &[&FileInfo]) -> bool {
+    let mut digests: Vec<(u32, Option<String>)> = Vec::new();
+    let mut link = None;
+    infos.iter().any(|info| match info.kind {
         FileKind::Regular => match &info.digest {
-            Some((algo, digest)) => disk_digest(path, *algo).as_deref() == Some(digest.as_str()),
+            Some((algo, want)) => {
+                let on_disk = match digests.iter().find(|(a, _)| a == algo) {
+                    Some((_, d)) => d.clone(),
+                    None => {
+                        let d = disk_digest(path, *algo);
+                        digests.push((*algo, d.clone()));
+                        d
+                    }
+                };
+                on_disk.as_deref() == Some(want.as_str())
+            }
             None => false,
         },
         FileKind::Symlink => {
-            std::fs::read_link(path)
-                .ok()
-                .and_then(|t| t.to_str().map(str::to_owned))
-                == info.link
+            let target = link.get_or_insert_with(|| {
+                std::fs::read_link(path)
+                    .ok()
+                    .and_then(|t| t.to_str().map(str::to_owned))
+            });
+            *target == info.link
         }
         _ => true,
-    }
+    })
 }
 
 /// A config file `new` that the package's previous version `old` also had (rpm's
@@ -120,15 +141,10 @@ pub(crate) fn upgrade(path: &Path, old: &FileInfo, new: &FileInfo) -> Fate {
         return Fate::Create;
     }
     if db == What::Reg {
-        if disk == What::Reg {
-            // Unmodified since the old package installed it: replace.
-            if disk_matches(path, old) {
-                return Fate::Create;
-            }
-            // Already what the new package brings.
-            if disk_matches(path, new) {
-                return Fate::Create;
-            }
+        // Unmodified since the old package installed it, or already what the new one
+        // brings: replace.
+        if disk == What::Reg && disk_matches_any(path, &[old, new]) {
+            return Fate::Create;
         }
         if nw == What::Reg && old.digest.is_some() && old.digest == new.digest {
             return Fate::Skip;
@@ -136,7 +152,7 @@ pub(crate) fn upgrade(path: &Path, old: &FileInfo, new: &FileInfo) -> Fate {
         return save;
     }
     // Symbolic links.
-    if disk == What::Link && (disk_matches(path, old) || disk_matches(path, new)) {
+    if disk == What::Link && disk_matches_any(path, &[old, new]) {
         return Fate::Create;
     }
     if nw == What::Link && old.link.is_some() && old.link == new.link {

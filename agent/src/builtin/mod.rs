@@ -38,7 +38,7 @@ pub use self::package::{FileInfo, FileKind, Script, Scripts};
 use self::package::{Header, read_header};
 pub use self::rpmdb::DBPATH as RPMDB_PATH;
 use self::rpmdb::RpmDb;
-pub(crate) use self::rpmdb::{rpm_command, rpm_stderr};
+pub(crate) use self::rpmdb::{rpm_command, run as run_rpm};
 pub(crate) use self::script::output_tail;
 use crate::InstallError;
 
@@ -208,12 +208,22 @@ pub struct BuiltinInstaller {
     rpmdb: Option<RpmDb>,
 }
 
+/// Every package rpm's database in `root` lists (name, EVR, arch; no files).
+pub(crate) fn rpm_list(root: &Path) -> Result<Vec<rpmdb::DbPackage>, String> {
+    RpmDb::at(root).list()
+}
+
+/// The package database's key of a package: `name.arch` (rpm's database uses the same).
+pub(crate) fn db_key(name: &str, arch: &str) -> String {
+    format!("{name}.{arch}")
+}
+
 fn key_name(key: &PackageKey) -> String {
-    format!("{}.{}", key.0, key.1)
+    db_key(&key.0, &key.1)
 }
 
 fn item_key(p: &TransactionPackage) -> String {
-    format!("{}.{}", p.package.name, p.package.arch)
+    db_key(&p.package.name, &p.package.arch)
 }
 
 impl BuiltinInstaller {
@@ -261,10 +271,9 @@ impl BuiltinInstaller {
             .iter()
             .filter(|p| {
                 let evr = Evr::new(p.epoch, &p.version, &p.release);
-                let key = format!("{}.{}", p.name, p.arch);
                 self.db
                     .packages
-                    .get(&key)
+                    .get(&db_key(&p.name, &p.arch))
                     .is_none_or(|r| r.package.evr != evr)
             })
             .map(|p| p.nevra())
@@ -272,7 +281,7 @@ impl BuiltinInstaller {
         for p in rpmdb.details(&differ).map_err(InstallError::RpmDb)? {
             let evr = Evr::new(p.epoch, &p.version, &p.release);
             self.db.packages.insert(
-                format!("{}.{}", p.name, p.arch),
+                db_key(&p.name, &p.arch),
                 InstalledRecord {
                     package: InstalledPackage {
                         name: p.name,
@@ -723,12 +732,8 @@ impl BuiltinInstaller {
         if work.exists() {
             std::fs::remove_dir_all(&work).map_err(InstallError::io(&work))?;
         }
-        let journal = self.state().join("journal.json");
-        match std::fs::remove_file(&journal) {
-            Ok(()) => sync_dir(&self.state()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(InstallError::io(journal)(e)),
-        }
+        durable_fs::remove_file(&self.state().join("journal.json"))?;
+        Ok(())
     }
 
     /// Refuses a path whose existing parent resolves outside the root (through a symlink).
@@ -1057,7 +1062,9 @@ impl Planner<'_> {
         self.new_owner
             .insert(info.path.clone(), (label.to_owned(), info.clone()));
         let target = self.installer.root.join(&info.path);
-        if target.is_dir() && !target.is_symlink() {
+        // One look at what is there now (a symlink to a directory is not a directory here).
+        let on_disk = std::fs::symlink_metadata(&target).ok();
+        if on_disk.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(InstallError::UnsafePath {
                 package: label.to_owned(),
                 path: info.path.clone(),
@@ -1092,7 +1099,12 @@ impl Planner<'_> {
         };
         // What is there (unless just moved aside) is kept for a rollback.
         let moved = matches!(fate, Fate::Save | Fate::Backup);
-        let backup = (!moved && self.exists(&target)).then(|| self.backup_name());
+        let occupied = if target == info.path {
+            on_disk.is_some()
+        } else {
+            self.exists(&target)
+        };
+        let backup = (!moved && occupied).then(|| self.backup_name());
         self.ops.push(Op::Place {
             target,
             staged,
@@ -1339,7 +1351,11 @@ fn set_caps(path: &Path, text: &str, package: &str) -> Result<(), InstallError> 
         Ok(()) => Ok(()),
         // A file system without extended attributes, or an agent without CAP_SETFCAP: rpm
         // fails here; we install the file without them and say so.
-        Err(e) if matches!(e.raw_os_error(), Some(95) | Some(1)) => {
+        Err(e)
+            if [rustix::io::Errno::OPNOTSUPP, rustix::io::Errno::PERM]
+                .iter()
+                .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+        {
             tracing::warn!("{}: file capabilities {text} not set: {e}", path.display());
             Ok(())
         }
@@ -1373,10 +1389,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), InstallError> 
     let bytes =
         serde_json::to_vec_pretty(value).map_err(|e| InstallError::Corrupt(e.to_string()))?;
     Ok(durable_fs::write(path, &bytes)?)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), InstallError> {
-    Ok(durable_fs::sync_dir(dir)?)
 }
 
 /// Flushes the whole file system holding `path` (one `syncfs` instead of one fsync per

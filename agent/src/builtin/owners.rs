@@ -36,19 +36,21 @@ impl Owners {
 
     /// The uid of `name`.
     pub(crate) fn uid(&self, name: &str) -> u32 {
-        if name == "root" {
-            return 0;
-        }
-        self.users.get(name).copied().unwrap_or(0)
+        id_of(&self.users, name)
     }
 
     /// The gid of `name`.
     pub(crate) fn gid(&self, name: &str) -> u32 {
-        if name == "root" {
-            return 0;
-        }
-        self.groups.get(name).copied().unwrap_or(0)
+        id_of(&self.groups, name)
     }
+}
+
+/// `root` is always 0; an unknown name becomes root, as rpm does.
+fn id_of(table: &HashMap<String, u32>, name: &str) -> u32 {
+    if name == "root" {
+        return 0;
+    }
+    table.get(name).copied().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -180,6 +180,8 @@ pub(crate) struct Header {
     pub requires: Vec<String>,
     payload_offset: u64,
     compressor: Compressor,
+    /// The most the payload may decompress to (see [`payload_bound`]).
+    payload_bound: u64,
 }
 
 /// Reads the header of `rpm_path`. `Err` says what is wrong in words.
@@ -303,6 +305,7 @@ fn parse_header(rpm_path: &Path) -> Result<Header, String> {
     };
     Ok(Header {
         name,
+        payload_bound: payload_bound(&files),
         files,
         link_sets,
         scripts,
@@ -313,18 +316,42 @@ fn parse_header(rpm_path: &Path) -> Result<Header, String> {
     })
 }
 
-/// Bytes of the decompressed payload a package may hold: far beyond any real package, but a
-/// bound (a compression bomb stops here).
-const MAX_PAYLOAD: u64 = 1 << 40;
+/// The most a payload can decompress to for the files its header lists: every file's
+/// content, and for every entry a cpio header (110 bytes), its name (`./` + path + NUL) and
+/// padding, then the trailer. rpm's entries for files over 4 GiB have smaller headers, hard
+/// links carry their content once and ghosts none, so a real payload stays below this;
+/// whatever goes beyond it is not this header's payload (a compression bomb stops here, after
+/// as many bytes as the header declares, not after a fixed terabyte).
+fn payload_bound(files: &[FileInfo]) -> u64 {
+    const ENTRY: u64 = 110 + 3 + 3 + 3;
+    const TRAILER: u64 = 110 + 11 + 3 + 64 * 1024;
+    files.iter().fold(TRAILER, |bound, f| {
+        bound
+            .saturating_add(f.size)
+            .saturating_add(ENTRY + f.path.len() as u64)
+    })
+}
 
 impl Header {
     /// A streaming reader of the payload's files (the cpio archive decompressed on the fly;
     /// memory stays bounded whatever the package size).
     pub(crate) fn payload(&self, rpm_path: &Path) -> Result<rpm::PackageReader, String> {
-        let open =
-            || File::open(rpm_path).map_err(|e| format!("cannot open {}: {e}", rpm_path.display()));
-        let head = open()?.take(self.payload_offset);
-        let mut body = open()?;
+        let head = File::open(rpm_path)
+            .map_err(|e| format!("cannot open {}: {e}", rpm_path.display()))?
+            .take(self.payload_offset);
+        // The rpm crate parses the lead and headers again from `head`, then finds a plain cpio
+        // archive after them (already decompressed here, so every compressor is read alike).
+        let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(
+            256 * 1024,
+            head.chain(self.decompressed(rpm_path)?),
+        ));
+        rpm::PackageReader::parse(input).map_err(|e| format!("cannot read the payload: {e}"))
+    }
+
+    /// The payload's cpio archive, decompressed, cut off at [`payload_bound`].
+    fn decompressed(&self, rpm_path: &Path) -> Result<std::io::Take<Box<dyn Read>>, String> {
+        let mut body =
+            File::open(rpm_path).map_err(|e| format!("cannot open {}: {e}", rpm_path.display()))?;
         body.seek(SeekFrom::Start(self.payload_offset))
             .map_err(|e| format!("cannot read the payload: {e}"))?;
         let body = BufReader::with_capacity(256 * 1024, body);
@@ -343,13 +370,7 @@ impl Header {
                     .map_err(|e| format!("zstd decoder: {e}"))?,
             ),
         };
-        // The rpm crate parses the lead and headers again from `head`, then finds a plain cpio
-        // archive after them (already decompressed here, so every compressor is read alike).
-        let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(
-            256 * 1024,
-            head.chain(decoded.take(MAX_PAYLOAD)),
-        ));
-        rpm::PackageReader::parse(input).map_err(|e| format!("cannot read the payload: {e}"))
+        Ok(decoded.take(self.payload_bound))
     }
 }
 
@@ -385,6 +406,55 @@ pub(crate) fn safe_relative(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use patch_format::testing::{Payload, SpecRpm, TestRpm, rpmbuild_available};
+
+    /// Every real payload fits its bound; one whose header understates it is cut off there.
+    #[test]
+    fn the_payload_is_bounded_by_what_the_header_declares() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut packages = vec![
+            TestRpm::new("plain", "1.0", "1")
+                .file("/usr/share/plain/a", vec![7u8; 100_000])
+                .file("/usr/share/plain/b", "b")
+                .build(dir.path()),
+        ];
+        if rpmbuild_available() {
+            for payload in [Payload::Gzip, Payload::Xz, Payload::Zstd] {
+                packages.push(
+                    SpecRpm::new("real", "1.0", "1")
+                        .file("/usr/bin/real", vec![1u8; 100_000])
+                        .hard_link("/usr/bin/real-link", "/usr/bin/real")
+                        .symlink("/usr/bin/real-sym", "real")
+                        .dir("/usr/share/real", 0o755)
+                        .file("/usr/share/real/empty", "")
+                        .payload(payload)
+                        .build(&dir.path().join(format!("{payload:?}"))),
+                );
+            }
+        }
+        for rpm in &packages {
+            let mut header = read_header(rpm).unwrap();
+            let mut all = Vec::new();
+            let n = header
+                .decompressed(rpm)
+                .unwrap()
+                .read_to_end(&mut all)
+                .unwrap() as u64;
+            assert!(n < header.payload_bound, "{}: {n} bytes", rpm.display());
+            // A header that declares less than the payload holds.
+            header.payload_bound = payload_bound(&[]);
+            let cut = header
+                .decompressed(rpm)
+                .unwrap()
+                .read_to_end(&mut Vec::new());
+            assert!(
+                cut.unwrap() as u64 <= header.payload_bound && n > header.payload_bound,
+                "{}",
+                rpm.display()
+            );
+        }
+    }
 
     #[test]
     fn paths_are_kept_inside() {

@@ -51,11 +51,18 @@ impl RpmDb {
         }
     }
 
+    /// The database of `root`, as it is (no check that it exists).
+    pub(crate) fn at(root: &Path) -> RpmDb {
+        RpmDb {
+            root: root.to_owned(),
+        }
+    }
+
     fn dir(&self) -> PathBuf {
         self.root.join(DBPATH)
     }
 
-    /// Copies the database files to `to` (fsynced).
+    /// Copies the database files to `to` (each copy durable with its directory).
     pub(crate) fn snapshot(&self, to: &Path) -> Result<(), String> {
         std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
         for entry in
@@ -67,7 +74,7 @@ impl RpmDb {
                     .map_err(|e| e.to_string())?;
             }
         }
-        super::sync_dir(to).map_err(|e| e.to_string())
+        Ok(())
     }
 
     /// Puts the snapshot back: the database is exactly as it was when it was taken.
@@ -87,7 +94,8 @@ impl RpmDb {
             durable_fs::copy(&entry.path(), &dir.join(entry.file_name()))
                 .map_err(|e| e.to_string())?;
         }
-        super::sync_dir(&dir).map_err(|e| e.to_string())
+        // The removals above (the copies synced the directory as they went).
+        durable_fs::sync_dir(&dir).map_err(|e| e.to_string())
     }
 
     /// Registers `install` (upgrading or downgrading same-name packages) and unregisters
@@ -116,7 +124,7 @@ impl RpmDb {
             let listed: BTreeSet<String> = self
                 .list()?
                 .into_iter()
-                .map(|p| format!("{}.{}", p.name, p.arch))
+                .map(|p| super::db_key(&p.name, &p.arch))
                 .collect();
             let known: Vec<&String> = erase.iter().filter(|p| listed.contains(*p)).collect();
             if !known.is_empty() {
@@ -283,14 +291,14 @@ fn parse_query(text: &str) -> Result<Vec<DbPackage>, String> {
                     caps: none(fields[11]),
                 });
             }
-            "" => {}
             _ => {}
         }
     }
     Ok(packages)
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+/// Runs an rpm command line; `Err` names it, with its status and rpm's error lines.
+pub(crate) fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {what}: {e}"))?;
