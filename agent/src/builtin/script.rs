@@ -5,17 +5,26 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
 
 use super::package::Script;
 
 /// rpm's `%_install_script_path`.
 const SCRIPT_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/X11R6/bin";
 
-/// How long one scriptlet may run before it is killed and counted as failed.
+/// How long one scriptlet may run before it is killed (with what it started) and counted as
+/// failed.
 pub(crate) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long the output of a finished scriptlet is still read: a daemon it started in the
+/// background keeps its pipes open, and the install must not wait for the daemon.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves `path` (absolute, as seen inside the root) to the file it names on this host,
 /// following symlinks inside the root; `None` when it does not exist.
@@ -102,10 +111,8 @@ pub(crate) fn run(root: &Path, script: &Script, arg: u32) -> Result<(), String> 
     }
     if let Some(body) = &script.body {
         let tmp_dir = root.join("var/tmp");
-        if !tmp_dir.exists() {
-            std::fs::create_dir_all(&tmp_dir)
-                .map_err(|e| format!("cannot create {}: {e}", tmp_dir.display()))?;
-        }
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| format!("cannot create {}: {e}", tmp_dir.display()))?;
         let mut file = tempfile::Builder::new()
             .prefix("rpm-tmp.")
             .rand_bytes(6)
@@ -137,7 +144,9 @@ pub(crate) fn run(root: &Path, script: &Script, arg: u32) -> Result<(), String> 
         .env("PATH", SCRIPT_PATH)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // A group of its own: a timeout kills whatever the script started too.
+        .process_group(0);
     let mut child = command.spawn().map_err(|e| {
         format!(
             "cannot start {} ({e})",
@@ -145,28 +154,47 @@ pub(crate) fn run(root: &Path, script: &Script, arg: u32) -> Result<(), String> 
         )
     })?;
     // Output is collected by threads so a chatty script never blocks on a full pipe.
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let collect_out = std::thread::spawn(move || read_all(&mut out));
-    let collect_err = std::thread::spawn(move || read_all(&mut err));
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if started.elapsed() > SCRIPT_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!(
-                    "it ran longer than {} s and was killed",
-                    SCRIPT_TIMEOUT.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => break Err(e.to_string()),
+    let (sender, collected) = mpsc::channel();
+    for (n, pipe) in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sender = sender.clone();
+        std::thread::spawn(move || sender.send((n, read_all(pipe))));
+    }
+    drop(sender);
+    let status = match child.wait_timeout(SCRIPT_TIMEOUT) {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => {
+            let group = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "it ran longer than {} s and was killed",
+                SCRIPT_TIMEOUT.as_secs()
+            ))
         }
+        Err(e) => Err(e.to_string()),
     };
-    let mut text = collect_out.join().unwrap_or_default();
-    text.push_str(&collect_err.join().unwrap_or_default());
+    // stdout, then stderr: what has come once the pipes close, or by the end of the grace.
+    let mut parts = [String::new(), String::new()];
+    let until = Instant::now() + OUTPUT_GRACE;
+    while let Ok((n, text)) =
+        collected.recv_timeout(until.saturating_duration_since(Instant::now()))
+    {
+        parts[n] = text;
+    }
+    let text = parts.concat();
     drop(temp);
     let status = status?;
     if status.success() {
@@ -197,10 +225,10 @@ pub(crate) fn output_tail(text: &str, chars: usize) -> &str {
 /// Output kept of a scriptlet: its last 64 KiB (a chatty script never grows the agent).
 const OUTPUT_KEPT: usize = 64 * 1024;
 
-fn read_all(pipe: &mut Option<impl std::io::Read>) -> String {
+fn read_all(pipe: Option<Box<dyn std::io::Read + Send>>) -> String {
     let mut kept = Vec::new();
     let mut chunk = [0u8; 8192];
-    if let Some(p) = pipe {
+    if let Some(mut p) = pipe {
         while let Ok(n) = p.read(&mut chunk) {
             if n == 0 {
                 break;
@@ -223,6 +251,39 @@ mod tests {
         assert_eq!(output_tail("abcdef", 3), "def");
         assert_eq!(output_tail("ab", 3), "ab");
         assert_eq!(output_tail("xé€", 2), "é€");
+    }
+
+    /// A scriptlet that starts a daemon in the background (which keeps its output pipes open)
+    /// is done when the script exits: the install does not wait for the daemon to end.
+    #[test]
+    fn a_background_process_the_script_started_is_not_waited_for() {
+        use patch_format::testing::roots;
+        let busybox = roots::static_busybox()
+            .expect("busybox-static is installed (./scripts/test.sh installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        roots::give_shell(root, &busybox).unwrap();
+        // The shell gives a background job /dev/null as its input.
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::write(root.join("dev/null"), "").unwrap();
+        let script = Script {
+            prog: vec!["/bin/sh".into()],
+            body: Some("/bin/busybox sleep 600 &\necho $! > /daemon.pid\necho started\n".into()),
+        };
+        run(root, &script, 1).unwrap();
+        let pid: i32 = std::fs::read_to_string(root.join("daemon.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Still running (not gone, not a zombie): run() returned without waiting for it.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let alive = state
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|s| !s.trim().starts_with('Z'));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        assert!(alive, "the background process {pid} had already ended");
     }
 
     #[test]
