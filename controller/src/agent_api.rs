@@ -14,12 +14,13 @@ use axum::routing::{get, post};
 use host_state::protocol::{AgentOrder, HostReport, ReportReply};
 use serde::Deserialize;
 
+use crate::auth::Secrets;
 use crate::state::App;
 
 #[derive(Clone)]
 struct AgentApi {
     app: Arc<App>,
-    token: Arc<String>,
+    token: Arc<Secrets>,
 }
 
 pub(crate) fn router(app: Arc<App>, token: String) -> Router {
@@ -30,17 +31,12 @@ pub(crate) fn router(app: Arc<App>, token: String) -> Router {
         .route("/agent/v1/repo/{*path}", get(repo_file))
         .with_state(AgentApi {
             app,
-            token: Arc::new(token),
+            token: Arc::new(Secrets::new([token])),
         })
 }
 
 fn authorized(api: &AgentApi, headers: &HeaderMap) -> bool {
-    bearer_is(headers, &api.token)
-}
-
-/// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
-pub(crate) fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
-    crate::auth::Secrets::new([token]).accepts_bearer(headers)
+    api.token.accepts_bearer(headers)
 }
 
 fn unauthorized() -> Response {

@@ -50,35 +50,41 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Replaces `path` with whatever `fill` writes to the temporary file (streamed writers), then
 /// makes it durable as [`write`] does. Nothing changes at `path` if `fill` fails.
 pub fn write_with<T>(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<T>) -> Result<T> {
-    let dir = parent(path);
-    std::fs::create_dir_all(dir).map_err(at(dir))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(at(dir))?;
-    let value = fill(temp.as_file_mut()).map_err(at(temp.path()))?;
-    temp.as_file().sync_all().map_err(at(temp.path()))?;
-    temp.persist(path).map_err(|e| at(path)(e.error))?;
-    sync_dir(dir)?;
-    Ok(value)
+    place(path, None, fill)
 }
 
 /// Creates `path` with `bytes` and permission bits `mode`, durably; fails if it exists
 /// (keys and other files that must never be overwritten).
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    place(path, Some(mode), |file| file.write_all(bytes))
+}
+
+/// The one way a file appears: a temporary file beside it, filled, fsynced, renamed over
+/// `path` (or, with a `mode`, created there only if nothing is), and the directory fsynced.
+fn place<T>(
+    path: &Path,
+    new_with_mode: Option<u32>,
+    fill: impl FnOnce(&mut File) -> std::io::Result<T>,
+) -> Result<T> {
     use std::os::unix::fs::PermissionsExt;
     let dir = parent(path);
     std::fs::create_dir_all(dir).map_err(at(dir))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(at(dir))?;
-    temp.write_all(bytes).map_err(at(temp.path()))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
+    if let Some(mode) = new_with_mode {
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    let mut temp = builder.tempfile_in(dir).map_err(at(dir))?;
+    let value = fill(temp.as_file_mut()).map_err(at(temp.path()))?;
     temp.as_file().sync_all().map_err(at(temp.path()))?;
-    temp.persist_noclobber(path)
-        .map_err(|e| at(path)(e.error))?;
-    sync_dir(dir)
+    if new_with_mode.is_some() {
+        temp.persist_noclobber(path)
+    } else {
+        temp.persist(path)
+    }
+    .map_err(|e| at(path)(e.error))?;
+    sync_dir(dir)?;
+    Ok(value)
 }
 
 /// Renames durably: both directories are fsynced (the target's is created if needed).

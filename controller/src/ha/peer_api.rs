@@ -18,6 +18,8 @@ use super::manifest::Manifest;
 #[derive(Clone)]
 struct Peer {
     ha: Arc<Ha>,
+    /// The pair's token, as the one secret check takes it.
+    token: Arc<crate::auth::Secrets>,
 }
 
 /// Largest manifest accepted (a state of some 100,000 files).
@@ -31,7 +33,10 @@ pub(crate) fn router(ha: Arc<Ha>) -> Router {
         .route("/ha/v1/commit", post(commit))
         .route("/ha/v1/promote", post(promote))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST))
-        .with_state(Peer { ha })
+        .with_state(Peer {
+            token: Arc::new(crate::auth::Secrets::new([&ha.token])),
+            ha,
+        })
 }
 
 fn refuse(status: u16, message: &str) -> Response {
@@ -40,7 +45,7 @@ fn refuse(status: u16, message: &str) -> Response {
 }
 
 fn authorized(peer: &Peer, headers: &HeaderMap) -> Option<Response> {
-    let ok = crate::auth::Secrets::new([&peer.ha.token]).accepts_bearer(headers);
+    let ok = peer.token.accepts_bearer(headers);
     (!ok).then(|| refuse(401, "the peer token is required"))
 }
 
