@@ -165,14 +165,7 @@ fn proc_stat(pid: u32) -> Result<(f64, f64, f64)> {
             .get(12)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let kib = |field: &str| support::status_kib(&pid.to_string(), field);
     Ok((
         ticks / 100.0,
         kib("VmRSS:") / 1024.0,

@@ -108,7 +108,7 @@ fn main() -> Result<()> {
     let me = std::env::current_exe()?;
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
-    let mut peak_rss = 0u64;
+    let mut peak_rss = 0f64;
     for round in 0..rounds {
         // Baseline: rpm -U of the same files, local, on a root where rpm installed v1.
         let rpm_root = dir.join(format!("roots/rpm-{round}"));
@@ -171,7 +171,7 @@ fn main() -> Result<()> {
         if h["state"] != "idle" {
             return Err(format!("{host}: {} {}", h["state"], h["last_error"]).into());
         }
-        peak_rss = peak_rss.max(vm_hwm_kib(daemon.id()));
+        peak_rss = peak_rss.max(support::status_kib(&daemon.id().to_string(), "VmHWM:"));
         let _ = daemon.kill();
         let _ = daemon.wait();
         let listed = roots::rpm_lines(&root, &["-qa"])
@@ -199,20 +199,9 @@ fn main() -> Result<()> {
     );
     println!(
         "| agent peak RSS during the install | {:.1} MiB | | | bounded |",
-        peak_rss as f64 / 1024.0
+        peak_rss / 1024.0
     );
     Ok(())
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// `rpm -U` of `files` into `root`, as the baseline (and the base load) installs them.

@@ -303,13 +303,7 @@ fn child_read(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Prints this process's peak RSS in KiB (VmHWM).
 fn report_hwm() -> Result<(), Box<dyn std::error::Error>> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
-        .unwrap_or_default();
-    println!("{hwm}");
+    println!("{}", support::status_kib("self", "VmHWM:"));
     std::io::stdout().flush()?;
     Ok(())
 }

@@ -200,15 +200,7 @@ data_sync_first_query = 0
 ";
 
 fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    support::status_kib(&pid.to_string(), "VmHWM:") / 1024.0
 }
 
 fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {

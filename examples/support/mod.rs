@@ -104,3 +104,16 @@ pub fn run_agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })
 }
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM:` peak RSS, `VmRSS:`), in KiB; 0 when the
+/// process is gone. `pid` may be `self`.
+pub fn status_kib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
