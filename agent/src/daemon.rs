@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use host_state::protocol::{AgentOrder, HostReport, ReportReply};
+use host_state::protocol::{AgentOrder, Delivery, HostReport, ReportReply};
 use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
 use patch_format::Personality;
 use patch_store::RepoIndex;
@@ -99,6 +99,10 @@ struct AgentState {
     /// The install order being worked on (recorded as soon as it arrives).
     #[serde(default)]
     in_progress: u64,
+    /// The last order delivery received (acknowledged in the next poll; recorded before it is
+    /// acted on, so a delivery handed over again is not acted on twice).
+    #[serde(default)]
+    received: u64,
     rejected_at: Option<u64>,
 }
 
@@ -385,18 +389,42 @@ impl Agent {
         serde_json::from_slice(&bytes).map_err(|e| format!("bad reply: {e}"))
     }
 
+    /// Waits for the next order, acknowledging the last delivery received. A delivery already
+    /// received (handed over again because the acknowledgement was lost) is recorded as
+    /// nothing to do; a new one is recorded before it is returned, with its install order
+    /// number, so a crash from here on is reported as a failed install of it.
     async fn poll(&self) -> Result<AgentOrder, String> {
         let wait = self.config.heartbeat.as_secs().max(1);
         let host = self.config.hostname.clone();
+        let received = self.state.lock().await.received;
         let response = self
             .send(|http, base| {
                 http.get(format!("{base}/agent/v1/orders"))
-                    .query(&[("hostname", host.as_str()), ("wait", &wait.to_string())])
+                    .query(&[
+                        ("hostname", host.as_str()),
+                        ("wait", &wait.to_string()),
+                        ("received", &received.to_string()),
+                    ])
                     .timeout(Duration::from_secs(wait + 10))
             })
             .await?;
         let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("bad order: {e}"))
+        let delivery: Delivery =
+            serde_json::from_slice(&bytes).map_err(|e| format!("bad order: {e}"))?;
+        if delivery.order == AgentOrder::None {
+            return Ok(AgentOrder::None);
+        }
+        let mut state = self.state.lock().await;
+        if delivery.delivery <= state.received {
+            tracing::info!("delivery {} already received", delivery.delivery);
+            return Ok(AgentOrder::None);
+        }
+        state.received = delivery.delivery;
+        if let AgentOrder::Install { seq, .. } = delivery.order {
+            state.in_progress = seq;
+        }
+        self.save(&state);
+        Ok(delivery.order)
     }
 
     /// Runs until `shutdown` resolves.
@@ -428,13 +456,6 @@ impl Agent {
             match order {
                 Ok(AgentOrder::None) => {}
                 Ok(AgentOrder::Install { force, seq, locked }) => {
-                    {
-                        // Remember the order before anything else, so a crash from here on
-                        // is reported as a failed install of it.
-                        let mut state = self.state.lock().await;
-                        state.in_progress = seq;
-                        self.save(&state);
-                    }
                     // Tell the controller at once that the install started.
                     self.set_state(InstallState::Installing, None).await;
                     let _ = self.report(op_counter).await;

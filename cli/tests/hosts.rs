@@ -450,3 +450,47 @@ fn a_host_that_stops_reporting_goes_offline() {
         Some("VERSION = 231\n")
     );
 }
+
+/// An order whose answer is lost (here: read by nobody, then the controller killed) is handed
+/// over again with the same delivery number until a poll acknowledges it.
+#[test]
+fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
+    let mut site = Site::new();
+    let http = reqwest::blocking::Client::new();
+    let report = serde_json::json!({
+        "hostname": "compute-0", "ip": "127.0.0.1", "personality": "Worker",
+        "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",
+        "last_error": null, "reboot_pending": false, "boot_id": "b1", "installed": [],
+        "op_counter": 0, "install_done": 0, "instance": "i1", "workloads": [],
+        "workload_actions": false, "services_disabled": false
+    });
+    let reported = http
+        .post(format!("{}/agent/v1/report", site.agent_url))
+        .bearer_auth("agent-secret")
+        .json(&report)
+        .send()
+        .unwrap();
+    assert_eq!(reported.status(), 200, "{:?}", reported.text());
+    site.ok(&["host-install-async", "compute-0"]);
+    let poll = |site: &Site, received: u64| -> serde_json::Value {
+        http.get(format!(
+            "{}/agent/v1/orders?hostname=compute-0&wait=1&received={received}",
+            site.agent_url
+        ))
+        .bearer_auth("agent-secret")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+    };
+    let first = poll(&site, 0);
+    assert_eq!(first["order"], "install", "{first}");
+    let delivery = first["delivery"].as_u64().unwrap();
+    assert!(delivery > 0, "{first}");
+    site.restart_controller();
+    assert_eq!(poll(&site, 0), first);
+    assert_eq!(poll(&site, delivery)["order"], "none");
+    site.restart_controller();
+    assert_eq!(poll(&site, delivery)["order"], "none");
+    assert_eq!(site.host("compute-0")["state"], "installing");
+}

@@ -21,6 +21,35 @@ fn strategy(site: &Site) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// One line per step of the apply phase's stages that have started: what a hang is waiting on.
+fn apply_summary(strategy: &Value) -> String {
+    let phase = &strategy["apply-phase"];
+    let mut out = format!(
+        "apply phase: current stage {}, {}%",
+        phase["current-stage"], phase["completion-percentage"]
+    );
+    for stage in phase["stages"].as_array().into_iter().flatten() {
+        if stage["result"] == "initial" {
+            continue;
+        }
+        out += &format!(
+            "\n stage {} {}: {} (step {})",
+            stage["stage-id"], stage["stage-name"], stage["result"], stage["current-step"]
+        );
+        for step in stage["steps"].as_array().into_iter().flatten() {
+            out += &format!(
+                "\n  {} {} {} {} {}",
+                step["step-id"],
+                step["step-name"],
+                step["entity-names"],
+                step["result"],
+                step["reason"]
+            );
+        }
+    }
+    out
+}
+
 #[test]
 fn sigkill_during_apply_resumes_and_finishes() {
     // Serial everywhere and a 3 s settle per stage: the apply lasts long enough for 20 kills.
@@ -54,10 +83,17 @@ fn sigkill_during_apply_resumes_and_finishes() {
         if state != "applying" {
             break s;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no end after {kills} kills: {s:#}"
-        );
+        if start.elapsed() > Duration::from_secs(300) {
+            let hosts = site.hosts();
+            if std::env::var_os("STX_TEST_LOGS").is_some() {
+                eprintln!("logs kept in {}", site.dir.path().display());
+                let _ = std::mem::replace(&mut site.dir, tempfile::tempdir().unwrap()).keep();
+            }
+            panic!(
+                "no end after {kills} kills; where the apply stands:\n{}\nhosts: {hosts:#?}",
+                apply_summary(&s)
+            );
+        }
         if kills < 30 {
             site.restart_controller();
             kills += 1;

@@ -11,7 +11,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use host_state::protocol::{AgentOrder, HostReport, ReportReply};
+use host_state::protocol::{Delivery, HostReport, ReportReply};
 use serde::Deserialize;
 
 use crate::auth::Secrets;
@@ -102,6 +102,9 @@ struct OrdersQuery {
     hostname: String,
     #[serde(default)]
     wait: u64,
+    /// The last delivery the agent received (acknowledges it).
+    #[serde(default)]
+    received: u64,
 }
 
 async fn orders(
@@ -122,7 +125,7 @@ async fn orders(
         let notified = api.app.orders.notified();
         let order = api
             .app
-            .with_hosts(|hosts| (hosts.take_order(&q.hostname), false));
+            .with_hosts(|hosts| (hosts.take_order(&q.hostname, q.received), false));
         if let Some(order) = order {
             return axum::Json(order).into_response();
         }
@@ -136,7 +139,7 @@ async fn orders(
             return r;
         }
         if !woken && tokio::time::Instant::now() >= deadline {
-            return axum::Json(AgentOrder::None).into_response();
+            return axum::Json(Delivery::none()).into_response();
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use host_state::protocol::{AgentOrder, HostReport, Workload, WorkloadVerb};
+use host_state::protocol::{AgentOrder, Delivery, HostReport, Workload, WorkloadVerb};
 use host_state::{AdminState, Availability, HostFacts, InstallState, OperState};
 use serde::{Deserialize, Serialize};
 
@@ -26,11 +26,14 @@ pub(crate) struct HostEntry {
     /// The reporting agent process.
     #[serde(default)]
     pub(crate) instance: String,
-    /// The install order last handed to the agent, kept until the agent reports it finished:
-    /// an agent killed between fetching an order and recording it would otherwise leave the
-    /// host `installing` forever. A new agent instance that has not finished it gets it again.
+    /// The last delivery number handed out.
     #[serde(default)]
-    pub(crate) in_flight: Option<AgentOrder>,
+    pub(crate) delivery_seq: u64,
+    /// The order last handed over, kept until a poll acknowledges it: the answer may have
+    /// been lost (a controller killed as it answered, a broken connection, an agent killed
+    /// before recording it), and a host waiting for a lost order waits forever.
+    #[serde(default)]
+    pub(crate) delivered: Option<Delivery>,
     /// A reboot was ordered and the host has not come back with a new boot id yet: it shows
     /// disabled-offline meanwhile (so an unlock completes only once the host is back).
     #[serde(default)]
@@ -126,42 +129,19 @@ impl HostRegistry {
             .map(|p| ((p.name.clone(), p.arch.clone()), p.clone()))
             .collect();
         let existing = self.hosts.get(&report.hostname);
-        let (admin, boot_id, mut pending, install_seq, mut in_flight, old_instance, rebooting) =
-            existing.map_or(
+        let (admin, boot_id, pending, install_seq, rebooting) =
+            existing.map_or((AdminState::Unlocked, String::new(), None, 0, false), |h| {
                 (
-                    AdminState::Unlocked,
-                    String::new(),
-                    None,
-                    0,
-                    None,
-                    None,
-                    false,
-                ),
-                |h| {
-                    (
-                        h.facts.admin,
-                        h.facts.boot_id.clone(),
-                        h.pending.clone(),
-                        h.install_seq,
-                        h.in_flight.clone(),
-                        Some(h.instance.clone()),
-                        h.rebooting,
-                    )
-                },
-            );
-        // An order is finished once the agent says so; one handed to an agent process that
-        // has since been replaced without finishing (or recording) it is sent again.
-        if let Some(AgentOrder::Install { seq, .. }) = &in_flight {
-            if last_order_done >= *seq {
-                in_flight = None;
-            } else if old_instance.is_some_and(|old| old != report.instance) && pending.is_none() {
-                tracing::info!(
-                    "host {}: agent restarted before finishing install order {seq}; sending it again",
-                    report.hostname
-                );
-                pending = in_flight.take();
-            }
-        }
+                    h.facts.admin,
+                    h.facts.boot_id.clone(),
+                    h.pending.clone(),
+                    h.install_seq,
+                    h.rebooting,
+                )
+            });
+        let (delivery_seq, delivered) = existing
+            .map(|h| (h.delivery_seq, h.delivered.clone()))
+            .unwrap_or_default();
         // The agent reports only after finishing the workload order it fetched.
         let workload_orders = existing
             .map(|h| h.workload_orders.clone())
@@ -193,7 +173,6 @@ impl HostRegistry {
                 || h.last_error != report.last_error
                 || h.install_done != last_order_done
                 || h.pending != pending
-                || h.in_flight != in_flight
                 || h.rebooting != rebooting
                 || h.workloads != report.workloads
                 || h.workload_actions != report.workload_actions
@@ -212,7 +191,8 @@ impl HostRegistry {
             install_seq: install_seq.max(last_order_done),
             install_done: last_order_done,
             instance: report.instance.clone(),
-            in_flight,
+            delivery_seq,
+            delivered,
             rebooting,
             workloads: report.workloads,
             workload_actions: report.workload_actions,
@@ -264,7 +244,9 @@ impl HostRegistry {
             verb,
             target: target.to_owned(),
         };
-        if host.workload_orders.contains(&order) || host.workload_in_flight.as_ref() == Some(&order)
+        if host.workload_orders.contains(&order)
+            || host.workload_in_flight.as_ref() == Some(&order)
+            || host.delivered.as_ref().is_some_and(|d| d.order == order)
         {
             return false;
         }
@@ -276,16 +258,49 @@ impl HostRegistry {
     /// Queues a reboot.
     pub(crate) fn order_reboot(&mut self, hostname: &str) {
         if let Some(host) = self.hosts.get_mut(hostname) {
-            host.pending = Some(AgentOrder::Reboot);
-            host.rebooting = true;
-            (host.facts.oper, host.facts.availability) = service_states(host.facts.admin, true);
+            Self::queue_reboot(host);
             self.persist(hostname);
         }
     }
 
-    /// Takes the host's pending order, if any.
-    pub(crate) fn take_order(&mut self, hostname: &str) -> Option<AgentOrder> {
+    fn queue_reboot(host: &mut HostEntry) {
+        host.pending = Some(AgentOrder::Reboot);
+        host.rebooting = true;
+        (host.facts.oper, host.facts.availability) = service_states(host.facts.admin, true);
+    }
+
+    /// Unlocks a host, queueing the reboot a reboot-required install waits for in the same
+    /// write (a crash between two writes would leave it unlocked, in service and unrebooted);
+    /// returns whether a reboot was queued.
+    pub(crate) fn unlock(&mut self, hostname: &str) -> bool {
+        let Some(host) = self.hosts.get_mut(hostname) else {
+            return false;
+        };
+        Self::set_admin_state(host, AdminState::Unlocked);
+        let reboot = host.facts.reboot_pending;
+        if reboot {
+            Self::queue_reboot(host);
+        }
+        self.persist(hostname);
+        reboot
+    }
+
+    /// The order to hand to the host's agent, which acknowledges `received` (the last
+    /// delivery it got): the unacknowledged one again, else the next pending one, if any.
+    pub(crate) fn take_order(&mut self, hostname: &str, received: u64) -> Option<Delivery> {
         let host = self.hosts.get_mut(hostname)?;
+        let mut changed = false;
+        if let Some(delivered) = &host.delivered {
+            if received < delivered.delivery {
+                tracing::info!(
+                    "host {hostname}: delivery {} not acknowledged (agent has {received}); handing it over again",
+                    delivered.delivery
+                );
+                return Some(delivered.clone());
+            }
+            host.delivered = None;
+            changed = true;
+        }
         let locked = host.facts.admin == AdminState::Locked;
         // The lock state travels with the order: the agent's last report may predate a lock.
         let order = host
@@ -302,25 +317,37 @@ impl HostRegistry {
                 host.workload_in_flight = Some(order.clone());
                 Some(order)
             });
-        if let Some(order @ AgentOrder::Install { .. }) = &order {
-            host.in_flight = Some(order.clone());
+        if let Some(order) = order {
+            // Numbers go on from what the agent has seen: a registry that lost a host (or
+            // is older than the agent's state) would otherwise hand out numbers the agent
+            // counts as received and skips.
+            host.delivery_seq = host.delivery_seq.max(received) + 1;
+            host.delivered = Some(Delivery {
+                delivery: host.delivery_seq,
+                order,
+            });
+            changed = true;
         }
-        if order.is_some() {
+        if changed {
             self.persist(hostname);
         }
-        order
+        self.hosts.get(hostname)?.delivered.clone()
     }
 
     pub(crate) fn set_admin(&mut self, hostname: &str, admin: AdminState) {
         if let Some(host) = self.hosts.get_mut(hostname) {
-            host.facts.admin = admin;
-            let locked = admin == AdminState::Locked;
-            (host.facts.oper, host.facts.availability) = service_states(admin, host.rebooting);
-            // A rejected install is reset once the host is locked (the original's rule).
-            if locked && host.facts.install_state == InstallState::InstallRejected {
-                host.facts.install_state = InstallState::Idle;
-            }
+            Self::set_admin_state(host, admin);
             self.persist(hostname);
+        }
+    }
+
+    fn set_admin_state(host: &mut HostEntry, admin: AdminState) {
+        host.facts.admin = admin;
+        let locked = admin == AdminState::Locked;
+        (host.facts.oper, host.facts.availability) = service_states(admin, host.rebooting);
+        // A rejected install is reset once the host is locked (the original's rule).
+        if locked && host.facts.install_state == InstallState::InstallRejected {
+            host.facts.install_state = InstallState::Idle;
         }
     }
 
@@ -388,40 +415,70 @@ pub(crate) mod tests {
         }
     }
 
+    fn install_of(delivery: Option<Delivery>) -> Option<(u64, u64)> {
+        match delivery? {
+            Delivery {
+                delivery,
+                order: AgentOrder::Install { seq, .. },
+            } => Some((delivery, seq)),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn an_order_lost_with_its_agent_is_sent_again() {
+    fn an_order_is_handed_over_until_a_poll_acknowledges_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = HostRegistry::load(dir.path()).unwrap();
         reg.report(report("a", 0), 0);
         let seq = reg.order_install("compute-0", true).unwrap();
-        assert!(matches!(
-            reg.take_order("compute-0"),
-            Some(AgentOrder::Install { force: true, .. })
-        ));
-        // The same agent process still working on it: nothing is resent.
-        reg.report(report("a", 0), 0);
-        assert_eq!(reg.take_order("compute-0"), None);
-        // It died before recording the order; its successor gets the order again.
-        reg.report(report("b", 0), 0);
+        let (delivery, got) = install_of(reg.take_order("compute-0", 0)).unwrap();
+        assert_eq!(got, seq);
+        // The answer was lost (the controller was killed as it wrote it): after a restart
+        // the agent, still at delivery 0, gets the same order with the same number.
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        assert_eq!(
+            install_of(reg.take_order("compute-0", 0)),
+            Some((delivery, seq))
+        );
         assert_eq!(
             reg.hosts["compute-0"].effective_install_state(),
             InstallState::Installing
         );
-        // The registry survives a controller restart with the order still owed.
+        // Acknowledged: never again, and the install stays owed until reported done.
+        assert_eq!(reg.take_order("compute-0", delivery), None);
         let mut reg = HostRegistry::load(dir.path()).unwrap();
-        assert!(matches!(
-            reg.take_order("compute-0"),
-            Some(AgentOrder::Install { force: true, seq: s, .. }) if s == seq
-        ));
-        reg.report(report("b", seq), seq);
-        assert_eq!(reg.hosts["compute-0"].in_flight, None);
+        assert_eq!(reg.take_order("compute-0", delivery), None);
+        reg.report(report("a", seq), seq);
         assert_eq!(
             reg.hosts["compute-0"].effective_install_state(),
             InstallState::Idle
         );
-        // A restart after the order finished sends nothing.
-        reg.report(report("c", seq), seq);
-        assert_eq!(reg.take_order("compute-0"), None);
+    }
+
+    #[test]
+    fn deliveries_are_numbered_after_what_the_agent_has_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        reg.report(report("a", 0), 0);
+        reg.order_reboot("compute-0");
+        // The agent received delivery 41 from an earlier registration of this host.
+        let next = reg.take_order("compute-0", 41).unwrap();
+        assert_eq!((next.delivery, next.order), (42, AgentOrder::Reboot));
+        assert_eq!(reg.take_order("compute-0", 42), None);
+    }
+
+    #[test]
+    fn a_delivered_workload_order_is_not_queued_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        reg.report(report("a", 0), 0);
+        assert!(reg.order_workload("compute-0", WorkloadVerb::Stop, "vm-1"));
+        let first = reg.take_order("compute-0", 0).unwrap();
+        // The agent reported (so nothing is running) but has not acknowledged the delivery.
+        reg.report(report("a", 0), 0);
+        assert!(!reg.order_workload("compute-0", WorkloadVerb::Stop, "vm-1"));
+        assert_eq!(reg.take_order("compute-0", 0), Some(first.clone()));
+        assert_eq!(reg.take_order("compute-0", first.delivery), None);
     }
 
     #[test]
@@ -462,7 +519,7 @@ mod reload_tests {
         reg.report(r, 0);
         reg.set_admin("compute-0", AdminState::Locked);
         reg.order_install("compute-0", false);
-        reg.take_order("compute-0");
+        reg.take_order("compute-0", 0);
         reg.order_reboot("compute-0");
         let reg = HostRegistry::load(dir.path()).unwrap();
         assert_eq!(reg.hosts.len(), 1);

@@ -163,11 +163,7 @@ pub(crate) fn unlock(app: &App, name: &str) -> Result<String, String> {
         if entry.facts.admin != AdminState::Locked {
             return (Err(format!("Host {hostname} is not locked.")), false);
         }
-        let reboot = entry.facts.reboot_pending;
-        hosts.set_admin(&hostname, AdminState::Unlocked);
-        if reboot {
-            hosts.order_reboot(&hostname);
-        }
+        let reboot = hosts.unlock(&hostname);
         (Ok((hostname, reboot)), true)
     });
     let (hostname, reboot) = result?;

@@ -2,7 +2,10 @@
 //! controller; the controller never connects to a host.
 //!
 //! * `POST /agent/v1/report` — [`HostReport`] → [`ReportReply`] (registration and heartbeat).
-//! * `GET /agent/v1/orders?hostname=H&wait=S` — long poll → [`AgentOrder`].
+//! * `GET /agent/v1/orders?hostname=H&wait=S&received=N` — long poll → [`Delivery`]. `N` is
+//!   the last delivery the agent received; the controller hands an order over again until a
+//!   poll acknowledges it, so an answer lost with a killed controller or a broken connection
+//!   is not an order lost (the agent acts once per delivery number).
 //! * `GET /agent/v1/feed/rel-R/…`, `GET /agent/v1/repo/rel-R/…` — index.json and RPMs.
 
 use patch_format::Personality;
@@ -117,6 +120,27 @@ pub struct ReportReply {
     pub locked: bool,
 }
 
+/// An order as the orders endpoint hands it over, numbered for acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Per-host delivery number, rising; 0 for [`AgentOrder::None`].
+    #[serde(default)]
+    pub delivery: u64,
+    /// The order.
+    #[serde(flatten)]
+    pub order: AgentOrder,
+}
+
+impl Delivery {
+    /// The answer to a long poll that timed out.
+    pub fn none() -> Delivery {
+        Delivery {
+            delivery: 0,
+            order: AgentOrder::None,
+        }
+    }
+}
+
 /// Something the controller wants an agent to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "order", rename_all = "kebab-case")]
@@ -142,4 +166,32 @@ pub enum AgentOrder {
         /// The workload's name (the host's name for the services verbs).
         target: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_the_order_with_its_number_beside_the_tag() {
+        let delivery = Delivery {
+            delivery: 3,
+            order: AgentOrder::Install {
+                force: true,
+                seq: 2,
+                locked: false,
+            },
+        };
+        let json = serde_json::to_value(&delivery).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"delivery": 3, "order": "install", "force": true, "seq": 2, "locked": false})
+        );
+        assert_eq!(serde_json::from_value::<Delivery>(json).unwrap(), delivery);
+        // A timed-out poll.
+        assert_eq!(
+            serde_json::to_value(Delivery::none()).unwrap(),
+            serde_json::json!({"delivery": 0, "order": "none"})
+        );
+    }
 }
