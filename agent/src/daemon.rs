@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use host_state::protocol::RepoIndex;
 use host_state::protocol::{AgentOrder, Delivery, HostReport, ReportReply};
 use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
 use patch_format::Personality;
-use patch_store::RepoIndex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -700,7 +700,7 @@ impl Agent {
     async fn run_restart_script(
         &self,
         release: &str,
-        script: &patch_store::RestartScriptEntry,
+        script: &host_state::protocol::RestartScriptEntry,
     ) -> Result<(), String> {
         let dir = self.config.state_dir.join("scripts");
         tokio::fs::create_dir_all(&dir)

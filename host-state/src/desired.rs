@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::protocol::{IndexEntry, RepoIndex};
 use patch_format::{Evr, Personality};
-use patch_store::{IndexEntry, RepoIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::{InstalledPackage, PackageKey};

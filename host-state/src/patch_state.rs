@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::protocol::RepoState;
 use patch_format::Evr;
-use patch_store::RepoState;
 use serde::{Deserialize, Serialize};
 
 use crate::{HostDiff, HostFacts, PackageChange, PackageKey};
