@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use host_state::protocol::WorkloadVerb;
 use host_state::{AdminState, InstallState};
 use orchestrator::{
-    Alarm, Cluster, Instance, InstanceOp, InventoryHost, PatchHost, ServerGroup, StepResult,
-    Strategy, StrategyState,
+    Alarm, Cluster, ClusterError, Instance, InstanceOp, InventoryHost, PatchHost, ServerGroup,
+    StepResult, Strategy, StrategyState,
 };
 
 use crate::alarms::{self, AlarmError};
@@ -240,7 +240,7 @@ impl AppCluster<'_> {
 }
 
 impl Cluster for AppCluster<'_> {
-    fn inventory(&self) -> Result<Vec<InventoryHost>, String> {
+    fn inventory(&self) -> Result<Vec<InventoryHost>, ClusterError> {
         Ok(self
             .0
             .snapshot()
@@ -262,7 +262,7 @@ impl Cluster for AppCluster<'_> {
             .collect())
     }
 
-    fn patch_hosts(&self) -> Result<Vec<PatchHost>, String> {
+    fn patch_hosts(&self) -> Result<Vec<PatchHost>, ClusterError> {
         Ok(self
             .0
             .snapshot()
@@ -280,15 +280,15 @@ impl Cluster for AppCluster<'_> {
             .collect())
     }
 
-    fn patch_count(&self) -> Result<usize, String> {
+    fn patch_count(&self) -> Result<usize, ClusterError> {
         Ok(self.0.snapshot().patches().len())
     }
 
-    fn alarms(&self) -> Result<Vec<Alarm>, String> {
+    fn alarms(&self) -> Result<Vec<Alarm>, ClusterError> {
         Ok(self.0.alarms().list().to_vec())
     }
 
-    fn instances(&self) -> Result<Vec<Instance>, String> {
+    fn instances(&self) -> Result<Vec<Instance>, ClusterError> {
         Ok(self
             .0
             .snapshot()
@@ -317,21 +317,25 @@ impl Cluster for AppCluster<'_> {
         self.0.active_controller()
     }
 
-    fn lock(&self, host: &str) -> Result<(), String> {
+    fn lock(&self, host: &str) -> Result<(), ClusterError> {
         if self.admin(host) == Some(AdminState::Locked) {
             return Ok(());
         }
-        inventory::lock(self.0, host, false).map(drop)
+        inventory::lock(self.0, host, false)
+            .map(drop)
+            .map_err(ClusterError::Refused)
     }
 
-    fn unlock(&self, host: &str) -> Result<(), String> {
+    fn unlock(&self, host: &str) -> Result<(), ClusterError> {
         if self.admin(host) == Some(AdminState::Unlocked) {
             return Ok(());
         }
-        inventory::unlock(self.0, host).map(drop)
+        inventory::unlock(self.0, host)
+            .map(drop)
+            .map_err(ClusterError::Refused)
     }
 
-    fn reboot(&self, host: &str) -> Result<(), String> {
+    fn reboot(&self, host: &str) -> Result<(), ClusterError> {
         self.0.with_hosts(|hosts| {
             hosts.order_reboot(host);
             ((), true)
@@ -340,25 +344,27 @@ impl Cluster for AppCluster<'_> {
         Ok(())
     }
 
-    fn install(&self, host: &str) -> Result<(), String> {
-        inventory::install(self.0, host, false).map(drop)
+    fn install(&self, host: &str) -> Result<(), ClusterError> {
+        inventory::install(self.0, host, false)
+            .map(drop)
+            .map_err(ClusterError::Refused)
     }
 
-    fn swact(&self, host: &str) -> Result<(), String> {
+    fn swact(&self, host: &str) -> Result<(), ClusterError> {
         let Some(ha) = &self.0.ha else {
-            return Err(format!(
+            return Err(ClusterError::Refused(format!(
                 "cannot swact {host}: this controller has no standby to take over"
-            ));
+            )));
         };
         if ha.host != host || !ha.is_active() {
             return Ok(());
         }
         // The handover needs the strategy this audit holds: it runs once the audit returns,
         // and the strategy does not advance until it is over.
-        ha.start_swact()
+        ha.start_swact().map_err(ClusterError::Refused)
     }
 
-    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String> {
+    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, ClusterError> {
         let snapshot = self.0.snapshot();
         let now = snapshot.hosts.iter().find_map(|h| {
             h.workloads
@@ -370,12 +376,17 @@ impl Cluster for AppCluster<'_> {
             // Gone from the host it was on: migrated.
             (InstanceOp::Migrate, None) => return Ok(true),
             (InstanceOp::Migrate, Some((host, _))) if host != instance.host => return Ok(true),
-            (_, None) => return Err(format!("instance {} no longer exists", instance.name)),
+            (_, None) => {
+                return Err(ClusterError::InstanceGone {
+                    name: instance.name.clone(),
+                });
+            }
             (_, Some((host, _))) if host != instance.host => {
-                return Err(format!(
-                    "instance {} has moved from {} to {host} after strategy created",
-                    instance.name, instance.host
-                ));
+                return Err(ClusterError::InstanceMoved {
+                    name: instance.name.clone(),
+                    from: instance.host.clone(),
+                    to: host.to_owned(),
+                });
             }
             (_, Some(found)) => found,
         };
@@ -396,13 +407,17 @@ impl Cluster for AppCluster<'_> {
         Ok(false)
     }
 
-    fn host_services(&self, host: &str, enable: bool) -> Result<bool, String> {
+    fn host_services(&self, host: &str, enable: bool) -> Result<bool, ClusterError> {
         let snapshot = self.0.snapshot();
         let Some(view) = snapshot.hosts.iter().find(|h| h.facts.hostname == host) else {
-            return Err("host no longer exists".into());
+            return Err(ClusterError::HostGone {
+                host: host.to_owned(),
+            });
         };
         if !view.workload_actions {
-            return Err(format!("host {host} has no workload hook"));
+            return Err(ClusterError::Refused(format!(
+                "host {host} has no workload hook"
+            )));
         }
         if view.services_disabled != enable {
             return Ok(true);

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use orchestrator::Strategy;
-use orchestrator::api::{self as strategy_api, Action, ActionParseError};
+use orchestrator::api::{self as strategy_api, Action};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -251,7 +251,7 @@ async fn create(
     }
     let request = match strategy_api::parse_create(&body) {
         Ok(r) => r,
-        Err(message) => return fault(StatusCode::BAD_REQUEST, &message),
+        Err(error) => return fault(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     let config = &vim.orch.app.config;
     let strategy = Strategy::new(
@@ -359,10 +359,7 @@ async fn action(
     }
     let action = match strategy_api::parse_action(&body) {
         Ok(a) => a,
-        Err(ActionParseError::NoStageId) => {
-            return fault(StatusCode::BAD_REQUEST, "No stage-id received");
-        }
-        Err(ActionParseError::Invalid(m)) => return fault(StatusCode::BAD_REQUEST, &m),
+        Err(error) => return fault(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     let now = now_ms();
     let acted = update(&vim, |slot| {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::{
     AlarmRestrictions, ApplyType, InstanceAction, Phase, PhaseName, Stage, Step, StepKind,
-    Strategy, StrategyOptions,
+    Strategy, StrategyOptions, UnknownValue,
 };
 use crate::timing::Timing;
 
@@ -142,65 +142,102 @@ fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.get(name).filter(|v| !v.is_null())
 }
 
-fn enum_field<T: std::str::FromStr<Err = String>>(
+/// Why a strategy request body was refused (HTTP 400); the texts are the original's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is over [`MAX_BODY`].
+    #[error("request body larger than {MAX_BODY} bytes")]
+    TooLarge,
+    /// The body is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    /// A mandatory field is absent.
+    #[error("Mandatory field '{0}' missing.")]
+    Missing(String),
+    /// A choice field names no valid choice.
+    #[error("Invalid input for field/attribute {field}. Value: '{value}'. {reason}")]
+    BadChoice {
+        /// The field.
+        field: String,
+        /// What it held.
+        value: String,
+        /// Which values are valid.
+        reason: String,
+    },
+    /// A choice field is not a string.
+    #[error("Invalid input for field/attribute {field}. Value: '{value}'.")]
+    NotAString {
+        /// The field.
+        field: String,
+        /// What it held, as JSON.
+        value: String,
+    },
+    /// A numeric or boolean field is out of range or of the wrong type.
+    #[error("Invalid value for {0}")]
+    InvalidValue(String),
+}
+
+fn enum_field<T: std::str::FromStr<Err = UnknownValue>>(
     obj: &Map<String, Value>,
     name: &str,
     default: Option<T>,
-) -> Result<T, String> {
+) -> Result<T, RequestError> {
     match field(obj, name) {
-        None => default.ok_or_else(|| format!("Mandatory field '{name}' missing.")),
-        Some(Value::String(s)) => s
-            .parse::<T>()
-            .map_err(|e| format!("Invalid input for field/attribute {name}. Value: '{s}'. {e}")),
-        Some(other) => Err(format!(
-            "Invalid input for field/attribute {name}. Value: '{other}'."
-        )),
+        None => default.ok_or_else(|| RequestError::Missing(name.to_owned())),
+        Some(Value::String(s)) => s.parse::<T>().map_err(|e| RequestError::BadChoice {
+            field: name.to_owned(),
+            value: s.clone(),
+            reason: e.to_string(),
+        }),
+        Some(other) => Err(RequestError::NotAString {
+            field: name.to_owned(),
+            value: other.to_string(),
+        }),
     }
 }
 
 /// An integer given as a number or a numeric string (the original's scripts send strings).
-fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<u64>, String> {
+fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<u64>, RequestError> {
+    let invalid = || RequestError::InvalidValue(name.to_owned());
     match field(obj, name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("Invalid value for {name}")),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| format!("Invalid value for {name}")),
-        Some(_) => Err(format!("Invalid value for {name}")),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(invalid),
+        Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| invalid()),
+        Some(_) => Err(invalid()),
     }
 }
 
-fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
+fn object(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
     if body.len() > MAX_BODY {
-        return Err(format!("request body larger than {MAX_BODY} bytes"));
+        return Err(RequestError::TooLarge);
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("request body must be a JSON object".into()),
-        Err(e) => Err(format!("request body is not valid JSON: {e}")),
+        Ok(_) => Err(RequestError::NotAnObject),
+        Err(e) => Err(RequestError::NotJson(e.to_string())),
     }
 }
 
 /// Parses a create request (reference §4.2, plus `max-failed-hosts` and `dry-run`).
-pub fn parse_create(body: &[u8]) -> Result<CreateRequest, String> {
+pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
     let obj = object(body)?;
     let max_parallel = int_field(&obj, "max-parallel-worker-hosts")?.unwrap_or(2);
     if !(2..=100).contains(&max_parallel) {
-        return Err("Invalid value for max-parallel-worker-hosts".into());
+        return Err(RequestError::InvalidValue(
+            "max-parallel-worker-hosts".into(),
+        ));
     }
     let max_failed = int_field(&obj, "max-failed-hosts")?.unwrap_or(0);
-    let max_failed_hosts =
-        u32::try_from(max_failed).map_err(|_| "Invalid value for max-failed-hosts".to_string())?;
+    let max_failed_hosts = u32::try_from(max_failed)
+        .map_err(|_| RequestError::InvalidValue("max-failed-hosts".into()))?;
     let dry_run = match field(&obj, "dry-run") {
         None => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-        Some(_) => return Err("Invalid value for dry-run".into()),
+        Some(_) => return Err(RequestError::InvalidValue("dry-run".into())),
     };
     let options = StrategyOptions {
         controller_apply_type: enum_field(&obj, "controller-apply-type", None::<ApplyType>)?,
@@ -233,27 +270,23 @@ pub enum Action {
 }
 
 /// Why an action request was rejected before reaching the strategy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ActionParseError {
     /// `apply-stage` without a stage id (HTTP 400 `No stage-id received`).
+    #[error("No stage-id received")]
     NoStageId,
     /// Anything else wrong with the body (HTTP 400).
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] RequestError),
 }
 
 /// Parses an action request (reference §4.3).
 pub fn parse_action(body: &[u8]) -> Result<Action, ActionParseError> {
-    let obj = object(body).map_err(ActionParseError::Invalid)?;
-    let stage = int_field(&obj, "stage-id")
-        .map_err(ActionParseError::Invalid)?
-        .map(|id| usize::try_from(id).unwrap_or(usize::MAX));
+    let obj = object(body)?;
+    let stage = int_field(&obj, "stage-id")?.map(|id| usize::try_from(id).unwrap_or(usize::MAX));
     let action = match field(&obj, "action") {
         Some(Value::String(a)) => a.as_str(),
-        _ => {
-            return Err(ActionParseError::Invalid(
-                "Mandatory field 'action' missing.".into(),
-            ));
-        }
+        _ => return Err(RequestError::Missing("action".into()).into()),
     };
     match action {
         "apply-all" => Ok(Action::Apply(None)),
@@ -263,9 +296,12 @@ pub fn parse_action(body: &[u8]) -> Result<Action, ActionParseError> {
         "abort" => Ok(Action::Abort(None)),
         // sw-manager sends abort-stage with a null stage-id for a plain abort.
         "abort-stage" => Ok(Action::Abort(stage)),
-        other => Err(ActionParseError::Invalid(format!(
-            "Invalid input for field/attribute action. Value: '{other}'. Value should be one of: apply-all, apply-stage, abort, abort-stage"
-        ))),
+        other => Err(RequestError::BadChoice {
+            field: "action".into(),
+            value: other.to_owned(),
+            reason: "Value should be one of: apply-all, apply-stage, abort, abort-stage".into(),
+        }
+        .into()),
     }
 }
 
@@ -293,20 +329,22 @@ mod tests {
         for bad in ["1", "101", "\"x\"", "-2"] {
             let body = format!("{{{base},\"max-parallel-worker-hosts\":{bad}}}");
             assert_eq!(
-                parse_create(body.as_bytes()).unwrap_err(),
+                parse_create(body.as_bytes()).unwrap_err().to_string(),
                 "Invalid value for max-parallel-worker-hosts"
             );
         }
         let err = parse_create(
             br#"{"controller-apply-type":"sideways","storage-apply-type":"serial","worker-apply-type":"serial","default-instance-action":"migrate"}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("controller-apply-type"), "{err}");
         assert!(parse_create(b"[1]").is_err());
         assert!(parse_create(b"{").is_err());
         assert!(
             parse_create(br#"{"storage-apply-type":"serial"}"#)
                 .unwrap_err()
+                .to_string()
                 .contains("Mandatory field")
         );
     }

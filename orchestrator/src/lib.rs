@@ -72,10 +72,10 @@ pub use builder::{
     AlarmCheck, BuildRefusal, Collected, Instance, InventoryHost, PatchHost, PlanContext,
     ServerGroup, blocking_alarms, plan,
 };
-pub use cluster::{Cluster, InstanceOp};
+pub use cluster::{Cluster, ClusterError, InstanceOp};
 pub use model::{
     Alarm, AlarmRestrictions, ApplyType, InstanceAction, Phase, PhaseName, Stage, Step, StepKind,
-    StepResult, Strategy, StrategyOptions, StrategyState,
+    StepResult, Strategy, StrategyOptions, StrategyState, UnknownValue,
 };
 pub use runner::{ActionRefused, DryRunError};
 pub use timing::Timing;

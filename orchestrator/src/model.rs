@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timing;
 
+/// A string that names none of an enumeration's values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{value}' is not one of: {}", valid.join(", "))]
+pub struct UnknownValue {
+    /// What was given.
+    pub value: String,
+    /// The values accepted, in the original's spelling.
+    pub valid: &'static [&'static str],
+}
+
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
         $(#[$m])*
@@ -27,11 +37,11 @@ macro_rules! string_enum {
             }
         }
         impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
                 match s {
                     $($s => Ok(Self::$v),)*
-                    _ => Err(format!("'{s}' is not one of: {}", [$($s),*].join(", "))),
+                    _ => Err(UnknownValue { value: s.to_owned(), valid: &[$($s),*] }),
                 }
             }
         }
@@ -613,6 +623,7 @@ mod tests {
             "sideways"
                 .parse::<ApplyType>()
                 .unwrap_err()
+                .to_string()
                 .contains("serial")
         );
     }

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use crate::builder::{AlarmCheck, BuildRefusal, Collected, PlanContext, blocking_alarms, plan};
-use crate::cluster::{Cluster, InstanceOp};
+use crate::cluster::{Cluster, ClusterError, InstanceOp};
 use crate::model::{
     Phase, PhaseName, Stage, Step, StepKind, StepProgress, StepResult, Strategy, StrategyOptions,
     StrategyState, timestamp,
@@ -733,7 +733,8 @@ impl Strategy {
                             all_done = false;
                             continue;
                         }
-                        if let Err(reason) = cluster.lock(name) {
+                        if let Err(error) = cluster.lock(name) {
+                            let reason = error.to_string();
                             return Poll::Done(
                                 StepResult::Failed,
                                 if reason.is_empty() {
@@ -857,7 +858,7 @@ impl Strategy {
                     match cluster.host_services(name, enable) {
                         Ok(true) => {}
                         Ok(false) => done = false,
-                        Err(reason) => return Poll::Done(StepResult::Failed, reason),
+                        Err(error) => return Poll::Done(StepResult::Failed, error.to_string()),
                     }
                 }
                 if done {
@@ -993,7 +994,7 @@ impl Strategy {
             match cluster.instance_action(op, instance) {
                 Ok(true) => {}
                 Ok(false) => done = false,
-                Err(reason) => return Poll::Done(StepResult::Failed, reason),
+                Err(error) => return Poll::Done(StepResult::Failed, error.to_string()),
             }
         }
         if done {
@@ -1009,7 +1010,7 @@ impl Strategy {
 pub enum DryRunError {
     /// The cluster could not be queried.
     #[error("cannot query the system: {0}")]
-    Query(String),
+    Query(ClusterError),
     /// The builder refused.
     #[error("{0}")]
     Refused(BuildRefusal),
@@ -1059,7 +1060,7 @@ fn finish_phase(phase: &mut Phase, result: StepResult, reason: String) -> PhaseP
 }
 
 /// Everything the build's host query collects.
-fn collect(cluster: &dyn Cluster) -> Result<Collected, String> {
+fn collect(cluster: &dyn Cluster) -> Result<Collected, ClusterError> {
     Ok(Collected {
         inventory: cluster.inventory()?,
         patch_hosts: cluster.patch_hosts()?,

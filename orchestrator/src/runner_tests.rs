@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use host_state::{AdminState, Availability, OperState};
 
 use crate::builder::{Instance, InventoryHost, PatchHost};
-use crate::cluster::{Cluster, InstanceOp};
+use crate::cluster::{Cluster, ClusterError, InstanceOp};
 use crate::model::{
     Alarm, ApplyType, PhaseName, StepResult, Strategy, StrategyOptions, StrategyState,
 };
@@ -141,7 +141,7 @@ impl Fake {
 }
 
 impl Cluster for Fake {
-    fn inventory(&self) -> Result<Vec<InventoryHost>, String> {
+    fn inventory(&self) -> Result<Vec<InventoryHost>, ClusterError> {
         Ok(self
             .0
             .borrow()
@@ -151,7 +151,7 @@ impl Cluster for Fake {
             .collect())
     }
 
-    fn patch_hosts(&self) -> Result<Vec<PatchHost>, String> {
+    fn patch_hosts(&self) -> Result<Vec<PatchHost>, ClusterError> {
         Ok(self
             .0
             .borrow()
@@ -175,15 +175,15 @@ impl Cluster for Fake {
             .collect())
     }
 
-    fn patch_count(&self) -> Result<usize, String> {
+    fn patch_count(&self) -> Result<usize, ClusterError> {
         Ok(1)
     }
 
-    fn alarms(&self) -> Result<Vec<Alarm>, String> {
+    fn alarms(&self) -> Result<Vec<Alarm>, ClusterError> {
         Ok(self.0.borrow().alarms.clone())
     }
 
-    fn instances(&self) -> Result<Vec<Instance>, String> {
+    fn instances(&self) -> Result<Vec<Instance>, ClusterError> {
         Ok(self.0.borrow().instances.clone())
     }
 
@@ -191,7 +191,7 @@ impl Cluster for Fake {
         self.0.borrow().local.clone()
     }
 
-    fn lock(&self, host: &str) -> Result<(), String> {
+    fn lock(&self, host: &str) -> Result<(), ClusterError> {
         *self.0.borrow_mut().locks.entry(host.into()).or_default() += 1;
         self.with(host, |h| {
             h.inv.admin = AdminState::Locked;
@@ -201,7 +201,7 @@ impl Cluster for Fake {
         Ok(())
     }
 
-    fn unlock(&self, host: &str) -> Result<(), String> {
+    fn unlock(&self, host: &str) -> Result<(), ClusterError> {
         self.with(host, |h| {
             h.inv.admin = AdminState::Unlocked;
             if h.reboot_pending {
@@ -214,15 +214,15 @@ impl Cluster for Fake {
         Ok(())
     }
 
-    fn reboot(&self, host: &str) -> Result<(), String> {
+    fn reboot(&self, host: &str) -> Result<(), ClusterError> {
         self.with(host, Fake::start_reboot);
         Ok(())
     }
 
-    fn install(&self, host: &str) -> Result<(), String> {
+    fn install(&self, host: &str) -> Result<(), ClusterError> {
         self.with(host, |h| {
             if h.reboot_patch && h.inv.admin != AdminState::Locked {
-                return Err("Node must be locked.".to_string());
+                return Err(ClusterError::Refused("Node must be locked.".into()));
             }
             h.installs += 1;
             h.installing = 2;
@@ -231,10 +231,10 @@ impl Cluster for Fake {
         })
     }
 
-    fn swact(&self, host: &str) -> Result<(), String> {
+    fn swact(&self, host: &str) -> Result<(), ClusterError> {
         let mut s = self.0.borrow_mut();
         if s.local.as_deref() != Some(host) {
-            return Err("no standby controller".into());
+            return Err(ClusterError::Refused("no standby controller".into()));
         }
         // The other controller takes over (the orchestrator moves with the active role).
         s.swacts += 1;
@@ -246,13 +246,15 @@ impl Cluster for Fake {
         Ok(())
     }
 
-    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, String> {
+    fn instance_action(&self, op: InstanceOp, instance: &Instance) -> Result<bool, ClusterError> {
         let mut s = self.0.borrow_mut();
         let vm = s
             .instances
             .iter_mut()
             .find(|i| i.name == instance.name)
-            .ok_or(format!("instance {} no longer exists", instance.name))?;
+            .ok_or_else(|| ClusterError::InstanceGone {
+                name: instance.name.clone(),
+            })?;
         Ok(match op {
             InstanceOp::Stop => std::mem::replace(&mut vm.locked, true),
             InstanceOp::Start => !std::mem::replace(&mut vm.locked, false),
@@ -264,7 +266,7 @@ impl Cluster for Fake {
         })
     }
 
-    fn host_services(&self, _host: &str, _enable: bool) -> Result<bool, String> {
+    fn host_services(&self, _host: &str, _enable: bool) -> Result<bool, ClusterError> {
         Ok(true)
     }
 }

@@ -21,7 +21,7 @@ mod writer;
 pub use error::FormatError;
 pub use limits::Limits;
 pub use metadata::{
-    PatchMetadata, Personality, RestartScript, SemanticAction, Status, metadata_xml,
+    NameError, PatchMetadata, Personality, RestartScript, SemanticAction, Status, metadata_xml,
     parse_metadata_xml, validate_patch_id, validate_rpm_file_name,
 };
 pub use reader::{ExtractedRpm, PatchReader, VerifiedPatch};

@@ -151,7 +151,7 @@ impl<'k> PatchReader<'k> {
             validate_member_name(&member.name).map_err(|reason| FormatError::UnsafeMember {
                 archive: "the patch archive".into(),
                 name: member.name.clone(),
-                reason,
+                reason: reason.to_string(),
             })?;
             if !seen.insert(member.name.clone()) {
                 return Err(FormatError::UnsafeMember {
@@ -268,7 +268,7 @@ impl<'k> PatchReader<'k> {
             if member.kind != MemberKind::File {
                 return Err(refuse("software.tar holds RPM files only, flat".into()));
             }
-            crate::validate_rpm_file_name(&member.name).map_err(refuse)?;
+            crate::validate_rpm_file_name(&member.name).map_err(|e| refuse(e.to_string()))?;
             if !names.insert(member.name.clone()) {
                 return Err(refuse("the RPM appears twice".into()));
             }

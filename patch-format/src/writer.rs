@@ -130,7 +130,7 @@ impl PatchBuilder {
             .to_owned();
         crate::validate_rpm_file_name(&member).map_err(|reason| FormatError::Rpm {
             file: member.clone(),
-            reason,
+            reason: reason.to_string(),
         })?;
         let size = std::fs::metadata(path)
             .map_err(FormatError::io(path))?
@@ -198,7 +198,7 @@ impl PatchBuilder {
                 "restart script member name {name} is longer than 100 bytes: shorten the script name"
             )));
         }
-        validate_member_name(&name).map_err(FormatError::InvalidPatch)?;
+        validate_member_name(&name).map_err(|e| FormatError::InvalidPatch(e.to_string()))?;
         self.metadata.restart_script = Some(RestartScript {
             name,
             sha256: hex::encode(Sha256::digest(&script)),

@@ -237,25 +237,30 @@ impl PatchMetadata {
 
     /// Checks the values that end up in file names and paths.
     pub fn validate(&self) -> Result<(), FormatError> {
-        validate_patch_id(&self.id).map_err(|r| FormatError::metadata("id", r))?;
-        validate_token(&self.sw_version).map_err(|r| FormatError::metadata("sw_version", r))?;
+        validate_patch_id(&self.id).map_err(|r| FormatError::metadata("id", r.to_string()))?;
+        validate_token(&self.sw_version)
+            .map_err(|r| FormatError::metadata("sw_version", r.to_string()))?;
         for req in &self.requires {
             validate_patch_id(req)
-                .map_err(|r| FormatError::metadata("requires/req_patch_id", r))?;
+                .map_err(|r| FormatError::metadata("requires/req_patch_id", r.to_string()))?;
         }
         for rpm in &self.contents {
-            validate_rpm_file_name(rpm).map_err(|r| FormatError::metadata("contents/rpm", r))?;
+            validate_rpm_file_name(rpm)
+                .map_err(|r| FormatError::metadata("contents/rpm", r.to_string()))?;
         }
         for (personality, packages) in &self.personalities {
             for package in packages {
                 validate_token(package).map_err(|r| {
-                    FormatError::metadata(format!("personality type=\"{personality}\"/package"), r)
+                    FormatError::metadata(
+                        format!("personality type=\"{personality}\"/package"),
+                        r.to_string(),
+                    )
                 })?;
             }
         }
         if let Some(script) = &self.restart_script {
             validate_member_name(&script.name)
-                .map_err(|r| FormatError::metadata("restart_script", r))?;
+                .map_err(|r| FormatError::metadata("restart_script", r.to_string()))?;
             if script.sha256.len() != 64 || !script.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(FormatError::metadata(
                     "restart_script",
@@ -267,63 +272,106 @@ impl PatchMetadata {
     }
 }
 
+/// Why a name that ends up in a file name or path was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// The name is over 255 bytes (its first 32 characters shown).
+    #[error("{start:?}… is longer than 255 bytes")]
+    TooLong {
+        /// Its first 32 characters.
+        start: String,
+    },
+    /// A patch ID over 128 characters.
+    #[error("{0:?} is longer than 128 characters")]
+    IdTooLong(String),
+    /// The name starts with `.` or `-`.
+    #[error("{0:?} must not start with '.' or '-'")]
+    BadStart(String),
+    /// The name holds a character outside the allowed set.
+    #[error("{name:?} contains {bad:?}; allowed: letters, digits and . _ - + ~ ^ :")]
+    BadCharacter {
+        /// The name.
+        name: String,
+        /// The first character not allowed.
+        bad: char,
+    },
+    /// An RPM file name not ending in `.rpm`.
+    #[error("{0:?} does not end in .rpm")]
+    NotRpm(String),
+    /// Empty, `.` or `..`.
+    #[error("{0:?} is not a file name")]
+    NotAFileName(String),
+    /// An archive member name over 255 bytes.
+    #[error("name is longer than 255 bytes")]
+    MemberTooLong,
+    /// A member name with a directory part.
+    #[error("{0:?} has a directory part; members must be bare names")]
+    DirectoryPart(String),
+    /// A member name with control characters.
+    #[error("{0:?} contains control characters")]
+    ControlCharacters(String),
+}
+
 /// A patch ID must be usable as a file name: 1–128 characters from `A-Z a-z 0-9 . _ -`,
 /// not starting with `.` or `-`.
-pub fn validate_patch_id(id: &str) -> Result<(), String> {
+pub fn validate_patch_id(id: &str) -> Result<(), NameError> {
     validate_token(id)?;
     if id.len() > 128 {
-        return Err(format!("{id:?} is longer than 128 characters"));
+        return Err(NameError::IdTooLong(id.to_owned()));
     }
     Ok(())
 }
 
 /// A name used in a path: non-empty, `A-Z a-z 0-9 . _ - + ~ ^ :`, not starting with `.`/`-`.
-fn validate_token(value: &str) -> Result<(), String> {
+fn validate_token(value: &str) -> Result<(), NameError> {
     if value.is_empty() {
-        return Err("must not be empty".into());
+        return Err(NameError::Empty);
     }
     if value.len() > 255 {
-        let start: String = value.chars().take(32).collect();
-        return Err(format!("{start:?}… is longer than 255 bytes"));
+        return Err(NameError::TooLong {
+            start: value.chars().take(32).collect(),
+        });
     }
     if value.starts_with('.') || value.starts_with('-') {
-        return Err(format!("{value:?} must not start with '.' or '-'"));
+        return Err(NameError::BadStart(value.to_owned()));
     }
     if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "._-+~^:".contains(*c)))
     {
-        return Err(format!(
-            "{value:?} contains {bad:?}; allowed: letters, digits and . _ - + ~ ^ :"
-        ));
+        return Err(NameError::BadCharacter {
+            name: value.to_owned(),
+            bad,
+        });
     }
     Ok(())
 }
 
 /// An RPM file name in `contents`/`software.tar`: a bare name ending in `.rpm`.
-pub fn validate_rpm_file_name(name: &str) -> Result<(), String> {
+pub fn validate_rpm_file_name(name: &str) -> Result<(), NameError> {
     validate_member_name(name)?;
     if !name.ends_with(".rpm") {
-        return Err(format!("{name:?} does not end in .rpm"));
+        return Err(NameError::NotRpm(name.to_owned()));
     }
     Ok(())
 }
 
 /// A bare archive member name: no directory part, no `..`, no control characters.
-pub(crate) fn validate_member_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_member_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("{name:?} is not a file name"));
+        return Err(NameError::NotAFileName(name.to_owned()));
     }
     if name.len() > 255 {
-        return Err("name is longer than 255 bytes".into());
+        return Err(NameError::MemberTooLong);
     }
     if name.contains('/') || name.contains('\\') {
-        return Err(format!(
-            "{name:?} has a directory part; members must be bare names"
-        ));
+        return Err(NameError::DirectoryPart(name.to_owned()));
     }
     if name.chars().any(|c| c.is_control()) {
-        return Err(format!("{name:?} contains control characters"));
+        return Err(NameError::ControlCharacters(name.to_owned()));
     }
     Ok(())
 }
