@@ -113,7 +113,7 @@ pub struct Agent {
     http: reqwest::Client,
     installer: Arc<std::sync::Mutex<Installer>>,
     state: Mutex<AgentState>,
-    controller: Mutex<usize>,
+    controllers: failover::Controllers,
     /// The workloads the hook listed last (kept when a listing fails).
     workloads: Mutex<Vec<host_state::protocol::Workload>>,
     /// Keys every RPM must be signed by (none: signatures are not checked).
@@ -148,7 +148,56 @@ const DOWNLOADS_AT_ONCE: usize = 4;
 /// How long an install keeps retrying a fetch that failed for a reason that may pass.
 pub const FETCH_RETRY: Duration = Duration::from_secs(120);
 
-/// A failed request to the controller.
+/// A request to the controller that got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No controller served it (unreachable, standby, handing over).
+    #[error(transparent)]
+    Unreachable(#[from] failover::FailoverError),
+    /// The controller answered with an error status.
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        /// The request's URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The answer's text.
+        body: String,
+    },
+    /// The answer could not be read or understood.
+    #[error("{what}: {reason}")]
+    BadAnswer {
+        /// What was asked for.
+        what: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+impl ControllerError {
+    /// Whether asking again later may succeed (a controller restarting or swacting).
+    fn may_pass(&self) -> bool {
+        match self {
+            ControllerError::Unreachable(_) => true,
+            ControllerError::Status { status, .. } => {
+                *status >= 500 || *status == 307 || *status == 503
+            }
+            ControllerError::BadAnswer { .. } => false,
+        }
+    }
+}
+
+impl From<ControllerError> for Fetch {
+    fn from(e: ControllerError) -> Fetch {
+        if e.may_pass() {
+            Fetch::Retry(e.to_string())
+        } else {
+            Fetch::Fail(e.to_string())
+        }
+    }
+}
+
+/// A failed fetch from the controller (or of what it sent).
 enum Fetch {
     /// It may succeed later (connection refused or cut, server error).
     Retry(String),
@@ -244,7 +293,7 @@ impl Agent {
                 })?,
             installer: Arc::new(std::sync::Mutex::new(installer)),
             state: Mutex::new(state),
-            controller: Mutex::new(0),
+            controllers: failover::Controllers::new(&config.controllers),
             workloads: Mutex::new(Vec::new()),
             config,
         };
@@ -268,53 +317,29 @@ impl Agent {
         }
     }
 
-    async fn base(&self) -> String {
-        let i = *self.controller.lock().await;
-        self.config.controllers[i % self.config.controllers.len()]
-            .trim_end_matches('/')
-            .to_owned()
-    }
-
-    /// Sends a request to the current controller, moving on to the next URL on a connection
-    /// failure.
+    /// Sends a request to the active controller (every agent request is idempotent, so one
+    /// without an answer is sent again); an error status is an error.
     async fn send(
         &self,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, Fetch> {
-        let mut last = String::new();
-        for _ in 0..self.config.controllers.len().max(1) {
-            let base = self.base().await;
-            let request = build(&self.http, &base).bearer_auth(&self.config.token);
-            match request.send().await {
-                Ok(r) if r.status().is_success() => return Ok(r),
-                // Not the active controller (or handing over): try the other one.
-                Ok(r)
-                    if r.status() == reqwest::StatusCode::TEMPORARY_REDIRECT
-                        || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
-                {
-                    last = format!("{base}: not the active controller ({})", r.status());
-                    let mut i = self.controller.lock().await;
-                    *i = (*i + 1) % self.config.controllers.len().max(1);
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    let message = format!("{base}: HTTP {status}: {}", body.trim());
-                    // A server error may pass (a restarting controller); a refusal will not.
-                    return Err(if status.is_server_error() {
-                        Fetch::Retry(message)
-                    } else {
-                        Fetch::Fail(message)
-                    });
-                }
-                Err(e) => {
-                    last = format!("{base}: {e}");
-                    let mut i = self.controller.lock().await;
-                    *i = (*i + 1) % self.config.controllers.len().max(1);
-                }
-            }
+    ) -> Result<reqwest::Response, ControllerError> {
+        let response = self
+            .controllers
+            .send(failover::Resend::Always, |base| {
+                build(&self.http, base).bearer_auth(&self.config.token)
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
         }
-        Err(Fetch::Retry(last))
+        let url = response.url().to_string();
+        let body = response.text().await.unwrap_or_default();
+        Err(ControllerError::Status {
+            url,
+            status: status.as_u16(),
+            body: body.trim().to_owned(),
+        })
     }
 
     /// Runs a fetch, retrying transient failures (a controller restarting or swacting) for
@@ -346,7 +371,7 @@ impl Agent {
     }
 
     /// Sends a report; returns the controller's reply.
-    pub async fn report(&self, op_counter: u64) -> Result<ReportReply, String> {
+    pub async fn report(&self, op_counter: u64) -> Result<ReportReply, ControllerError> {
         let workloads = match &self.config.workload_hook {
             None => Vec::new(),
             Some(hook) => {
@@ -377,7 +402,11 @@ impl Agent {
             workload_actions: self.config.workload_hook.is_some(),
             services_disabled: state.services_disabled,
         };
-        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        let bad = |reason: String| ControllerError::BadAnswer {
+            what: "report".into(),
+            reason,
+        };
+        let body = serde_json::to_vec(&report).map_err(|e| bad(e.to_string()))?;
         let response = self
             .send(|http, base| {
                 http.post(format!("{base}/agent/v1/report"))
@@ -385,15 +414,15 @@ impl Agent {
                     .body(body.clone())
             })
             .await?;
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("bad reply: {e}"))
+        let bytes = response.bytes().await.map_err(|e| bad(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad reply: {e}")))
     }
 
     /// Waits for the next order, acknowledging the last delivery received. A delivery already
     /// received (handed over again because the acknowledgement was lost) is recorded as
     /// nothing to do; a new one is recorded before it is returned, with its install order
     /// number, so a crash from here on is reported as a failed install of it.
-    async fn poll(&self) -> Result<AgentOrder, String> {
+    async fn poll(&self) -> Result<AgentOrder, ControllerError> {
         let wait = self.config.heartbeat.as_secs().max(1);
         let host = self.config.hostname.clone();
         let received = self.state.lock().await.received;
@@ -408,9 +437,12 @@ impl Agent {
                     .timeout(Duration::from_secs(wait + 10))
             })
             .await?;
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        let delivery: Delivery =
-            serde_json::from_slice(&bytes).map_err(|e| format!("bad order: {e}"))?;
+        let bad = |reason: String| ControllerError::BadAnswer {
+            what: "order".into(),
+            reason,
+        };
+        let bytes = response.bytes().await.map_err(|e| bad(e.to_string()))?;
+        let delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if delivery.order == AgentOrder::None {
             return Ok(AgentOrder::None);
         }

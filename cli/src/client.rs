@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// The patching API of a controller, or of a pair (the active one is used).
 pub struct ApiClient {
-    controllers: crate::failover::Failover,
+    controllers: failover::Controllers,
     token: Option<String>,
     http: reqwest::blocking::Client,
 }
@@ -26,7 +26,7 @@ impl ApiClient {
             .build()
             .context("creating the HTTP client")?;
         Ok(ApiClient {
-            controllers: crate::failover::Failover::new(base),
+            controllers: failover::Controllers::parse(base),
             token,
             http,
         })
@@ -47,7 +47,7 @@ impl ApiClient {
     ) -> anyhow::Result<Value> {
         let response = self
             .controllers
-            .send(|base| {
+            .send_blocking(failover::Resend::OnlyUnsent, |base| {
                 let request = build(base);
                 match &self.token {
                     Some(token) => request.header("X-Auth-Token", token),
@@ -58,7 +58,7 @@ impl ApiClient {
                 anyhow::anyhow!(
                     "cannot reach the patching API at {}: {}",
                     self.controllers.all(),
-                    e.0
+                    e
                 )
             })?;
         let status = response.status();

@@ -11,7 +11,6 @@ use patch_format::VerifiedPatch;
 use serde::Serialize;
 
 pub mod client;
-pub mod failover;
 pub mod strategy_text;
 pub mod tables;
 pub mod tools;

@@ -32,7 +32,7 @@ pub enum VimError {
 
 /// The API of a controller, or of a pair (the active one is used).
 pub struct VimClient {
-    controllers: crate::failover::Failover,
+    controllers: failover::Controllers,
     token: Option<String>,
     http: reqwest::blocking::Client,
 }
@@ -47,7 +47,7 @@ impl VimClient {
             .build()
             .map_err(|e| VimError::Transport(format!("creating the HTTP client: {e}")))?;
         Ok(VimClient {
-            controllers: crate::failover::Failover::new(base),
+            controllers: failover::Controllers::parse(base),
             token,
             http,
         })
@@ -59,7 +59,7 @@ impl VimClient {
     ) -> Result<Option<Value>, VimError> {
         let response = self
             .controllers
-            .send(|base| {
+            .send_blocking(failover::Resend::OnlyUnsent, |base| {
                 let mut request = build(base)
                     .header("Accept", "application/json")
                     .header("X-User", "admin")
@@ -74,7 +74,7 @@ impl VimClient {
                 VimError::Transport(format!(
                     "cannot reach the orchestration API at {}: {}",
                     self.controllers.all(),
-                    e.0
+                    e
                 ))
             })?;
         let status = response.status();
