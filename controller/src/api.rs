@@ -15,7 +15,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures_util::StreamExt;
-use patch_store::{ChangeOptions, Outcome, StoreError};
+use host_state::PatchState;
+use patch_store::{ChangeOptions, Outcome, RepoState, StoreError};
 use serde_json::json;
 
 use crate::auth::Secrets;
@@ -201,20 +202,18 @@ async fn perform(api: &Api, call: Call, headers: HeaderMap, request: Request) ->
         "commit_dry_run" | "commit" => commit(api.app.clone(), call).await,
         "is_applied" | "is_available" => {
             let snapshot = api.app.snapshot();
-            let wanted = if call.action == "is_applied" {
-                "Applied"
+            let (wanted, wanted_repo) = if call.action == "is_applied" {
+                (PatchState::Applied, RepoState::Applied)
             } else {
-                "Available"
+                (PatchState::Available, RepoState::Available)
             };
             let all = !call.ids.is_empty()
                 && call.ids.iter().all(|id| {
                     snapshot.patches().get(id).is_some_and(|p| {
                         // Without host reports the repo state stands for the patch state.
-                        let state = snapshot.patch_state(p);
-                        if state == "n/a" {
-                            p.repo_state.as_str() == wanted
-                        } else {
-                            state == wanted
+                        match snapshot.patch_state(p) {
+                            PatchState::NotApplicable => p.repo_state == wanted_repo,
+                            state => state == wanted,
                         }
                     })
                 });
@@ -319,7 +318,7 @@ fn query(app: &App, call: &Call) -> Response {
         if state_ok && release.is_none_or(|r| *r == record.metadata.sw_version) {
             pd.insert(
                 id.clone(),
-                json::metadata_dict(record, &snapshot.patch_state(record)),
+                json::metadata_dict(record, snapshot.patch_state(record)),
             );
         }
     }
@@ -336,7 +335,7 @@ fn show(app: &App, call: &Call) -> Response {
             Some(record) => {
                 metadata.insert(
                     id.clone(),
-                    json::metadata_dict(record, &snapshot.patch_state(record)),
+                    json::metadata_dict(record, snapshot.patch_state(record)),
                 );
                 contents.insert(id.clone(), json!(record.metadata.contents));
             }

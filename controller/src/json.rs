@@ -27,7 +27,7 @@ pub(crate) fn info_or_error(result: Result<String, String>) -> Value {
 }
 
 /// The metadata dict the original keeps per patch (in `pd` and `show`).
-pub(crate) fn metadata_dict(record: &PatchRecord, patch_state: &str) -> Value {
+pub(crate) fn metadata_dict(record: &PatchRecord, patch_state: host_state::PatchState) -> Value {
     let m = &record.metadata;
     let yn = |b: bool| if b { "Y" } else { "N" };
     let mut map = Map::new();
@@ -45,7 +45,7 @@ pub(crate) fn metadata_dict(record: &PatchRecord, patch_state: &str) -> Value {
     );
     map.insert("requires".into(), json!(m.requires));
     map.insert("repostate".into(), json!(record.repo_state.as_str()));
-    map.insert("patchstate".into(), json!(patch_state));
+    map.insert("patchstate".into(), json!(patch_state.as_str()));
     for (personality, packages) in &m.personalities {
         map.insert(format!("personality-{personality}"), json!(packages));
     }

@@ -153,10 +153,7 @@ impl Orchestration {
     /// Patching alarms follow the patch and host states; strategy alarms the strategy state.
     pub(crate) fn sync_alarms(&self) -> Result<(), AlarmError> {
         let snapshot = self.app.snapshot();
-        let in_progress = snapshot
-            .states
-            .values()
-            .any(|s| matches!(s.as_str(), "Partial-Apply" | "Partial-Remove"));
+        let in_progress = snapshot.states.values().any(|s| s.is_partial());
         let patching: Vec<(String, &str, String)> = if in_progress {
             vec![(
                 "host=controller".into(),

@@ -89,19 +89,16 @@ impl Snapshot {
     }
 
     /// The derived patch state (`n/a` without hosts).
-    pub(crate) fn patch_state(&self, record: &PatchRecord) -> String {
+    pub(crate) fn patch_state(&self, record: &PatchRecord) -> PatchState {
         self.states
             .get(&record.metadata.id)
-            .map_or("n/a", |s| s.as_str())
-            .to_owned()
+            .copied()
+            .unwrap_or(PatchState::NotApplicable)
     }
 
     /// Every patch's derived state (passed to semantic scripts and delete/commit checks).
-    pub(crate) fn patch_states(&self) -> BTreeMap<String, String> {
-        self.states
-            .iter()
-            .map(|(id, s)| (id.clone(), s.as_str().to_owned()))
-            .collect()
+    pub(crate) fn patch_states(&self) -> BTreeMap<String, PatchState> {
+        self.states.clone()
     }
 
     /// Whether some reachable host is installing (apply/remove are refused meanwhile, as the

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use host_state::PatchState;
 use patch_format::{Evr, PatchReader, SemanticAction, Status};
 
 use crate::journal::Journal;
@@ -96,7 +97,7 @@ pub struct ChangeOptions {
     /// Remove even if applications depend on the patch (`--skipappcheck`).
     pub skip_app_check: bool,
     /// Current patch states, passed to semantic scripts as `-p ID=state`.
-    pub patch_states: BTreeMap<String, String>,
+    pub patch_states: BTreeMap<String, PatchState>,
 }
 
 /// What a commit would do (dry run) or did.
@@ -503,14 +504,14 @@ impl Store {
     pub fn delete(
         &mut self,
         ids: &[String],
-        patch_states: &BTreeMap<String, String>,
+        patch_states: &BTreeMap<String, PatchState>,
     ) -> Result<Outcome, StoreError> {
         let ids = dedup(ids);
         self.require_known(&ids)?;
         for id in &ids {
             let state_ok = patch_states
                 .get(id)
-                .is_none_or(|s| s == "Available" || s == "n/a");
+                .is_none_or(|s| matches!(s, PatchState::Available | PatchState::NotApplicable));
             if self.patches[id].repo_state != RepoState::Available || !state_ok {
                 return Err(StoreError::refused(format!(
                     "Patch {id} not in Available state"
@@ -549,7 +550,7 @@ impl Store {
     pub fn commit_plan(
         &self,
         ids: &[String],
-        patch_states: &BTreeMap<String, String>,
+        patch_states: &BTreeMap<String, PatchState>,
     ) -> Result<CommitPlan, StoreError> {
         let ids = dedup(ids);
         self.require_known(&ids)?;
@@ -570,10 +571,12 @@ impl Store {
             .iter()
             .filter(|id| {
                 let p = &self.patches[*id];
-                let derived = patch_states.get(*id).map(String::as_str);
+                let derived = patch_states.get(*id);
                 let ok = match p.repo_state {
                     RepoState::Committed => true,
-                    RepoState::Applied => derived.is_none_or(|s| s == "Applied" || s == "n/a"),
+                    RepoState::Applied => derived.is_none_or(|s| {
+                        matches!(s, PatchState::Applied | PatchState::NotApplicable)
+                    }),
                     RepoState::Available => false,
                 };
                 !ok
@@ -638,7 +641,7 @@ impl Store {
     pub fn commit(
         &mut self,
         ids: &[String],
-        patch_states: &BTreeMap<String, String>,
+        patch_states: &BTreeMap<String, PatchState>,
     ) -> Result<(CommitPlan, Outcome), StoreError> {
         let plan = self.commit_plan(ids, patch_states)?;
         let moves = plan

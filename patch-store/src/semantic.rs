@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use host_state::PatchState;
 use patch_format::SemanticAction;
 
 use crate::StoreError;
@@ -14,7 +15,7 @@ pub(crate) fn run_semantic_checks(
     root: &Path,
     action: SemanticAction,
     id: &str,
-    patch_states: &BTreeMap<String, String>,
+    patch_states: &BTreeMap<String, PatchState>,
 ) -> Result<(), StoreError> {
     let script = root.join("semantics").join(action.as_str()).join(id);
     if !script.is_file() {
@@ -22,7 +23,7 @@ pub(crate) fn run_semantic_checks(
     }
     let mut cmd = Command::new(&script);
     for (patch, state) in patch_states {
-        cmd.arg("-p").arg(format!("{patch}={state}"));
+        cmd.arg("-p").arg(format!("{patch}={}", state.as_str()));
     }
     let output = cmd
         .stdin(std::process::Stdio::null())

@@ -527,7 +527,7 @@ fn semantic_checks_run_with_patch_states_and_can_refuse() {
         }),
     );
     let mut states = BTreeMap::new();
-    states.insert("S".to_owned(), "Available".to_owned());
+    states.insert("S".to_owned(), host_state::PatchState::Available);
     let opts = ChangeOptions {
         patch_states: states,
         ..ChangeOptions::default()
