@@ -66,6 +66,7 @@ mod cluster;
 mod collected;
 pub mod model;
 mod runner;
+mod steps;
 mod timing;
 
 pub use builder::{
