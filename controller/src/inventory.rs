@@ -1,8 +1,11 @@
 //! Hosts in the patching API (`query_hosts`, `host_install_async`, `drop_host`) and the
 //! inventory actions behind `system host-list|host-show|host-lock|host-unlock`.
 
+use std::collections::BTreeMap;
+
 use axum::response::Response;
-use host_state::{AdminState, PackageChange};
+use host_state::{AdminState, Availability, InstallState, OperState, PackageChange};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::hosts::now;
@@ -10,58 +13,95 @@ use crate::http::ok;
 use crate::json;
 use crate::state::{App, HostView, Snapshot};
 
-/// The original's host dict (reference §4), plus the inventory states.
-fn host_dict(h: &HostView) -> Value {
-    let mut installed = serde_json::Map::new();
-    let mut to_remove = Vec::new();
-    let mut missing = Vec::new();
-    for change in &h.diff.changes {
-        match change {
-            PackageChange::Upgrade { from, .. } | PackageChange::Downgrade { from, .. } => {
-                installed.insert(
-                    from.name.clone(),
-                    json!(format!("{}@{}", from.evr, from.arch)),
-                );
+/// One host as the patching API, `system` and the dashboard show it: the original's host
+/// dict (reference §4) plus the inventory states. Serialized, it is that dict (fields in
+/// the JSON's alphabetical key order, so the bytes do not move).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct HostRecord {
+    pub(crate) administrative: AdminState,
+    /// No reboot-required change is pending: an install may run unlocked.
+    pub(crate) allow_insvc_patching: bool,
+    pub(crate) availability: Availability,
+    pub(crate) boot_id: String,
+    pub(crate) duplicated_pkgs: BTreeMap<String, String>,
+    pub(crate) hostname: String,
+    /// Packages to upgrade or downgrade: name → the installed `evr@arch`.
+    pub(crate) installed: BTreeMap<String, String>,
+    /// The host has not yet reported against the latest repository change.
+    pub(crate) interim_state: bool,
+    pub(crate) ip: String,
+    pub(crate) last_error: Option<String>,
+    pub(crate) missing_pkgs: Vec<String>,
+    pub(crate) nodetype: &'static str,
+    pub(crate) operational: OperState,
+    pub(crate) patch_current: bool,
+    pub(crate) patch_failed: bool,
+    pub(crate) personality: &'static str,
+    pub(crate) reboot_pending: bool,
+    pub(crate) requires_reboot: bool,
+    pub(crate) secs_since_ack: u64,
+    pub(crate) stale_details: bool,
+    pub(crate) state: InstallState,
+    pub(crate) subfunctions: Vec<String>,
+    pub(crate) sw_version: String,
+    pub(crate) to_remove: Vec<String>,
+}
+
+impl HostRecord {
+    fn of(h: &HostView) -> HostRecord {
+        let mut installed = BTreeMap::new();
+        let mut to_remove = Vec::new();
+        let mut missing = Vec::new();
+        for change in &h.diff.changes {
+            match change {
+                PackageChange::Upgrade { from, .. } | PackageChange::Downgrade { from, .. } => {
+                    installed.insert(from.name.clone(), format!("{}@{}", from.evr, from.arch));
+                }
+                PackageChange::Remove(from) => to_remove.push(from.name.clone()),
+                PackageChange::Missing(to) => missing.push(to.name.clone()),
             }
-            PackageChange::Remove(from) => to_remove.push(from.name.clone()),
-            PackageChange::Missing(to) => missing.push(to.name.clone()),
+        }
+        let f = &h.facts;
+        HostRecord {
+            administrative: f.admin,
+            allow_insvc_patching: !h.diff.requires_reboot(),
+            availability: f.availability,
+            boot_id: f.boot_id.clone(),
+            duplicated_pkgs: BTreeMap::new(),
+            hostname: f.hostname.clone(),
+            installed,
+            interim_state: h.interim,
+            ip: f.ip.clone(),
+            last_error: h.last_error.clone(),
+            missing_pkgs: missing,
+            nodetype: f.personality.as_str(),
+            operational: f.oper,
+            patch_current: h.patch_current(),
+            patch_failed: h.install_state == InstallState::InstallFailed,
+            personality: f.personality.as_str(),
+            reboot_pending: f.reboot_pending,
+            requires_reboot: h.requires_reboot(),
+            secs_since_ack: now().saturating_sub(f.last_report),
+            stale_details: false,
+            state: h.install_state,
+            subfunctions: f.subfunctions.clone(),
+            sw_version: f.sw_version.clone(),
+            to_remove,
         }
     }
-    let f = &h.facts;
-    json!({
-        "ip": f.ip,
-        "hostname": f.hostname,
-        "patch_current": h.patch_current(),
-        "secs_since_ack": now().saturating_sub(f.last_report),
-        "patch_failed": h.install_state == host_state::InstallState::InstallFailed,
-        "stale_details": false,
-        "installed": installed,
-        "to_remove": to_remove,
-        "missing_pkgs": missing,
-        "duplicated_pkgs": {},
-        "nodetype": f.personality.as_str(),
-        "subfunctions": f.subfunctions,
-        "sw_version": f.sw_version,
-        "state": h.install_state.as_str(),
-        "requires_reboot": h.requires_reboot(),
-        "allow_insvc_patching": !h.diff.requires_reboot(),
-        "interim_state": h.interim,
-        "administrative": f.admin.as_str(),
-        "operational": f.oper.as_str(),
-        "availability": f.availability.as_str(),
-        "personality": f.personality.as_str(),
-        "boot_id": f.boot_id,
-        "reboot_pending": f.reboot_pending,
-        "last_error": h.last_error,
-    })
+}
+
+/// Every host, in the registry's order.
+pub(crate) fn host_records(snapshot: &Snapshot) -> Vec<HostRecord> {
+    snapshot.hosts.iter().map(HostRecord::of).collect()
 }
 
 pub(crate) fn query_hosts(snapshot: &Snapshot) -> Value {
-    json!({"data": snapshot.hosts.iter().map(host_dict).collect::<Vec<_>>()})
+    json!({"data": host_records(snapshot)})
 }
 
 pub(crate) fn host_list(snapshot: &Snapshot) -> Value {
-    json!({"ihosts": snapshot.hosts.iter().map(host_dict).collect::<Vec<_>>()})
+    json!({"ihosts": host_records(snapshot)})
 }
 
 pub(crate) fn host_show(snapshot: &Snapshot, ids: &[String]) -> Response {
@@ -71,7 +111,7 @@ pub(crate) fn host_show(snapshot: &Snapshot, ids: &[String]) -> Response {
         .iter()
         .find(|h| h.facts.hostname == name || h.facts.ip == name)
     {
-        Some(h) => ok(host_dict(h)),
+        Some(h) => ok(json!(HostRecord::of(h))),
         None => ok(json::error(&format!("Unknown host specified: {name}"))),
     }
 }
@@ -130,7 +170,7 @@ pub(crate) fn lock(app: &App, name: &str, force: bool) -> Result<String, String>
         if app.ha.is_some() && app.active_controller().as_deref() == Some(hostname.as_str()) {
             return (Err("Can not lock an active controller.".to_owned()), false);
         }
-        if entry.effective_install_state() == host_state::InstallState::Installing && !force {
+        if entry.effective_install_state() == InstallState::Installing && !force {
             return (
                 Err(format!(
                     "Host {hostname} is installing patches; wait for it to finish or use --force."

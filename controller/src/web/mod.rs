@@ -530,7 +530,7 @@ fn posted(
 
 async fn system_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Response {
     let session = session_or_login!(web, headers, uri);
-    let hosts = web.api(Method::GET, "/v1/query_hosts").await;
+    let hosts = crate::inventory::host_records(&web.app.snapshot());
     let alarms = web.vim(Method::GET, "/v1/alarms", None).await;
     let strategy = web
         .vim(Method::GET, "/api/orchestration/sw-patch/strategy", None)
@@ -548,7 +548,7 @@ async fn system_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Respon
     };
     let body = pages::system(
         &info,
-        read(&hosts, "data"),
+        &hosts,
         read(&alarms, "alarms"),
         read(&strategy, "strategy"),
         read(&patches, "pd"),
@@ -611,11 +611,11 @@ async fn patch_page(
 
 async fn hosts_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Response {
     let session = session_or_login!(web, headers, uri);
-    let hosts = web.api(Method::GET, "/v1/query_hosts").await;
+    let hosts = crate::inventory::host_records(&web.app.snapshot());
     let config = &web.app.config;
     let active = web.app.active_controller();
     let body = pages::hosts(
-        read(&hosts, "data"),
+        &hosts,
         &session.csrf,
         active.as_deref(),
         config.single_controller,

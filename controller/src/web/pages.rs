@@ -4,6 +4,9 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::{Map, Value};
 
+use crate::inventory::HostRecord;
+use host_state::{AdminState, Availability, InstallState};
+
 use super::session::Flash;
 
 /// Which page the navigation marks as current.
@@ -209,7 +212,7 @@ pub(crate) struct SystemInfo {
 
 pub(crate) fn system(
     info: &SystemInfo,
-    hosts: Result<&Value, String>,
+    hosts: &[HostRecord],
     alarms: Result<&Value, String>,
     strategy: Result<&Value, String>,
     patches: Result<&Value, String>,
@@ -241,10 +244,7 @@ pub(crate) fn system(
                 }
             }
             h2 { "Hosts" }
-            @match &hosts {
-                Ok(h) => (hosts_summary(h)),
-                Err(e) => (load_error("hosts", e)),
-            }
+            (hosts_summary(hosts))
             h2 { "Active Alarms" }
             @match &alarms {
                 Ok(a) => (alarm_table(a)),
@@ -254,37 +254,36 @@ pub(crate) fn system(
     }
 }
 
-fn hosts_summary(hosts: &Value) -> Markup {
-    let hosts = hosts.as_array().cloned().unwrap_or_default();
-    let mut personalities: Vec<String> = hosts
-        .iter()
-        .map(|h| text(h, "personality").to_owned())
-        .collect();
+fn hosts_summary(hosts: &[HostRecord]) -> Markup {
+    let mut personalities: Vec<&str> = hosts.iter().map(|h| h.personality).collect();
     personalities.sort();
     personalities.dedup();
-    let count = |f: &dyn Fn(&Value) -> bool| hosts.iter().filter(|h| f(h)).count();
+    let count = |f: &dyn Fn(&HostRecord) -> bool| hosts.iter().filter(|h| f(h)).count();
+    let locked = |h: &HostRecord| h.administrative == AdminState::Locked;
+    let offline = |h: &HostRecord| h.availability == Availability::Offline;
+    let installing = |h: &HostRecord| h.state == InstallState::Installing;
     html! {
         table.grid id="hosts-summary" {
             thead { tr { th { "Personality" } th { "Hosts" } th { "Patch Current" } th { "Locked" } th { "Offline" } th { "Installing" } } }
             tbody {
                 @for p in &personalities {
-                    @let mine = |h: &Value| text(h, "personality") == p;
+                    @let mine = |h: &HostRecord| h.personality == *p;
                     tr {
                         td { (p) }
                         td { (count(&|h| mine(h))) }
-                        td { (count(&|h| mine(h) && flag(h, "patch_current"))) }
-                        td { (count(&|h| mine(h) && text(h, "administrative") == "locked")) }
-                        td { (count(&|h| mine(h) && text(h, "availability") == "offline")) }
-                        td { (count(&|h| mine(h) && text(h, "state") == "installing")) }
+                        td { (count(&|h| mine(h) && h.patch_current)) }
+                        td { (count(&|h| mine(h) && locked(h))) }
+                        td { (count(&|h| mine(h) && offline(h))) }
+                        td { (count(&|h| mine(h) && installing(h))) }
                     }
                 }
                 tr.total {
                     td { "all" }
                     td id="hosts-total" { (hosts.len()) }
-                    td id="hosts-current" { (count(&|h| flag(h, "patch_current"))) }
-                    td { (count(&|h| text(h, "administrative") == "locked")) }
-                    td { (count(&|h| text(h, "availability") == "offline")) }
-                    td { (count(&|h| text(h, "state") == "installing")) }
+                    td id="hosts-current" { (count(&|h| h.patch_current)) }
+                    td { (count(&locked)) }
+                    td { (count(&offline)) }
+                    td { (count(&installing)) }
                 }
             }
         }
@@ -482,22 +481,16 @@ pub(crate) fn commit_confirm(
 // ---- Hosts ----
 
 pub(crate) fn hosts(
-    hosts: Result<&Value, String>,
+    hosts: &[HostRecord],
     csrf: &str,
     active_controller: Option<&str>,
     simplex: bool,
     pair: bool,
 ) -> Markup {
-    let empty = Vec::new();
-    let (hosts, error) = match &hosts {
-        Ok(v) => (v.as_array().unwrap_or(&empty), None),
-        Err(e) => (&empty, Some(e.as_str())),
-    };
     html! {
         h1 { "Hosts" }
         section id="hosts-live" data-live {
-            @if let Some(e) = error { (load_error("hosts", e)) }
-            @if hosts.is_empty() && error.is_none() {
+            @if hosts.is_empty() {
                 p.empty { "No host has reported to this controller yet." }
             } @else {
                 table.grid id="hosts" {
@@ -508,25 +501,25 @@ pub(crate) fn hosts(
                     } }
                     tbody {
                         @for h in hosts {
-                            @let name = text(h, "hostname");
-                            tr id={"host-" (name)} data-current=(flag(h, "patch_current")) {
+                            @let name = h.hostname.as_str();
+                            tr id={"host-" (name)} data-current=(h.patch_current) {
                                 td { (name) }
-                                td { (text(h, "ip")) }
-                                td { (text(h, "personality")) }
-                                td { (text(h, "administrative")) }
-                                td { (text(h, "operational")) }
-                                td { (text(h, "availability")) }
+                                td { (h.ip) }
+                                td { (h.personality) }
+                                td { (h.administrative) }
+                                td { (h.operational) }
+                                td { (h.availability) }
                                 // As Horizon: "Pending" until the host reports against the
                                 // latest repository change.
                                 td.current {
-                                    @if flag(h, "interim_state") { "Pending" } @else { (yes_no(flag(h, "patch_current"))) }
+                                    @if h.interim_state { "Pending" } @else { (yes_no(h.patch_current)) }
                                 }
-                                td { (yes_no(flag(h, "requires_reboot"))) }
-                                td { (text(h, "sw_version")) }
+                                td { (yes_no(h.requires_reboot)) }
+                                td { (h.sw_version) }
                                 td {
-                                    (text(h, "state"))
-                                    @if flag(h, "patch_failed") { " (failed)" }
-                                    @if let Some(e) = h.get("last_error").and_then(Value::as_str) { br; small.error { (e) } }
+                                    (h.state)
+                                    @if h.patch_failed { " (failed)" }
+                                    @if let Some(e) = &h.last_error { br; small.error { (e) } }
                                 }
                                 td.actions { (host_actions(h, csrf, active_controller, simplex, pair)) }
                             }
@@ -539,23 +532,23 @@ pub(crate) fn hosts(
 }
 
 fn host_actions(
-    h: &Value,
+    h: &HostRecord,
     csrf: &str,
     active_controller: Option<&str>,
     simplex: bool,
     pair: bool,
 ) -> Markup {
-    let name = text(h, "hostname");
-    let locked = text(h, "administrative") == "locked";
-    let installing = text(h, "state") == "installing";
-    let offline = text(h, "availability") == "offline";
-    let install_refused = if flag(h, "patch_current") {
+    let name = h.hostname.as_str();
+    let locked = h.administrative == AdminState::Locked;
+    let installing = h.state == InstallState::Installing;
+    let offline = h.availability == Availability::Offline;
+    let install_refused = if h.patch_current {
         Some("The host is patch current.")
     } else if installing {
         Some("The host is installing patches.")
     } else if offline {
         Some("The host is offline.")
-    } else if !locked && !flag(h, "allow_insvc_patching") {
+    } else if !locked && !h.allow_insvc_patching {
         Some("A reboot-required patch is pending: lock the host first.")
     } else {
         None
@@ -572,7 +565,7 @@ fn host_actions(
     };
     let unlock_refused = (!locked).then_some("The host is not locked.");
     let fields = [("host", name)];
-    let is_controller = text(h, "personality") == "controller";
+    let is_controller = h.personality == "controller";
     let swact_refused = if simplex {
         Some("Simplex system: there is no other controller.")
     } else if !pair {
@@ -894,9 +887,33 @@ mod tests {
 
     #[test]
     fn a_host_needing_a_reboot_must_be_locked_to_install() {
-        let hosts = json!([{"hostname": "compute-0", "personality": "worker", "administrative": "unlocked",
-            "availability": "available", "state": "idle", "patch_current": false, "allow_insvc_patching": false}]);
-        let page = super::hosts(Ok(&hosts), "tok", None, false, false).into_string();
+        let hosts = [HostRecord {
+            administrative: AdminState::Unlocked,
+            allow_insvc_patching: false,
+            availability: Availability::Available,
+            boot_id: String::new(),
+            duplicated_pkgs: Default::default(),
+            hostname: "compute-0".into(),
+            installed: Default::default(),
+            interim_state: false,
+            ip: String::new(),
+            last_error: None,
+            missing_pkgs: Vec::new(),
+            nodetype: "worker",
+            operational: host_state::OperState::Enabled,
+            patch_current: false,
+            patch_failed: false,
+            personality: "worker",
+            reboot_pending: false,
+            requires_reboot: true,
+            secs_since_ack: 0,
+            stale_details: false,
+            state: InstallState::Idle,
+            subfunctions: Vec::new(),
+            sw_version: "19.01".into(),
+            to_remove: Vec::new(),
+        }];
+        let page = super::hosts(&hosts, "tok", None, false, false).into_string();
         assert!(page.contains("lock the host first"));
     }
 
