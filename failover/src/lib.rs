@@ -193,8 +193,7 @@ impl Controllers {
             let base = self.base();
             let attempt = match build(&base).send() {
                 Ok(r) => classify(r.status(), active_url(r.headers()), r),
-                Err(e) if e.is_connect() => Attempt::Unsent(e.to_string()),
-                Err(e) => Attempt::Lost(e.to_string()),
+                Err(e) => transport_failure(&e),
             };
             if let Some(r) = self.judge(&base, attempt, resend, &mut last, &mut why)? {
                 return Ok(r);
@@ -216,14 +215,22 @@ impl Controllers {
             let base = self.base();
             let attempt = match build(&base).send().await {
                 Ok(r) => classify(r.status(), active_url(r.headers()), r),
-                Err(e) if e.is_connect() => Attempt::Unsent(e.to_string()),
-                Err(e) => Attempt::Lost(e.to_string()),
+                Err(e) => transport_failure(&e),
             };
             if let Some(r) = self.judge(&base, attempt, resend, &mut last, &mut why)? {
                 return Ok(r);
             }
         }
         Self::exhausted(last, why)
+    }
+}
+
+/// A request that got no answer: never sent (the controller could not be reached) or lost.
+fn transport_failure<R>(e: &reqwest::Error) -> Attempt<R> {
+    if e.is_connect() {
+        Attempt::Unsent(e.to_string())
+    } else {
+        Attempt::Lost(e.to_string())
     }
 }
 

@@ -18,6 +18,15 @@ pub(crate) fn pending() -> Poll {
     Poll::Pending { changed: false }
 }
 
+/// Done once every action of the step reached its target, else waiting.
+fn success_when(done: bool) -> Poll {
+    if done {
+        Poll::Done(StepResult::Success, String::new())
+    } else {
+        pending()
+    }
+}
+
 fn secs(s: u64) -> u64 {
     s.saturating_mul(1000)
 }
@@ -319,11 +328,7 @@ impl Strategy {
                 Err(error) => return Poll::Done(StepResult::Failed, error.to_string()),
             }
         }
-        if done {
-            Poll::Done(StepResult::Success, String::new())
-        } else {
-            pending()
-        }
+        success_when(done)
     }
 
     /// The hosts of the stage a step belongs to (for the stabilize check).
@@ -453,11 +458,7 @@ impl Strategy {
                 Err(error) => return Poll::Done(StepResult::Failed, error.to_string()),
             }
         }
-        if done {
-            Poll::Done(StepResult::Success, String::new())
-        } else {
-            pending()
-        }
+        success_when(done)
     }
 }
 
