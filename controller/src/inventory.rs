@@ -91,6 +91,77 @@ impl HostRecord {
     }
 }
 
+/// Why a lock, unlock or install was refused; the texts are the original's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostActionError {
+    /// No host has that name or address.
+    #[error("Unknown host specified: {0}")]
+    UnknownHost(String),
+    /// The lock rule refused.
+    #[error("{}", .refusal.message(.host))]
+    Lock {
+        /// The host.
+        host: String,
+        /// Which rule.
+        refusal: LockRefusal,
+    },
+    /// Only a locked host can be unlocked.
+    #[error("Host {0} is not locked.")]
+    NotLocked(String),
+}
+
+/// Why a host cannot be locked now: the rule the API enforces and the dashboard greys its
+/// button by, in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockRefusal {
+    /// It is locked already.
+    AlreadyLocked,
+    /// It is the active controller of a pair (swact first).
+    ActiveController,
+    /// It is installing (unless forced).
+    Installing,
+}
+
+impl LockRefusal {
+    /// The rule, checked in this order.
+    pub(crate) fn check(
+        admin: AdminState,
+        active_of_pair: bool,
+        installing: bool,
+        force: bool,
+    ) -> Option<LockRefusal> {
+        if admin == AdminState::Locked {
+            Some(LockRefusal::AlreadyLocked)
+        } else if active_of_pair {
+            Some(LockRefusal::ActiveController)
+        } else if installing && !force {
+            Some(LockRefusal::Installing)
+        } else {
+            None
+        }
+    }
+
+    /// The API's words (the original's).
+    pub(crate) fn message(self, host: &str) -> String {
+        match self {
+            LockRefusal::AlreadyLocked => format!("Host {host} is already locked."),
+            LockRefusal::ActiveController => "Can not lock an active controller.".to_owned(),
+            LockRefusal::Installing => {
+                format!("Host {host} is installing patches; wait for it to finish or use --force.")
+            }
+        }
+    }
+
+    /// The dashboard's words beside a greyed-out Lock button.
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            LockRefusal::AlreadyLocked => "The host is locked.",
+            LockRefusal::ActiveController => "Can not lock an active controller.",
+            LockRefusal::Installing => "The host is installing patches.",
+        }
+    }
+}
+
 /// Every host, in the registry's order.
 pub(crate) fn host_records(snapshot: &Snapshot) -> Vec<HostRecord> {
     snapshot.hosts.iter().map(HostRecord::of).collect()
@@ -117,10 +188,10 @@ pub(crate) fn host_show(snapshot: &Snapshot, ids: &[String]) -> Response {
 }
 
 /// The host named (by name or IP) in the first path segment, or the original's error.
-fn resolve(app: &App, ids: &[String]) -> Result<String, String> {
+fn resolve(app: &App, ids: &[String]) -> Result<String, HostActionError> {
     let name = ids.first().map(String::as_str).unwrap_or("");
     app.with_hosts(|hosts| (hosts.find(name), false))
-        .ok_or_else(|| format!("Unknown host specified: {name}"))
+        .ok_or_else(|| HostActionError::UnknownHost(name.to_owned()))
 }
 
 pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
@@ -130,7 +201,7 @@ pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
 }
 
 /// Orders an install on a host (by name or IP): the original's info line, or its refusal.
-pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, String> {
+pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, HostActionError> {
     let hostname = resolve(app, &[name.to_owned()])?;
     app.with_hosts(|hosts| (hosts.order_install(&hostname, force), true));
     app.orders.notify_waiters();
@@ -141,7 +212,7 @@ pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, Stri
 pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
     let hostname = match resolve(app, ids) {
         Ok(h) => h,
-        Err(message) => return ok(json::error(&message)),
+        Err(e) => return ok(json::error(&e.to_string())),
     };
     app.forget_host(&hostname);
     app.with_hosts(|hosts| ((), hosts.drop_host(&hostname)));
@@ -158,25 +229,20 @@ pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
 
 /// Locks a host; the reply as `system host-lock` shows it. Works on the registry directly
 /// (no snapshot rebuild), so a strategy locking 100 hosts costs 100 small updates.
-pub(crate) fn lock(app: &App, name: &str, force: bool) -> Result<String, String> {
+pub(crate) fn lock(app: &App, name: &str, force: bool) -> Result<String, HostActionError> {
     let result = app.with_hosts(|hosts| {
         let Some(hostname) = hosts.find(name) else {
-            return (Err(format!("Unknown host specified: {name}")), false);
+            return (Err(HostActionError::UnknownHost(name.to_owned())), false);
         };
         let entry = &hosts.hosts[&hostname];
-        if entry.facts.admin == AdminState::Locked {
-            return (Err(format!("Host {hostname} is already locked.")), false);
-        }
-        if app.ha.is_some() && app.active_controller().as_deref() == Some(hostname.as_str()) {
-            return (Err("Can not lock an active controller.".to_owned()), false);
-        }
-        if entry.effective_install_state() == InstallState::Installing && !force {
-            return (
-                Err(format!(
-                    "Host {hostname} is installing patches; wait for it to finish or use --force."
-                )),
-                false,
-            );
+        let active_of_pair =
+            app.ha.is_some() && app.active_controller().as_deref() == Some(hostname.as_str());
+        let installing = entry.effective_install_state() == InstallState::Installing;
+        if let Some(refusal) =
+            LockRefusal::check(entry.facts.admin, active_of_pair, installing, force)
+        {
+            let host = hostname.clone();
+            return (Err(HostActionError::Lock { host, refusal }), false);
         }
         hosts.set_admin(&hostname, AdminState::Locked);
         (Ok(hostname), true)
@@ -194,14 +260,14 @@ pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
 }
 
 /// Unlocks a host (ordering the reboot a reboot-required install waits for).
-pub(crate) fn unlock(app: &App, name: &str) -> Result<String, String> {
+pub(crate) fn unlock(app: &App, name: &str) -> Result<String, HostActionError> {
     let result = app.with_hosts(|hosts| {
         let Some(hostname) = hosts.find(name) else {
-            return (Err(format!("Unknown host specified: {name}")), false);
+            return (Err(HostActionError::UnknownHost(name.to_owned())), false);
         };
         let entry = &hosts.hosts[&hostname];
         if entry.facts.admin != AdminState::Locked {
-            return (Err(format!("Host {hostname} is not locked.")), false);
+            return (Err(HostActionError::NotLocked(hostname)), false);
         }
         let reboot = hosts.unlock(&hostname);
         (Ok((hostname, reboot)), true)
@@ -252,5 +318,37 @@ pub(crate) fn host_swact(app: &App, ids: &[String], force: bool) -> Response {
     match result {
         Ok(info) => ok(json!({"info": info, "warning": "", "error": ""})),
         Err(message) => ok(json::error(&message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_rule_reads_the_same_in_the_api_and_the_dashboard() {
+        use AdminState::{Locked, Unlocked};
+        assert_eq!(
+            LockRefusal::check(Locked, true, true, false),
+            Some(LockRefusal::AlreadyLocked)
+        );
+        assert_eq!(
+            LockRefusal::check(Unlocked, true, true, true),
+            Some(LockRefusal::ActiveController)
+        );
+        assert_eq!(
+            LockRefusal::check(Unlocked, false, true, false),
+            Some(LockRefusal::Installing)
+        );
+        assert_eq!(LockRefusal::check(Unlocked, false, true, true), None);
+        let refused = HostActionError::Lock {
+            host: "compute-0".into(),
+            refusal: LockRefusal::Installing,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "Host compute-0 is installing patches; wait for it to finish or use --force."
+        );
+        assert_eq!(LockRefusal::AlreadyLocked.short(), "The host is locked.");
     }
 }

@@ -19,10 +19,10 @@ pub(crate) fn error(message: &str) -> Value {
 }
 
 /// `{"info", "warning", "error"}` of an operation that says one line either way.
-pub(crate) fn info_or_error(result: Result<String, String>) -> Value {
+pub(crate) fn info_or_error<E: std::fmt::Display>(result: Result<String, E>) -> Value {
     match result {
         Ok(info) => json!({"info": info, "warning": "", "error": ""}),
-        Err(message) => error(&message),
+        Err(e) => error(&e.to_string()),
     }
 }
 

@@ -320,7 +320,7 @@ impl Cluster for AppCluster<'_> {
         }
         inventory::lock(self.0, host, false)
             .map(drop)
-            .map_err(ClusterError::Refused)
+            .map_err(|e| ClusterError::Refused(e.to_string()))
     }
 
     fn unlock(&self, host: &str) -> Result<(), ClusterError> {
@@ -329,7 +329,7 @@ impl Cluster for AppCluster<'_> {
         }
         inventory::unlock(self.0, host)
             .map(drop)
-            .map_err(ClusterError::Refused)
+            .map_err(|e| ClusterError::Refused(e.to_string()))
     }
 
     fn reboot(&self, host: &str) -> Result<(), ClusterError> {
@@ -344,7 +344,7 @@ impl Cluster for AppCluster<'_> {
     fn install(&self, host: &str) -> Result<(), ClusterError> {
         inventory::install(self.0, host, false)
             .map(drop)
-            .map_err(ClusterError::Refused)
+            .map_err(|e| ClusterError::Refused(e.to_string()))
     }
 
     fn swact(&self, host: &str) -> Result<(), ClusterError> {

@@ -4,7 +4,7 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::{Map, Value};
 
-use crate::inventory::HostRecord;
+use crate::inventory::{HostRecord, LockRefusal};
 use host_state::{AdminState, Availability, InstallState};
 
 use super::session::Flash;
@@ -554,15 +554,8 @@ fn host_actions(
         None
     };
     let is_active = active_controller == Some(name);
-    let lock_refused = if locked {
-        Some("The host is locked.")
-    } else if pair && is_active {
-        Some("Can not lock an active controller.")
-    } else if installing {
-        Some("The host is installing patches.")
-    } else {
-        None
-    };
+    let lock_refused = LockRefusal::check(h.administrative, pair && is_active, installing, false)
+        .map(LockRefusal::short);
     let unlock_refused = (!locked).then_some("The host is not locked.");
     let fields = [("host", name)];
     let is_controller = h.personality == "controller";
