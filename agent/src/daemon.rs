@@ -180,7 +180,8 @@ impl ControllerError {
         match self {
             ControllerError::Unreachable(_) => true,
             ControllerError::Status { status, .. } => {
-                *status >= 500 || *status == 307 || *status == 503
+                // A server error, or every controller refusing as a standby.
+                *status >= 500 || *status == 307
             }
             ControllerError::BadAnswer { .. } => false,
         }

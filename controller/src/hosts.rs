@@ -321,7 +321,9 @@ impl HostRegistry {
             // Numbers go on from what the agent has seen: a registry that lost a host (or
             // is older than the agent's state) would otherwise hand out numbers the agent
             // counts as received and skips.
-            host.delivery_seq = host.delivery_seq.max(received) + 1;
+            // `received` comes from the agent: a number at the top of the range must not
+            // overflow (the host then gets no new order, which only hurts that agent).
+            host.delivery_seq = host.delivery_seq.max(received).saturating_add(1);
             host.delivered = Some(Delivery {
                 delivery: host.delivery_seq,
                 order,
@@ -465,6 +467,10 @@ pub(crate) mod tests {
         let next = reg.take_order("compute-0", 41).unwrap();
         assert_eq!((next.delivery, next.order), (42, AgentOrder::Reboot));
         assert_eq!(reg.take_order("compute-0", 42), None);
+        // An acknowledgement at the top of the range does not overflow.
+        reg.order_reboot("compute-0");
+        let last = reg.take_order("compute-0", u64::MAX).unwrap();
+        assert_eq!(last.delivery, u64::MAX);
     }
 
     #[test]
