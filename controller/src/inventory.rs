@@ -48,7 +48,7 @@ pub(crate) struct HostRecord {
 }
 
 impl HostRecord {
-    fn of(h: &HostView) -> HostRecord {
+    fn of(h: &HostView, now: u64) -> HostRecord {
         let mut installed = BTreeMap::new();
         let mut to_remove = Vec::new();
         let mut missing = Vec::new();
@@ -81,7 +81,7 @@ impl HostRecord {
             personality: f.personality.as_str(),
             reboot_pending: f.reboot_pending,
             requires_reboot: h.requires_reboot(),
-            secs_since_ack: now().saturating_sub(f.last_report),
+            secs_since_ack: now.saturating_sub(f.last_report),
             stale_details: false,
             state: h.install_state,
             subfunctions: f.subfunctions.clone(),
@@ -164,7 +164,12 @@ impl LockRefusal {
 
 /// Every host, in the registry's order.
 pub(crate) fn host_records(snapshot: &Snapshot) -> Vec<HostRecord> {
-    snapshot.hosts.iter().map(HostRecord::of).collect()
+    let now = now();
+    snapshot
+        .hosts
+        .iter()
+        .map(|h| HostRecord::of(h, now))
+        .collect()
 }
 
 pub(crate) fn query_hosts(snapshot: &Snapshot) -> Value {
@@ -182,7 +187,7 @@ pub(crate) fn host_show(snapshot: &Snapshot, ids: &[String]) -> Response {
         .iter()
         .find(|h| h.facts.hostname == name || h.facts.ip == name)
     {
-        Some(h) => ok(json!(HostRecord::of(h))),
+        Some(h) => ok(json!(HostRecord::of(h, now()))),
         None => ok(json::error(&format!("Unknown host specified: {name}"))),
     }
 }
