@@ -1,7 +1,6 @@
 //! The agent endpoint: reports, long-polled orders, and the repositories' files. Every call
 //! needs `Authorization: Bearer <agent token>`.
 
-use std::path::{Component, Path};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,26 +10,26 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use host_state::protocol::{Delivery, HostReport, ReportReply};
+use host_state::protocol::HostReport;
 use serde::Deserialize;
 
 use crate::auth::Secrets;
-use crate::state::App;
+use crate::service::{FileArea, Service, ServiceError};
 
 #[derive(Clone)]
 struct AgentApi {
-    app: Arc<App>,
+    service: Service,
     token: Arc<Secrets>,
 }
 
-pub(crate) fn router(app: Arc<App>, token: String) -> Router {
+pub(crate) fn router(service: Service, token: String) -> Router {
     Router::new()
         .route("/agent/v1/report", post(report))
         .route("/agent/v1/orders", get(orders))
         .route("/agent/v1/feed/{*path}", get(feed_file))
         .route("/agent/v1/repo/{*path}", get(repo_file))
         .with_state(AgentApi {
-            app,
+            service,
             token: Arc::new(Secrets::new([token])),
         })
 }
@@ -47,6 +46,29 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
+/// Hosts talk to the active controller of a pair: elsewhere, a redirect to it.
+fn redirect(api: &AgentApi, uri: &axum::http::Uri) -> Option<Response> {
+    crate::http::not_active_response(&api.service, |u| u.agent.clone(), uri, false)
+}
+
+/// A refusal by the service: redirected if it is "not active", otherwise its words.
+fn refused(api: &AgentApi, uri: &axum::http::Uri, e: ServiceError) -> Response {
+    if let ServiceError::NotActive { message } = &e {
+        return redirect(api, uri).unwrap_or_else(|| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Error message: {message}\n"),
+            )
+                .into_response()
+        });
+    }
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("Error message: {e}\n"),
+    )
+        .into_response()
+}
+
 async fn report(
     State(api): State<AgentApi>,
     headers: HeaderMap,
@@ -56,8 +78,7 @@ async fn report(
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    // Hosts report to the active controller of a pair (the standby's copy follows).
-    if let Some(r) = crate::http::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
+    if let Some(r) = redirect(&api, &uri) {
         return r;
     }
     let report: HostReport = match serde_json::from_slice(&body) {
@@ -73,28 +94,10 @@ async fn report(
     if patch_format::validate_patch_id(&report.hostname).is_err() {
         return (StatusCode::BAD_REQUEST, "Error message: bad hostname\n").into_response();
     }
-    let hostname = report.hostname.clone();
-    let done = report.install_done;
-    let app = api.app.clone();
-    let locked = tokio::task::spawn_blocking(move || {
-        let was_interim = app.host_reported(&hostname);
-        app.with_hosts(|hosts| {
-            let changed = hosts.report(report, done);
-            let locked = hosts
-                .hosts
-                .get(&hostname)
-                .is_some_and(|h| h.facts.admin == host_state::AdminState::Locked);
-            // A plain heartbeat changes nothing the snapshot shows: no rebuild.
-            (locked, changed || was_interim)
-        })
-    })
-    .await
-    .unwrap_or(false);
-    let reply = ReportReply {
-        op_counter: api.app.op_counter(),
-        locked,
-    };
-    axum::Json(reply).into_response()
+    match api.service.report(report).await {
+        Ok(reply) => axum::Json(reply).into_response(),
+        Err(e) => refused(&api, &uri, e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -116,31 +119,13 @@ async fn orders(
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    if let Some(r) = crate::http::not_active_response(&api.app, |u| u.agent.clone(), &uri, false) {
+    if let Some(r) = redirect(&api, &uri) {
         return r;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(60));
-    loop {
-        // Register interest before checking, so a notify in between is not lost.
-        let notified = api.app.orders.notified();
-        let order = api
-            .app
-            .with_hosts(|hosts| (hosts.take_order(&q.hostname, q.received), false));
-        if let Some(order) = order {
-            return axum::Json(order).into_response();
-        }
-        // Wake at least every second: a controller that stopped being active (swact) sends
-        // its agents to the new active one instead of holding them here.
-        let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
-        let woken = tokio::time::timeout_at(tick, notified).await.is_ok();
-        if let Some(r) =
-            crate::http::not_active_response(&api.app, |u| u.agent.clone(), &uri, false)
-        {
-            return r;
-        }
-        if !woken && tokio::time::Instant::now() >= deadline {
-            return axum::Json(Delivery::none()).into_response();
-        }
+    let wait = Duration::from_secs(q.wait);
+    match api.service.next_order(&q.hostname, q.received, wait).await {
+        Ok(delivery) => axum::Json(delivery).into_response(),
+        Err(e) => refused(&api, &uri, e),
     }
 }
 
@@ -149,7 +134,7 @@ async fn feed_file(
     headers: HeaderMap,
     UrlPath(path): UrlPath<String>,
 ) -> Response {
-    serve(&api, &headers, "feed", &path).await
+    serve(&api, &headers, FileArea::Feed, &path).await
 }
 
 async fn repo_file(
@@ -157,19 +142,17 @@ async fn repo_file(
     headers: HeaderMap,
     UrlPath(path): UrlPath<String>,
 ) -> Response {
-    serve(&api, &headers, "repo", &path).await
+    serve(&api, &headers, FileArea::Repo, &path).await
 }
 
-/// Streams a file of `<state>/<area>/<path>`; only plain relative paths are accepted.
-async fn serve(api: &AgentApi, headers: &HeaderMap, area: &str, path: &str) -> Response {
+/// Streams a file of the feed or the repository.
+async fn serve(api: &AgentApi, headers: &HeaderMap, area: FileArea, path: &str) -> Response {
     if !authorized(api, headers) {
         return unauthorized();
     }
-    let rel = Path::new(path);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+    let Some(full) = api.service.agent_file(area, path) else {
         return (StatusCode::BAD_REQUEST, "Error message: bad path\n").into_response();
-    }
-    let full = api.app.config.state_dir.join(area).join(rel);
+    };
     match tokio::fs::File::open(&full).await {
         Ok(file) => {
             let len = file.metadata().await.map(|m| m.len()).ok();

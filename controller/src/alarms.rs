@@ -34,6 +34,9 @@ pub(crate) struct NewAlarm {
 pub(crate) enum AlarmError {
     #[error("{0}")]
     Invalid(String),
+    /// No alarm matched a clear.
+    #[error("Alarm {0} not found")]
+    NotFound(String),
     #[error("cannot save alarms to {path}: {source}")]
     Io {
         path: PathBuf,
@@ -175,6 +178,13 @@ impl Alarms {
         }
         Ok(())
     }
+}
+
+/// When an alarm was raised, as `fm` shows it (`2026-12-01T22:54:33`, UTC).
+pub(crate) fn timestamp(alarm: &orchestrator::Alarm) -> String {
+    chrono::DateTime::from_timestamp(alarm.raised_at as i64, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

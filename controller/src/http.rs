@@ -1,29 +1,16 @@
-//! Helpers every HTTP adapter shares: the JSON answer, and a controller pair's two rules for
-//! mutations — refused (redirected) on a controller that is not active, and answered only
-//! once the standby holds the change.
+//! Helpers every HTTP adapter shares: the JSON answer, and how a mutation sent to a
+//! controller that is not active is redirected to the active one.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::ha::Urls;
-use crate::state::App;
+use crate::service::Service;
 
 /// A 200 answer with a JSON body.
 pub(crate) fn ok(value: Value) -> Response {
     (StatusCode::OK, axum::Json(value)).into_response()
-}
-
-/// Waits until the standby holds every change made so far (at once without a pair): what a
-/// mutating call does before it answers. `Err` says in words why the change is not on both.
-pub(crate) async fn replicated(app: &App) -> Result<(), String> {
-    let Some(ha) = app.ha.clone() else {
-        return Ok(());
-    };
-    match tokio::task::spawn_blocking(move || ha.barrier()).await {
-        Ok(result) => result,
-        Err(e) => Err(format!("replication task failed: {e}")),
-    }
 }
 
 /// The answer to a mutation sent to a controller that is not active: `307` to the same path
@@ -31,13 +18,13 @@ pub(crate) async fn replicated(app: &App) -> Result<(), String> {
 /// for those that pick their next URL themselves), or `503` when the active one is unknown.
 /// The body says it in words: an `Error message:` line, or a fault body when `fault`.
 pub(crate) fn not_active_response(
-    app: &App,
+    service: &Service,
     pick: fn(&Urls) -> Option<String>,
     uri: &axum::http::Uri,
     fault: bool,
 ) -> Option<axum::response::Response> {
     use axum::http::header;
-    let (message, base) = app.ha.as_ref()?.not_active(pick)?;
+    let (message, base) = service.not_active(pick)?;
     let body = if fault {
         serde_json::json!({"faultcode": "Client", "faultstring": message, "debuginfo": null})
             .to_string()
@@ -79,4 +66,33 @@ pub(crate) fn not_active_response(
         response.headers_mut().insert("x-stx-active-url", v);
     }
     Some(response)
+}
+
+/// Parses `a=b&c=d` strictly: a `%` must start a two-digit hex escape and the decoded text
+/// must be UTF-8 (a lenient decoder would silently turn garbage into other values).
+pub(crate) fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
+    fn decode(part: &str) -> Result<String, String> {
+        // `percent_decode` passes a malformed escape through; refuse it instead.
+        let bytes = part.as_bytes();
+        let malformed = bytes.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && !bytes
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+        if malformed {
+            return Err(format!("bad %-escape in {part:?}"));
+        }
+        percent_encoding::percent_decode_str(&part.replace('+', " "))
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| format!("{part:?} is not UTF-8"))
+    }
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }

@@ -3,14 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::response::Response;
 use host_state::{AdminState, Availability, InstallState, OperState, PackageChange};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::hosts::now;
-use crate::http::ok;
-use crate::json;
 use crate::state::{App, HostView, Snapshot};
 
 /// One host as the patching API, `system` and the dashboard show it: the original's host
@@ -48,6 +44,34 @@ pub(crate) struct HostRecord {
 }
 
 impl HostRecord {
+    /// Why a lock would be refused now (`active_of_pair`: it is the pair's active controller).
+    pub(crate) fn lock_refusal(&self, active_of_pair: bool) -> Option<LockRefusal> {
+        let installing = self.state == InstallState::Installing;
+        LockRefusal::check(self.administrative, active_of_pair, installing, false)
+    }
+
+    /// Why an unlock would be refused now, in a few words.
+    pub(crate) fn unlock_refusal(&self) -> Option<&'static str> {
+        (self.administrative != AdminState::Locked).then_some("The host is not locked.")
+    }
+
+    /// Why an install order would do nothing now, in a few words: nothing to install, one
+    /// running, nobody to hear it, or (the agent's rule, "Node must be locked.") a
+    /// reboot-required change on an unlocked host.
+    pub(crate) fn install_refusal(&self) -> Option<&'static str> {
+        if self.patch_current {
+            Some("The host is patch current.")
+        } else if self.state == InstallState::Installing {
+            Some("The host is installing patches.")
+        } else if self.availability == Availability::Offline {
+            Some("The host is offline.")
+        } else if self.administrative != AdminState::Locked && !self.allow_insvc_patching {
+            Some("A reboot-required patch is pending: lock the host first.")
+        } else {
+            None
+        }
+    }
+
     fn of(h: &HostView, now: u64) -> HostRecord {
         let mut installed = BTreeMap::new();
         let mut to_remove = Vec::new();
@@ -108,6 +132,33 @@ pub(crate) enum HostActionError {
     /// Only a locked host can be unlocked.
     #[error("Host {0} is not locked.")]
     NotLocked(String),
+    /// A swact needs a pair.
+    #[error(
+        "Swact needs a controller pair: this controller runs without a peer (host_name, peer)."
+    )]
+    NoPair,
+    /// A swact names a host that is not one of the pair.
+    #[error("{0} is not a controller of this pair.")]
+    NotAController(String),
+    /// A forced swact (sent to the standby) names the standby instead of the active one.
+    #[error("{host} is not the active controller ({active} is); force-swact the active one.")]
+    ForceNotActive {
+        /// The host named.
+        host: String,
+        /// The active one.
+        active: String,
+    },
+    /// A swact names the standby.
+    #[error("{host} is not the active controller; {active} is.")]
+    NotActive {
+        /// The host named.
+        host: String,
+        /// The active one.
+        active: String,
+    },
+    /// The pair refused or failed the swact.
+    #[error("{0}")]
+    Swact(String),
 }
 
 /// Why a host cannot be locked now: the rule the API enforces and the dashboard greys its
@@ -172,64 +223,37 @@ pub(crate) fn host_records(snapshot: &Snapshot) -> Vec<HostRecord> {
         .collect()
 }
 
-pub(crate) fn query_hosts(snapshot: &Snapshot) -> Value {
-    json!({"data": host_records(snapshot)})
-}
-
-pub(crate) fn host_list(snapshot: &Snapshot) -> Value {
-    json!({"ihosts": host_records(snapshot)})
-}
-
-pub(crate) fn host_show(snapshot: &Snapshot, ids: &[String]) -> Response {
-    let name = ids.first().map(String::as_str).unwrap_or("");
-    match snapshot
+/// One host by name or address.
+pub(crate) fn host_record(snapshot: &Snapshot, name: &str) -> Result<HostRecord, HostActionError> {
+    snapshot
         .hosts
         .iter()
         .find(|h| h.facts.hostname == name || h.facts.ip == name)
-    {
-        Some(h) => ok(json!(HostRecord::of(h, now()))),
-        None => ok(json::error(&format!("Unknown host specified: {name}"))),
-    }
+        .map(|h| HostRecord::of(h, now()))
+        .ok_or_else(|| HostActionError::UnknownHost(name.to_owned()))
 }
 
-/// The host named (by name or IP) in the first path segment, or the original's error.
-fn resolve(app: &App, ids: &[String]) -> Result<String, HostActionError> {
-    let name = ids.first().map(String::as_str).unwrap_or("");
+/// The host named (by name or IP), or the original's error.
+fn resolve(app: &App, name: &str) -> Result<String, HostActionError> {
     app.with_hosts(|hosts| (hosts.find(name), false))
         .ok_or_else(|| HostActionError::UnknownHost(name.to_owned()))
 }
 
-pub(crate) fn host_install_async(app: &App, ids: &[String]) -> Response {
-    let name = ids.first().map(String::as_str).unwrap_or("");
-    let force = ids.get(1).is_some_and(|f| f == "force");
-    ok(json::info_or_error(install(app, name, force)))
-}
-
 /// Orders an install on a host (by name or IP): the original's info line, or its refusal.
 pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, HostActionError> {
-    let hostname = resolve(app, &[name.to_owned()])?;
+    let hostname = resolve(app, name)?;
     app.with_hosts(|hosts| (hosts.order_install(&hostname, force), true));
     app.orders.notify_waiters();
     tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
     Ok(format!("Patch installation request sent to {hostname}.\n"))
 }
 
-pub(crate) fn drop_host(app: &App, ids: &[String]) -> Response {
-    let hostname = match resolve(app, ids) {
-        Ok(h) => h,
-        Err(e) => return ok(json::error(&e.to_string())),
-    };
+/// Forgets a host until it reports again.
+pub(crate) fn drop_host(app: &App, name: &str) -> Result<String, HostActionError> {
+    let hostname = resolve(app, name)?;
     app.forget_host(&hostname);
     app.with_hosts(|hosts| ((), hosts.drop_host(&hostname)));
-    ok(json!({"info": format!("{hostname} has been dropped\n"), "warning": "", "error": ""}))
-}
-
-pub(crate) fn host_lock(app: &App, ids: &[String], force: bool) -> Response {
-    ok(json::info_or_error(lock(
-        app,
-        ids.first().map(String::as_str).unwrap_or(""),
-        force,
-    )))
+    Ok(format!("{hostname} has been dropped\n"))
 }
 
 /// Locks a host; the reply as `system host-lock` shows it. Works on the registry directly
@@ -257,13 +281,6 @@ pub(crate) fn lock(app: &App, name: &str, force: bool) -> Result<String, HostAct
     Ok(format!("Host {hostname} is locked.\n"))
 }
 
-pub(crate) fn host_unlock(app: &App, ids: &[String]) -> Response {
-    ok(json::info_or_error(unlock(
-        app,
-        ids.first().map(String::as_str).unwrap_or(""),
-    )))
-}
-
 /// Unlocks a host (ordering the reboot a reboot-required install waits for).
 pub(crate) fn unlock(app: &App, name: &str) -> Result<String, HostActionError> {
     let result = app.with_hosts(|hosts| {
@@ -289,40 +306,30 @@ pub(crate) fn unlock(app: &App, name: &str) -> Result<String, HostActionError> {
 
 /// `system host-swact [--force] <controller>`: the active controller hands over to the standby;
 /// with `force`, sent to the standby, the standby takes over from an active that is gone.
-pub(crate) fn host_swact(app: &App, ids: &[String], force: bool) -> Response {
-    let name = ids.first().map(String::as_str).unwrap_or("");
+pub(crate) fn swact(app: &App, name: &str, force: bool) -> Result<String, HostActionError> {
     let Some(ha) = &app.ha else {
-        return ok(json::error(
-            "Swact needs a controller pair: this controller runs without a peer (host_name, peer).",
-        ));
+        return Err(HostActionError::NoPair);
     };
     let state = ha.state();
     let peer = ha.peer_status().map(|p| p.host);
     if name != ha.host && Some(name) != peer.as_deref() && name != state.active {
-        return ok(json::error(&format!(
-            "{name} is not a controller of this pair."
-        )));
+        return Err(HostActionError::NotAController(name.to_owned()));
     }
-    let result = if force && !ha.is_active() {
+    if force && !ha.is_active() {
         if name != state.active {
-            Err(format!(
-                "{name} is not the active controller ({} is); force-swact the active one.",
-                state.active
-            ))
-        } else {
-            ha.force_takeover()
+            return Err(HostActionError::ForceNotActive {
+                host: name.to_owned(),
+                active: state.active,
+            });
         }
+        ha.force_takeover().map_err(HostActionError::Swact)
     } else if name != state.active {
-        Err(format!(
-            "{name} is not the active controller; {} is.",
-            state.active
-        ))
+        Err(HostActionError::NotActive {
+            host: name.to_owned(),
+            active: state.active,
+        })
     } else {
-        ha.swact()
-    };
-    match result {
-        Ok(info) => ok(json!({"info": info, "warning": "", "error": ""})),
-        Err(message) => ok(json::error(&message)),
+        ha.swact().map_err(HostActionError::Swact)
     }
 }
 

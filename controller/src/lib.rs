@@ -23,6 +23,7 @@ mod inventory;
 mod json;
 mod orchestration;
 mod pair;
+mod service;
 mod startup;
 mod state;
 mod vim_api;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, ControllerConfig};
 use crate::orchestration::{self, Orchestration};
+use crate::service::Service;
 use crate::state::App;
 use crate::{agent_api, api, auth, ha, hosts, vim_api, web};
 
@@ -163,8 +164,9 @@ impl Servers {
         app: &Arc<App>,
         orch: &Arc<Orchestration>,
     ) -> Result<Addrs, StartError> {
+        let service = Service::new(app.clone(), orch.clone());
         let api = self
-            .serve(&config.listen, api::router(app.clone(), None))
+            .serve(&config.listen, api::router(service.clone(), None))
             .await?;
         // The operators' tokens, read only when a listener needs them.
         let tokens = if config.auth_listen.is_some()
@@ -177,7 +179,7 @@ impl Servers {
         };
         let auth_api = match &config.auth_listen {
             Some(addr) => {
-                let router = api::router(app.clone(), Some(Arc::new(tokens.clone())));
+                let router = api::router(service.clone(), Some(Arc::new(tokens.clone())));
                 Some(self.serve(addr, router).await?)
             }
             None => None,
@@ -192,7 +194,7 @@ impl Servers {
         });
         let agent = match &agent_listen {
             Some(addr) => {
-                let router = agent_api::router(app.clone(), config.agent_token()?);
+                let router = agent_api::router(service.clone(), config.agent_token()?);
                 Some(self.serve(addr, router).await?)
             }
             None => None,
@@ -201,7 +203,7 @@ impl Servers {
             Some(addr) => {
                 let vim_tokens = (!tokens.is_empty()).then(|| Arc::new(tokens.clone()));
                 Some(
-                    self.serve(addr, vim_api::router(orch.clone(), vim_tokens))
+                    self.serve(addr, vim_api::router(service.clone(), vim_tokens))
                         .await?,
                 )
             }
@@ -209,7 +211,7 @@ impl Servers {
         };
         let web = match &config.web_listen {
             Some(addr) => {
-                let router = web::router(app.clone(), orch.clone(), tokens.clone());
+                let router = web::router(service.clone(), tokens.clone());
                 Some(self.serve(addr, router).await?)
             }
             None => None,

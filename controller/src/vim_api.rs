@@ -12,20 +12,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use orchestrator::Strategy;
-use orchestrator::api::{self as strategy_api, Action};
+use orchestrator::api as strategy_api;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::alarms::{AlarmError, NewAlarm};
-use crate::orchestration::{Orchestration, now_ms};
+use crate::service::{AlarmFilter, Service, ServiceError, StrategyError};
 
 #[derive(Clone)]
 struct Vim {
-    orch: Arc<Orchestration>,
+    service: Service,
     tokens: Option<Arc<Secrets>>,
 }
 
-pub(crate) fn router(orch: Arc<Orchestration>, tokens: Option<Arc<Secrets>>) -> Router {
+pub(crate) fn router(service: Service, tokens: Option<Arc<Secrets>>) -> Router {
     let strategy = "/api/orchestration/{kind}/strategy";
     Router::new()
         .route("/", get(root))
@@ -45,17 +45,16 @@ pub(crate) fn router(orch: Arc<Orchestration>, tokens: Option<Arc<Secrets>>) -> 
         .route("/v1/alarms/{uuid}", delete(clear_alarm))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            orch.clone(),
-            replicated,
+            service.clone(),
+            redirect_mutations,
         ))
         .layer(DefaultBodyLimit::max(strategy_api::MAX_BODY))
-        .with_state(Vim { orch, tokens })
+        .with_state(Vim { service, tokens })
 }
 
-/// Mutations (POST, DELETE) go to the active controller of a pair, and answer only once the
-/// standby holds them.
-async fn replicated(
-    State(orch): State<Arc<Orchestration>>,
+/// Mutations (POST, DELETE) go to the active controller of a pair: elsewhere, a redirect.
+async fn redirect_mutations(
+    State(service): State<Service>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -63,22 +62,32 @@ async fn replicated(
         *request.method(),
         axum::http::Method::POST | axum::http::Method::DELETE
     );
-    if !mutating {
-        return next.run(request).await;
-    }
-    if let Some(r) =
-        crate::http::not_active_response(&orch.app, |u| u.vim.clone(), request.uri(), true)
+    if mutating
+        && let Some(r) =
+            crate::http::not_active_response(&service, |u| u.vim.clone(), request.uri(), true)
     {
         return r;
     }
-    let response = next.run(request).await;
-    if !response.status().is_success() {
-        return response;
-    }
-    match crate::http::replicated(&orch.app).await {
-        Ok(()) => response,
-        Err(message) => fault(StatusCode::INTERNAL_SERVER_ERROR, &message),
-    }
+    next.run(request).await
+}
+
+/// A service error as a fault body with the original's status.
+fn service_fault(e: ServiceError) -> Response {
+    let status = match &e {
+        ServiceError::Strategy(StrategyError::NotFound) => StatusCode::NOT_FOUND,
+        ServiceError::Strategy(StrategyError::Exists(_) | StrategyError::DeleteRefused(_)) => {
+            StatusCode::CONFLICT
+        }
+        // The original answers a refused action with 500.
+        ServiceError::Strategy(StrategyError::ActionRefused(_) | StrategyError::Save(_)) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        ServiceError::Alarm(AlarmError::Invalid(_)) => StatusCode::BAD_REQUEST,
+        ServiceError::Alarm(AlarmError::NotFound(_)) => StatusCode::NOT_FOUND,
+        ServiceError::NotActive { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    fault(status, &e.to_string())
 }
 
 fn fault(status: StatusCode, message: &str) -> Response {
@@ -183,22 +192,6 @@ fn rejected(vim: &Vim, headers: &HeaderMap, kind: &str) -> Option<Response> {
     unauthorized(vim, headers).or_else(|| unknown_kind(kind))
 }
 
-/// Runs `f` on the strategy slot, saving the slot when `f` says it changed. `f`'s own
-/// refusal is the answer as it is; a failed save is a 500 (and changes nothing).
-fn update<T>(
-    vim: &Vim,
-    f: impl FnOnce(&mut Option<Strategy>) -> (Result<T, Response>, bool),
-) -> Result<T, Box<Response>> {
-    match vim.orch.with_strategy(f) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(refusal)) => Err(Box::new(refusal)),
-        Err(e) => Err(Box::new(fault(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot save the strategy: {e}"),
-        ))),
-    }
-}
-
 async fn get_strategy(
     State(vim): State<Vim>,
     headers: HeaderMap,
@@ -207,7 +200,7 @@ async fn get_strategy(
     if let Some(r) = unauthorized(&vim, &headers) {
         return r;
     }
-    let current = vim.orch.current();
+    let current = vim.service.strategy();
     if kind == "current-strategy" {
         let body = current
             .map(|s| json!({"strategy": {"name": s.name, "state": s.state.as_str()}}))
@@ -234,7 +227,7 @@ async fn get_strategy_by_uuid(
             &format!("Invalid strategy uuid, uuid={uuid}"),
         );
     }
-    match vim.orch.current() {
+    match vim.service.strategy() {
         Some(s) if s.uuid == uuid => axum::Json(strategy_body(Some(&s))).into_response(),
         _ => not_found_sync(),
     }
@@ -253,53 +246,21 @@ async fn create(
         Ok(r) => r,
         Err(error) => return fault(StatusCode::BAD_REQUEST, &error.to_string()),
     };
-    let config = &vim.orch.app.config;
-    let strategy = Strategy::new(
-        request.options,
-        config.strategy_timing.clone(),
-        config.single_controller,
-        config.ignore_alarms.clone(),
-    );
     if request.dry_run {
-        let orch = vim.orch.clone();
-        let planned = tokio::task::spawn_blocking(move || {
-            let cluster = orch.cluster();
-            strategy
-                .plan_now(&cluster, now_ms())
-                .map(|stages| strategy_api::plan_json(&stages, &strategy.timing))
-        })
-        .await;
-        return match planned {
-            Ok(Ok(plan)) => axum::Json(json!({"dry-run": plan, "reason": ""})).into_response(),
+        return match vim.service.plan_strategy(request.options).await {
+            Ok(Ok(plan)) => {
+                let plan = strategy_api::plan_json(&plan.stages, &plan.timing);
+                axum::Json(json!({"dry-run": plan, "reason": ""})).into_response()
+            }
             Ok(Err(e)) => {
                 axum::Json(json!({"dry-run": null, "reason": e.to_string()})).into_response()
             }
-            Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Err(e) => service_fault(e),
         };
     }
-    let created = update(&vim, |slot| match slot {
-        Some(existing) => (
-            Err(fault(
-                StatusCode::CONFLICT,
-                &format!("strategy already exists of type:{}", existing.name),
-            )),
-            false,
-        ),
-        None => {
-            let mut s = strategy;
-            s.start_build(now_ms());
-            let body = strategy_body(Some(&s));
-            *slot = Some(s);
-            (Ok(body), true)
-        }
-    });
-    match created {
-        Ok(body) => {
-            vim.orch.wake.notify_one();
-            tracing::info!(target: "audit", "patch strategy created");
-            axum::Json(body).into_response()
-        }
-        Err(refusal) => *refusal,
+    match vim.service.create_strategy(request.options).await {
+        Ok(strategy) => axum::Json(strategy_body(Some(&strategy))).into_response(),
+        Err(e) => service_fault(e),
     }
 }
 
@@ -326,26 +287,10 @@ async fn delete_strategy(
             Err(e) => return fault(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")),
         }
     };
-    let deleted = update(&vim, |slot| {
-        match slot.as_ref().map(|s| s.check_delete(force)) {
-            None => (Err(not_found_sync()), false),
-            Some(Err(refused)) => (
-                Err(fault(StatusCode::CONFLICT, &refused.to_string())),
-                false,
-            ),
-            Some(Ok(())) => {
-                *slot = None;
-                (Ok(()), true)
-            }
-        }
-    });
-    if let Err(refusal) = deleted {
-        return *refusal;
+    match vim.service.delete_strategy(force).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => service_fault(e),
     }
-    let orch = vim.orch.clone();
-    let _ = tokio::task::spawn_blocking(move || orch.sync_alarms()).await;
-    tracing::info!(target: "audit", "patch strategy deleted (force: {force})");
-    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn action(
@@ -361,41 +306,18 @@ async fn action(
         Ok(a) => a,
         Err(error) => return fault(StatusCode::BAD_REQUEST, &error.to_string()),
     };
-    let now = now_ms();
-    let acted = update(&vim, |slot| {
-        let Some(s) = slot.as_mut() else {
-            return (Err(not_found_sync()), false);
-        };
-        let outcome = match action {
-            Action::Apply(stage) => s.apply(stage, now),
-            Action::Abort(stage) => s.abort(stage, now),
-        };
-        match outcome {
-            Ok(()) => (Ok(strategy_body(Some(s))), true),
-            // The original answers a refused action with 500.
-            Err(refused) => (
-                Err(fault(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &refused.to_string(),
-                )),
-                false,
-            ),
-        }
-    });
-    match acted {
-        Ok(body) => {
-            vim.orch.wake.notify_one();
-            tracing::info!(target: "audit", "patch strategy action {action:?}");
-            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-        }
-        Err(refusal) => *refusal,
+    match vim.service.strategy_action(action).await {
+        Ok(strategy) => (
+            StatusCode::ACCEPTED,
+            axum::Json(strategy_body(Some(&strategy))),
+        )
+            .into_response(),
+        Err(e) => service_fault(e),
     }
 }
 
 fn alarm_json(a: &orchestrator::Alarm) -> Value {
-    let timestamp = chrono::DateTime::from_timestamp(a.raised_at as i64, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
-        .unwrap_or_default();
+    let timestamp = crate::alarms::timestamp(a);
     json!({
         "uuid": a.uuid,
         "alarm_id": a.alarm_id,
@@ -412,14 +334,7 @@ async fn list_alarms(State(vim): State<Vim>, headers: HeaderMap) -> Response {
     if let Some(r) = unauthorized(&vim, &headers) {
         return r;
     }
-    let alarms: Vec<Value> = vim
-        .orch
-        .app
-        .alarms()
-        .list()
-        .iter()
-        .map(alarm_json)
-        .collect();
+    let alarms: Vec<Value> = vim.service.alarms().iter().map(alarm_json).collect();
     axum::Json(json!({"alarms": alarms})).into_response()
 }
 
@@ -444,13 +359,6 @@ fn default_true() -> bool {
     true
 }
 
-fn alarm_error(e: AlarmError) -> Response {
-    match e {
-        AlarmError::Invalid(m) => fault(StatusCode::BAD_REQUEST, &m),
-        io => fault(StatusCode::INTERNAL_SERVER_ERROR, &io.to_string()),
-    }
-}
-
 async fn raise_alarm(State(vim): State<Vim>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(r) = unauthorized(&vim, &headers) {
         return r;
@@ -459,16 +367,16 @@ async fn raise_alarm(State(vim): State<Vim>, headers: HeaderMap, body: Bytes) ->
         Ok(b) => b,
         Err(e) => return fault(StatusCode::BAD_REQUEST, &format!("bad alarm: {e}")),
     };
-    let raised = vim.orch.app.alarms().raise(NewAlarm {
+    let raised = vim.service.raise_alarm(NewAlarm {
         alarm_id: body.alarm_id,
         entity_instance_id: body.entity_instance_id,
         severity: body.severity,
         reason_text: body.reason_text,
         mgmt_affecting: body.mgmt_affecting,
     });
-    match raised {
+    match raised.await {
         Ok(uuid) => axum::Json(json!({"uuid": uuid})).into_response(),
-        Err(e) => alarm_error(e),
+        Err(e) => service_fault(e),
     }
 }
 
@@ -480,10 +388,9 @@ async fn clear_alarm(
     if let Some(r) = unauthorized(&vim, &headers) {
         return r;
     }
-    match vim.orch.app.alarms().clear(|a| a.uuid == uuid) {
-        Ok(0) => fault(StatusCode::NOT_FOUND, &format!("Alarm {uuid} not found")),
+    match vim.service.clear_alarms(AlarmFilter::Uuid(uuid)).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => alarm_error(e),
+        Err(e) => service_fault(e),
     }
 }
 
@@ -508,18 +415,12 @@ async fn clear_alarms(
             "give alarm_id (and optionally entity_instance_id) to clear",
         );
     };
-    let cleared = vim.orch.app.alarms().clear(|a| {
-        a.alarm_id == q.alarm_id
-            && q.entity_instance_id
-                .as_ref()
-                .is_none_or(|e| &a.entity_instance_id == e)
-    });
-    match cleared {
-        Ok(0) => fault(
-            StatusCode::NOT_FOUND,
-            &format!("Alarm {} not found", q.alarm_id),
-        ),
+    let filter = AlarmFilter::Id {
+        alarm_id: q.alarm_id,
+        entity_instance_id: q.entity_instance_id,
+    };
+    match vim.service.clear_alarms(filter).await {
         Ok(n) => axum::Json(json!({"cleared": n})).into_response(),
-        Err(e) => alarm_error(e),
+        Err(e) => service_fault(e),
     }
 }

@@ -5,19 +5,14 @@
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    AlarmRestrictions, ApplyType, InstanceAction, Phase, PhaseName, Stage, Step, StepKind,
-    Strategy, StrategyOptions, UnknownValue,
+    AlarmRestrictions, ApplyType, InstanceAction, Phase, Stage, Step, StepKind, Strategy,
+    StrategyOptions, UnknownValue,
 };
 use crate::timing::Timing;
 
 /// The strategy document (`{"strategy": ...}`'s value).
 pub fn strategy_json(s: &Strategy) -> Value {
-    let current_pct = match s.current_phase {
-        PhaseName::Initial => 0,
-        PhaseName::Build => s.build_phase.completion_percentage(),
-        PhaseName::Apply => s.apply_phase.completion_percentage(),
-        PhaseName::Abort => s.abort_phase.completion_percentage(),
-    };
+    let current_pct = s.completion_percentage();
     let o = &s.options;
     json!({
         "uuid": s.uuid,

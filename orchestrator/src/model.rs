@@ -591,6 +591,18 @@ pub struct Strategy {
     pub collected: Option<crate::collected::Collected>,
 }
 
+impl Strategy {
+    /// How far the current phase is, percent (`current-phase-completion-percentage`).
+    pub fn completion_percentage(&self) -> u64 {
+        match self.current_phase {
+            PhaseName::Initial => 0,
+            PhaseName::Build => self.build_phase.completion_percentage(),
+            PhaseName::Apply => self.apply_phase.completion_percentage(),
+            PhaseName::Abort => self.abort_phase.completion_percentage(),
+        }
+    }
+}
+
 /// Local time in the original's format.
 pub fn timestamp() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()

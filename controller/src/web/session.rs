@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
-use serde_json::Value;
 
 const SESSION_COOKIE: &str = "stx_session";
 const LOGIN_COOKIE: &str = "stx_login";
@@ -55,7 +54,7 @@ struct Session {
     last_seen: Instant,
     flashes: Vec<Flash>,
     /// A strategy dry run waiting to be shown.
-    plan: Option<Value>,
+    plan: Option<crate::service::Plan>,
 }
 
 /// A live session as a request sees it.
@@ -204,14 +203,14 @@ impl Sessions {
     }
 
     /// Keeps a dry run's plan for the next orchestration page.
-    pub(crate) fn set_plan(&self, session: &SessionRef, plan: Value) {
+    pub(crate) fn set_plan(&self, session: &SessionRef, plan: crate::service::Plan) {
         if let Some(s) = self.lock().get_mut(&session.id) {
             s.plan = Some(plan);
         }
     }
 
     /// The dry run waiting to be shown, if any (shown once).
-    pub(crate) fn take_plan(&self, session: &SessionRef) -> Option<Value> {
+    pub(crate) fn take_plan(&self, session: &SessionRef) -> Option<crate::service::Plan> {
         self.lock().get_mut(&session.id).and_then(|s| s.plan.take())
     }
 }

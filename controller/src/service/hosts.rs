@@ -1,0 +1,68 @@
+//! Host operations: the inventory (`system host-list|host-show`, `query_hosts`) and the
+//! actions on a host (install, lock, unlock, swact, drop). The rules are
+//! [`crate::inventory`]'s; here they become mutations that wait for the standby.
+
+use super::{Service, ServiceError, blocking};
+use crate::inventory::{self, HostRecord};
+
+impl Service {
+    /// Every host, in the registry's order.
+    pub(crate) fn hosts(&self) -> Vec<HostRecord> {
+        inventory::host_records(&self.app.snapshot())
+    }
+
+    /// One host by name or address.
+    pub(crate) fn host(&self, name: &str) -> Result<HostRecord, ServiceError> {
+        Ok(inventory::host_record(&self.app.snapshot(), name)?)
+    }
+
+    /// A host action on the registry, then the wait for the standby; the answer is the
+    /// original's info line.
+    async fn host_action(
+        &self,
+        f: impl FnOnce(&crate::state::App) -> Result<String, inventory::HostActionError>
+        + Send
+        + 'static,
+    ) -> Result<String, ServiceError> {
+        self.must_be_active()?;
+        let app = self.app.clone();
+        let result = blocking(move || Ok(f(&app)?)).await;
+        self.settled(result).await
+    }
+
+    /// Orders an install on a host (`force`: even if it is unlocked and the change needs a
+    /// reboot).
+    pub(crate) async fn install(&self, name: String, force: bool) -> Result<String, ServiceError> {
+        self.host_action(move |app| inventory::install(app, &name, force))
+            .await
+    }
+
+    /// Locks a host.
+    pub(crate) async fn lock(&self, name: String, force: bool) -> Result<String, ServiceError> {
+        self.host_action(move |app| inventory::lock(app, &name, force))
+            .await
+    }
+
+    /// Unlocks a host (rebooting it when an install waits for that).
+    pub(crate) async fn unlock(&self, name: String) -> Result<String, ServiceError> {
+        self.host_action(move |app| inventory::unlock(app, &name))
+            .await
+    }
+
+    /// Forgets a host until it reports again.
+    pub(crate) async fn drop_host(&self, name: String) -> Result<String, ServiceError> {
+        self.host_action(move |app| inventory::drop_host(app, &name))
+            .await
+    }
+
+    /// Hands the active role to the standby. With `force`, sent to the standby, it takes
+    /// over from an active that is gone: the one mutation a standby accepts.
+    pub(crate) async fn swact(&self, name: String, force: bool) -> Result<String, ServiceError> {
+        let app = self.app.clone();
+        if force {
+            return blocking(move || Ok(inventory::swact(&app, &name, true)?)).await;
+        }
+        self.host_action(move |app| inventory::swact(app, &name, false))
+            .await
+    }
+}
