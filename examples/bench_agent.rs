@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use agent::{Agent, AgentConfig, BuiltinInstaller, Transaction, TransactionPackage};
 use host_state::InstalledPackage;
-use patch_format::{Evr, Personality};
+use patch_format::{Evr, PackageId, Personality};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -127,9 +127,11 @@ fn install_vs_cpio(dir: &Path, rpms: &[PathBuf]) -> Result<(f64, f64)> {
                 .enumerate()
                 .map(|(i, rpm)| TransactionPackage {
                     package: InstalledPackage {
-                        name: format!("bench{i:03}"),
-                        arch: "x86_64".into(),
-                        evr: Evr::new(0, "1.0", "1"),
+                        id: PackageId::new(
+                            format!("bench{i:03}"),
+                            Evr::new(0, "1.0", "1"),
+                            "x86_64",
+                        ),
                         patch: None,
                         reboot_required: false,
                     },

@@ -629,7 +629,7 @@ impl Agent {
                 | PackageChange::Upgrade { to, .. }
                 | PackageChange::Downgrade { to, .. } => to,
                 PackageChange::Remove(from) => {
-                    tx.remove.push((from.name.clone(), from.arch.clone()));
+                    tx.remove.push((from.id.name.clone(), from.id.arch.clone()));
                     continue;
                 }
             };
@@ -639,7 +639,7 @@ impl Agent {
             let file = cache.join(format!("{n}.rpm"));
             let path = format!("{area}/rel-{release}/{}", to.path);
             downloads.push((
-                to.name.clone(),
+                to.id.name.clone(),
                 to.size,
                 to.sha256.clone(),
                 path,
@@ -647,9 +647,7 @@ impl Agent {
             ));
             tx.install.push(TransactionPackage {
                 package: InstalledPackage {
-                    name: to.name.clone(),
-                    arch: to.arch.clone(),
-                    evr: to.evr.clone(),
+                    id: to.id.clone(),
                     patch: to.patch.clone(),
                     reboot_required: to.reboot_required,
                 },
@@ -676,7 +674,7 @@ impl Agent {
             let files: Vec<(String, PathBuf)> = tx
                 .install
                 .iter()
-                .map(|p| (p.package.name.clone(), p.rpm.clone()))
+                .map(|p| (p.package.id.name.clone(), p.rpm.clone()))
                 .collect();
             tokio::task::spawn_blocking(move || {
                 for (name, file) in &files {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use host_state::{InstalledPackage, PackageKey};
-use patch_format::Evr;
 use serde::{Deserialize, Serialize};
 
 use crate::builtin::db_key;
@@ -78,15 +77,13 @@ impl RpmToolInstaller {
         for p in listed {
             let (patch, reboot_required) = self
                 .origins
-                .get(&db_key(&p.name, &p.arch))
+                .get(&db_key(&p.id.name, &p.id.arch))
                 .cloned()
                 .unwrap_or((None, false));
             installed.insert(
-                (p.name.clone(), p.arch.clone()),
+                (p.id.name.clone(), p.id.arch.clone()),
                 InstalledPackage {
-                    evr: Evr::new(p.epoch, &p.version, &p.release),
-                    name: p.name,
-                    arch: p.arch,
+                    id: p.id,
                     patch,
                     reboot_required,
                 },
@@ -115,7 +112,7 @@ impl RpmToolInstaller {
         }
         for item in &tx.install {
             self.origins.insert(
-                db_key(&item.package.name, &item.package.arch),
+                db_key(&item.package.id.name, &item.package.id.arch),
                 (item.package.patch.clone(), item.package.reboot_required),
             );
         }

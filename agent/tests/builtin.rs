@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use agent::{BuiltinInstaller, InstallError, Recovery, Transaction, TransactionPackage};
 use host_state::InstalledPackage;
-use patch_format::Evr;
 use patch_format::testing::TestRpm;
+use patch_format::{Evr, PackageId};
 
 /// Everything under a root except the installer's own state and directories: path → (kind,
 /// mode, content). Directories are left out because, as with rpm, a removal leaves the
@@ -41,9 +41,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
 fn pkg(rpm: &TestRpm, dir: &Path, patch: Option<&str>) -> TransactionPackage {
     TransactionPackage {
         package: InstalledPackage {
-            name: rpm.name.clone(),
-            arch: rpm.arch.clone(),
-            evr: Evr::new(rpm.epoch, &rpm.version, &rpm.release),
+            id: PackageId::new(
+                rpm.name.clone(),
+                Evr::new(rpm.epoch, &rpm.version, &rpm.release),
+                rpm.arch.clone(),
+            ),
             patch: patch.map(str::to_owned),
             reboot_required: false,
         },
@@ -119,7 +121,10 @@ fn install_upgrade_downgrade_remove_round_trip() {
     assert!(!s.root.join("usr/lib/sysinv/old_only.py").exists());
     assert!(s.root.join("usr/lib/sysinv/new_only.py").exists());
     assert_eq!(inst.installed().len(), 2);
-    let record = inst.records().find(|r| r.package.name == "sysinv").unwrap();
+    let record = inst
+        .records()
+        .find(|r| r.package.id.name == "sysinv")
+        .unwrap();
     assert_eq!(record.package.patch.as_deref(), Some("P1"));
 
     // Remove the patch: downgrade back to v1, remove newpkg — the root is exactly as before.

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use agent::{BuiltinInstaller, InstallError, Transaction, TransactionPackage};
 use common::{make_root, rpm_state, tree};
 use host_state::InstalledPackage;
-use patch_format::Evr;
 use patch_format::testing::roots::{rpm, rpm_upgrade, run_rpm};
 use patch_format::testing::{Payload, SpecRpm, rpmbuild_available};
+use patch_format::{Evr, PackageId};
 
 /// Two roots side by side: ours (the builtin installer) and rpm's.
 struct Pair {
@@ -55,9 +55,11 @@ fn pair() -> Pair {
 fn item(spec: &SpecRpm, file: &Path) -> TransactionPackage {
     TransactionPackage {
         package: InstalledPackage {
-            name: spec.name.clone(),
-            arch: spec.arch.clone(),
-            evr: Evr::new(spec.epoch, &spec.version, &spec.release),
+            id: PackageId::new(
+                spec.name.clone(),
+                Evr::new(spec.epoch, &spec.version, &spec.release),
+                spec.arch.clone(),
+            ),
             patch: None,
             reboot_required: false,
         },
@@ -513,9 +515,9 @@ fn packages_rpm_installed_are_upgraded_and_removed_by_rpms_rules() {
     let adopted = p
         .installer
         .records()
-        .find(|r| r.package.name == "baseos")
+        .find(|r| r.package.id.name == "baseos")
         .expect("adopted from rpm's database");
-    assert_eq!(adopted.package.evr, Evr::new(0, "1.0", "1"));
+    assert_eq!(adopted.package.id.evr, Evr::new(0, "1.0", "1"));
     assert!(adopted.scripts.preun.is_some() && adopted.scripts.postun.is_some());
     p.both(&[&v2], &[], "upgrade of a package rpm installed");
     p.both(

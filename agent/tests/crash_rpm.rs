@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use agent::{BuiltinInstaller, Recovery, Transaction, TransactionPackage};
 use common::{Node, make_root, rpm_state, tree};
 use host_state::InstalledPackage;
-use patch_format::Evr;
 use patch_format::testing::roots::rpm_lines;
 use patch_format::testing::{Payload, SpecRpm, rpmbuild_available};
+use patch_format::{Evr, PackageId};
 
 const KILLS: usize = 50;
 
@@ -92,9 +92,11 @@ fn tx(specs: &[SpecRpm], dir: &Path) -> Transaction {
             .iter()
             .map(|s| TransactionPackage {
                 package: InstalledPackage {
-                    name: s.name.clone(),
-                    arch: s.arch.clone(),
-                    evr: Evr::new(0, &s.version, &s.release),
+                    id: PackageId::new(
+                        s.name.clone(),
+                        Evr::new(0, &s.version, &s.release),
+                        s.arch.clone(),
+                    ),
                     patch: None,
                     reboot_required: false,
                 },

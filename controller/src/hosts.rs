@@ -126,7 +126,7 @@ impl HostRegistry {
         let installed = report
             .installed
             .iter()
-            .map(|p| ((p.name.clone(), p.arch.clone()), p.clone()))
+            .map(|p| ((p.id.name.clone(), p.id.arch.clone()), p.clone()))
             .collect();
         let existing = self.hosts.get(&report.hostname);
         let (admin, boot_id, pending, install_seq, rebooting) =

@@ -79,10 +79,13 @@ impl HostRecord {
         for change in &h.diff.changes {
             match change {
                 PackageChange::Upgrade { from, .. } | PackageChange::Downgrade { from, .. } => {
-                    installed.insert(from.name.clone(), format!("{}@{}", from.evr, from.arch));
+                    installed.insert(
+                        from.id.name.clone(),
+                        format!("{}@{}", from.id.evr, from.id.arch),
+                    );
                 }
-                PackageChange::Remove(from) => to_remove.push(from.name.clone()),
-                PackageChange::Missing(to) => missing.push(to.name.clone()),
+                PackageChange::Remove(from) => to_remove.push(from.id.name.clone()),
+                PackageChange::Missing(to) => missing.push(to.id.name.clone()),
             }
         }
         let f = &h.facts;

@@ -248,7 +248,7 @@ impl App {
                 packages: p
                     .packages
                     .iter()
-                    .map(|k| ((k.name.clone(), k.arch.clone()), k.evr()))
+                    .map(|k| (k.id.key(), k.id.evr.clone()))
                     .collect(),
             })
             .collect();

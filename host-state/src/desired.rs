@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::protocol::{IndexEntry, RepoIndex};
-use patch_format::{Evr, Personality};
+use patch_format::{PackageId, Personality};
 use serde::{Deserialize, Serialize};
 
 use crate::{InstalledPackage, PackageKey};
@@ -11,12 +11,9 @@ use crate::{InstalledPackage, PackageKey};
 /// A package a host should have, and where to get it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredPackage {
-    /// Package name.
-    pub name: String,
-    /// Architecture.
-    pub arch: String,
-    /// Version.
-    pub evr: Evr,
+    /// The package (serialized flat: name, epoch, version, release, arch).
+    #[serde(flatten)]
+    pub id: PackageId,
     /// Path relative to its repository (`Packages/<arch>/<file>`).
     pub path: String,
     /// From the base load (`feed`) rather than the patches' repository (`repo`).
@@ -34,9 +31,7 @@ pub struct DesiredPackage {
 impl DesiredPackage {
     fn from_entry(entry: &IndexEntry, from_base: bool) -> Self {
         DesiredPackage {
-            name: entry.name.clone(),
-            arch: entry.arch.clone(),
-            evr: Evr::new(entry.epoch, &entry.version, &entry.release),
+            id: entry.id.clone(),
             path: entry.path.clone(),
             from_base,
             size: entry.size,
@@ -48,7 +43,7 @@ impl DesiredPackage {
 
     /// `(name, arch)`.
     pub fn key(&self) -> PackageKey {
-        (self.name.clone(), self.arch.clone())
+        self.id.key()
     }
 }
 
@@ -67,7 +62,7 @@ pub fn desired_packages(
         let key = candidate.key();
         if desired
             .get(&key)
-            .is_none_or(|current| candidate.evr > current.evr)
+            .is_none_or(|current| candidate.id.evr > current.id.evr)
         {
             desired.insert(key, candidate);
         }
@@ -75,12 +70,12 @@ pub fn desired_packages(
     let mut relevant: BTreeSet<PackageKey> = installed.keys().cloned().collect();
     for entry in &feed.packages {
         if entry.personalities.contains(&personality) {
-            relevant.insert((entry.name.clone(), entry.arch.clone()));
+            relevant.insert((entry.id.name.clone(), entry.id.arch.clone()));
             offer(DesiredPackage::from_entry(entry, true));
         }
     }
     for entry in &repo.packages {
-        let key = (entry.name.clone(), entry.arch.clone());
+        let key = (entry.id.name.clone(), entry.id.arch.clone());
         if entry.personalities.contains(&personality) || relevant.contains(&key) {
             offer(DesiredPackage::from_entry(entry, false));
         }
@@ -118,7 +113,7 @@ impl PackageChange {
             PackageChange::Missing(to) => to.key(),
             PackageChange::Upgrade { from, .. }
             | PackageChange::Downgrade { from, .. }
-            | PackageChange::Remove(from) => (from.name.clone(), from.arch.clone()),
+            | PackageChange::Remove(from) => (from.id.name.clone(), from.id.arch.clone()),
         }
     }
 
@@ -152,13 +147,13 @@ impl HostDiff {
         let keys: BTreeSet<&PackageKey> = installed.keys().chain(desired.keys()).collect();
         for key in keys {
             match (installed.get(key), desired.get(key)) {
-                (Some(from), Some(to)) if from.evr < to.evr => {
+                (Some(from), Some(to)) if from.id.evr < to.id.evr => {
                     changes.push(PackageChange::Upgrade {
                         from: from.clone(),
                         to: to.clone(),
                     })
                 }
-                (Some(from), Some(to)) if from.evr > to.evr => {
+                (Some(from), Some(to)) if from.id.evr > to.id.evr => {
                     changes.push(PackageChange::Downgrade {
                         from: from.clone(),
                         to: to.clone(),
@@ -188,6 +183,7 @@ impl HostDiff {
 mod tests {
     use super::*;
     use crate::InstalledPackage;
+    use patch_format::Evr;
 
     fn entry(
         name: &str,
@@ -198,11 +194,7 @@ mod tests {
     ) -> IndexEntry {
         let evr = Evr::parse(evr).unwrap();
         IndexEntry {
-            name: name.into(),
-            epoch: evr.epoch,
-            version: evr.version.clone(),
-            release: evr.release.clone(),
-            arch: "x86_64".into(),
+            id: PackageId::new(name, evr.clone(), "x86_64"),
             size: 1,
             sha256: "00".into(),
             path: format!("Packages/x86_64/{name}-{evr}.x86_64.rpm"),
@@ -218,9 +210,7 @@ mod tests {
                 (
                     (name.to_string(), "x86_64".to_string()),
                     InstalledPackage {
-                        name: name.to_string(),
-                        arch: "x86_64".into(),
-                        evr: Evr::parse(evr).unwrap(),
+                        id: PackageId::new(*name, Evr::parse(evr).unwrap(), "x86_64"),
                         patch: None,
                         reboot_required: false,
                     },
@@ -317,7 +307,7 @@ mod tests {
                 desired_packages(personality, &index(feed), &index(repo), &installed(&inst));
             let got: Vec<(String, String)> = desired
                 .values()
-                .map(|d| (d.name.clone(), d.evr.to_string()))
+                .map(|d| (d.id.name.clone(), d.id.evr.to_string()))
                 .collect();
             let want: Vec<(String, String)> = expected
                 .iter()
@@ -374,9 +364,7 @@ mod tests {
                 (
                     d.key(),
                     InstalledPackage {
-                        name: d.name.clone(),
-                        arch: d.arch.clone(),
-                        evr: d.evr.clone(),
+                        id: d.id.clone(),
                         patch: d.patch.clone(),
                         reboot_required: d.reboot_required,
                     },

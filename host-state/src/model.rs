@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use patch_format::{Evr, Personality};
+use patch_format::{Evr, PackageId, Personality};
 use serde::{Deserialize, Serialize};
 
 /// A package identity on a host: name and architecture.
@@ -84,17 +84,63 @@ pub enum InstallState {
 
 /// A package installed on a host, as its agent reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "InstalledPackageWire")]
 pub struct InstalledPackage {
-    /// Package name.
-    pub name: String,
-    /// Architecture.
-    pub arch: String,
-    /// Installed version.
-    pub evr: Evr,
+    /// The package (serialized flat: name, epoch, version, release, arch).
+    #[serde(flatten)]
+    pub id: PackageId,
     /// The patch it was installed from (none for the base load).
     pub patch: Option<String>,
     /// It came from a reboot-required patch.
     pub reboot_required: bool,
+}
+
+/// An installed package as read: today's flat shape, or the shape host records saved before
+/// the package identity was one type (`"evr": {…}` beside name and arch), so an upgraded
+/// controller reads its old host records.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InstalledPackageWire {
+    Nested {
+        name: String,
+        arch: String,
+        evr: Evr,
+        patch: Option<String>,
+        reboot_required: bool,
+    },
+    Flat {
+        #[serde(flatten)]
+        id: PackageId,
+        patch: Option<String>,
+        reboot_required: bool,
+    },
+}
+
+impl From<InstalledPackageWire> for InstalledPackage {
+    fn from(wire: InstalledPackageWire) -> InstalledPackage {
+        match wire {
+            InstalledPackageWire::Nested {
+                name,
+                arch,
+                evr,
+                patch,
+                reboot_required,
+            } => InstalledPackage {
+                id: PackageId::new(name, evr, arch),
+                patch,
+                reboot_required,
+            },
+            InstalledPackageWire::Flat {
+                id,
+                patch,
+                reboot_required,
+            } => InstalledPackage {
+                id,
+                patch,
+                reboot_required,
+            },
+        }
+    }
 }
 
 /// What the controller knows about a host.
@@ -156,10 +202,7 @@ mod installed_as_list {
         deserializer: D,
     ) -> Result<BTreeMap<PackageKey, InstalledPackage>, D::Error> {
         let list = Vec::<InstalledPackage>::deserialize(deserializer)?;
-        Ok(list
-            .into_iter()
-            .map(|p| ((p.name.clone(), p.arch.clone()), p))
-            .collect())
+        Ok(list.into_iter().map(|p| (p.id.key(), p)).collect())
     }
 }
 
@@ -170,9 +213,7 @@ mod tests {
     #[test]
     fn host_facts_with_packages_round_trip_through_json() {
         let pkg = InstalledPackage {
-            name: "sysinv".into(),
-            arch: "x86_64".into(),
-            evr: Evr::parse("1.0-230").unwrap(),
+            id: PackageId::new("sysinv", Evr::parse("1.0-230").unwrap(), "x86_64"),
             patch: Some("P1".into()),
             reboot_required: true,
         };
@@ -193,5 +234,27 @@ mod tests {
         };
         let json = serde_json::to_string(&facts).unwrap();
         assert_eq!(serde_json::from_str::<HostFacts>(&json).unwrap(), facts);
+    }
+
+    /// The package identity is one flat type on the wire; host records saved before it was
+    /// (with `"evr": {…}` beside name and arch) still read.
+    #[test]
+    fn an_installed_package_is_flat_and_the_older_nested_shape_still_reads() {
+        let pkg = InstalledPackage {
+            id: PackageId::new("sysinv", Evr::new(1, "1.0", "230"), "x86_64"),
+            patch: None,
+            reboot_required: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&pkg).unwrap(),
+            r#"{"name":"sysinv","epoch":1,"version":"1.0","release":"230","arch":"x86_64","patch":null,"reboot_required":false}"#
+        );
+        let older = r#"{"name":"sysinv","arch":"x86_64","evr":{"epoch":1,"version":"1.0","release":"230"},"patch":null,"reboot_required":false}"#;
+        assert_eq!(
+            serde_json::from_str::<InstalledPackage>(older).unwrap(),
+            pkg
+        );
+        let broken = r#"{"name":"sysinv","arch":"x86_64","patch":null,"reboot_required":false}"#;
+        assert!(serde_json::from_str::<InstalledPackage>(broken).is_err());
     }
 }

@@ -111,7 +111,7 @@ pub fn derive_patch_states(
                         PackageChange::Missing(_) => None,
                         PackageChange::Upgrade { from, .. }
                         | PackageChange::Downgrade { from, .. }
-                        | PackageChange::Remove(from) => Some(&from.evr),
+                        | PackageChange::Remove(from) => Some(&from.id.evr),
                     };
                     match patch.repo_state {
                         RepoState::Applied if installed.is_none_or(|i| i < patch_evr) => {
@@ -137,7 +137,7 @@ pub fn derive_patch_states(
 mod tests {
     use super::*;
     use crate::{DesiredPackage, InstalledPackage};
-    use patch_format::Personality;
+    use patch_format::{PackageId, Personality};
 
     fn host(name: &str, release: &str) -> HostFacts {
         HostFacts {
@@ -159,9 +159,7 @@ mod tests {
 
     fn inst(name: &str, evr: &str) -> InstalledPackage {
         InstalledPackage {
-            name: name.into(),
-            arch: "x86_64".into(),
-            evr: Evr::parse(evr).unwrap(),
+            id: PackageId::new(name, Evr::parse(evr).unwrap(), "x86_64"),
             patch: None,
             reboot_required: false,
         }
@@ -169,9 +167,7 @@ mod tests {
 
     fn want(name: &str, evr: &str) -> DesiredPackage {
         DesiredPackage {
-            name: name.into(),
-            arch: "x86_64".into(),
-            evr: Evr::parse(evr).unwrap(),
+            id: PackageId::new(name, Evr::parse(evr).unwrap(), "x86_64"),
             path: String::new(),
             from_base: false,
             size: 0,

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use patch_format::Personality;
+use patch_format::{PackageId, Personality};
 use serde::{Deserialize, Serialize};
 
 use crate::{InstallState, InstalledPackage};
@@ -226,16 +226,9 @@ impl fmt::Display for RepoState {
 /// One package of a repository's `index.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexEntry {
-    /// Package name.
-    pub name: String,
-    /// Epoch.
-    pub epoch: u32,
-    /// Version.
-    pub version: String,
-    /// Release.
-    pub release: String,
-    /// Architecture.
-    pub arch: String,
+    /// The package (serialized flat: name, epoch, version, release, arch).
+    #[serde(flatten)]
+    pub id: PackageId,
     /// Size in bytes.
     pub size: u64,
     /// SHA-256, hex.
@@ -280,6 +273,27 @@ pub struct RepoIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index entry's bytes did not move when its identity became a `PackageId`: the
+    /// fields keep their names and order.
+    #[test]
+    fn an_index_entry_keeps_its_json_shape() {
+        let entry = IndexEntry {
+            id: PackageId::new("sysinv", patch_format::Evr::new(0, "1.0", "231"), "x86_64"),
+            size: 5,
+            sha256: "ab".into(),
+            path: "Packages/x86_64/sysinv-1.0-231.x86_64.rpm".into(),
+            patch: Some("P1".into()),
+            reboot_required: false,
+            personalities: vec![],
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"sysinv","epoch":0,"version":"1.0","release":"231","arch":"x86_64","size":5,"sha256":"ab","path":"Packages/x86_64/sysinv-1.0-231.x86_64.rpm","patch":"P1","reboot_required":false,"personalities":[]}"#
+        );
+        assert_eq!(serde_json::from_str::<IndexEntry>(&json).unwrap(), entry);
+    }
 
     #[test]
     fn a_delivery_is_the_order_with_its_number_beside_the_tag() {

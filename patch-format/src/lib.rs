@@ -5,7 +5,7 @@
 //! * [`PatchWriter`] — builds a signed `<id>.patch` in one streaming pass.
 //! * [`PatchReader`] — verifies both signatures of an untrusted patch against a
 //!   [`Keyring`](patch_sign::Keyring) before returning anything, within [`Limits`].
-//! * [`RpmInfo`] / [`Evr`] — RPM header inspection and `rpmvercmp` ordering.
+//! * [`PackageId`] / [`Evr`] — package identity (from RPM headers) and `rpmvercmp` ordering.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -25,7 +25,7 @@ pub use metadata::{
     parse_metadata_xml, validate_patch_id, validate_rpm_file_name,
 };
 pub use reader::{ExtractedRpm, PatchReader, VerifiedPatch};
-pub use rpm_info::{Evr, RpmFileName, RpmInfo};
+pub use rpm_info::{Evr, PackageId, RpmFileName};
 pub use rpm_sign::{GeneratedRpmKey, RpmKeyring, RpmSignError, RpmSigningKey, rpm_signers};
 pub use writer::{BuildSummary, PatchBuilder};
 

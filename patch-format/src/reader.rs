@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::limits::LimitedReader;
 use crate::metadata::validate_member_name;
 use crate::tar_stream::{MemberKind, TarStream};
-use crate::{FormatError, Limits, PatchMetadata, RpmInfo, SemanticAction, parse_metadata_xml};
+use crate::{FormatError, Limits, PackageId, PatchMetadata, SemanticAction, parse_metadata_xml};
 
 /// Inner tars covered by both signatures, in signing order.
 const SIGNED: [&str; 3] = ["metadata.tar", "software.tar", "semantics.tar"];
@@ -32,7 +32,7 @@ pub struct ExtractedRpm {
     /// SHA-256 of the file, hex (computed during extraction).
     pub sha256: String,
     /// Identity from its header.
-    pub info: RpmInfo,
+    pub info: PackageId,
 }
 
 /// A patch whose signatures verified and whose contents agree with its metadata. Its files live
@@ -369,7 +369,7 @@ impl<'k> PatchReader<'k> {
         }
         let mut rpms = Vec::with_capacity(raw.rpms.len());
         for (file_name, path, size, sha256) in std::mem::take(&mut raw.rpms) {
-            let info = RpmInfo::inspect(&path, &self.limits)?;
+            let info = PackageId::inspect(&path, &self.limits)?;
             info.check_file_name(&file_name)?;
             rpms.push(ExtractedRpm {
                 file_name,

@@ -78,6 +78,13 @@ impl PartialEq for Evr {
 
 impl Eq for Evr {}
 
+impl fmt::Display for PackageId {
+    /// `name-[epoch:]version-release.arch`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}.{}", self.name, self.evr, self.arch)
+    }
+}
+
 impl fmt::Display for Evr {
     /// `[epoch:]version-release`, the epoch shown only when non-zero (as the original agent's
     /// version strings).
@@ -144,18 +151,37 @@ impl RpmFileName {
     }
 }
 
-/// What a patch needs to know about an RPM, read from its header (the payload is never read).
+/// A package build as rpm names it (NEVRA): name, epoch:version-release, architecture. The
+/// one identity every crate uses for a package: the store's records, the repositories'
+/// index entries, a host's installed and desired packages, the agent's rpmdb entries.
+/// Read from an RPM's header (the payload is never read). Serialized flat:
+/// `{"name", "epoch", "version", "release", "arch"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RpmInfo {
+pub struct PackageId {
     /// Package name.
     pub name: String,
     /// Epoch, version, release.
+    #[serde(flatten)]
     pub evr: Evr,
     /// Architecture (`x86_64`, `noarch`, …).
     pub arch: String,
 }
 
-impl RpmInfo {
+impl PackageId {
+    /// A package id.
+    pub fn new(name: impl Into<String>, evr: Evr, arch: impl Into<String>) -> PackageId {
+        PackageId {
+            name: name.into(),
+            evr,
+            arch: arch.into(),
+        }
+    }
+
+    /// `(name, arch)`: what one installed package is keyed by (one version of each).
+    pub fn key(&self) -> (String, String) {
+        (self.name.clone(), self.arch.clone())
+    }
+
     /// Reads the header of the RPM at `path`.
     pub fn inspect(path: &Path, limits: &Limits) -> Result<Self, FormatError> {
         let file = std::fs::File::open(path).map_err(FormatError::io(path))?;
@@ -195,7 +221,7 @@ impl RpmInfo {
             Err(rpm::Error::TagNotFound(_)) => 0,
             Err(e) => return Err(err(format!("bad epoch: {e}"))),
         };
-        Ok(RpmInfo {
+        Ok(PackageId {
             name: text(parsed.get_name(), "name")?,
             evr: Evr::new(
                 epoch,
@@ -441,14 +467,14 @@ mod tests {
             &[0xed, 0xab, 0xee, 0xdb][..],
             &[0u8; 200][..],
         ] {
-            assert!(RpmInfo::from_reader(junk, "x.rpm", &limits).is_err());
+            assert!(PackageId::from_reader(junk, "x.rpm", &limits).is_err());
         }
         // A lead followed by a header claiming 4 GiB of data: refused by size, not by OOM.
         let mut huge = vec![0u8; 96];
         huge[..4].copy_from_slice(&LEAD_MAGIC);
         huge.extend_from_slice(&HEADER_MAGIC);
         huge.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
-        let err = RpmInfo::from_reader(&huge[..], "x.rpm", &limits).unwrap_err();
+        let err = PackageId::from_reader(&huge[..], "x.rpm", &limits).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
     }
 }

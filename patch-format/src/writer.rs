@@ -16,7 +16,7 @@ use crate::tario::{
     write_member, write_zeros,
 };
 use crate::{
-    FormatError, Limits, PatchMetadata, Personality, RestartScript, RpmInfo, SemanticAction,
+    FormatError, Limits, PackageId, PatchMetadata, Personality, RestartScript, SemanticAction,
 };
 
 /// Largest semantic or restart script accepted (they are small shell scripts, held in memory).
@@ -135,7 +135,7 @@ impl PatchBuilder {
         let size = std::fs::metadata(path)
             .map_err(FormatError::io(path))?
             .len();
-        let info = RpmInfo::inspect(path, &self.limits)?;
+        let info = PackageId::inspect(path, &self.limits)?;
         info.check_file_name(&member)?;
         if let Some(existing) = self.rpms.iter().find(|r| r.member == member) {
             if existing.path != path {

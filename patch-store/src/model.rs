@@ -1,6 +1,6 @@
 //! The store's data: repo states, package records, repository indexes, operation outcomes.
 
-use patch_format::{Evr, PatchMetadata};
+use patch_format::{PackageId, PatchMetadata};
 use serde::{Deserialize, Serialize};
 
 /// The repository's wire types live with the other agent ↔ controller messages.
@@ -11,27 +11,13 @@ pub use host_state::protocol::{IndexEntry, RepoIndex, RepoState, RestartScriptEn
 pub struct PackageRecord {
     /// File name, `name-version-release.arch.rpm`.
     pub file_name: String,
-    /// Package name.
-    pub name: String,
-    /// Epoch (0 = none).
-    pub epoch: u32,
-    /// Version.
-    pub version: String,
-    /// Release.
-    pub release: String,
-    /// Architecture.
-    pub arch: String,
+    /// The package (serialized flat: name, epoch, version, release, arch).
+    #[serde(flatten)]
+    pub id: PackageId,
     /// Size in bytes.
     pub size: u64,
     /// SHA-256, hex.
     pub sha256: String,
-}
-
-impl PackageRecord {
-    /// The package's epoch-version-release.
-    pub fn evr(&self) -> Evr {
-        Evr::new(self.epoch, &self.version, &self.release)
-    }
 }
 
 /// A patch in the store.

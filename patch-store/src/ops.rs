@@ -208,9 +208,13 @@ impl Store {
             for base_pkg in feed
                 .packages
                 .iter()
-                .filter(|p| p.name == rpm.info.name && p.arch == rpm.info.arch)
+                .filter(|p| p.id.name == rpm.info.name && p.id.arch == rpm.info.arch)
             {
-                let base_evr = Evr::new(base_pkg.epoch, &base_pkg.version, &base_pkg.release);
+                let base_evr = Evr::new(
+                    base_pkg.id.evr.epoch,
+                    &base_pkg.id.evr.version,
+                    &base_pkg.id.evr.release,
+                );
                 if rpm.info.evr <= base_evr {
                     return Err(StoreError::refused(format!(
                         "RPM {} in patch {id} must be higher version than original ({base_evr})",
@@ -224,9 +228,9 @@ impl Store {
                 }
                 if other.packages.iter().any(|p| {
                     p.file_name == rpm.file_name
-                        || (p.name == rpm.info.name
-                            && p.arch == rpm.info.arch
-                            && p.evr() == rpm.info.evr)
+                        || (p.id.name == rpm.info.name
+                            && p.id.arch == rpm.info.arch
+                            && p.id.evr == rpm.info.evr)
                 }) {
                     return Err(StoreError::refused(format!(
                         "Patch {id} contains rpm {}, which is already provided by patch {}",
@@ -236,11 +240,7 @@ impl Store {
             }
             records.push(PackageRecord {
                 file_name: rpm.file_name.clone(),
-                name: rpm.info.name.clone(),
-                epoch: rpm.info.evr.epoch,
-                version: rpm.info.evr.version.clone(),
-                release: rpm.info.evr.release.clone(),
-                arch: rpm.info.arch.clone(),
+                id: rpm.info.clone(),
                 size: rpm.size,
                 sha256: rpm.sha256.clone(),
             });
@@ -601,10 +601,10 @@ impl Store {
             for pkg in &p.packages {
                 let key = (
                     p.metadata.sw_version.clone(),
-                    pkg.name.clone(),
-                    pkg.arch.clone(),
+                    pkg.id.name.clone(),
+                    pkg.id.arch.clone(),
                 );
-                let evr = pkg.evr();
+                let evr = pkg.id.evr.clone();
                 if best.get(&key).is_none_or(|b| evr > *b) {
                     best.insert(key, evr);
                 }
@@ -618,10 +618,10 @@ impl Store {
             for pkg in &p.packages {
                 let key = (
                     p.metadata.sw_version.clone(),
-                    pkg.name.clone(),
-                    pkg.arch.clone(),
+                    pkg.id.name.clone(),
+                    pkg.id.arch.clone(),
                 );
-                if best.get(&key).is_some_and(|b| pkg.evr() < *b)
+                if best.get(&key).is_some_and(|b| pkg.id.evr < *b)
                     && self
                         .package_path(&p.metadata.sw_version, &pkg.file_name)
                         .exists()

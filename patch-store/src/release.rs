@@ -45,19 +45,15 @@ impl Store {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let record = package_record(&path, &file_name, &self.config.limits)?;
-                let rel_path = format!("Packages/{}/{}", record.arch, file_name);
+                let rel_path = format!("Packages/{}/{}", record.id.arch, file_name);
                 durable_fs::link_or_copy(&path, &staging.join(&rel_path))?;
                 let listed: Vec<Personality> = personalities
                     .iter()
-                    .filter(|(_, names)| names.contains(&record.name))
+                    .filter(|(_, names)| names.contains(&record.id.name))
                     .map(|(p, _)| *p)
                     .collect();
                 entries.push(IndexEntry {
-                    name: record.name,
-                    epoch: record.epoch,
-                    version: record.version,
-                    release: record.release,
-                    arch: record.arch,
+                    id: record.id,
                     size: record.size,
                     sha256: record.sha256,
                     path: rel_path,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use patch_format::{Limits, PatchMetadata, Personality, RpmInfo, parse_metadata_xml};
+use patch_format::{Limits, PackageId, PatchMetadata, Personality, parse_metadata_xml};
 use patch_sign::Keyring;
 
 use crate::journal::{JOURNAL, Journal, metadata_path};
@@ -305,7 +305,7 @@ impl Store {
                 if !src.exists() {
                     continue;
                 }
-                let rel_path = format!("Packages/{}/{}", pkg.arch, pkg.file_name);
+                let rel_path = format!("Packages/{}/{}", pkg.id.arch, pkg.file_name);
                 let dst = repo.join(&rel_path);
                 if !dst.exists() {
                     durable_fs::link_or_copy(&src, &dst)?;
@@ -314,16 +314,12 @@ impl Store {
                     .metadata
                     .personalities
                     .iter()
-                    .filter(|(_, names)| names.contains(&pkg.name))
+                    .filter(|(_, names)| names.contains(&pkg.id.name))
                     .map(|(p, _)| *p)
                     .collect();
                 wanted.insert(rel_path.clone());
                 entries.push(IndexEntry {
-                    name: pkg.name.clone(),
-                    epoch: pkg.epoch,
-                    version: pkg.version.clone(),
-                    release: pkg.release.clone(),
-                    arch: pkg.arch.clone(),
+                    id: pkg.id.clone(),
                     size: pkg.size,
                     sha256: pkg.sha256.clone(),
                     path: rel_path,
@@ -439,7 +435,7 @@ impl Store {
                 if patch.repo_state.in_repo() && patch.metadata.sw_version == release {
                     for pkg in &patch.packages {
                         if self.package_path(&release, &pkg.file_name).exists() {
-                            expected.insert(format!("Packages/{}/{}", pkg.arch, pkg.file_name));
+                            expected.insert(format!("Packages/{}/{}", pkg.id.arch, pkg.file_name));
                         }
                     }
                 }
@@ -551,12 +547,9 @@ fn find_debris(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Sorted by name, arch, then version (rpm order), then path.
 pub(crate) fn sort_entries(entries: &mut [IndexEntry]) {
     entries.sort_by(|a, b| {
-        (a.name.as_str(), a.arch.as_str())
-            .cmp(&(b.name.as_str(), b.arch.as_str()))
-            .then_with(|| {
-                patch_format::Evr::new(a.epoch, &a.version, &a.release)
-                    .cmp(&patch_format::Evr::new(b.epoch, &b.version, &b.release))
-            })
+        (a.id.name.as_str(), a.id.arch.as_str())
+            .cmp(&(b.id.name.as_str(), b.id.arch.as_str()))
+            .then_with(|| a.id.evr.cmp(&b.id.evr))
             .then_with(|| a.path.cmp(&b.path))
     });
 }
@@ -582,16 +575,12 @@ pub(crate) fn package_record(
     file_name: &str,
     limits: &Limits,
 ) -> Result<PackageRecord, StoreError> {
-    let info = RpmInfo::inspect(path, limits).map_err(|e| StoreError::refused(e.to_string()))?;
+    let info = PackageId::inspect(path, limits).map_err(|e| StoreError::refused(e.to_string()))?;
     let file = File::open(path).map_err(StoreError::io(path))?;
     let (size, sha256) = patch_sign::sha256_of(file).map_err(StoreError::io(path))?;
     Ok(PackageRecord {
         file_name: file_name.to_owned(),
-        name: info.name,
-        epoch: info.evr.epoch,
-        version: info.evr.version,
-        release: info.evr.release,
-        arch: info.arch,
+        id: info,
         size,
         sha256: hex::encode(sha256),
     })

@@ -131,7 +131,7 @@ fn upload_apply_remove_delete_and_the_repository() {
         .unwrap();
     assert_eq!(out.info, ["P1 is now in the repo"]);
     let index = store.repo_index("19.01").unwrap();
-    let names: Vec<&str> = index.packages.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = index.packages.iter().map(|p| p.id.name.as_str()).collect();
     assert_eq!(names, ["newpkg", "sysinv"]);
     assert_eq!(index.packages[0].personalities, Personality::ALL.to_vec());
     assert!(index.packages[1].personalities.is_empty());
@@ -450,7 +450,7 @@ fn commit_rules_dry_run_and_superseded_packages() {
     );
     let index = store.repo_index("19.01").unwrap();
     assert_eq!(index.packages.len(), 1);
-    assert_eq!(index.packages[0].release, "232.tis");
+    assert_eq!(index.packages[0].id.evr.release, "232.tis");
     assert_eq!(
         refused(store.remove(&ids(&["P1"]), &ChangeOptions::default())),
         "Patch P1 is committed and cannot be removed"
@@ -584,7 +584,11 @@ fn releases_and_the_lock() {
         .init_release("20.01", Some(&f.dir.path().join("feed")), &only_workers)
         .unwrap();
     let feed = store.feed_index("20.01").unwrap();
-    let kernel = feed.packages.iter().find(|p| p.name == "kernel").unwrap();
+    let kernel = feed
+        .packages
+        .iter()
+        .find(|p| p.id.name == "kernel")
+        .unwrap();
     assert_eq!(kernel.personalities, [Personality::Worker]);
     assert_eq!(store.releases(), ["19.01", "20.01"]);
     store.del_release("20.01").unwrap();

@@ -223,7 +223,7 @@ fn key_name(key: &PackageKey) -> String {
 }
 
 fn item_key(p: &TransactionPackage) -> String {
-    db_key(&p.package.name, &p.package.arch)
+    db_key(&p.package.id.name, &p.package.id.arch)
 }
 
 impl BuiltinInstaller {
@@ -270,23 +270,20 @@ impl BuiltinInstaller {
             .map_err(InstallError::RpmDb)?
             .iter()
             .filter(|p| {
-                let evr = Evr::new(p.epoch, &p.version, &p.release);
+                let evr = Evr::new(p.id.evr.epoch, &p.id.evr.version, &p.id.evr.release);
                 self.db
                     .packages
-                    .get(&db_key(&p.name, &p.arch))
-                    .is_none_or(|r| r.package.evr != evr)
+                    .get(&db_key(&p.id.name, &p.id.arch))
+                    .is_none_or(|r| r.package.id.evr != evr)
             })
             .map(|p| p.nevra())
             .collect();
         for p in rpmdb.details(&differ).map_err(InstallError::RpmDb)? {
-            let evr = Evr::new(p.epoch, &p.version, &p.release);
             self.db.packages.insert(
-                db_key(&p.name, &p.arch),
+                db_key(&p.id.name, &p.id.arch),
                 InstalledRecord {
                     package: InstalledPackage {
-                        name: p.name,
-                        arch: p.arch,
-                        evr,
+                        id: p.id,
                         patch: None,
                         reboot_required: false,
                     },
@@ -314,7 +311,7 @@ impl BuiltinInstaller {
             .values()
             .map(|r| {
                 (
-                    (r.package.name.clone(), r.package.arch.clone()),
+                    (r.package.id.name.clone(), r.package.id.arch.clone()),
                     r.package.clone(),
                 )
             })
@@ -404,12 +401,12 @@ impl BuiltinInstaller {
         let mut elements = Vec::new();
         for item in &tx.install {
             let header = read_header(&item.rpm).map_err(|reason| InstallError::Package {
-                package: item.package.name.clone(),
+                package: item.package.id.name.clone(),
                 reason,
             })?;
-            if header.name != item.package.name {
+            if header.name != item.package.id.name {
                 return Err(InstallError::Package {
-                    package: item.package.name.clone(),
+                    package: item.package.id.name.clone(),
                     reason: format!("the RPM file is package {:?}", header.name),
                 });
             }
@@ -441,7 +438,7 @@ impl BuiltinInstaller {
             };
         for e in &elements {
             for s in e.header.scripts.install_side() {
-                runnable(&e.item.package.name, s)?;
+                runnable(&e.item.package.id.name, s)?;
             }
         }
         for old in elements
@@ -450,7 +447,7 @@ impl BuiltinInstaller {
             .chain(&erasing)
         {
             for s in old.scripts.erase_side() {
-                runnable(&old.package.name, s)?;
+                runnable(&old.package.id.name, s)?;
             }
         }
 
@@ -465,7 +462,7 @@ impl BuiltinInstaller {
             }))
             .unwrap_or_else(|_| {
                 Err(InstallError::Package {
-                    package: e.item.package.name.clone(),
+                    package: e.item.package.id.name.clone(),
                     reason: "malformed RPM payload (the reader gave up on it)".into(),
                 })
             });
@@ -503,13 +500,13 @@ impl BuiltinInstaller {
             self.db
                 .packages
                 .values()
-                .filter(|r| r.package.name == name)
+                .filter(|r| r.package.id.name == name)
                 .count() as u32
         };
 
         let mut new_db = self.db.clone();
         for e in &elements {
-            let name = &e.item.package.name;
+            let name = &e.item.package.id.name;
             planner.script(
                 name,
                 "%pretrans",
@@ -519,7 +516,7 @@ impl BuiltinInstaller {
             );
         }
         for (e, staged) in elements.iter().zip(&staged) {
-            let name = &e.item.package.name;
+            let name = &e.item.package.id.name;
             let arg = count(name) + 1;
             planner.script(name, "%pre", &e.header.scripts.pre, arg, true);
             let old_entries: HashMap<&str, &FileInfo> = e
@@ -557,16 +554,16 @@ impl BuiltinInstaller {
             .collect();
         let replaced = elements.iter().filter_map(|e| e.old.as_ref());
         for old in replaced {
-            planner.erase(old, count(&old.package.name), &new_paths);
+            planner.erase(old, count(&old.package.id.name), &new_paths);
         }
         for old in &erasing {
-            planner.erase(old, count(&old.package.name) - 1, &new_paths);
+            planner.erase(old, count(&old.package.id.name) - 1, &new_paths);
         }
         for name in &removing {
             new_db.packages.remove(name);
         }
         for e in &elements {
-            let name = &e.item.package.name;
+            let name = &e.item.package.id.name;
             planner.script(
                 name,
                 "%posttrans",
@@ -759,7 +756,7 @@ impl BuiltinInstaller {
         dir: &Path,
         owners: &Owners,
     ) -> Result<HashMap<String, String>, InstallError> {
-        let label = e.item.package.name.clone();
+        let label = e.item.package.id.name.clone();
         let bad = |reason: String| InstallError::Package {
             package: label.clone(),
             reason,
@@ -1116,7 +1113,7 @@ impl Planner<'_> {
     /// A replaced or removed package: `%preun`, its paths nothing owns any more (an edited
     /// config saved as `.rpmsave`), its empty directories, `%postun`.
     fn erase(&mut self, old: &InstalledRecord, arg: u32, new_paths: &BTreeSet<&str>) {
-        let name = &old.package.name;
+        let name = &old.package.id.name;
         self.script(name, "%preun", &old.scripts.preun, arg, true);
         let mut dirs = Vec::new();
         for f in &old.entries {

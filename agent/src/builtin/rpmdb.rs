@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::package::{FileInfo, FileKind, Script, Scripts, safe_relative};
+use patch_format::{Evr, PackageId};
 
 /// Where rpm keeps its database on StarlingX (CentOS) hosts, relative to the root. Always
 /// passed as `--dbpath`: Debian's rpm would otherwise look in `~/.rpmdb`.
@@ -124,7 +125,7 @@ impl RpmDb {
             let listed: BTreeSet<String> = self
                 .list()?
                 .into_iter()
-                .map(|p| super::db_key(&p.name, &p.arch))
+                .map(|p| super::db_key(&p.id.name, &p.id.arch))
                 .collect();
             let known: Vec<&String> = erase.iter().filter(|p| listed.contains(*p)).collect();
             if !known.is_empty() {
@@ -181,11 +182,7 @@ impl RpmDb {
 /// A package as the rpm database lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DbPackage {
-    pub name: String,
-    pub epoch: u32,
-    pub version: String,
-    pub release: String,
-    pub arch: String,
+    pub id: PackageId,
     pub files: Vec<FileInfo>,
     pub scripts: Scripts,
     pub requires: Vec<String>,
@@ -197,7 +194,7 @@ impl DbPackage {
     pub(crate) fn nevra(&self) -> String {
         format!(
             "{}-{}-{}.{}",
-            self.name, self.version, self.release, self.arch
+            self.id.name, self.id.evr.version, self.id.evr.release, self.id.arch
         )
     }
 }
@@ -222,11 +219,11 @@ fn parse_query(text: &str) -> Result<Vec<DbPackage>, String> {
         let fields: Vec<&str> = line.split(SEP).collect();
         match fields[0] {
             "@@pkg" if fields.len() == 6 => packages.push(DbPackage {
-                name: fields[1].into(),
-                epoch: fields[2].parse().unwrap_or(0),
-                version: fields[3].into(),
-                release: fields[4].into(),
-                arch: fields[5].into(),
+                id: PackageId::new(
+                    fields[1],
+                    Evr::new(fields[2].parse().unwrap_or(0), fields[3], fields[4]),
+                    fields[5],
+                ),
                 files: Vec::new(),
                 scripts: Scripts::default(),
                 requires: Vec::new(),
