@@ -1,0 +1,276 @@
+//! Carrying out an install order: the packages to change, downloaded and verified, one
+//! transaction, then the in-service restart scripts; the outcome reported either way.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use host_state::protocol::RepoIndex;
+use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
+use sha2::{Digest, Sha256};
+
+use super::link::Fetch;
+use super::{Agent, now};
+use crate::{Transaction, TransactionPackage};
+
+/// Packages downloaded in parallel during an install.
+const DOWNLOADS_AT_ONCE: usize = 4;
+
+impl Agent {
+    pub(super) async fn set_state(&self, install_state: InstallState, error: Option<String>) {
+        let mut state = self.state.lock().await;
+        state.install_state = install_state;
+        state.last_error = error;
+        self.save(&state);
+    }
+
+    /// install-rejected goes back to idle once the host is locked, or after 60 s.
+    pub(super) async fn reset_rejection(&self, locked: bool) {
+        let mut state = self.state.lock().await;
+        if state.install_state == InstallState::InstallRejected
+            && (locked
+                || state
+                    .rejected_at
+                    .is_some_and(|t| now().saturating_sub(t) >= 60))
+        {
+            state.install_state = InstallState::Idle;
+            state.last_error = None;
+            state.rejected_at = None;
+            self.save(&state);
+        }
+    }
+
+    /// Brings the host to its desired package set; records the outcome.
+    pub async fn install(&self, force: bool, locked: bool, seq: u64) {
+        let started = Instant::now();
+        let outcome = self.install_inner(force, locked).await;
+        let mut state = self.state.lock().await;
+        state.installing = false;
+        state.install_done = state.install_done.max(seq);
+        match outcome {
+            Ok(rebooting) => {
+                state.install_state = InstallState::Idle;
+                state.last_error = None;
+                state.reboot_pending |= rebooting;
+                tracing::info!("install finished in {:?}", started.elapsed());
+            }
+            Err((install_state, message)) => {
+                tracing::warn!("install {}: {message}", install_state.as_str());
+                if install_state == InstallState::InstallRejected {
+                    state.rejected_at = Some(now());
+                }
+                state.install_state = install_state;
+                state.last_error = Some(message);
+            }
+        }
+        self.save(&state);
+    }
+
+    pub(super) async fn install_inner(
+        &self,
+        force: bool,
+        locked: bool,
+    ) -> Result<bool, (InstallState, String)> {
+        let failed = |m: String| (InstallState::InstallFailed, m);
+        let release = &self.config.release;
+        let feed_path = format!("feed/rel-{release}/index.json");
+        let feed: RepoIndex = self
+            .retrying(&feed_path, || self.fetch_json(&feed_path))
+            .await
+            .map_err(failed)?;
+        let repo_path = format!("repo/rel-{release}/index.json");
+        let repo: RepoIndex = self
+            .retrying(&repo_path, || self.fetch_json(&repo_path))
+            .await
+            .map_err(failed)?;
+        let installed = self.installed();
+        let desired = desired_packages(self.config.personality, &feed, &repo, &installed);
+        let diff = HostDiff::compute(&installed, &desired);
+        if diff.is_empty() {
+            return Ok(false);
+        }
+        let rr = diff.requires_reboot();
+        if rr && !locked && !force {
+            return Err((InstallState::InstallRejected, "Node must be locked.".into()));
+        }
+        {
+            let mut state = self.state.lock().await;
+            state.installing = true;
+            self.save(&state);
+        }
+        let cache = self.config.state_dir.join("cache");
+        let _ = tokio::fs::remove_dir_all(&cache).await;
+        tokio::fs::create_dir_all(&cache)
+            .await
+            .map_err(|e| failed(format!("{}: {e}", cache.display())))?;
+        let mut tx = Transaction::default();
+        let mut downloads = Vec::new();
+        for (n, change) in diff.changes.iter().enumerate() {
+            let to = match change {
+                PackageChange::Missing(to)
+                | PackageChange::Upgrade { to, .. }
+                | PackageChange::Downgrade { to, .. } => to,
+                PackageChange::Remove(from) => {
+                    tx.remove.push((from.id.name.clone(), from.id.arch.clone()));
+                    continue;
+                }
+            };
+            let area = if to.from_base { "feed" } else { "repo" };
+            // Numbered, not named after the package: names come from the controller's index
+            // and must never choose a path on this host.
+            let file = cache.join(format!("{n}.rpm"));
+            let path = format!("{area}/rel-{release}/{}", to.path);
+            downloads.push((
+                to.id.name.clone(),
+                to.size,
+                to.sha256.clone(),
+                path,
+                file.clone(),
+            ));
+            tx.install.push(TransactionPackage {
+                package: InstalledPackage {
+                    id: to.id.clone(),
+                    patch: to.patch.clone(),
+                    reboot_required: to.reboot_required,
+                },
+                rpm: file,
+            });
+        }
+        // A few downloads at a time: one stream rarely fills the link or the controller's disk.
+        let fetches: Vec<_> = downloads
+            .into_iter()
+            .map(|(name, size, sha256, path, file)| async move {
+                self.retrying(&path, || self.download(&path, &file, size, &sha256))
+                    .await
+                    .map_err(|e| failed(format!("{name}: {e}")))
+            })
+            .collect();
+        let mut pending = futures_util::stream::iter(fetches).buffer_unordered(DOWNLOADS_AT_ONCE);
+        while let Some(result) = pending.next().await {
+            result?;
+        }
+        drop(pending);
+        if let Some(keyring) = &self.rpm_keyring {
+            // Every package proves itself before anything is written to the root.
+            let keyring = keyring.clone();
+            let files: Vec<(String, PathBuf)> = tx
+                .install
+                .iter()
+                .map(|p| (p.package.id.name.clone(), p.rpm.clone()))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                for (name, file) in &files {
+                    keyring
+                        .verify_file(file)
+                        .map_err(|e| format!("package {name}: RPM signature check failed: {e}"))?;
+                }
+                Ok::<(), String>(())
+            })
+            .await
+            .map_err(|e| failed(format!("signature check: {e}")))?
+            .map_err(failed)?;
+        }
+        let installer = self.installer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut installer = match installer.lock() {
+                Ok(i) => i,
+                Err(p) => p.into_inner(),
+            };
+            installer.apply(&tx)
+        })
+        .await
+        .map_err(|e| failed(format!("install task: {e}")))?;
+        let _ = tokio::fs::remove_dir_all(&cache).await;
+        result.map_err(|e| failed(e.to_string()))?;
+        if !rr {
+            // In-service patches whose packages this install changed run their restart
+            // script now; a failing script fails the install.
+            let involved: std::collections::BTreeSet<&str> = diff
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    PackageChange::Missing(to)
+                    | PackageChange::Upgrade { to, .. }
+                    | PackageChange::Downgrade { to, .. } => to.patch.as_deref(),
+                    PackageChange::Remove(_) => None,
+                })
+                .collect();
+            for script in repo
+                .restart_scripts
+                .iter()
+                .filter(|s| involved.contains(s.patch.as_str()))
+            {
+                self.run_restart_script(release, script)
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        Ok(rr)
+    }
+
+    /// Downloads a restart script, checks it against the signed sha256, runs it with the
+    /// root in `STX_PATCH_ROOT`.
+    pub(super) async fn run_restart_script(
+        &self,
+        release: &str,
+        script: &host_state::protocol::RestartScriptEntry,
+    ) -> Result<(), String> {
+        let dir = self.config.state_dir.join("scripts");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        if script.name.contains('/') || script.name.starts_with('.') {
+            return Err(format!("bad restart script name {:?}", script.name));
+        }
+        let path = dir.join(&script.name);
+        let remote = format!("repo/rel-{release}/scripts/{}", script.name);
+        let bytes = self
+            .retrying(&remote, || async {
+                let response = self
+                    .send(|http, base| http.get(format!("{base}/agent/v1/{remote}")))
+                    .await?;
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| Fetch::Retry(format!("{remote}: {e}")))
+            })
+            .await?;
+        if hex::encode(Sha256::digest(&bytes)) != script.sha256 {
+            return Err(format!(
+                "restart script {} does not match its signed sha256",
+                script.name
+            ));
+        }
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let output = tokio::process::Command::new("sh")
+            .arg(&path)
+            .env("STX_PATCH_ROOT", &self.config.root)
+            .env("STX_PATCH_ID", &script.patch)
+            .current_dir(&self.config.root)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run restart script {}: {e}", script.name))?;
+        let _ = tokio::fs::remove_file(&path).await;
+        if output.status.success() {
+            tracing::info!(
+                "restart script {} of {} succeeded",
+                script.name,
+                script.patch
+            );
+            Ok(())
+        } else {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            let tail = crate::builtin::output_tail(&text, 500);
+            Err(format!(
+                "restart script {} of {} failed ({}): {}",
+                script.name,
+                script.patch,
+                output.status,
+                tail.trim()
+            ))
+        }
+    }
+}

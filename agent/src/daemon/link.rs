@@ -1,0 +1,289 @@
+//! The agent's link to the controller: requests through the failover client, retried while
+//! the controller restarts or swacts; reports, order polls, and the repositories' files.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use host_state::protocol::{AgentOrder, Delivery, HostReport, ReportReply};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Agent, subfunctions};
+
+/// How long an install keeps retrying a fetch that failed for a reason that may pass.
+pub const FETCH_RETRY: Duration = Duration::from_secs(120);
+
+/// A request to the controller that got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No controller served it (unreachable, standby, handing over).
+    #[error(transparent)]
+    Unreachable(#[from] failover::FailoverError),
+    /// The controller answered with an error status.
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        /// The request's URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The answer's text.
+        body: String,
+    },
+    /// The answer could not be read or understood.
+    #[error("{what}: {reason}")]
+    BadAnswer {
+        /// What was asked for.
+        what: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+impl ControllerError {
+    /// Whether asking again later may succeed (a controller restarting or swacting).
+    fn may_pass(&self) -> bool {
+        match self {
+            ControllerError::Unreachable(_) => true,
+            ControllerError::Status { status, .. } => {
+                // A server error, or every controller refusing as a standby.
+                *status >= 500 || *status == 307
+            }
+            ControllerError::BadAnswer { .. } => false,
+        }
+    }
+}
+
+impl From<ControllerError> for Fetch {
+    fn from(e: ControllerError) -> Fetch {
+        if e.may_pass() {
+            Fetch::Retry(e.to_string())
+        } else {
+            Fetch::Fail(e.to_string())
+        }
+    }
+}
+
+/// A failed fetch from the controller (or of what it sent).
+pub(super) enum Fetch {
+    /// It may succeed later (connection refused or cut, server error).
+    Retry(String),
+    /// It will not (refused, corrupt).
+    Fail(String),
+}
+
+impl From<Fetch> for String {
+    fn from(f: Fetch) -> String {
+        match f {
+            Fetch::Retry(m) | Fetch::Fail(m) => m,
+        }
+    }
+}
+
+impl Agent {
+    /// Sends a request to the active controller (every agent request is idempotent, so one
+    /// without an answer is sent again); an error status is an error.
+    pub(super) async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ControllerError> {
+        let response = self
+            .controllers
+            .send(failover::Resend::Always, |base| {
+                build(&self.http, base).bearer_auth(&self.config.token)
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let url = response.url().to_string();
+        let body = response.text().await.unwrap_or_default();
+        Err(ControllerError::Status {
+            url,
+            status: status.as_u16(),
+            body: body.trim().to_owned(),
+        })
+    }
+
+    /// Runs a fetch, retrying transient failures (a controller restarting or swacting) for
+    /// up to [`FETCH_RETRY`].
+    pub(super) async fn retrying<T, Fut>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, String>
+    where
+        Fut: std::future::Future<Output = Result<T, Fetch>>,
+    {
+        let deadline = Instant::now() + FETCH_RETRY;
+        // A restarting controller is usually back within a fraction of a second: retry soon,
+        // then back off to the heartbeat (at most 2 s).
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Fetch::Fail(message)) => return Err(message),
+                Err(Fetch::Retry(message)) if Instant::now() >= deadline => return Err(message),
+                Err(Fetch::Retry(message)) => {
+                    tracing::warn!("{what}: {message}; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.config.heartbeat.min(Duration::from_secs(2)));
+                }
+            }
+        }
+    }
+
+    /// Sends a report; returns the controller's reply.
+    pub async fn report(&self, op_counter: u64) -> Result<ReportReply, ControllerError> {
+        let workloads = match &self.config.workload_hook {
+            None => Vec::new(),
+            Some(hook) => {
+                let mut last = self.workloads.lock().await;
+                match crate::workloads::list(hook).await {
+                    Ok(list) => *last = list,
+                    Err(e) => tracing::warn!("{e}; reporting the last list"),
+                }
+                last.clone()
+            }
+        };
+        let state = self.state.lock().await.clone();
+        let report = HostReport {
+            hostname: self.config.hostname.clone(),
+            ip: self.config.ip.clone(),
+            personality: self.config.personality,
+            subfunctions: subfunctions(self.config.personality),
+            sw_version: self.config.release.clone(),
+            install_state: state.install_state,
+            last_error: state.last_error.clone(),
+            reboot_pending: state.reboot_pending,
+            boot_id: state.boot_id.clone(),
+            installed: self.installed().into_values().collect(),
+            op_counter,
+            install_done: state.install_done,
+            instance: self.instance.clone(),
+            workloads,
+            workload_actions: self.config.workload_hook.is_some(),
+            services_disabled: state.services_disabled,
+        };
+        let bad = |reason: String| ControllerError::BadAnswer {
+            what: "report".into(),
+            reason,
+        };
+        let body = serde_json::to_vec(&report).map_err(|e| bad(e.to_string()))?;
+        let response = self
+            .send(|http, base| {
+                http.post(format!("{base}/agent/v1/report"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| bad(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad reply: {e}")))
+    }
+
+    /// Waits for the next order, acknowledging the last delivery received. A delivery already
+    /// received (handed over again because the acknowledgement was lost) is recorded as
+    /// nothing to do; a new one is recorded before it is returned, with its install order
+    /// number, so a crash from here on is reported as a failed install of it.
+    pub(super) async fn poll(&self) -> Result<AgentOrder, ControllerError> {
+        let wait = self.config.heartbeat.as_secs().max(1);
+        let host = self.config.hostname.clone();
+        let received = self.state.lock().await.received;
+        let response = self
+            .send(|http, base| {
+                http.get(format!("{base}/agent/v1/orders"))
+                    .query(&[
+                        ("hostname", host.as_str()),
+                        ("wait", &wait.to_string()),
+                        ("received", &received.to_string()),
+                    ])
+                    .timeout(Duration::from_secs(wait + 10))
+            })
+            .await?;
+        let bad = |reason: String| ControllerError::BadAnswer {
+            what: "order".into(),
+            reason,
+        };
+        let bytes = response.bytes().await.map_err(|e| bad(e.to_string()))?;
+        let delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if delivery.order == AgentOrder::None {
+            return Ok(AgentOrder::None);
+        }
+        let mut state = self.state.lock().await;
+        if delivery.delivery <= state.received {
+            tracing::info!("delivery {} already received", delivery.delivery);
+            return Ok(AgentOrder::None);
+        }
+        state.received = delivery.delivery;
+        if let AgentOrder::Install { seq, .. } = delivery.order {
+            state.in_progress = seq;
+        }
+        self.save(&state);
+        Ok(delivery.order)
+    }
+
+    pub(super) async fn fetch_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+    ) -> Result<T, Fetch> {
+        let response = self
+            .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Fetch::Retry(format!("{path}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| Fetch::Fail(format!("{path}: {e}")))
+    }
+
+    /// Downloads to `file`, checking size and SHA-256 as the bytes arrive.
+    pub(super) async fn download(
+        &self,
+        path: &str,
+        file: &Path,
+        size: u64,
+        sha256: &str,
+    ) -> Result<(), Fetch> {
+        let mut response = self
+            .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
+            .await?;
+        let local = |e: std::io::Error| Fetch::Fail(format!("{}: {e}", file.display()));
+        // Large writes: each write of a tokio file is a trip through the blocking pool.
+        let mut out = tokio::io::BufWriter::with_capacity(
+            1024 * 1024,
+            tokio::fs::File::create(file).await.map_err(local)?,
+        );
+        let mut hasher = Sha256::new();
+        let mut got = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Fetch::Retry(format!("download interrupted: {e}")))?
+        {
+            got += chunk.len() as u64;
+            if got > size {
+                return Err(Fetch::Fail(format!(
+                    "the download is larger than the {size} bytes the index states"
+                )));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(local)?;
+        }
+        out.flush().await.map_err(local)?;
+        // A complete response of the wrong size is the controller's file, not the network:
+        // retrying would fetch the same bytes (a connection cut mid-body errors above).
+        if got != size {
+            return Err(Fetch::Fail(format!(
+                "the download is {got} bytes, the index states {size} (truncated?)"
+            )));
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != sha256 {
+            return Err(Fetch::Fail(format!(
+                "sha256 {actual} does not match the index ({sha256}); refusing it"
+            )));
+        }
+        Ok(())
+    }
+}
