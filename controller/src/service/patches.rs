@@ -194,10 +194,7 @@ impl Service {
         skip_semantic: bool,
     ) -> Result<Outcome, ServiceError> {
         self.change(move |app| {
-            let snapshot = app.snapshot();
-            if snapshot.any_installing() {
-                return Err(ServiceError::Installing);
-            }
+            let snapshot = no_host_installing(app)?;
             let options = ChangeOptions {
                 skip_semantic,
                 patch_states: snapshot.patch_states(),
@@ -215,10 +212,7 @@ impl Service {
         options: RemoveOptions,
     ) -> Result<Outcome, ServiceError> {
         self.change(move |app| {
-            let snapshot = app.snapshot();
-            if snapshot.any_installing() {
-                return Err(ServiceError::Installing);
-            }
+            let snapshot = no_host_installing(app)?;
             let options = ChangeOptions {
                 skip_semantic: options.skip_semantic,
                 skip_app_check: options.skip_app_check,
@@ -428,6 +422,16 @@ impl Service {
             .await
             .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))?
     }
+}
+
+/// The snapshot an apply or remove starts from, unless a host is installing (the original
+/// refuses both meanwhile).
+fn no_host_installing(app: &crate::state::App) -> Result<Arc<Snapshot>, ServiceError> {
+    let snapshot = app.snapshot();
+    if snapshot.any_installing() {
+        return Err(ServiceError::Installing);
+    }
+    Ok(snapshot)
 }
 
 /// The final component of a client-side path (the original client sends what the user typed).

@@ -7,8 +7,9 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::layout::{Page, SWACT_UNAVAILABLE, action_button, yes_no};
+use super::login::Posted;
 use super::session::{Flash, Level};
-use super::{Shared, line_flash, login, see_other, session_or_login};
+use super::{Shared, line_flash, see_other, session_or_login};
 use crate::inventory::{HostRecord, LockRefusal};
 
 pub(super) async fn hosts_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Response {
@@ -27,14 +28,9 @@ pub(super) async fn hosts_page(State(web): Shared, headers: HeaderMap, uri: Uri)
 
 pub(super) async fn host_action(
     State(web): Shared,
-    headers: HeaderMap,
     UrlPath(action): UrlPath<String>,
-    body: axum::body::Bytes,
+    Posted { session, form }: Posted,
 ) -> Response {
-    let (session, form) = match login::posted(&web, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let Some(host) = form
         .get("host")
         .filter(|h| !h.is_empty())

@@ -167,15 +167,28 @@ fn check_form(session: &SessionRef, body: &[u8]) -> Result<Form, Box<Response>> 
     Ok(form)
 }
 
-/// A posted form, its session and CSRF token checked; or the answer that refuses it.
-pub(super) fn posted(
-    web: &Web,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(SessionRef, Form), Box<Response>> {
-    let Some(session) = web.sessions.get(headers) else {
-        return Err(Box::new(see_other("/login")));
-    };
-    let form = check_form(&session, body)?;
-    Ok((session, form))
+/// A posted form whose session and CSRF token checked out: what every state-changing
+/// dashboard handler takes. Without a session the answer is the login page; with a bad or
+/// missing token, a refusal that changes nothing.
+pub(super) struct Posted {
+    pub(super) session: SessionRef,
+    pub(super) form: Form,
+}
+
+impl axum::extract::FromRequest<std::sync::Arc<Web>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        web: &std::sync::Arc<Web>,
+    ) -> Result<Posted, Response> {
+        let Some(session) = web.sessions.get(request.headers()) else {
+            return Err(see_other("/login"));
+        };
+        let body = axum::body::Bytes::from_request(request, web)
+            .await
+            .map_err(axum::response::IntoResponse::into_response)?;
+        let form = check_form(&session, &body).map_err(|r| *r)?;
+        Ok(Posted { session, form })
+    }
 }

@@ -11,8 +11,9 @@ use orchestrator::{Phase, Stage, Strategy};
 use serde_json::{Value, json};
 
 use super::layout::{Page, action_button};
+use super::login::Posted;
 use super::session::{Flash, Level};
-use super::{Shared, error_flash, login, see_other, session_or_login};
+use super::{Shared, error_flash, see_other, session_or_login};
 use crate::orchestration::now_ms;
 use crate::service::Plan;
 
@@ -33,13 +34,8 @@ pub(super) async fn orchestration_page(
 
 pub(super) async fn strategy_create(
     State(web): Shared,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Posted { session, form }: Posted,
 ) -> Response {
-    let (session, form) = match login::posted(&web, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     // The form's fields are the API's: the API's parser checks them, in its words.
     let mut request = serde_json::Map::new();
     for key in [
@@ -99,14 +95,9 @@ pub(super) async fn strategy_create(
 
 pub(super) async fn strategy_action(
     State(web): Shared,
-    headers: HeaderMap,
     UrlPath(action): UrlPath<String>,
-    body: axum::body::Bytes,
+    Posted { session, form }: Posted,
 ) -> Response {
-    let (session, form) = match login::posted(&web, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let stage = match form.get("stage-id").filter(|s| !s.is_empty()) {
         None => None,
         Some(id) => match id.parse::<usize>() {

@@ -9,6 +9,7 @@ use maud::{Markup, html};
 use patch_store::CommitPlan;
 
 use super::layout::{Page, action_button, url_encode};
+use super::login::Posted;
 use super::session::{self, Flash, Level, SessionRef};
 use super::{Shared, Web, login, outcome_flashes, see_other, session_or_login};
 use crate::service::{PatchView, RemoveOptions, ServiceError};
@@ -54,14 +55,9 @@ pub(super) async fn patch_page(
 
 pub(super) async fn patch_action(
     State(web): Shared,
-    headers: HeaderMap,
     UrlPath(action): UrlPath<String>,
-    body: axum::body::Bytes,
+    Posted { session, form }: Posted,
 ) -> Response {
-    let (session, form) = match login::posted(&web, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let ids = form.all("id");
     let back = form
         .get("back")
@@ -122,15 +118,7 @@ pub(super) async fn commit_page(State(web): Shared, headers: HeaderMap, uri: Uri
     web.render(&headers, &session, Page::Patches, body)
 }
 
-pub(super) async fn commit(
-    State(web): Shared,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let (session, form) = match login::posted(&web, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub(super) async fn commit(State(web): Shared, Posted { session, form }: Posted) -> Response {
     let ids = form.all("id");
     if ids.is_empty() {
         return no_patches_to_commit(&web, &session);
