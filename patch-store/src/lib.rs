@@ -44,7 +44,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    IndexEntry, Outcome, PackageRecord, PatchRecord, RepoIndex, RepoState, RestartScriptEntry,
+    DeleteRefusal, IndexEntry, Outcome, PackageRecord, PatchRecord, RemoveRefusal, RepoIndex,
+    RepoState, RestartScriptEntry,
 };
 pub use ops::{ChangeOptions, CommitPlan, UploadVerifier, VerifiedUpload};
 pub use store::{Store, StoreConfig};

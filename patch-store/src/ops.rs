@@ -9,7 +9,7 @@ use patch_format::{Evr, PatchReader, SemanticAction, Status};
 use crate::journal::Journal;
 use crate::semantic::run_semantic_checks;
 use crate::store::Store;
-use crate::{Outcome, PackageRecord, RepoState, StoreError};
+use crate::{Outcome, PackageRecord, RemoveRefusal, RepoState, StoreError};
 
 /// Reads and verifies uploaded patches against the store's keyring and limits, extracting into
 /// the store's scratch directory. Holds no reference to the store.
@@ -423,17 +423,12 @@ impl Store {
         let mut outcome = Outcome::default();
         for id in &ids {
             let p = &self.patches[id];
-            if p.metadata.unremovable {
-                if options.remove_unremovable {
-                    outcome.warn(format!("Patch {id} is not removable"));
-                } else {
-                    return Err(StoreError::refused(format!("Patch {id} is not removable")));
-                }
+            if let Some(refusal) = p.remove_refusal(options.remove_unremovable) {
+                return Err(StoreError::refused(refusal.message(id)));
             }
-            if p.repo_state == RepoState::Committed {
-                return Err(StoreError::refused(format!(
-                    "Patch {id} is committed and cannot be removed"
-                )));
+            if p.metadata.unremovable {
+                // Forced: said as a warning.
+                outcome.warn(RemoveRefusal::Unremovable.message(id));
             }
         }
         let targets: BTreeSet<&String> = ids.iter().collect();
@@ -509,13 +504,9 @@ impl Store {
         let ids = dedup(ids);
         self.require_known(&ids)?;
         for id in &ids {
-            let state_ok = patch_states
-                .get(id)
-                .is_none_or(|s| matches!(s, PatchState::Available | PatchState::NotApplicable));
-            if self.patches[id].repo_state != RepoState::Available || !state_ok {
-                return Err(StoreError::refused(format!(
-                    "Patch {id} not in Available state"
-                )));
+            let state = patch_states.get(id).copied();
+            if let Some(refusal) = self.patches[id].delete_refusal(state) {
+                return Err(StoreError::refused(refusal.message(id)));
             }
         }
         let mut remove = Vec::new();

@@ -45,7 +45,8 @@ impl PatchView<'_> {
         &self.record.metadata.id
     }
 
-    /// Why an apply would be refused now, in a few words (the dashboard greys its button).
+    /// Why an apply would do nothing now, in a few words (the dashboard greys its button):
+    /// the store answers an apply of a patch in the repository with "already in the repo".
     pub(crate) fn apply_refusal(&self) -> Option<&'static str> {
         match self.record.repo_state {
             RepoState::Available => None,
@@ -54,34 +55,19 @@ impl PatchView<'_> {
         }
     }
 
-    /// Why a remove would be refused now.
+    /// Why a remove would be refused now (the store's rule), or would do nothing.
     pub(crate) fn remove_refusal(&self) -> Option<&'static str> {
-        match self.record.repo_state {
-            RepoState::Applied if self.record.metadata.unremovable => {
-                Some("This patch is unremovable.")
-            }
-            RepoState::Applied => None,
-            RepoState::Committed => Some("Committed patches cannot be removed."),
-            _ => Some("Not applied."),
+        if let Some(refusal) = self.record.remove_refusal(false) {
+            return Some(refusal.short());
         }
+        (self.record.repo_state == RepoState::Available).then_some("Not applied.")
     }
 
-    /// Why a delete would be refused now.
+    /// Why a delete would be refused now (the store's rule).
     pub(crate) fn delete_refusal(&self) -> Option<&'static str> {
-        match self.record.repo_state {
-            RepoState::Available
-                if matches!(
-                    self.state,
-                    PatchState::Available | PatchState::NotApplicable
-                ) =>
-            {
-                None
-            }
-            RepoState::Available => {
-                Some("Hosts still have this patch installed; install them first.")
-            }
-            _ => Some("Remove the patch before deleting it."),
-        }
+        self.record
+            .delete_refusal(Some(self.state))
+            .map(|refusal| refusal.short())
     }
 
     /// Whether a commit would take it: applied in the repository and on every host.
