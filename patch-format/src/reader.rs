@@ -120,16 +120,22 @@ impl<'k> PatchReader<'k> {
     /// Pass 1: walk the outer archive once, hashing the signed members and extracting what is
     /// needed. Nothing is trusted yet.
     fn extract(&self, input: impl Read, dir: &Path) -> Result<RawPatch, FormatError> {
-        let mut compressed = BufReader::with_capacity(1 << 20, input);
-        // Check the gzip magic first so that a wrong file gets a plain answer.
-        let head = compressed
-            .fill_buf()
-            .map_err(FormatError::stream("reading the patch"))?;
-        if head.len() < 2 || head[..2] != [0x1f, 0x8b] {
-            return Err(FormatError::Archive(
+        // Check the gzip magic first so that a wrong file gets a plain answer. It is read
+        // whole however the input is cut (a network upload may deliver 1 byte first).
+        let mut input = input;
+        let mut magic = [0u8; 2];
+        let not_gzip = || {
+            FormatError::Archive(
                 "not a patch: the file is not gzip-compressed (a .patch is a gzip tar)".into(),
-            ));
+            )
+        };
+        match input.read_exact(&mut magic) {
+            Ok(()) if magic == [0x1f, 0x8b] => {}
+            Ok(()) => return Err(not_gzip()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(not_gzip()),
+            Err(e) => return Err(FormatError::stream("reading the patch")(e)),
         }
+        let mut compressed = BufReader::with_capacity(1 << 20, (&magic[..]).chain(input));
         let gz = flate2::bufread::GzDecoder::new(&mut compressed);
         let limited = LimitedReader::new(gz, self.limits.max_total_size, "the decompressed patch");
         let mut outer = TarStream::new(limited, "the patch archive", &self.limits);

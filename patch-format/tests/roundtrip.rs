@@ -51,6 +51,32 @@ fn build_then_read_gives_identical_metadata_and_rpms() {
     assert_eq!(names, ["STX_19.01_PATCH_0001.patch"]);
 }
 
+/// A reader that hands out one byte per call: how a slow network upload can arrive.
+struct OneByteAtATime<R>(R);
+
+impl<R: std::io::Read> std::io::Read for OneByteAtATime<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+#[test]
+fn a_patch_arriving_one_byte_at_a_time_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = sample_builder(dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (path, summary) = builder.write_to_dir(&out, key()).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let ring = keyring();
+    let patch = PatchReader::new(&ring).read(OneByteAtATime(file)).unwrap();
+    assert_eq!(patch.metadata, summary.metadata);
+    // A single byte is still not a patch.
+    let err = PatchReader::new(&ring).read(&[0x1f][..]).unwrap_err();
+    assert!(err.to_string().contains("not gzip-compressed"), "{err}");
+}
+
 #[test]
 fn gnu_tar_and_gzip_read_the_output() {
     let dir = tempfile::tempdir().unwrap();
