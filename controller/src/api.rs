@@ -21,7 +21,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use crate::auth::Secrets;
-use crate::http::{ok, parse_query};
+use crate::http::{log_text, ok, parse_query};
 use crate::json;
 use crate::service::{RemoveOptions, Service, ServiceError, ShowFilter};
 
@@ -160,7 +160,13 @@ async fn dispatch(
     };
     let mutating = !is_read(&call.action);
     if mutating {
-        tracing::info!(target: "audit", "User: {user} Action: {} {} {:?}", call.action, call.ids.join(" "), call.options);
+        tracing::info!(
+            target: "audit",
+            "User: {user} Action: {} {} {:?}",
+            log_text(&call.action),
+            log_text(&call.ids.join(" ")),
+            call.options
+        );
     }
     // A forced swact is how a standby takes over from a dead active: it is not redirected.
     let forced_swact = call.action == "host_swact" && call.flag("force");

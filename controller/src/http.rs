@@ -96,3 +96,35 @@ pub(crate) fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
         })
         .collect()
 }
+
+/// Outside text as it goes into a log line: control characters escaped, so a value with a
+/// `%0A` in it cannot start a forged line of the audit log.
+pub(crate) fn log_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_text_cannot_start_a_new_line() {
+        assert_eq!(log_text("P1"), "P1");
+        assert_eq!(
+            log_text("P1\nUser: admin Action: commit P2"),
+            "P1\\nUser: admin Action: commit P2"
+        );
+        assert_eq!(log_text("a\rb\u{1b}c"), "a\\rb\\u{1b}c");
+    }
+}

@@ -10,6 +10,7 @@ use super::layout::{Page, SWACT_UNAVAILABLE, action_button, yes_no};
 use super::login::Posted;
 use super::session::{Flash, Level};
 use super::{Shared, line_flash, see_other, session_or_login};
+use crate::http::log_text;
 use crate::inventory::{HostRecord, LockRefusal};
 
 pub(super) async fn hosts_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Response {
@@ -58,7 +59,7 @@ pub(super) async fn host_action(
             return see_other("/hosts");
         }
     };
-    tracing::info!(target: "audit", "dashboard: host {action} {host}");
+    tracing::info!(target: "audit", "dashboard: host {} {}", log_text(&action), log_text(&host));
     web.sessions.flash(&session, line_flash(result));
     see_other("/hosts")
 }

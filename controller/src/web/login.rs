@@ -20,9 +20,13 @@ pub(super) async fn login_page(State(web): Shared, uri: Uri) -> Response {
 }
 
 /// Whether a page to go back to is a path on this server (never `//elsewhere` or a URL), so
-/// a login can never redirect off-site.
+/// a login can never redirect off-site. Browsers drop tabs and newlines from a URL (so
+/// `/\t/evil.com` reads as `//evil.com`) and treat `\\` as `/`: a path with either is refused.
 pub(super) fn local_path(path: &str) -> bool {
-    path.starts_with('/') && !path.starts_with("//") && !path.contains('\\')
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// The `next=` page of a login, if it is a local path.
@@ -190,5 +194,31 @@ impl axum::extract::FromRequest<std::sync::Arc<Web>> for Posted {
             .map_err(axum::response::IntoResponse::into_response)?;
         let form = check_form(&session, &body).map_err(|r| *r)?;
         Ok(Posted { session, form })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_only_goes_back_to_a_page_here() {
+        assert!(local_path("/patches/show/P1"));
+        for elsewhere in [
+            "//evil.com",
+            "/\t/evil.com",
+            "/\n/evil.com",
+            "/ /evil.com",
+            "/\\evil.com",
+            "https://evil.com",
+            "evil.com",
+        ] {
+            assert!(!local_path(elsewhere), "{elsewhere:?}");
+        }
+        assert_eq!(next_from_query(Some("next=%2F%09%2Fevil.com")), None);
+        assert_eq!(
+            next_from_query(Some("next=%2Fhosts")),
+            Some("/hosts".to_owned())
+        );
     }
 }

@@ -14,6 +14,7 @@ use super::layout::{Page, action_button};
 use super::login::Posted;
 use super::session::{Flash, Level};
 use super::{Shared, error_flash, see_other, session_or_login};
+use crate::http::log_text;
 use crate::orchestration::now_ms;
 use crate::service::Plan;
 
@@ -146,7 +147,7 @@ pub(super) async fn strategy_action(
     };
     match result {
         Ok(()) => {
-            tracing::info!(target: "audit", "dashboard: strategy {action}");
+            tracing::info!(target: "audit", "dashboard: strategy {}", log_text(&action));
             web.sessions
                 .flash(&session, Flash::new(Level::Info, done.into()));
         }

@@ -12,6 +12,7 @@ use super::layout::{Page, action_button, url_encode};
 use super::login::Posted;
 use super::session::{self, Flash, Level, SessionRef};
 use super::{Shared, Web, login, outcome_flashes, see_other, session_or_login};
+use crate::http::log_text;
 use crate::service::{PatchView, RemoveOptions, ServiceError};
 
 pub(super) async fn patches_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Response {
@@ -84,7 +85,7 @@ pub(super) async fn patch_action(
         "remove" => service.remove(ids.clone(), RemoveOptions::default()).await,
         _ => service.delete(ids.clone()).await,
     };
-    tracing::info!(target: "audit", "dashboard: {action} {}", ids.join(" "));
+    tracing::info!(target: "audit", "dashboard: {} {}", log_text(&action), log_text(&ids.join(" ")));
     web.sessions.flash_all(&session, outcome_flashes(result));
     // A deleted patch has no details page to go back to.
     if action == "delete" {
@@ -124,7 +125,7 @@ pub(super) async fn commit(State(web): Shared, Posted { session, form }: Posted)
         return no_patches_to_commit(&web, &session);
     }
     let result = web.service.commit(ids.clone()).await;
-    tracing::info!(target: "audit", "dashboard: commit {}", ids.join(" "));
+    tracing::info!(target: "audit", "dashboard: commit {}", log_text(&ids.join(" ")));
     web.sessions.flash_all(&session, outcome_flashes(result));
     see_other("/patches")
 }
