@@ -34,6 +34,11 @@ pub(crate) struct NewAlarm {
 pub(crate) enum AlarmError {
     #[error("{0}")]
     Invalid(String),
+    /// The saved alarms could not be read.
+    #[error(
+        "cannot read the alarms in {path}: {reason}; repair the file or move it aside (the patching alarms are raised again while their causes persist)"
+    )]
+    Unreadable { path: PathBuf, reason: String },
     /// No alarm matched a clear.
     #[error("Alarm {0} not found")]
     NotFound(String),
@@ -61,13 +66,20 @@ fn valid_alarm_id(id: &str) -> bool {
 }
 
 impl Alarms {
-    pub(crate) fn load(dir: &Path) -> Alarms {
+    /// The saved alarms (none when the file does not exist yet). A file that cannot be read
+    /// is an error, never "no alarms": a strategy would then no longer be held back by them.
+    pub(crate) fn load(dir: &Path) -> Result<Alarms, AlarmError> {
         let path = dir.join("alarms.json");
-        let list = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Alarms { path, list }
+        let unreadable = |reason: String| AlarmError::Unreadable {
+            path: path.clone(),
+            reason,
+        };
+        let list = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(unreadable(e.to_string())),
+        };
+        Ok(Alarms { path, list })
     }
 
     pub(crate) fn list(&self) -> &[Alarm] {
@@ -204,19 +216,33 @@ mod tests {
     #[test]
     fn raise_is_idempotent_clear_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let mut alarms = Alarms::load(dir.path());
+        let mut alarms = Alarms::load(dir.path()).unwrap();
         let a = alarms.raise(new("100.101", "host=worker-0")).unwrap();
         assert_eq!(alarms.raise(new("100.101", "host=worker-0")).unwrap(), a);
         alarms.raise(new("100.101", "host=worker-1")).unwrap();
-        assert_eq!(Alarms::load(dir.path()).list().len(), 2);
+        assert_eq!(Alarms::load(dir.path()).unwrap().list().len(), 2);
         assert_eq!(alarms.clear(|x| x.uuid == a).unwrap(), 1);
-        assert_eq!(Alarms::load(dir.path()).list().len(), 1);
+        assert_eq!(Alarms::load(dir.path()).unwrap().list().len(), 1);
+    }
+
+    /// A corrupt alarm file is an error naming it, never "no alarms" (a strategy held back
+    /// by an alarm would otherwise run).
+    #[test]
+    fn a_corrupt_alarm_file_is_an_error_not_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alarms.json"), b"[{\"uuid\": 1").unwrap();
+        let err = Alarms::load(dir.path())
+            .err()
+            .expect("a corrupt file is refused");
+        let text = err.to_string();
+        assert!(text.contains("alarms.json"), "{text}");
+        assert!(text.contains("move it aside"), "{text}");
     }
 
     #[test]
     fn bad_alarms_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut alarms = Alarms::load(dir.path());
+        let mut alarms = Alarms::load(dir.path()).unwrap();
         for id in ["100", "1000.1", "abc.def", "100.101.1", ""] {
             assert!(alarms.raise(new(id, "host=x")).is_err(), "{id}");
         }
@@ -230,7 +256,7 @@ mod tests {
     #[test]
     fn sync_raises_and_clears_exactly_the_wanted_set() {
         let dir = tempfile::tempdir().unwrap();
-        let mut alarms = Alarms::load(dir.path());
+        let mut alarms = Alarms::load(dir.path()).unwrap();
         let want = |hosts: &[&str]| -> Vec<(String, &'static str, String)> {
             hosts
                 .iter()

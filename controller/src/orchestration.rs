@@ -55,21 +55,19 @@ impl Orchestration {
         })
     }
 
-    /// The saved strategy, if any. An unreadable one is moved aside for inspection (and the
-    /// controller goes on without a strategy).
+    /// The saved strategy, if any. One that cannot be read stops the controller with a
+    /// message naming the file: going on without it would forget a rollout in progress (hosts
+    /// it locked stay locked, and a new strategy could start over them).
     fn load(path: &std::path::Path) -> std::io::Result<Option<Strategy>> {
         match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<Strategy>(&bytes) {
                 Ok(s) => Ok(Some(s)),
-                Err(e) => {
-                    let aside = path.with_extension("json.unreadable");
-                    tracing::error!(
-                        "saved strategy unreadable ({e}); moved to {}",
-                        aside.display()
-                    );
-                    std::fs::rename(path, &aside)?;
-                    Ok(None)
-                }
+                Err(e) => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the saved strategy cannot be read ({e}); repair it, or move it aside and check the hosts it may have locked (system host-list) before creating another"
+                    ),
+                )),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -431,5 +429,26 @@ impl Cluster for AppCluster<'_> {
             self.0.orders.notify_waiters();
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saved strategy that cannot be read stops the controller (naming what to do); it is
+    /// never silently dropped, nor read as "no strategy".
+    #[test]
+    fn an_unreadable_strategy_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strategy.json");
+        assert!(
+            Orchestration::load(&path).unwrap().is_none(),
+            "none saved yet"
+        );
+        std::fs::write(&path, b"{\"uuid\": ").unwrap();
+        let err = Orchestration::load(&path).unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+        assert!(path.exists(), "the file stays for repair");
     }
 }

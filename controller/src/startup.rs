@@ -36,6 +36,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// A state file could not be read (the message names it and what to do).
+    #[error("{0}")]
+    State(String),
 }
 
 /// The store's configuration: the release, limits and keyrings.
@@ -110,14 +113,20 @@ pub(crate) async fn open_app(
         path: hosts_dir.clone(),
         source: e,
     })?;
-    Ok(Arc::new(App::new(store, hosts, config.clone(), ha)))
+    let app =
+        App::new(store, hosts, config.clone(), ha).map_err(|e| StartError::State(e.to_string()))?;
+    Ok(Arc::new(app))
 }
 
 /// The strategy service: a saved strategy resumes on the first audit.
 pub(crate) fn open_orchestration(app: &Arc<App>) -> Result<Arc<Orchestration>, StartError> {
-    let orch_dir = app.config.state_dir.join("orchestration");
+    let strategy_file = app
+        .config
+        .state_dir
+        .join("orchestration")
+        .join("strategy.json");
     let orch = Orchestration::open(app.clone()).map_err(|e| StoreError::Io {
-        path: orch_dir,
+        path: strategy_file,
         source: e,
     })?;
     Ok(Arc::new(orch))

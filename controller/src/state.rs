@@ -151,7 +151,8 @@ impl App {
         hosts: HostRegistry,
         config: ControllerConfig,
         ha: Option<Arc<crate::ha::Ha>>,
-    ) -> Self {
+    ) -> Result<Self, crate::alarms::AlarmError> {
+        let alarms = crate::alarms::Alarms::load(&config.state_dir)?;
         let view = Arc::new(StoreView::of(&store));
         let app = App {
             verifier: store.upload_verifier(),
@@ -164,12 +165,12 @@ impl App {
             rebuild: Mutex::new(()),
             orders: tokio::sync::Notify::new(),
             host_changes: tokio::sync::Notify::new(),
-            alarms: Mutex::new(crate::alarms::Alarms::load(&config.state_dir)),
+            alarms: Mutex::new(alarms),
             config,
             ha,
         };
         app.refresh();
-        app
+        Ok(app)
     }
 
     /// The current snapshot.
@@ -316,13 +317,15 @@ impl App {
         let hosts_dir = self.config.state_dir.join("hosts");
         let hosts =
             HostRegistry::load(&hosts_dir).map_err(|e| format!("{}: {e}", hosts_dir.display()))?;
+        let alarms =
+            crate::alarms::Alarms::load(&self.config.state_dir).map_err(|e| e.to_string())?;
         let view = {
             let mut store = lock(&self.store);
             *store = Store::open(store_config).map_err(|e| format!("store: {e}"))?;
             Arc::new(StoreView::of(&store))
         };
         *lock(&self.hosts) = hosts;
-        *lock(&self.alarms) = crate::alarms::Alarms::load(&self.config.state_dir);
+        *lock(&self.alarms) = alarms;
         lock(&self.interim).clear();
         self.publish(view);
         Ok(())
@@ -397,7 +400,7 @@ mod tests {
         })
         .unwrap();
         let hosts = HostRegistry::load(&dir.join("hosts")).unwrap();
-        App::new(store, hosts, config, None)
+        App::new(store, hosts, config, None).unwrap()
     }
 
     /// A reader never gets a snapshot lacking a host change that completed before it asked,

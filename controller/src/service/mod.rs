@@ -74,7 +74,7 @@ impl ServiceError {
     pub(crate) fn is_refusal(&self) -> bool {
         match self {
             ServiceError::Store(e) => e.is_refusal(),
-            ServiceError::Alarm(AlarmError::Io { .. }) => false,
+            ServiceError::Alarm(AlarmError::Io { .. } | AlarmError::Unreadable { .. }) => false,
             ServiceError::Strategy(StrategyError::Save(_)) => false,
             ServiceError::Task(_) => false,
             _ => true,
