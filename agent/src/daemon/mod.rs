@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Command that reboots the host when the root is `/` (none: soft reboot).
     pub reboot_command: Option<String>,
+    /// On `/` without a reboot command, reboots only change the boot id: for tests and
+    /// demos, said explicitly (see [`AgentConfig::check_reboot`]).
+    pub simulated_reboot: bool,
     /// Use the system's `rpm` tool instead of the builtin installer.
     pub use_rpm_tool: bool,
     /// The workload hook (none: the host runs no workloads the strategy must handle).
@@ -75,10 +78,23 @@ impl AgentConfig {
             root,
             heartbeat: Duration::from_secs(10),
             reboot_command: None,
+            simulated_reboot: false,
             use_rpm_tool: false,
             workload_hook: None,
             rpm_keyring: None,
         }
+    }
+}
+
+impl AgentConfig {
+    /// Refuses a daemon on the real root (`/`) that could not reboot its host: a
+    /// reboot-required patch would then be reported installed without the reboot it needs.
+    /// A simulated reboot must be asked for.
+    pub fn check_reboot(&self) -> Result<(), AgentError> {
+        if self.root == Path::new("/") && self.reboot_command.is_none() && !self.simulated_reboot {
+            return Err(AgentError::NoRebootCommand);
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +149,14 @@ pub enum AgentError {
         /// What went wrong.
         reason: String,
     },
+    /// On `/` without a way to reboot the host.
+    #[error(
+        "the root is / and no reboot command is set: give --reboot-command (e.g. \"systemctl reboot\"), or --simulated-reboot for a test or demo host"
+    )]
+    NoRebootCommand,
+    /// The operating system's random number generator failed.
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
 }
 
 fn now() -> u64 {
@@ -141,12 +165,11 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn new_boot_id() -> String {
+/// A fresh random id (an agent instance, a simulated boot) from the OS's CSPRNG.
+fn new_boot_id() -> Result<String, AgentError> {
     let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    hex::encode(bytes)
+    getrandom::fill(&mut bytes).map_err(|e| AgentError::Random(e.to_string()))?;
+    Ok(hex::encode(bytes))
 }
 
 impl Agent {
@@ -167,17 +190,24 @@ impl Agent {
             (Installer::Builtin(builtin), recovery)
         };
         let path = config.state_dir.join("agent.json");
-        let mut state: AgentState = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        // Missing is a first start; unreadable is an error, never a reset (the delivery
+        // counter in it keeps an order from being carried out twice).
+        let unreadable = |reason: String| AgentError::State {
+            path: path.clone(),
+            reason: format!("{reason}; repair the file, or remove it to start this agent afresh"),
+        };
+        let mut state: AgentState = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AgentState::default(),
+            Err(e) => return Err(unreadable(e.to_string())),
+        };
         if state.boot_id.is_empty() {
             state.boot_id = if config.root == Path::new("/") {
                 std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
                     .map(|s| s.trim().to_owned())
-                    .unwrap_or_else(|_| new_boot_id())
+                    .or_else(|_| new_boot_id())?
             } else {
-                new_boot_id()
+                new_boot_id()?
             };
         }
         if state.installing
@@ -208,7 +238,7 @@ impl Agent {
         };
         let agent = Agent {
             rpm_keyring,
-            instance: new_boot_id(),
+            instance: new_boot_id()?,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 // A standby controller answers 307 towards the active one: the agent moves
@@ -335,11 +365,18 @@ impl Agent {
             return;
         }
         {
+            let boot_id = match new_boot_id() {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!("soft reboot not done: {e}");
+                    return;
+                }
+            };
             let mut state = self.state.lock().await;
-            state.boot_id = new_boot_id();
+            state.boot_id = boot_id;
             state.reboot_pending = false;
             self.save(&state);
-            tracing::info!("soft reboot: new boot id {}", state.boot_id);
+            tracing::info!("simulated reboot: new boot id {}", state.boot_id);
         }
         // The boot path: install whatever is pending before the host comes up (as the
         // original's sw-patch-init does); it is active from this boot on.
@@ -364,4 +401,64 @@ pub fn subfunctions(personality: Personality) -> Vec<String> {
                 .then(|| "lowlatency".to_owned()),
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &Path) -> AgentConfig {
+        AgentConfig::new(
+            "http://127.0.0.1:9",
+            "t",
+            "compute-0",
+            Personality::Worker,
+            "19.01",
+            root,
+        )
+    }
+
+    /// The agent's saved state is never reset because it cannot be read: its delivery
+    /// counter is what keeps an order from being carried out twice.
+    #[test]
+    fn an_unreadable_agent_state_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let config = config(root.path());
+        std::fs::create_dir_all(&config.state_dir).unwrap();
+        std::fs::write(config.state_dir.join("agent.json"), b"{\"received\": ").unwrap();
+        let err = Agent::open(config)
+            .err()
+            .expect("an unreadable state is refused");
+        let text = err.to_string();
+        assert!(text.contains("agent.json"), "{text}");
+        assert!(text.contains("repair the file"), "{text}");
+    }
+
+    #[test]
+    fn the_real_root_needs_a_way_to_reboot() {
+        let mut config = config(Path::new("/"));
+        assert!(matches!(
+            config.check_reboot(),
+            Err(AgentError::NoRebootCommand)
+        ));
+        config.simulated_reboot = true;
+        assert!(config.check_reboot().is_ok());
+        config.simulated_reboot = false;
+        config.reboot_command = Some("systemctl reboot".into());
+        assert!(config.check_reboot().is_ok());
+        // A test root always simulates.
+        assert!(config_ok_elsewhere());
+    }
+
+    fn config_ok_elsewhere() -> bool {
+        config(Path::new("/tmp/some-root")).check_reboot().is_ok()
+    }
+
+    #[test]
+    fn boot_ids_are_random() {
+        let a = new_boot_id().unwrap();
+        let b = new_boot_id().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
 }

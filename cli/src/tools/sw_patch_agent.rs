@@ -50,9 +50,12 @@ struct Args {
     /// Seconds between reports [default: 10]
     #[arg(long)]
     heartbeat: Option<u64>,
-    /// Command that reboots the host (used when --root is /)
+    /// Command that reboots the host (needed when --root is /)
     #[arg(long)]
     reboot_command: Option<String>,
+    /// Without a reboot command on /, reboots only change the boot id (test and demo hosts)
+    #[arg(long)]
+    simulated_reboot: bool,
     /// Workload hook: `HOOK list` prints the host's workloads as JSON; `HOOK stop|start|migrate
     /// NAME` and `HOOK disable-services|enable-services HOST` act (exit 0: done)
     #[arg(long, value_name = "COMMAND")]
@@ -82,6 +85,8 @@ struct FileConfig {
     ip: Option<String>,
     heartbeat: Option<u64>,
     reboot_command: Option<String>,
+    #[serde(default)]
+    simulated_reboot: bool,
     workload_hook: Option<String>,
     rpm_keyring: Option<PathBuf>,
 }
@@ -164,11 +169,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             state_dir,
             heartbeat: Duration::from_secs(args.heartbeat.or(file.heartbeat).unwrap_or(10).max(1)),
             reboot_command: args.reboot_command.clone().or(file.reboot_command.clone()),
+            simulated_reboot: args.simulated_reboot || file.simulated_reboot,
             use_rpm_tool: installer == "rpm",
             workload_hook: args.workload_hook.clone().or(file.workload_hook.clone()),
             rpm_keyring: args.rpm_keyring.clone().or(file.rpm_keyring.clone()),
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        if !args.install_local {
+            config.check_reboot()?;
+        }
         runtime.block_on(async {
             let agent = Arc::new(Agent::open(config)?);
             if args.install_local {
