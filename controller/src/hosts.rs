@@ -92,14 +92,30 @@ impl HostRegistry {
     pub(crate) fn load(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut hosts = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "json")
-                && let Ok(bytes) = std::fs::read(&path)
-                && let Ok(host) = serde_json::from_slice::<HostEntry>(&bytes)
-            {
-                hosts.insert(host.facts.hostname.clone(), host);
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let is_record = path.extension().is_some_and(|e| e == "json")
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(durable_fs::TEMP_PREFIX));
+            if !is_record {
+                continue;
             }
+            // A record that cannot be read is an error, never a host silently gone (with it,
+            // its lock and its outstanding order).
+            let unreadable = |reason: String| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "host record {} cannot be read ({reason}); repair it, or remove it and the host registers again with its next report (unlocked, no order outstanding)",
+                        path.display()
+                    ),
+                )
+            };
+            let bytes = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
+            let host = serde_json::from_slice::<HostEntry>(&bytes)
+                .map_err(|e| unreadable(e.to_string()))?;
+            hosts.insert(host.facts.hostname.clone(), host);
         }
         Ok(HostRegistry {
             dir: dir.to_owned(),
@@ -126,7 +142,7 @@ impl HostRegistry {
         let installed = report
             .installed
             .iter()
-            .map(|p| ((p.id.name.clone(), p.id.arch.clone()), p.clone()))
+            .map(|p| (p.id.key(), p.clone()))
             .collect();
         let existing = self.hosts.get(&report.hostname);
         let (admin, boot_id, pending, install_seq, rebooting) =
@@ -529,5 +545,19 @@ mod reload_tests {
         reg.order_reboot("compute-0");
         let reg = HostRegistry::load(dir.path()).unwrap();
         assert_eq!(reg.hosts.len(), 1);
+    }
+
+    /// A host record that cannot be read stops the load, naming the file: the host (and its
+    /// lock) is never silently gone. A write's leftover temporary file is not a record.
+    #[test]
+    fn a_corrupt_host_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = HostRegistry::load(dir.path()).unwrap();
+        reg.report(super::tests::report_for_test("a", 0), 0);
+        std::fs::write(dir.path().join(".tmp-abc.json"), b"{").unwrap();
+        assert_eq!(HostRegistry::load(dir.path()).unwrap().hosts.len(), 1);
+        std::fs::write(dir.path().join("compute-0.json"), b"{\"facts\": ").unwrap();
+        let err = HostRegistry::load(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("compute-0.json"), "{err}");
     }
 }

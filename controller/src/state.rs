@@ -26,18 +26,20 @@ pub(crate) struct StoreView {
 }
 
 impl StoreView {
-    fn of(store: &Store) -> Self {
+    /// What the store holds now. An index that cannot be read is an error, never an empty
+    /// one: every host's desired set (and so every patch state) is computed from it.
+    fn of(store: &Store) -> Result<Self, StoreError> {
         let mut releases: BTreeSet<String> = store.releases().into_iter().collect();
         releases.extend(store.patches().map(|p| p.metadata.sw_version.clone()));
         let indexes = releases
             .into_iter()
             .map(|r| {
-                let feed = store.feed_index(&r).unwrap_or_default();
-                let repo = store.repo_index(&r).unwrap_or_default();
-                (r, (feed, repo))
+                let feed = store.feed_index(&r)?;
+                let repo = store.repo_index(&r)?;
+                Ok((r, (feed, repo)))
             })
-            .collect();
-        StoreView {
+            .collect::<Result<_, StoreError>>()?;
+        Ok(StoreView {
             patches: store
                 .patches()
                 .map(|p| (p.metadata.id.clone(), p.clone()))
@@ -45,8 +47,21 @@ impl StoreView {
             app_deps: store.app_dependencies().clone(),
             op_counter: store.op_counter(),
             indexes,
-        }
+        })
     }
+}
+
+/// Why the controller's state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The saved alarms.
+    #[error(transparent)]
+    Alarms(#[from] crate::alarms::AlarmError),
+    /// A repository index.
+    #[error(
+        "{0}; repair or restore the file (a release's index is rewritten by its next apply or remove)"
+    )]
+    Index(#[from] StoreError),
 }
 
 /// A host as queries see it.
@@ -151,9 +166,9 @@ impl App {
         hosts: HostRegistry,
         config: ControllerConfig,
         ha: Option<Arc<crate::ha::Ha>>,
-    ) -> Result<Self, crate::alarms::AlarmError> {
+    ) -> Result<Self, OpenError> {
         let alarms = crate::alarms::Alarms::load(&config.state_dir)?;
-        let view = Arc::new(StoreView::of(&store));
+        let view = Arc::new(StoreView::of(&store)?);
         let app = App {
             verifier: store.upload_verifier(),
             store: Mutex::new(store),
@@ -280,8 +295,20 @@ impl App {
             .map(|p| (p.metadata.id.clone(), p.repo_state))
             .collect();
         let result = f(&mut store);
-        let view = Arc::new(StoreView::of(&store));
+        let view = StoreView::of(&store);
         drop(store);
+        let view = match view {
+            Ok(view) => Arc::new(view),
+            Err(e) => {
+                // Queries keep the last good view; the caller hears of it either way.
+                tracing::error!("store view after a change: {e}");
+                return Err(result.err().unwrap_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the change was made, but the repository cannot be read back: {e}"
+                    ))
+                }));
+            }
+        };
         let hostnames: BTreeSet<String> = lock(&self.hosts).hosts.keys().cloned().collect();
         {
             let mut interim = lock(&self.interim);
@@ -321,8 +348,10 @@ impl App {
             crate::alarms::Alarms::load(&self.config.state_dir).map_err(|e| e.to_string())?;
         let view = {
             let mut store = lock(&self.store);
-            *store = Store::open(store_config).map_err(|e| format!("store: {e}"))?;
-            Arc::new(StoreView::of(&store))
+            let reopened = Store::open(store_config).map_err(|e| format!("store: {e}"))?;
+            let view = StoreView::of(&reopened).map_err(|e| format!("store: {e}"))?;
+            *store = reopened;
+            Arc::new(view)
         };
         *lock(&self.hosts) = hosts;
         *lock(&self.alarms) = alarms;
@@ -401,6 +430,28 @@ mod tests {
         .unwrap();
         let hosts = HostRegistry::load(&dir.join("hosts")).unwrap();
         App::new(store, hosts, config, None).unwrap()
+    }
+
+    /// A repository index that cannot be read stops the controller, naming the file; it is
+    /// never read as empty (a patch would then show Applied instead of Partial-Apply).
+    #[test]
+    fn a_garbage_index_is_an_error_not_an_empty_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = dir.path().join("feed").join("rel-19.01");
+        std::fs::create_dir_all(&feed).unwrap();
+        std::fs::write(feed.join("index.json"), b"{\"release\": 7").unwrap();
+        let config = ControllerConfig::new(dir.path(), "19.01");
+        let store = Store::open(patch_store::StoreConfig {
+            root: dir.path().to_owned(),
+            running_release: "19.01".into(),
+            keyring: Default::default(),
+            limits: config.limits(),
+            rpm_keyring: None,
+        })
+        .unwrap();
+        let hosts = HostRegistry::load(&dir.path().join("hosts")).unwrap();
+        let err = App::new(store, hosts, config, None).err().expect("refused");
+        assert!(err.to_string().contains("index.json"), "{err}");
     }
 
     /// A reader never gets a snapshot lacking a host change that completed before it asked,
