@@ -18,7 +18,9 @@ pub use builtin::{
     BuiltinInstaller, FileInfo, FileKind, InstalledRecord, RPMDB_PATH, Recovery, Script, Scripts,
     Transaction, TransactionPackage,
 };
-pub use daemon::{Agent, AgentConfig, AgentError, ControllerError, subfunctions};
+pub use daemon::{
+    Agent, AgentConfig, AgentError, ControllerError, DEFAULT_SCRIPT_TIMEOUT, subfunctions,
+};
 pub use error::InstallError;
 pub use installer::Installer;
 pub use rpm_tool::RpmToolInstaller;

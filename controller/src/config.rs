@@ -85,6 +85,10 @@ pub struct ControllerConfig {
     /// Strategy timeouts and waits (seconds; defaults are the original's).
     #[serde(default)]
     pub strategy_timing: orchestrator::Timing,
+    /// How long a patch's pre-apply or pre-remove semantic check may run before it is killed
+    /// and the operation refused, in seconds (it runs while the store is held).
+    #[serde(default = "default_semantic_timeout")]
+    pub semantic_check_timeout_secs: u64,
     /// Refuse uploads whose RPMs are not all signed by a key in `rpm_keyring`.
     #[serde(default)]
     pub require_signed_rpms: bool,
@@ -132,6 +136,10 @@ fn default_listen() -> String {
     "127.0.0.1:5487".to_owned()
 }
 
+fn default_semantic_timeout() -> u64 {
+    300
+}
+
 fn default_offline_after() -> u64 {
     30
 }
@@ -165,6 +173,7 @@ impl ControllerConfig {
             ignore_alarms: Vec::new(),
             strategy_audit_ms: default_audit_ms(),
             strategy_timing: orchestrator::Timing::default(),
+            semantic_check_timeout_secs: default_semantic_timeout(),
             require_signed_rpms: false,
             rpm_keyring: None,
             web_listen: None,
@@ -246,6 +255,11 @@ impl ControllerConfig {
         if self.require_signed_rpms && self.rpm_keyring.is_none() {
             return Err(ConfigError::Invalid(
                 "require_signed_rpms needs rpm_keyring (a directory of trusted *.asc keys)".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.semantic_check_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "semantic_check_timeout_secs must be between 1 and 3600".into(),
             ));
         }
         if !(10..=60_000).contains(&self.strategy_audit_ms) {

@@ -48,4 +48,5 @@ pub use model::{
     RepoState, RestartScriptEntry,
 };
 pub use ops::{ChangeOptions, CommitPlan, UploadVerifier, VerifiedUpload};
+pub use semantic::DEFAULT_SEMANTIC_TIMEOUT;
 pub use store::{Store, StoreConfig};

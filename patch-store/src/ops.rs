@@ -98,6 +98,8 @@ pub struct ChangeOptions {
     pub skip_app_check: bool,
     /// Current patch states, passed to semantic scripts as `-p ID=state`.
     pub patch_states: BTreeMap<String, PatchState>,
+    /// How long a semantic check may run (none: [`crate::DEFAULT_SEMANTIC_TIMEOUT`]).
+    pub semantic_timeout: Option<std::time::Duration>,
 }
 
 /// What a commit would do (dry run) or did.
@@ -368,6 +370,9 @@ impl Store {
                         SemanticAction::PreApply,
                         id,
                         &options.patch_states,
+                        options
+                            .semantic_timeout
+                            .unwrap_or(crate::DEFAULT_SEMANTIC_TIMEOUT),
                     )?;
                 }
             }
@@ -479,6 +484,9 @@ impl Store {
                         SemanticAction::PreRemove,
                         id,
                         &options.patch_states,
+                        options
+                            .semantic_timeout
+                            .unwrap_or(crate::DEFAULT_SEMANTIC_TIMEOUT),
                     )?;
                 }
             }

@@ -244,15 +244,28 @@ impl Agent {
         tokio::fs::write(&path, &bytes)
             .await
             .map_err(|e| e.to_string())?;
-        let output = tokio::process::Command::new("sh")
+        let mut command = tokio::process::Command::new("sh");
+        command
             .arg(&path)
             .env("STX_PATCH_ROOT", &self.config.root)
             .env("STX_PATCH_ID", &script.patch)
-            .current_dir(&self.config.root)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run restart script {}: {e}", script.name))?;
+            .current_dir(&self.config.root);
+        let ran = run_with_limit(command, self.config.script_timeout).await;
         let _ = tokio::fs::remove_file(&path).await;
+        let output = match ran {
+            ScriptRun::Finished(output) => output,
+            ScriptRun::Failed(e) => {
+                return Err(format!("cannot run restart script {}: {e}", script.name));
+            }
+            ScriptRun::TimedOut => {
+                return Err(format!(
+                    "restart script {} of {} did not finish within {} s and was stopped (--script-timeout)",
+                    script.name,
+                    script.patch,
+                    self.config.script_timeout.as_secs()
+                ));
+            }
+        };
         if output.status.success() {
             tracing::info!(
                 "restart script {} of {} succeeded",
@@ -271,6 +284,53 @@ impl Agent {
                 output.status,
                 tail.trim()
             ))
+        }
+    }
+}
+
+/// How a script with a time limit ended.
+pub(super) enum ScriptRun {
+    /// It exited (successfully or not).
+    Finished(std::process::Output),
+    /// It could not be started.
+    Failed(std::io::Error),
+    /// It was still running at the limit and was killed.
+    TimedOut,
+}
+
+/// Runs `command` to completion or until `limit`, when it is killed (the child dies with the
+/// dropped future).
+pub(super) async fn run_with_limit(
+    mut command: tokio::process::Command,
+    limit: std::time::Duration,
+) -> ScriptRun {
+    command
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    match tokio::time::timeout(limit, command.output()).await {
+        Ok(Ok(output)) => ScriptRun::Finished(output),
+        Ok(Err(e)) => ScriptRun::Failed(e),
+        Err(_) => ScriptRun::TimedOut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_script_past_its_limit_is_stopped() {
+        let mut command = tokio::process::Command::new("sh");
+        command.arg("-c").arg("exec sleep 60");
+        assert!(matches!(
+            run_with_limit(command, std::time::Duration::from_millis(200)).await,
+            ScriptRun::TimedOut
+        ));
+        let mut command = tokio::process::Command::new("sh");
+        command.arg("-c").arg("echo done");
+        match run_with_limit(command, std::time::Duration::from_secs(30)).await {
+            ScriptRun::Finished(output) => assert_eq!(output.stdout, b"done\n"),
+            _ => panic!("a quick script finishes"),
         }
     }
 }

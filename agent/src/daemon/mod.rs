@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// On `/` without a reboot command, reboots only change the boot id: for tests and
     /// demos, said explicitly (see [`AgentConfig::check_reboot`]).
     pub simulated_reboot: bool,
+    /// How long a patch's restart script may run before it is killed (the install is then
+    /// reported failed).
+    pub script_timeout: Duration,
     /// Use the system's `rpm` tool instead of the builtin installer.
     pub use_rpm_tool: bool,
     /// The workload hook (none: the host runs no workloads the strategy must handle).
@@ -79,6 +82,7 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(10),
             reboot_command: None,
             simulated_reboot: false,
+            script_timeout: DEFAULT_SCRIPT_TIMEOUT,
             use_rpm_tool: false,
             workload_hook: None,
             rpm_keyring: None,
@@ -97,6 +101,9 @@ impl AgentConfig {
         Ok(())
     }
 }
+
+/// How long a restart script may run unless configured otherwise.
+pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What the agent persists across restarts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

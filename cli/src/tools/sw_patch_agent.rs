@@ -56,6 +56,9 @@ struct Args {
     /// Without a reboot command on /, reboots only change the boot id (test and demo hosts)
     #[arg(long)]
     simulated_reboot: bool,
+    /// Seconds a patch's restart script may run before it is killed [default: 600]
+    #[arg(long, value_name = "SECS")]
+    script_timeout: Option<u64>,
     /// Workload hook: `HOOK list` prints the host's workloads as JSON; `HOOK stop|start|migrate
     /// NAME` and `HOOK disable-services|enable-services HOST` act (exit 0: done)
     #[arg(long, value_name = "COMMAND")]
@@ -87,6 +90,7 @@ struct FileConfig {
     reboot_command: Option<String>,
     #[serde(default)]
     simulated_reboot: bool,
+    script_timeout: Option<u64>,
     workload_hook: Option<String>,
     rpm_keyring: Option<PathBuf>,
 }
@@ -170,6 +174,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             heartbeat: Duration::from_secs(args.heartbeat.or(file.heartbeat).unwrap_or(10).max(1)),
             reboot_command: args.reboot_command.clone().or(file.reboot_command.clone()),
             simulated_reboot: args.simulated_reboot || file.simulated_reboot,
+            script_timeout: args
+                .script_timeout
+                .or(file.script_timeout)
+                .map_or(agent::DEFAULT_SCRIPT_TIMEOUT, |s| {
+                    Duration::from_secs(s.max(1))
+                }),
             use_rpm_tool: installer == "rpm",
             workload_hook: args.workload_hook.clone().or(file.workload_hook.clone()),
             rpm_keyring: args.rpm_keyring.clone().or(file.rpm_keyring.clone()),

@@ -184,6 +184,7 @@ impl Service {
             let options = ChangeOptions {
                 skip_semantic,
                 patch_states: snapshot.patch_states(),
+                semantic_timeout: Some(semantic_timeout(app)),
                 ..ChangeOptions::default()
             };
             Ok(app.mutate(|s| s.apply(&ids, all, &options))?)
@@ -204,6 +205,7 @@ impl Service {
                 skip_app_check: options.skip_app_check,
                 remove_unremovable: options.remove_unremovable,
                 patch_states: snapshot.patch_states(),
+                semantic_timeout: Some(semantic_timeout(app)),
             };
             Ok(app.mutate(|s| s.remove(&ids, &options))?)
         })
@@ -418,6 +420,11 @@ fn no_host_installing(app: &crate::state::App) -> Result<Arc<Snapshot>, ServiceE
         return Err(ServiceError::Installing);
     }
     Ok(snapshot)
+}
+
+/// How long a semantic check may run (`semantic_check_timeout_secs`).
+fn semantic_timeout(app: &crate::state::App) -> std::time::Duration {
+    std::time::Duration::from_secs(app.config.semantic_check_timeout_secs)
 }
 
 /// The final component of a client-side path (the original client sends what the user typed).
