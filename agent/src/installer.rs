@@ -16,14 +16,12 @@ pub enum Installer {
 }
 
 impl Installer {
-    /// The installed packages.
-    pub fn installed(&self) -> BTreeMap<PackageKey, InstalledPackage> {
+    /// The installed packages. A database that cannot be listed is an error, never "nothing
+    /// installed" (a host would then report every package missing).
+    pub fn installed(&self) -> Result<BTreeMap<PackageKey, InstalledPackage>, InstallError> {
         match self {
-            Installer::Builtin(i) => i.installed(),
-            Installer::Rpm(i) => i.installed().unwrap_or_else(|e| {
-                tracing::error!("cannot list installed packages: {e}");
-                BTreeMap::new()
-            }),
+            Installer::Builtin(i) => Ok(i.installed()),
+            Installer::Rpm(i) => i.installed(),
         }
     }
 
@@ -33,5 +31,23 @@ impl Installer {
             Installer::Builtin(i) => i.apply(tx),
             Installer::Rpm(i) => i.apply(tx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root whose rpm database cannot be read lists as an error, not as an empty host.
+    #[test]
+    fn a_database_that_cannot_be_listed_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("var/lib")).unwrap();
+        // The database directory is a file: rpm cannot open it.
+        std::fs::write(root.path().join("var/lib/rpm"), b"junk").unwrap();
+        let rpm = RpmToolInstaller::open(root.path())
+            .expect("the rpm tool is installed (./scripts/test.sh installs rpm)");
+        let installer = Installer::Rpm(rpm);
+        assert!(installer.installed().is_err());
     }
 }

@@ -83,7 +83,9 @@ impl Agent {
             .retrying(&repo_path, || self.fetch_json(&repo_path))
             .await
             .map_err(failed)?;
-        let installed = self.installed();
+        let installed = self
+            .installed()
+            .map_err(|e| failed(format!("cannot list installed packages: {e}")))?;
         let desired = desired_packages(self.config.personality, &feed, &repo, &installed);
         let diff = HostDiff::compute(&installed, &desired);
         if diff.is_empty() {

@@ -30,6 +30,9 @@ pub enum ControllerError {
         /// The answer's text.
         body: String,
     },
+    /// The report could not be made here (so none was sent).
+    #[error("no report sent: {0}")]
+    NotReported(String),
     /// The answer could not be read or understood.
     #[error("{what}: {reason}")]
     BadAnswer {
@@ -50,6 +53,8 @@ impl ControllerError {
                 *status >= 500 || *status == 307
             }
             ControllerError::BadAnswer { .. } => false,
+            // Asked again at the next heartbeat.
+            ControllerError::NotReported(_) => true,
         }
     }
 }
@@ -147,6 +152,11 @@ impl Agent {
                 last.clone()
             }
         };
+        // Not knowing what is installed is not "nothing installed": no report is sent (the
+        // host shows offline until the database can be read again).
+        let installed = self.installed().map_err(|e| {
+            ControllerError::NotReported(format!("cannot list installed packages: {e}"))
+        })?;
         let state = self.state.lock().await.clone();
         let report = HostReport {
             hostname: self.config.hostname.clone(),
@@ -158,7 +168,7 @@ impl Agent {
             last_error: state.last_error.clone(),
             reboot_pending: state.reboot_pending,
             boot_id: state.boot_id.clone(),
-            installed: self.installed().into_values().collect(),
+            installed: installed.into_values().collect(),
             op_counter,
             install_done: state.install_done,
             instance: self.instance.clone(),

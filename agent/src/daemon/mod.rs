@@ -275,7 +275,10 @@ impl Agent {
         }
     }
 
-    fn installed(&self) -> std::collections::BTreeMap<host_state::PackageKey, InstalledPackage> {
+    fn installed(
+        &self,
+    ) -> Result<std::collections::BTreeMap<host_state::PackageKey, InstalledPackage>, InstallError>
+    {
         match self.installer.lock() {
             Ok(i) => i.installed(),
             Err(p) => p.into_inner().installed(),
