@@ -207,6 +207,12 @@ impl ControllerConfig {
         }
         patch_format::validate_patch_id(&self.release)
             .map_err(|e| ConfigError::Invalid(format!("release: {e}")))?;
+        if !is_loopback(&self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "listen {} is not a loopback address: the plain API has no authentication and serves server-side paths (upload_dir, init_release) and forced swacts; keep it on 127.0.0.1 or ::1 and give other hosts auth_listen (X-Auth-Token)",
+                self.listen
+            )));
+        }
         if self.auth_listen.is_some() && self.auth_tokens()?.is_empty() {
             return Err(ConfigError::Invalid(
                 "auth_listen needs at least one token (auth_tokens or auth_tokens_file)".into(),
@@ -331,4 +337,44 @@ fn first_token(path: &Path) -> Result<String, ConfigError> {
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_owned)
         .ok_or_else(|| ConfigError::Invalid(format!("{} holds no token", path.display())))
+}
+
+/// Whether a listen address stays on this host: a loopback IP, or `localhost`.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sock) => sock.ip().is_loopback(),
+        Err(_) => addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| host == "localhost" && port.parse::<u16>().is_ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unauthenticated API stays on this host.
+    #[test]
+    fn the_plain_api_listens_only_on_loopback() {
+        let mut config = ControllerConfig::new("/tmp/state", "19.01");
+        for ok in [
+            "127.0.0.1:5487",
+            "127.0.0.1:0",
+            "[::1]:5487",
+            "localhost:5487",
+        ] {
+            config.listen = ok.into();
+            assert!(config.validate().is_ok(), "{ok}");
+        }
+        for refused in [
+            "0.0.0.0:5487",
+            "192.168.204.2:5487",
+            "[::]:5487",
+            "evil.com:5487",
+        ] {
+            config.listen = refused.into();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("not a loopback address"), "{refused}: {err}");
+        }
+    }
 }
