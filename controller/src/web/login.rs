@@ -106,7 +106,7 @@ pub(super) async fn login(
         set_cookie(&mut response, &cookie);
         return response;
     }
-    match web.sessions.create() {
+    match web.sessions.create(token) {
         Ok(cookie) => {
             tracing::info!(target: "audit", "dashboard login");
             let mut response = see_other(next.as_deref().unwrap_or("/system"));

@@ -14,6 +14,10 @@ const LOGIN_COOKIE: &str = "stx_login";
 const MAX_AGE: Duration = Duration::from_secs(8 * 3600);
 /// At most this many live sessions (logins beyond it are refused, not evicting others).
 const MAX_SESSIONS: usize = 1000;
+/// At most this many live sessions per token: a login beyond it ends that token's least
+/// recently used session, so one token (or whoever took it) cannot fill the table and lock
+/// the other operators out.
+const MAX_SESSIONS_PER_TOKEN: usize = 20;
 /// At most this many messages wait for the next page.
 const MAX_FLASHES: usize = 50;
 
@@ -49,6 +53,8 @@ impl Flash {
 }
 
 struct Session {
+    /// Which token logged in (its SHA-256: the token itself is never kept).
+    token: String,
     csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -135,10 +141,26 @@ impl Sessions {
     }
 
     /// Starts a session; the `Set-Cookie` value for it.
-    pub(crate) fn create(&self) -> Result<String, String> {
+    /// A new session for an operator who logged in with `token`; its cookie.
+    pub(crate) fn create(&self, token: &str) -> Result<String, String> {
+        use sha2::Digest;
+        let token = hex::encode(sha2::Sha256::digest(token.as_bytes()));
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| !self.expired(s, now));
+        let mine: Vec<(&String, Instant)> = map
+            .iter()
+            .filter(|(_, s)| s.token == token)
+            .map(|(id, s)| (id, s.last_seen))
+            .collect();
+        if mine.len() >= MAX_SESSIONS_PER_TOKEN
+            && let Some(oldest) = mine
+                .iter()
+                .min_by_key(|(_, seen)| *seen)
+                .map(|(id, _)| (*id).clone())
+        {
+            map.remove(&oldest);
+        }
         if map.len() >= MAX_SESSIONS {
             return Err(format!(
                 "{MAX_SESSIONS} dashboard sessions are open; wait for some to expire or log out elsewhere."
@@ -148,6 +170,7 @@ impl Sessions {
         map.insert(
             id.clone(),
             Session {
+                token,
                 csrf: secret(),
                 created: now,
                 last_seen: now,
@@ -238,7 +261,7 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_on_logout() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let set_cookie = sessions.create().unwrap();
+        let set_cookie = sessions.create("t").unwrap();
         assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
         let id = id_of(&set_cookie);
         let headers = with_cookie(&format!("other=1; stx_session={id}"));
@@ -249,10 +272,43 @@ mod tests {
         assert!(sessions.get(&headers).is_none());
     }
 
+    /// Logins with one token beyond its cap end that token's least recently used session;
+    /// another token still logs in.
+    #[test]
+    fn one_token_cannot_fill_the_session_table() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let first = id_of(&sessions.create("a").unwrap());
+        for _ in 0..MAX_SESSIONS_PER_TOKEN + 5 {
+            sessions.create("a").unwrap();
+        }
+        let live = |token: &str| {
+            use sha2::Digest;
+            let token = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+            sessions
+                .lock()
+                .values()
+                .filter(|s| s.token == token)
+                .count()
+        };
+        assert_eq!(live("a"), MAX_SESSIONS_PER_TOKEN);
+        assert!(
+            sessions
+                .get(&with_cookie(&format!("stx_session={first}")))
+                .is_none(),
+            "the least recently used session made room"
+        );
+        let other = id_of(&sessions.create("b").unwrap());
+        assert!(
+            sessions
+                .get(&with_cookie(&format!("stx_session={other}")))
+                .is_some()
+        );
+    }
+
     #[test]
     fn an_idle_session_expires() {
         let sessions = Sessions::new(Duration::from_millis(1));
-        let id = id_of(&sessions.create().unwrap());
+        let id = id_of(&sessions.create("t").unwrap());
         std::thread::sleep(Duration::from_millis(20));
         assert!(
             sessions
@@ -264,7 +320,7 @@ mod tests {
     #[test]
     fn flashes_are_shown_once_and_bounded() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let id = id_of(&sessions.create().unwrap());
+        let id = id_of(&sessions.create("t").unwrap());
         let s = sessions
             .get(&with_cookie(&format!("stx_session={id}")))
             .unwrap();
