@@ -108,24 +108,16 @@ impl Strategy {
             .is_some_and(|s| s.inprogress)
     }
 
-    /// `apply-all` (`stage: None`) or `apply-stage`.
-    pub fn apply(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
+    /// Whether `apply-all` (`stage: None`) or `apply-stage` would be accepted now.
+    pub fn check_apply(&self, stage: Option<usize>) -> Result<(), ActionRefused> {
         let total = self.apply_phase.stages.len();
         match self.state {
-            StrategyState::ReadyToApply => {
-                if let Some(id) = stage
-                    && id != 0
-                {
-                    return refuse(format!(
-                        "invalid stage id {id} for the apply, total-stages are {total}"
-                    ));
-                }
-                self.state = StrategyState::Applying;
-                self.current_phase = PhaseName::Apply;
-                self.apply_phase.stop_at_stage = stage.map_or(total, |id| id + 1);
-                start_phase(&mut self.apply_phase, now_ms);
-                Ok(())
-            }
+            StrategyState::ReadyToApply => match stage {
+                Some(id) if id != 0 => refuse(format!(
+                    "invalid stage id {id} for the apply, total-stages are {total}"
+                )),
+                _ => Ok(()),
+            },
             StrategyState::Applying => {
                 let current = self.apply_phase.current_stage;
                 if !self.apply_paused() {
@@ -133,19 +125,13 @@ impl Strategy {
                 }
                 match stage {
                     Some(id) if id < current => {
-                        return refuse(format!("apply already complete for stage id {id}"));
+                        refuse(format!("apply already complete for stage id {id}"))
                     }
-                    Some(id) if id != current => {
-                        return refuse(format!(
-                            "stage id {id} is not the next stage to be applied, next-stage = {current}"
-                        ));
-                    }
-                    _ => {}
+                    Some(id) if id != current => refuse(format!(
+                        "stage id {id} is not the next stage to be applied, next-stage = {current}"
+                    )),
+                    _ => Ok(()),
                 }
-                self.apply_phase.stop_at_stage = stage.map_or(total, |id| id + 1);
-                self.apply_phase.timeout = self.apply_phase.compute_timeout();
-                self.apply_phase.started_ms = now_ms;
-                Ok(())
             }
             StrategyState::Applied => refuse("apply already completed"),
             StrategyState::Aborting
@@ -160,8 +146,25 @@ impl Strategy {
         }
     }
 
-    /// `abort` (`stage: None`) or `abort-stage`.
-    pub fn abort(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
+    /// `apply-all` (`stage: None`) or `apply-stage`.
+    pub fn apply(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
+        self.check_apply(stage)?;
+        let total = self.apply_phase.stages.len();
+        self.apply_phase.stop_at_stage = stage.map_or(total, |id| id + 1);
+        if self.state == StrategyState::ReadyToApply {
+            self.state = StrategyState::Applying;
+            self.current_phase = PhaseName::Apply;
+            start_phase(&mut self.apply_phase, now_ms);
+        } else {
+            // Paused between single stages: the next one(s) go.
+            self.apply_phase.timeout = self.apply_phase.compute_timeout();
+            self.apply_phase.started_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// Whether `abort` (`stage: None`) or `abort-stage` would be accepted now.
+    pub fn check_abort(&self, stage: Option<usize>) -> Result<(), ActionRefused> {
         let inprogress = self.current_phase == PhaseName::Apply
             && matches!(
                 self.state,
@@ -175,6 +178,12 @@ impl Strategy {
         if !inprogress {
             return refuse("apply not inprogress");
         }
+        Ok(())
+    }
+
+    /// `abort` (`stage: None`) or `abort-stage`.
+    pub fn abort(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
+        self.check_abort(stage)?;
         if self.apply_step_running() {
             // The running step finishes; then the stage ends aborted and the abort phase runs.
             self.abort_requested = true;

@@ -15,7 +15,6 @@ use super::login::Posted;
 use super::session::{Flash, Level};
 use super::{Shared, error_flash, see_other, session_or_login};
 use crate::http::log_text;
-use crate::orchestration::now_ms;
 use crate::service::Plan;
 
 pub(super) async fn orchestration_page(
@@ -112,31 +111,15 @@ pub(super) async fn strategy_action(
             }
         },
     };
-    let service = &web.service;
-    let (result, done) = match (action.as_str(), stage) {
-        ("apply", None) => (
-            service.strategy_action(Action::Apply(None)).await.map(drop),
-            "Applying every stage.",
-        ),
-        ("apply", Some(_)) => (
-            service
-                .strategy_action(Action::Apply(stage))
-                .await
-                .map(drop),
-            "Applying the stage.",
-        ),
-        ("abort", None) => (
-            service.strategy_action(Action::Abort(None)).await.map(drop),
-            "Aborting the strategy.",
-        ),
-        ("abort", Some(_)) => (
-            service
-                .strategy_action(Action::Abort(stage))
-                .await
-                .map(drop),
-            "Aborting the stage.",
-        ),
-        ("delete", _) => (service.delete_strategy(false).await, "Strategy deleted."),
+    let (act, done) = match (action.as_str(), stage) {
+        ("apply", None) => (Action::Apply(None), "Applying every stage."),
+        ("apply", Some(_)) => (Action::Apply(stage), "Applying the stage."),
+        ("abort", None) => (Action::Abort(None), "Aborting the strategy."),
+        ("abort", Some(_)) => (Action::Abort(stage), "Aborting the stage."),
+        ("delete", _) => {
+            let result = web.service.delete_strategy(false).await;
+            return strategy_outcome(&web, &session, &action, result, "Strategy deleted.");
+        }
         (other, _) => {
             web.sessions.flash(
                 &session,
@@ -145,13 +128,25 @@ pub(super) async fn strategy_action(
             return see_other("/orchestration");
         }
     };
+    let result = web.service.strategy_action(act).await.map(drop);
+    strategy_outcome(&web, &session, &action, result, done)
+}
+
+/// The outcome of a strategy action, shown on the orchestration page.
+fn strategy_outcome(
+    web: &super::Web,
+    session: &super::session::SessionRef,
+    action: &str,
+    result: Result<(), crate::service::ServiceError>,
+    done: &str,
+) -> Response {
     match result {
         Ok(()) => {
-            tracing::info!(target: "audit", "dashboard: strategy {}", log_text(&action));
+            tracing::info!(target: "audit", "dashboard: strategy {}", log_text(action));
             web.sessions
-                .flash(&session, Flash::new(Level::Info, done.into()));
+                .flash(session, Flash::new(Level::Info, done.into()));
         }
-        Err(e) => web.sessions.flash(&session, error_flash(&e)),
+        Err(e) => web.sessions.flash(session, error_flash(&e)),
     }
     see_other("/orchestration")
 }
@@ -240,19 +235,12 @@ fn minutes(secs: u64) -> String {
     }
 }
 
-/// Why an action would be refused now: the strategy's own rule, tried on a copy.
-fn refusal(
-    s: &Strategy,
-    act: impl FnOnce(&mut Strategy) -> Result<(), orchestrator::ActionRefused>,
-) -> Option<String> {
-    act(&mut s.clone()).err().map(|e| e.to_string())
-}
-
 fn strategy_view(s: &Strategy, csrf: &str) -> Markup {
-    let now = now_ms();
-    let apply_refused = refusal(s, |c| c.apply(None, now));
-    let abort_refused = refusal(s, |c| c.abort(None, now));
-    let delete_refused = s.check_delete(false).err().map(|e| e.to_string());
+    let refused =
+        |check: Result<(), orchestrator::ActionRefused>| check.err().map(|e| e.to_string());
+    let apply_refused = refused(s.check_apply(None));
+    let abort_refused = refused(s.check_abort(None));
+    let delete_refused = refused(s.check_delete(false));
     let o = &s.options;
     let state = s.state.as_str();
     let phases = [&s.build_phase, &s.apply_phase, &s.abort_phase];
@@ -283,12 +271,12 @@ fn strategy_view(s: &Strategy, csrf: &str) -> Markup {
             (action_button("/orchestration/action/delete", "Delete", csrf, &[], delete_refused.as_deref(), Some("Delete the strategy?")))
         }
         @for p in phases {
-            @if !p.stages.is_empty() { (phase_view(s, p, csrf, now)) }
+            @if !p.stages.is_empty() { (phase_view(s, p, csrf)) }
         }
     }
 }
 
-fn phase_view(s: &Strategy, p: &Phase, csrf: &str, now: u64) -> Markup {
+fn phase_view(s: &Strategy, p: &Phase, csrf: &str) -> Markup {
     let name = format!("{}-phase", p.name.as_str());
     let is_apply = std::ptr::eq(p, &s.apply_phase);
     html! {
@@ -305,7 +293,7 @@ fn phase_view(s: &Strategy, p: &Phase, csrf: &str, now: u64) -> Markup {
                         @if !st.reason.is_empty() { " " span.error { (st.reason) } }
                     }
                     @if is_apply {
-                        @let refused = refusal(s, |c| c.apply(Some(st.id), now));
+                        @let refused = s.check_apply(Some(st.id)).err().map(|e| e.to_string());
                         (action_button("/orchestration/action/apply", "Apply Stage", csrf, &[("stage-id", &st.id.to_string())], refused.as_deref(), None))
                     }
                     table.grid.steps {
