@@ -9,7 +9,7 @@ use host_state::protocol::RepoIndex;
 use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
 use sha2::{Digest, Sha256};
 
-use super::link::Fetch;
+use super::link::{MAX_SCRIPT_BYTES, read_bounded};
 use super::{Agent, now};
 use crate::{Transaction, TransactionPackage};
 
@@ -231,10 +231,7 @@ impl Agent {
                 let response = self
                     .send(|http, base| http.get(format!("{base}/agent/v1/{remote}")))
                     .await?;
-                response
-                    .bytes()
-                    .await
-                    .map_err(|e| Fetch::Retry(format!("{remote}: {e}")))
+                read_bounded(response, MAX_SCRIPT_BYTES, &remote).await
             })
             .await?;
         if hex::encode(Sha256::digest(&bytes)) != script.sha256 {

@@ -240,10 +240,7 @@ impl Agent {
         let response = self
             .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
             .await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Fetch::Retry(format!("{path}: {e}")))?;
+        let bytes = read_bounded(response, MAX_INDEX_BYTES, path).await?;
         serde_json::from_slice(&bytes).map_err(|e| Fetch::Fail(format!("{path}: {e}")))
     }
 
@@ -295,5 +292,61 @@ impl Agent {
             )));
         }
         Ok(())
+    }
+}
+
+/// The largest repository index an agent accepts.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// The largest restart script an agent accepts.
+pub(super) const MAX_SCRIPT_BYTES: u64 = 1 << 20;
+
+/// An answer's body, refused past `limit` bytes (what the controller sends is outside input).
+pub(super) async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, Fetch> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_big(what, limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Fetch::Retry(format!("{what}: {e}")))?
+    {
+        push_bounded(&mut body, &chunk, limit, what)?;
+    }
+    Ok(body)
+}
+
+fn too_big(what: &str, limit: u64) -> Fetch {
+    Fetch::Fail(format!("{what}: larger than {limit} bytes"))
+}
+
+/// Appends a chunk unless the body would pass `limit`.
+fn push_bounded(body: &mut Vec<u8>, chunk: &[u8], limit: u64, what: &str) -> Result<(), Fetch> {
+    if body.len() as u64 + chunk.len() as u64 > limit {
+        return Err(too_big(what, limit));
+    }
+    body.extend_from_slice(chunk);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_past_its_limit_is_refused() {
+        let mut body = Vec::new();
+        assert!(push_bounded(&mut body, &[1; 6], 10, "x").is_ok());
+        assert!(push_bounded(&mut body, &[1; 4], 10, "x").is_ok());
+        match push_bounded(&mut body, &[1], 10, "x") {
+            Err(Fetch::Fail(m)) => assert!(m.contains("larger than 10 bytes"), "{m}"),
+            _ => panic!("an 11th byte passed a 10-byte limit"),
+        }
+        assert_eq!(body.len(), 10);
     }
 }
