@@ -307,8 +307,18 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         "== Controller on loopback, state in {}",
         work.join("state").display()
     );
+    // TLS on every channel that could leave the host (the agent endpoint and the strategy
+    // API); the plain API stays on loopback for the original `sw-patch`.
+    println!(
+        "\n$ sw-patch-controller tls-init {}",
+        work.join("tls").display()
+    );
+    let ca = tls::dev_ca::create(&work.join("tls"), &[])?;
+    let trust = tls::Trust::CaBundle(ca.ca_cert.clone());
     let runtime = tokio::runtime::Runtime::new()?;
     let mut config = ControllerConfig::new(work.join("state"), "19.01");
+    config.tls_cert = Some(ca.server_cert.clone());
+    config.tls_key = Some(ca.server_key.clone());
     config.keyring = Some(work.join("keyring"));
     config.listen = "127.0.0.1:0".into();
     config.agent_listen = Some("127.0.0.1:0".into());
@@ -327,9 +337,9 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         ..orchestrator::Timing::default()
     };
     let controller = runtime.block_on(Controller::start(config))?;
-    let vim_url = format!("http://{}", controller.vim_addr.ok_or("no strategy API")?);
+    let vim_url = format!("https://{}", controller.vim_addr.ok_or("no strategy API")?);
     let agent_url = format!(
-        "http://{}",
+        "https://{}",
         controller.agent_addr.ok_or("no agent endpoint")?
     );
     let mut cluster = Cluster {
@@ -359,6 +369,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
             c.args(["__agent", &agent_url, "demo-agent-token", host, personality])
                 .arg(&root)
                 .arg(mode)
+                .env("OS_CACERT", &ca.ca_cert)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -460,7 +471,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
         println!("\n$ rpm --root {} -qa\n{}", root.display(), rpm_qa(&root));
     }
 
-    strategy_rollout(&cluster, &vim_url, &work, &key, &packager)?;
+    strategy_rollout(&cluster, (&vim_url, &trust), &work, &key, &packager)?;
 
     println!("\n== Remove the patches");
     println!("\n$ sw-patch remove 003 002 001");
@@ -500,7 +511,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
 /// Patch 003 (reboot-required) rolled out by a patch strategy instead of host by host.
 fn strategy_rollout(
     cluster: &Cluster,
-    vim_url: &str,
+    (vim_url, trust): (&str, &tls::Trust),
     work: &Path,
     key: &PrivateKey,
     packager: &Packager,
@@ -534,7 +545,7 @@ fn strategy_rollout(
         h.iter()
             .all(|h| h["requires_reboot"] == true && h["interim_state"] == false)
     })?;
-    let vim = VimClient::new(vim_url, None)?;
+    let vim = VimClient::new(vim_url, None, Some(trust))?;
     const STRATEGY: &str = "/api/orchestration/sw-patch/strategy";
     let strategy = || -> Result<Value> { Ok(vim.get(STRATEGY)?["strategy"].clone()) };
     let wait = |what: &str, done: &dyn Fn(&Value) -> bool| -> Result<Value> {

@@ -16,9 +16,14 @@ pub struct ApiClient {
 
 impl ApiClient {
     /// A client for `base` (e.g. `http://127.0.0.1:5487`, or several URLs separated by
-    /// commas for a controller pair), sending `X-Auth-Token` if given.
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::blocking::Client::builder()
+    /// commas for a controller pair), sending `X-Auth-Token` if given and verifying an
+    /// `https://` controller as `trust` says.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        trust: Option<&tls::Trust>,
+    ) -> anyhow::Result<Self> {
+        let http = crate::http_builder(trust)?
             .timeout(None::<Duration>)
             .connect_timeout(Duration::from_secs(10))
             // A standby's 307 is handled by the failover (an upload cannot be replayed).
@@ -62,7 +67,7 @@ impl ApiClient {
                 )
             })?;
         let status = response.status();
-        let body = response.text().context("reading the API response")?;
+        let body = crate::read_answer(response).context("reading the API response")?;
         if !status.is_success() {
             let message = body
                 .lines()

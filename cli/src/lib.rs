@@ -43,6 +43,64 @@ pub struct ConnectionArgs {
     /// Output format
     #[arg(long, global = true, value_enum, default_value_t)]
     pub format: OutputFormat,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Whom the clients trust for `https://` URLs, as the OpenStack clients take it.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// CA bundle (PEM) the controller's certificate must chain to
+    #[arg(
+        long = "os-cacert",
+        alias = "cacert",
+        global = true,
+        env = "OS_CACERT",
+        value_name = "FILE"
+    )]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the controller's certificate (still encrypted; anyone in the middle can
+    /// read and change the traffic)
+    #[arg(long, global = true)]
+    pub insecure: bool,
+}
+
+impl TlsArgs {
+    /// The trust these options give (`None`: the system's trust store).
+    pub fn trust(&self) -> Option<tls::Trust> {
+        if self.insecure {
+            eprintln!(
+                "warning: --insecure: the controller's certificate is not verified; anyone in the middle can read and change this session"
+            );
+        }
+        tls::Trust::from_options(self.cacert.clone(), self.insecure)
+    }
+}
+
+/// A blocking client builder that trusts what `trust` says (or the system's trust store).
+pub fn http_builder(
+    trust: Option<&tls::Trust>,
+) -> anyhow::Result<reqwest::blocking::ClientBuilder> {
+    let builder = reqwest::blocking::Client::builder();
+    Ok(match trust {
+        Some(trust) => builder.tls_backend_preconfigured(trust.client_config()?),
+        None => builder,
+    })
+}
+
+/// The largest answer a client reads (a query of thousands of patches and hosts is a few
+/// MiB): a controller, or whoever answers in its place, cannot make a client exhaust memory.
+pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
+
+/// An answer's body as text, refused beyond [`MAX_ANSWER_BYTES`].
+pub fn read_answer(response: reqwest::blocking::Response) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut body = Vec::new();
+    response.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut body)?;
+    if body.len() as u64 > MAX_ANSWER_BYTES {
+        anyhow::bail!("the answer is larger than {MAX_ANSWER_BYTES} bytes");
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// How `sw-manager` and `fm` reach the orchestration and alarm API.
@@ -62,6 +120,8 @@ pub struct VimConnectionArgs {
     /// Output format
     #[arg(long, global = true, value_enum, default_value_t)]
     pub format: OutputFormat,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Runs a command body; prints `error: …` (with causes) and exits 1 on failure.

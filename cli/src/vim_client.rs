@@ -38,9 +38,15 @@ pub struct VimClient {
 }
 
 impl VimClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:4545`), sending `X-Auth-Token` if given.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, VimError> {
-        let http = reqwest::blocking::Client::builder()
+    /// A client for `base` (e.g. `http://127.0.0.1:4545`), sending `X-Auth-Token` if given
+    /// and verifying an `https://` controller as `trust` says.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        trust: Option<&tls::Trust>,
+    ) -> Result<Self, VimError> {
+        let http = crate::http_builder(trust)
+            .map_err(|e| VimError::Transport(format!("TLS: {e:#}")))?
             .timeout(Duration::from_secs(40))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -78,9 +84,8 @@ impl VimClient {
                 ))
             })?;
         let status = response.status();
-        let body = response
-            .text()
-            .map_err(|e| VimError::Transport(format!("reading the response: {e}")))?;
+        let body = crate::read_answer(response)
+            .map_err(|e| VimError::Transport(format!("reading the response: {e:#}")))?;
         if status.is_success() {
             if body.trim().is_empty() {
                 return Ok(None);

@@ -13,7 +13,6 @@ use common::cluster::{fast_timing, six_hosts};
 use fantoccini::{Client, ClientBuilder, Locator};
 use patch_format::testing::TestRpm;
 use reqwest::blocking::Client as Http;
-use reqwest::redirect::Policy;
 
 const TOKEN: &str = "operator-token-0123456789";
 
@@ -61,7 +60,7 @@ fn http_login(http: &Http, web: &str, token: &str) -> reqwest::blocking::Respons
 fn dashboard_reads_without_javascript_and_refuses_forged_forms() {
     let site = Site::with_toml(&web_toml(), &[]);
     let web = site.web_url.clone().expect("the dashboard listens");
-    let http = Http::builder().redirect(Policy::none()).build().unwrap();
+    let http = site.http();
     let patch = site.patch("WEB_0001", false, &[sysinv_231()], &[]);
     site.ok(&["upload", patch.to_str().unwrap()]);
 
@@ -87,7 +86,13 @@ fn dashboard_reads_without_javascript_and_refuses_forged_forms() {
     let r = http_login(&http, &web, TOKEN);
     assert_eq!(r.status(), 303);
     let (session, header) = cookie(&r, "stx_session").expect("a session cookie");
-    for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age=", "Path=/"] {
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=",
+        "Path=/",
+        "Secure",
+    ] {
         assert!(header.contains(attribute), "{header} lacks {attribute}");
     }
 
@@ -218,8 +223,28 @@ struct Browser {
     profile: tempfile::TempDir,
 }
 
+/// The base64 SHA-256 of a certificate's public key (SubjectPublicKeyInfo), as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it; computed by openssl.
+fn spki_sha256(cert: &std::path::Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -pubkey -noout -in \"$1\" | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
+        )
+        .arg("sh")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 impl Browser {
-    async fn start() -> Browser {
+    async fn start(server_cert: &std::path::Path) -> Browser {
         let chromedriver = which("chromedriver").expect(
             "chromedriver is not installed: install Debian's chromium and chromium-driver \
              (./scripts/test.sh does)",
@@ -243,6 +268,9 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-quic", "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                    // The dashboard serves TLS with the site's development certificate: the
+                    // browser accepts exactly that key, as if its CA were installed.
+                    format!("--ignore-certificate-errors-spki-list={}", spki_sha256(server_cert)),
                     format!("--user-data-dir={}", profile.path().display()),
                 ]
             }
@@ -376,7 +404,7 @@ fn operator_rolls_out_a_patch_in_chromium() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let browser = Browser::start().await;
+        let browser = Browser::start(&site.ca.server_cert).await;
         let c = &browser.client;
         let result = drive(c, &web, &patch).await;
         let _ = c.clone().close().await;

@@ -169,7 +169,8 @@ fn install_reboot_required_lock_unlock_and_remove_on_real_agents() {
     // Refusals: unknown host; an agent with a wrong token.
     let out = site.run("sw-patch", &["host-install", "nosuchhost"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unknown host specified: nosuchhost"));
-    let r = reqwest::blocking::Client::new()
+    let r = site
+        .http()
         .post(format!("{}/agent/v1/report", site.agent_url))
         .bearer_auth("wrong")
         .body("{}")
@@ -456,7 +457,7 @@ fn a_host_that_stops_reporting_goes_offline() {
 #[test]
 fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
     let mut site = Site::new();
-    let http = reqwest::blocking::Client::new();
+    let http = site.http();
     let report = serde_json::json!({
         "hostname": "compute-0", "ip": "127.0.0.1", "personality": "Worker",
         "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",

@@ -26,6 +26,8 @@ pub(crate) fn router(service: Service, token: String) -> Router {
     Router::new()
         .route("/agent/v1/report", post(report))
         .route("/agent/v1/orders", get(orders))
+        .route("/agent/v1/index/{area}/{release}", get(signed_index))
+        .route("/agent/v1/repo-key", get(repo_key))
         .route("/agent/v1/feed/{*path}", get(feed_file))
         .route("/agent/v1/repo/{*path}", get(repo_file))
         .with_state(AgentApi {
@@ -126,6 +128,53 @@ async fn orders(
     match api.service.next_order(&q.hostname, q.received, wait).await {
         Ok(delivery) => axum::Json(delivery).into_response(),
         Err(e) => refused(&api, &uri, e),
+    }
+}
+
+/// The feed's or repository's index of a release, signed.
+async fn signed_index(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    UrlPath((area, release)): UrlPath<(String, String)>,
+) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    let area = match area.as_str() {
+        "feed" => FileArea::Feed,
+        "repo" => FileArea::Repo,
+        _ => return (StatusCode::NOT_FOUND, "Error message: no such index\n").into_response(),
+    };
+    match api.service.signed_index(area, &release).await {
+        Ok((body, signature)) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (
+                    header::HeaderName::from_static(repo_sign::SIGNATURE_HEADER),
+                    signature,
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => refused(&api, &uri, e),
+    }
+}
+
+/// The public key repository indexes are signed with (PEM), for agents that pin it on first
+/// contact over a verified channel.
+async fn repo_key(State(api): State<AgentApi>, headers: HeaderMap) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    match api.service.repo_key() {
+        Ok(pem) => ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Error message: {e}\n"),
+        )
+            .into_response(),
     }
 }
 

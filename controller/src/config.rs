@@ -65,6 +65,10 @@ pub struct ControllerConfig {
     /// Largest upload accepted, in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// Uploads received and verified at once; more are refused at once with "try again"
+    /// (each holds a thread while its body arrives).
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
     /// Orchestration (strategy) and alarm API, the original VIM's `0.0.0.0:4545`. Off unless
     /// set; it needs auth tokens unless it listens on loopback.
     #[serde(default)]
@@ -122,7 +126,82 @@ pub struct ControllerConfig {
     /// A dashboard session ends after this many minutes without a request.
     #[serde(default = "default_web_idle")]
     pub web_session_idle_minutes: u64,
+    /// The certificate chain (PEM, leaf first) every listener but the loopback plain API
+    /// serves TLS with; reloaded on SIGHUP. `sw-patch-controller tls-init DIR` makes a
+    /// development CA and certificate.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The CA bundle (PEM) the peer controller's certificate must chain to (a pair whose
+    /// `peer` is `https://…`); default: `tls_ca` unset means the system's trust store.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve the remote listeners over plain HTTP on non-loopback addresses (tokens and
+    /// packages then cross the network in clear). Off: such a listener needs TLS.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
+    /// How long a signed repository index stays valid, in seconds (agents refuse it after;
+    /// every request gets a freshly signed one).
+    #[serde(default = "default_index_validity")]
+    pub repo_index_validity_secs: u64,
+    /// Limits every listener applies to its connections.
+    #[serde(default)]
+    pub connections: ListenerLimits,
 }
+
+/// Limits on each listener's connections: how many, how long a request head may take (and
+/// so how long an idle connection stays), and the pace a request body must keep.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Open connections per listener; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Seconds a connection may take to finish its TLS handshake or send a request head, and
+    /// stay idle between requests.
+    pub head_timeout_secs: u64,
+    /// Seconds a request body may stall between two chunks.
+    pub body_idle_timeout_secs: u64,
+    /// The average pace a request body must keep once `body_idle_timeout_secs` have passed,
+    /// in bytes per second (a drip slower than this is cut off).
+    pub body_min_bytes_per_sec: u64,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: 4096,
+            head_timeout_secs: 20,
+            body_idle_timeout_secs: 30,
+            body_min_bytes_per_sec: 1024,
+        }
+    }
+}
+
+impl ListenerLimits {
+    /// The head (and TLS handshake, and keep-alive idle) timeout.
+    pub fn head_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.head_timeout_secs)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(format!("connections: {m}")));
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return invalid("max_connections must be between 1 and 1000000");
+        }
+        if !(1..=3600).contains(&self.head_timeout_secs) {
+            return invalid("head_timeout_secs must be between 1 and 3600");
+        }
+        if !(1..=3600).contains(&self.body_idle_timeout_secs) {
+            return invalid("body_idle_timeout_secs must be between 1 and 3600");
+        }
+        Ok(())
+    }
+}
+
+/// Where the agent endpoint listens when only `agent_token_file` is set (the original's port).
+pub(crate) const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:5488";
 
 fn default_initial_active() -> String {
     "controller-0".to_owned()
@@ -148,6 +227,14 @@ fn default_max_upload() -> u64 {
     8 << 30
 }
 
+fn default_index_validity() -> u64 {
+    3600
+}
+
+fn default_max_concurrent_uploads() -> usize {
+    16
+}
+
 fn default_audit_ms() -> u64 {
     1000
 }
@@ -167,6 +254,7 @@ impl ControllerConfig {
             agent_token_file: None,
             host_offline_after_secs: default_offline_after(),
             max_upload_bytes: default_max_upload(),
+            max_concurrent_uploads: default_max_concurrent_uploads(),
             vim_listen: None,
             local_controller: None,
             single_controller: false,
@@ -184,6 +272,12 @@ impl ControllerConfig {
             peer_token_file: None,
             initial_active: default_initial_active(),
             advertise_host: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            insecure_plain_http: false,
+            connections: ListenerLimits::default(),
+            repo_index_validity_secs: default_index_validity(),
         }
     }
 
@@ -212,6 +306,31 @@ impl ControllerConfig {
                 "listen {} is not a loopback address: the plain API has no authentication and serves server-side paths (upload_dir, init_release) and forced swacts; keep it on 127.0.0.1 or ::1 and give other hosts auth_listen (X-Auth-Token)",
                 self.listen
             )));
+        }
+        self.connections.validate()?;
+        if !(10..=30 * 24 * 3600).contains(&self.repo_index_validity_secs) {
+            return Err(ConfigError::Invalid(
+                "repo_index_validity_secs must be between 10 and 2592000 (30 days)".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.max_concurrent_uploads) {
+            return Err(ConfigError::Invalid(
+                "max_concurrent_uploads must be between 1 and 1024".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key go together (the certificate and its private key)".into(),
+            ));
+        }
+        if self.tls_cert.is_none() && !self.insecure_plain_http {
+            for (name, addr) in self.remote_listeners() {
+                if !is_loopback(&addr) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name} {addr} is not a loopback address and has no TLS: tokens and packages would cross the network in clear; set tls_cert and tls_key (sw-patch-controller tls-init DIR makes a development CA), or insecure_plain_http = true on a network you trust"
+                    )));
+                }
+            }
         }
         if self.auth_listen.is_some() && self.auth_tokens()?.is_empty() {
             return Err(ConfigError::Invalid(
@@ -281,6 +400,25 @@ impl ControllerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The listeners that may be reached from other hosts, by configuration key.
+    fn remote_listeners(&self) -> Vec<(&'static str, String)> {
+        let agent = self.agent_listen.clone().or_else(|| {
+            self.agent_token_file
+                .is_some()
+                .then(|| DEFAULT_AGENT_LISTEN.to_owned())
+        });
+        [
+            ("auth_listen", self.auth_listen.clone()),
+            ("agent_listen", agent),
+            ("vim_listen", self.vim_listen.clone()),
+            ("web_listen", self.web_listen.clone()),
+            ("peer_listen", self.peer_listen.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|a| (name, a)))
+        .collect()
     }
 
     /// The agents' token (first non-comment line of `agent_token_file`).

@@ -21,6 +21,7 @@ mod hosts;
 mod http;
 mod inventory;
 mod json;
+mod listener;
 mod orchestration;
 mod pair;
 mod service;
@@ -52,9 +53,19 @@ pub struct Controller {
     pub peer_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    tls: Option<Arc<tls::ServerTls>>,
 }
 
 impl Controller {
+    /// Reads the TLS certificate and key again (on SIGHUP): connections made afterwards get
+    /// the new pair; on an error the one in use stays. `Ok(false)` without TLS.
+    pub fn reload_tls(&self) -> Result<bool, tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Opens the store (recovering from any crash) and starts serving. Binding port 0 picks a
     /// free port; the chosen addresses are in the result.
     pub async fn start(mut config: ControllerConfig) -> Result<Controller, StartError> {
@@ -65,7 +76,10 @@ impl Controller {
         let app = startup::open_app(&config, store_config, ha.clone()).await?;
         let orch = startup::open_orchestration(&app)?;
         let (shutdown, rx) = tokio::sync::watch::channel(false);
-        let mut servers = startup::Servers::new(rx.clone());
+        let tls = startup::load_tls(&config)?;
+        listener::raise_open_files_limit();
+        let mut servers =
+            startup::Servers::new(rx.clone(), tls.clone(), config.connections.clone());
         let addrs = servers.listen(&config, &app, &orch).await?;
         let peer_addr = match &ha {
             Some(ha) => {
@@ -103,6 +117,7 @@ impl Controller {
             peer_addr,
             shutdown,
             tasks,
+            tls,
         })
     }
 

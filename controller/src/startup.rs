@@ -39,6 +39,9 @@ pub enum StartError {
     /// A state file could not be read (the message names it and what to do).
     #[error("{0}")]
     State(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The store's configuration: the release, limits and keyrings.
@@ -87,6 +90,7 @@ pub(crate) async fn open_pair(
         peer: peer.clone(),
         token: config.peer_token()?,
         initial_active: config.initial_active.clone(),
+        ca_bundle: config.tls_ca.clone(),
     };
     store_config.root = root.join("current");
     let opened = tokio::task::spawn_blocking(move || ha::Ha::open(&root, ha_config))
@@ -115,6 +119,20 @@ pub(crate) async fn open_app(
     })?;
     let app =
         App::new(store, hosts, config.clone(), ha).map_err(|e| StartError::State(e.to_string()))?;
+    // The repository signing key is made once, by the active controller; a standby gets it
+    // by replication.
+    if app.is_active() {
+        let key = app.repo_signer.key_file();
+        if key
+            .create_if_missing()
+            .map_err(|e| StartError::State(format!("repository signing key: {e}")))?
+        {
+            tracing::info!(
+                "created the repository signing key; agents pin {}",
+                key.public().display()
+            );
+        }
+    }
     Ok(Arc::new(app))
 }
 
@@ -141,17 +159,35 @@ pub(crate) struct Addrs {
     pub(crate) web: Option<SocketAddr>,
 }
 
+/// The certificate the remote listeners serve, if TLS is configured.
+pub(crate) fn load_tls(
+    config: &ControllerConfig,
+) -> Result<Option<Arc<tls::ServerTls>>, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(Arc::new(tls::ServerTls::load(cert, key)?))),
+        _ => Ok(None),
+    }
+}
+
 /// The servers started so far, all stopping on one signal.
 pub(crate) struct Servers {
     stop: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
+    tls: Option<Arc<tls::ServerTls>>,
+    limits: crate::config::ListenerLimits,
 }
 
 impl Servers {
-    pub(crate) fn new(stop: watch::Receiver<bool>) -> Servers {
+    pub(crate) fn new(
+        stop: watch::Receiver<bool>,
+        tls: Option<Arc<tls::ServerTls>>,
+        limits: crate::config::ListenerLimits,
+    ) -> Servers {
         Servers {
             stop,
             tasks: Vec::new(),
+            tls,
+            limits,
         }
     }
 
@@ -159,11 +195,35 @@ impl Servers {
         self.tasks
     }
 
-    /// Binds `addr` and serves `router` there.
-    async fn serve(&mut self, addr: &str, router: axum::Router) -> Result<SocketAddr, StartError> {
+    /// The URL scheme of the remote listeners.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Binds `addr` and serves `router` there, over TLS when it is configured and the
+    /// listener is `remote` (every one but the loopback plain API).
+    async fn serve_on(
+        &mut self,
+        addr: &str,
+        router: axum::Router,
+        remote: bool,
+    ) -> Result<SocketAddr, StartError> {
         let (listener, bound) = bind(addr).await?;
-        self.tasks.push(serve(listener, router, self.stop.clone()));
+        let serving = crate::listener::Serving {
+            router,
+            tls: if remote { self.tls.clone() } else { None },
+            limits: self.limits.clone(),
+        };
+        let stop = self.stop.clone();
+        self.tasks.push(tokio::spawn(crate::listener::serve(
+            listener, serving, stop,
+        )));
         Ok(bound)
+    }
+
+    /// A remote listener.
+    async fn serve(&mut self, addr: &str, router: axum::Router) -> Result<SocketAddr, StartError> {
+        self.serve_on(addr, router, true).await
     }
 
     /// Every listener the configuration asks for.
@@ -175,7 +235,7 @@ impl Servers {
     ) -> Result<Addrs, StartError> {
         let service = Service::new(app.clone(), orch.clone());
         let api = self
-            .serve(&config.listen, api::router(service.clone(), None))
+            .serve_on(&config.listen, api::router(service.clone(), None), false)
             .await?;
         // The operators' tokens, read only when a listener needs them.
         let tokens = if config.auth_listen.is_some()
@@ -199,7 +259,7 @@ impl Servers {
             config
                 .agent_token_file
                 .is_some()
-                .then(|| "0.0.0.0:5488".to_owned())
+                .then(|| crate::config::DEFAULT_AGENT_LISTEN.to_owned())
         });
         let agent = match &agent_listen {
             Some(addr) => {
@@ -220,7 +280,7 @@ impl Servers {
         };
         let web = match &config.web_listen {
             Some(addr) => {
-                let router = web::router(service.clone(), tokens.clone());
+                let router = web::router(service.clone(), tokens.clone(), self.tls.is_some());
                 Some(self.serve(addr, router).await?)
             }
             None => None,
@@ -245,6 +305,7 @@ impl Servers {
     ) -> Result<SocketAddr, StartError> {
         let addr = config.peer_listen.clone().unwrap_or_default();
         let bound = self.serve(&addr, ha::peer_api::router(ha.clone())).await?;
+        let scheme = self.scheme();
         let advertise = |a: Option<SocketAddr>| {
             a.map(|a| {
                 let host = match (&config.advertise_host, a.ip().is_unspecified()) {
@@ -252,11 +313,13 @@ impl Servers {
                     (None, true) => "127.0.0.1".to_owned(),
                     (None, false) => a.ip().to_string(),
                 };
-                format!("http://{host}:{}", a.port())
+                format!("{scheme}://{host}:{}", a.port())
             })
         };
         let _ = ha.urls.set(ha::Urls {
-            api: advertise(Some(addrs.api)),
+            // The plain API is loopback-only and never TLS: a client on this host is sent
+            // to the other controller's plain API by its own host's address.
+            api: advertise(Some(addrs.api)).map(|u| u.replacen("https://", "http://", 1)),
             agent: advertise(addrs.agent),
             vim: advertise(addrs.vim),
             web: advertise(addrs.web),
@@ -350,21 +413,4 @@ async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = TcpListener::bind(addr).await.map_err(failed)?;
     let bound = listener.local_addr().map_err(failed)?;
     Ok((listener, bound))
-}
-
-fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!("server error: {e}");
-        }
-    })
 }

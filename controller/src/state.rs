@@ -131,6 +131,12 @@ pub(crate) struct App {
     store: Mutex<Store>,
     /// Verifies uploads without holding the store.
     pub(crate) verifier: patch_store::UploadVerifier,
+    /// One permit per upload being received and verified (`max_concurrent_uploads`): uploads
+    /// run on threads of their own, and this bounds how many.
+    pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Signs the repository indexes agents install from, with the key in the (replicated)
+    /// state directory.
+    pub(crate) repo_signer: Arc<repo_sign::Signer>,
     store_view: RwLock<Arc<StoreView>>,
     hosts: Mutex<HostRegistry>,
     /// Patch → hosts that have not reported since it was applied or removed.
@@ -153,6 +159,9 @@ pub(crate) struct App {
     pub(crate) ha: Option<Arc<crate::ha::Ha>>,
 }
 
+/// Where the repository signing key lives in the state directory.
+pub(crate) const REPO_SIGNING_DIR: &str = "repo-signing";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -171,6 +180,10 @@ impl App {
         let view = Arc::new(StoreView::of(&store)?);
         let app = App {
             verifier: store.upload_verifier(),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
+            repo_signer: Arc::new(repo_sign::Signer::new(repo_sign::KeyFile::new(
+                config.state_dir.join(REPO_SIGNING_DIR),
+            ))),
             store: Mutex::new(store),
             store_view: RwLock::new(view),
             hosts: Mutex::new(hosts),

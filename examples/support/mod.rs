@@ -90,6 +90,8 @@ pub fn run_agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     };
     let config = agent::AgentConfig {
         heartbeat: std::time::Duration::from_secs(1),
+        // The controller's CA, when it serves TLS (the demo's development CA).
+        ca_bundle: std::env::var_os("OS_CACERT").map(Into::into),
         ..agent::AgentConfig::new(url, token, host, personality.parse()?, "19.01", root)
     };
     let runtime = tokio::runtime::Runtime::new()?;

@@ -228,10 +228,26 @@ impl Controllers {
 /// A request that got no answer: never sent (the controller could not be reached) or lost.
 fn transport_failure<R>(e: &reqwest::Error) -> Attempt<R> {
     if e.is_connect() {
-        Attempt::Unsent(e.to_string())
+        Attempt::Unsent(describe(e))
     } else {
-        Attempt::Lost(e.to_string())
+        Attempt::Lost(describe(e))
     }
+}
+
+/// An error with its causes ("error sending request: … : invalid peer certificate:
+/// UnknownIssuer"): reqwest's own text leaves out the cause an operator needs.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn active_url(headers: &reqwest::header::HeaderMap) -> Option<String> {

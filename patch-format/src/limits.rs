@@ -16,6 +16,13 @@ pub struct Limits {
     pub max_xml_size: u64,
     /// Largest RPM header area (lead + signature header + header) read when inspecting an RPM.
     pub max_rpm_header_size: u64,
+    /// Most decompressed bytes per compressed byte read, once `expansion_allowance` bytes
+    /// have been decompressed. RPM payloads are compressed already, so a real patch expands
+    /// about 1:1 (text-only RPMs with uncompressed payloads perhaps 10:1); a gzip bomb
+    /// expands about 1000:1 and is refused within the allowance, before it costs time or disk.
+    pub max_expansion_ratio: u64,
+    /// Decompressed bytes always allowed, whatever the ratio.
+    pub expansion_allowance: u64,
 }
 
 impl Default for Limits {
@@ -26,6 +33,8 @@ impl Default for Limits {
             max_total_size: 16 << 30,
             max_xml_size: 4 << 20,
             max_rpm_header_size: 64 << 20,
+            max_expansion_ratio: 50,
+            expansion_allowance: 64 << 20,
         }
     }
 }
@@ -79,6 +88,93 @@ impl<R: Read> Read for LimitedReader<R> {
             ));
         }
         self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts the bytes read through it, for an [`ExpansionGuard`] on the far side of a
+/// decompressor.
+pub(crate) struct Counted<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R> Counted<R> {
+    pub(crate) fn new(inner: R) -> (Self, std::rc::Rc<std::cell::Cell<u64>>) {
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        (
+            Counted {
+                inner,
+                count: count.clone(),
+            },
+            count,
+        )
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.count.set(self.count.get() + amount as u64);
+        self.inner.consume(amount);
+    }
+}
+
+/// Fails once the decompressed bytes exceed `allowance + ratio × compressed bytes read`: a
+/// gzip bomb stops within the allowance instead of after its full size.
+pub(crate) struct ExpansionGuard<R> {
+    inner: R,
+    compressed: std::rc::Rc<std::cell::Cell<u64>>,
+    decompressed: u64,
+    ratio: u64,
+    allowance: u64,
+}
+
+impl<R> ExpansionGuard<R> {
+    pub(crate) fn new(
+        inner: R,
+        compressed: std::rc::Rc<std::cell::Cell<u64>>,
+        limits: &Limits,
+    ) -> Self {
+        ExpansionGuard {
+            inner,
+            compressed,
+            decompressed: 0,
+            ratio: limits.max_expansion_ratio,
+            allowance: limits.expansion_allowance,
+        }
+    }
+}
+
+impl<R: Read> Read for ExpansionGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.decompressed += n as u64;
+        let allowed = self
+            .allowance
+            .saturating_add(self.ratio.saturating_mul(self.compressed.get()));
+        if self.decompressed > allowed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                LimitError(format!(
+                    "the patch expands more than {}:1 ({} bytes from {} compressed): a real patch's RPMs are compressed already; this looks like a decompression bomb",
+                    self.ratio,
+                    self.decompressed,
+                    self.compressed.get()
+                )),
+            ));
+        }
         Ok(n)
     }
 }

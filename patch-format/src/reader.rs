@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use patch_sign::{InnerDigests, Keyring, SignerIdentity};
 use sha2::{Digest, Sha256};
 
-use crate::limits::LimitedReader;
+use crate::limits::{Counted, ExpansionGuard, LimitedReader};
 use crate::metadata::validate_member_name;
 use crate::tar_stream::{MemberKind, TarStream};
 use crate::{FormatError, Limits, PackageId, PatchMetadata, SemanticAction, parse_metadata_xml};
@@ -135,9 +135,16 @@ impl<'k> PatchReader<'k> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(not_gzip()),
             Err(e) => return Err(FormatError::stream("reading the patch")(e)),
         }
-        let mut compressed = BufReader::with_capacity(1 << 20, (&magic[..]).chain(input));
+        let (counted, compressed_bytes) =
+            Counted::new(BufReader::with_capacity(1 << 20, (&magic[..]).chain(input)));
+        let mut compressed = counted;
         let gz = flate2::bufread::GzDecoder::new(&mut compressed);
-        let limited = LimitedReader::new(gz, self.limits.max_total_size, "the decompressed patch");
+        let guarded = ExpansionGuard::new(gz, compressed_bytes, &self.limits);
+        let limited = LimitedReader::new(
+            guarded,
+            self.limits.max_total_size,
+            "the decompressed patch",
+        );
         let mut outer = TarStream::new(limited, "the patch archive", &self.limits);
 
         let mut raw = RawPatch::default();

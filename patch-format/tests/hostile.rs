@@ -138,6 +138,49 @@ fn gzip_bombs_hit_the_limit() {
     assert!(matches!(err, FormatError::LimitExceeded(_)), "{err}");
 }
 
+/// The probe from the issue: a small upload whose `software.tar` declares 4 GiB of zeros.
+/// With the default limits it is refused once the decompressed bytes pass
+/// `expansion_allowance + max_expansion_ratio × compressed bytes read` (64 MiB + 50 × the
+/// input), long before the declared size, whatever the member sizes allow.
+#[test]
+fn a_small_upload_declaring_gigabytes_is_refused_within_the_expansion_allowance() {
+    let mut header = tar::Header::new_gnu();
+    header.set_path("software.tar").unwrap();
+    header.set_size(4 << 30);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(header.as_bytes()).unwrap();
+    // Only the first 256 MiB are made: the reader must stop well before their end.
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 4 << 20, "{}", bomb.len());
+
+    let ring = keyring();
+    let err = PatchReader::new(&ring).read(&bomb[..]).unwrap_err();
+    assert!(matches!(err, FormatError::LimitExceeded(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("decompression bomb"), "{text}");
+    let decompressed: u64 = text
+        .split(" bytes from ")
+        .next()
+        .and_then(|t| t.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {text}"));
+    let limits = Limits::default();
+    assert!(
+        decompressed
+            <= limits.expansion_allowance
+                + limits.max_expansion_ratio * bomb.len() as u64
+                + (1 << 20),
+        "{decompressed} bytes decompressed from {}",
+        bomb.len()
+    );
+}
+
 /// A raw tar member with any name and type (the `tar` crate refuses to write some of these).
 fn raw_member(name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>) -> Vec<u8> {
     let mut header = tar::Header::new_gnu();

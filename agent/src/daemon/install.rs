@@ -73,14 +73,12 @@ impl Agent {
     ) -> Result<bool, (InstallState, String)> {
         let failed = |m: String| (InstallState::InstallFailed, m);
         let release = &self.config.release;
-        let feed_path = format!("feed/rel-{release}/index.json");
         let feed: RepoIndex = self
-            .retrying(&feed_path, || self.fetch_json(&feed_path))
+            .retrying("the feed index", || self.fetch_index("feed"))
             .await
             .map_err(failed)?;
-        let repo_path = format!("repo/rel-{release}/index.json");
         let repo: RepoIndex = self
-            .retrying(&repo_path, || self.fetch_json(&repo_path))
+            .retrying("the repo index", || self.fetch_index("repo"))
             .await
             .map_err(failed)?;
         let installed = self

@@ -9,7 +9,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Agent, subfunctions};
+use super::{Agent, PINNED_REPO_KEY, subfunctions};
+
+/// The largest report reply or order read (both are a few hundred bytes).
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+/// The most of an error answer's text read.
+const MAX_ERROR_BYTES: u64 = 8 << 10;
 
 /// How long an install keeps retrying a fetch that failed for a reason that may pass.
 pub const FETCH_RETRY: Duration = Duration::from_secs(120);
@@ -103,7 +108,11 @@ impl Agent {
             return Ok(response);
         }
         let url = response.url().to_string();
-        let body = response.text().await.unwrap_or_default();
+        // An error's text is for a message: its first few KiB are enough.
+        let body = read_bounded(response, MAX_ERROR_BYTES, "error")
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         Err(ControllerError::Status {
             url,
             status: status.as_u16(),
@@ -188,7 +197,9 @@ impl Agent {
                     .body(body.clone())
             })
             .await?;
-        let bytes = response.bytes().await.map_err(|e| bad(e.to_string()))?;
+        let bytes = read_bounded(response, MAX_REPLY_BYTES, "report reply")
+            .await
+            .map_err(|e| bad(e.into()))?;
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad reply: {e}")))
     }
 
@@ -215,7 +226,9 @@ impl Agent {
             what: "order".into(),
             reason,
         };
-        let bytes = response.bytes().await.map_err(|e| bad(e.to_string()))?;
+        let bytes = read_bounded(response, MAX_REPLY_BYTES, "order")
+            .await
+            .map_err(|e| bad(e.into()))?;
         let delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if delivery.order == AgentOrder::None {
             return Ok(AgentOrder::None);
@@ -233,15 +246,73 @@ impl Agent {
         Ok(delivery.order)
     }
 
-    pub(super) async fn fetch_json<T: for<'de> Deserialize<'de>>(
+    /// The `area` index of this host's release, accepted only in an envelope signed by the
+    /// pinned controller key, unexpired and not older than the last one accepted.
+    pub(super) async fn fetch_index<T: for<'de> Deserialize<'de>>(
         &self,
-        path: &str,
+        area: &str,
     ) -> Result<T, Fetch> {
+        let release = self.config.release.clone();
+        let what = format!("the {area} index");
         let response = self
-            .send(|http, base| http.get(format!("{base}/agent/v1/{path}")))
+            .send(|http, base| http.get(format!("{base}/agent/v1/index/{area}/{release}")))
             .await?;
-        let bytes = read_bounded(response, MAX_INDEX_BYTES, path).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Fetch::Fail(format!("{path}: {e}")))
+        let signature = response
+            .headers()
+            .get(repo_sign::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = read_bounded(response, MAX_INDEX_BYTES, &what).await?;
+        let verifier = self.repo_verifier().await?;
+        let last = self.state.lock().await.index_serials.last(area, &release);
+        let accepted = verifier
+            .check(
+                &bytes,
+                signature.as_deref(),
+                area,
+                &release,
+                repo_sign::now_ms(),
+                last,
+            )
+            .map_err(|e| Fetch::Fail(format!("{what}: {e}")))?;
+        let index = serde_json::from_str(accepted.index.get())
+            .map_err(|e| Fetch::Fail(format!("{what}: {e}")))?;
+        let mut state = self.state.lock().await;
+        state.index_serials.accept(area, &release, accepted.serial);
+        self.save(&state);
+        Ok(index)
+    }
+
+    /// The verifier of repository indexes: the key given with `--repo-key`, else the one
+    /// pinned in the state directory, else the controller's, fetched once over the verified
+    /// channel and pinned from then on.
+    async fn repo_verifier(&self) -> Result<repo_sign::Verifier, Fetch> {
+        let mut pinned = self.repo_key.lock().await;
+        if let Some(verifier) = pinned.as_ref() {
+            return Ok(verifier.clone());
+        }
+        let file = self.config.state_dir.join(PINNED_REPO_KEY);
+        let key = if file.exists() {
+            repo_sign::PublicKey::load(&file).map_err(|e| Fetch::Fail(e.to_string()))?
+        } else {
+            let response = self
+                .send(|http, base| http.get(format!("{base}/agent/v1/repo-key")))
+                .await?;
+            let pem = read_bounded(response, 64 << 10, "the repository key").await?;
+            let key = repo_sign::PublicKey::from_pem(&String::from_utf8_lossy(&pem))
+                .map_err(|e| Fetch::Fail(format!("the controller's repository key: {e}")))?;
+            durable_fs::write(&file, key.to_pem().as_bytes())
+                .map_err(|e| Fetch::Fail(e.to_string()))?;
+            tracing::warn!(
+                "pinned the controller's repository key {} on first contact ({}); give --repo-key to pin it from a trusted copy instead",
+                key.id(),
+                file.display()
+            );
+            key
+        };
+        let verifier = repo_sign::Verifier::new(key);
+        *pinned = Some(verifier.clone());
+        Ok(verifier)
     }
 
     /// Downloads to `file`, checking size and SHA-256 as the bytes arrive.

@@ -55,6 +55,11 @@ pub struct AgentConfig {
     /// Trusted RPM signing keys (`*.asc`): when set, every RPM must verify before an install
     /// touches the root.
     pub rpm_keyring: Option<PathBuf>,
+    /// The CA bundle (PEM) an `https://` controller's certificate must chain to (none: the
+    /// system's trust store).
+    pub ca_bundle: Option<PathBuf>,
+    /// The controller's repository signing key (PEM) to pin (none: pinned on first contact).
+    pub repo_key: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -86,8 +91,25 @@ impl AgentConfig {
             use_rpm_tool: false,
             workload_hook: None,
             rpm_keyring: None,
+            ca_bundle: None,
+            repo_key: None,
         }
     }
+}
+
+/// The agent's HTTP client, verifying an `https://` controller against the CA bundle.
+fn http_builder(config: &AgentConfig) -> Result<reqwest::ClientBuilder, AgentError> {
+    let builder = reqwest::Client::builder();
+    let Some(bundle) = &config.ca_bundle else {
+        return Ok(builder);
+    };
+    let tls = tls::Trust::CaBundle(bundle.clone())
+        .client_config()
+        .map_err(|e| AgentError::State {
+            path: bundle.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(builder.tls_backend_preconfigured(tls))
 }
 
 impl AgentConfig {
@@ -126,6 +148,9 @@ struct AgentState {
     #[serde(default)]
     received: u64,
     rejected_at: Option<u64>,
+    /// The serial of the last signed index accepted, per index: an older one is a replay.
+    #[serde(default)]
+    index_serials: repo_sign::Serials,
 }
 
 /// The agent.
@@ -140,7 +165,12 @@ pub struct Agent {
     workloads: Mutex<Vec<host_state::protocol::Workload>>,
     /// Keys every RPM must be signed by (none: signatures are not checked).
     rpm_keyring: Option<patch_format::RpmKeyring>,
+    /// The controller key repository indexes must be signed by, once known.
+    repo_key: Mutex<Option<repo_sign::Verifier>>,
 }
+
+/// Where the agent keeps the repository key it pinned on first contact.
+pub(crate) const PINNED_REPO_KEY: &str = "repo-key.pem";
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -243,10 +273,20 @@ impl Agent {
                 Some(keyring)
             }
         };
+        let repo_key = match &config.repo_key {
+            Some(path) => Some(repo_sign::Verifier::new(
+                repo_sign::PublicKey::load(path).map_err(|e| AgentError::State {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
         let agent = Agent {
+            repo_key: Mutex::new(repo_key),
             rpm_keyring,
             instance: new_boot_id()?,
-            http: reqwest::Client::builder()
+            http: http_builder(&config)?
                 .connect_timeout(Duration::from_secs(5))
                 // A standby controller answers 307 towards the active one: the agent moves
                 // to the next controller URL itself rather than follow it request by request.

@@ -76,7 +76,11 @@ enum Command {
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     crate::run(|| {
         let args = Args::parse_from(args);
-        let client = VimClient::new(&args.connection.url, args.connection.token.clone())?;
+        let client = VimClient::new(
+            &args.connection.url,
+            args.connection.token.clone(),
+            args.connection.tls.trust().as_ref(),
+        )?;
         let json_out = args.connection.format == OutputFormat::Json;
         match args.command {
             Command::List { uuid } => {

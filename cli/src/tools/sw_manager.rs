@@ -135,7 +135,11 @@ const STRATEGY: &str = "/api/orchestration/sw-patch/strategy";
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     crate::run(|| {
         let args = Args::parse_from(args);
-        let client = VimClient::new(&args.connection.url, args.connection.token.clone())?;
+        let client = VimClient::new(
+            &args.connection.url,
+            args.connection.token.clone(),
+            args.connection.tls.trust().as_ref(),
+        )?;
         let Top::PatchStrategy(command) = args.command;
         let json_out = args.connection.format == OutputFormat::Json;
         let print = |strategy: &Value, opts: ShowOptions| {

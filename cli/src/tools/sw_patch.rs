@@ -189,7 +189,11 @@ enum Command {
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     run(|| {
         let args = Args::parse_from(args);
-        let client = ApiClient::new(&args.connection.url, args.connection.token.clone())?;
+        let client = ApiClient::new(
+            &args.connection.url,
+            args.connection.token.clone(),
+            args.connection.tls.trust().as_ref(),
+        )?;
         let json = args.connection.format == OutputFormat::Json;
         let failed = match args.command {
             Command::Upload { files } => {

@@ -67,6 +67,13 @@ struct Args {
     /// install touches the root
     #[arg(long, value_name = "DIR")]
     rpm_keyring: Option<PathBuf>,
+    /// CA bundle (PEM) an https:// controller's certificate must chain to
+    #[arg(long, env = "OS_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// The controller's repository signing key (PEM, the controller's
+    /// <state>/repo-signing/public.pem) to pin; without it the key is pinned on first contact
+    #[arg(long, value_name = "FILE")]
+    repo_key: Option<PathBuf>,
     /// Boot-time install: bring the host to its desired packages once, then exit
     #[arg(long)]
     install_local: bool,
@@ -93,6 +100,8 @@ struct FileConfig {
     script_timeout: Option<u64>,
     workload_hook: Option<String>,
     rpm_keyring: Option<PathBuf>,
+    cacert: Option<PathBuf>,
+    repo_key: Option<PathBuf>,
 }
 
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
@@ -183,6 +192,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             use_rpm_tool: installer == "rpm",
             workload_hook: args.workload_hook.clone().or(file.workload_hook.clone()),
             rpm_keyring: args.rpm_keyring.clone().or(file.rpm_keyring.clone()),
+            ca_bundle: args.cacert.clone().or(file.cacert.clone()),
+            repo_key: args.repo_key.clone().or(file.repo_key.clone()),
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         if !args.install_local {

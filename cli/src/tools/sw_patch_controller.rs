@@ -10,8 +10,14 @@ use controller::{Controller, ControllerConfig};
 /// The stx-patch controller: keeps the patch store and the software repository, and serves
 /// the patching REST API.
 #[derive(Parser, Debug)]
-#[command(name = "sw-patch-controller", version)]
+#[command(
+    name = "sw-patch-controller",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file; flags override its values
     #[arg(long, env = "STX_PATCH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -86,9 +92,36 @@ struct Args {
     /// Directory of trusted RPM signing keys (*.asc OpenPGP public keys)
     #[arg(long, value_name = "DIR")]
     rpm_keyring: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for every listener but the loopback plain API; reloaded
+    /// on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) the peer controller's certificate must chain to
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Serve non-loopback listeners over plain HTTP (tokens cross the network in clear)
+    #[arg(long)]
+    insecure_plain_http: bool,
     /// Print the bound addresses as JSON on stdout once listening (for scripts and tests)
     #[arg(long)]
     print_addresses: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Create a development CA and a server certificate signed by it in DIR (ca.pem,
+    /// ca-key.pem, server.pem, server-key.pem); never overwrites existing files
+    TlsInit {
+        /// Directory to create the files in
+        dir: PathBuf,
+        /// Extra DNS name or IP address the server certificate is valid for (repeatable;
+        /// localhost, 127.0.0.1 and ::1 are always included)
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
 }
 
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
@@ -96,6 +129,17 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     crate::init_logging();
     crate::run(|| {
         let args = Args::parse_from(args);
+        if let Some(Command::TlsInit { dir, names }) = &args.command {
+            let ca = tls::dev_ca::create(dir, names)?;
+            println!(
+                "Development CA created (for labs and tests; bring your own CA in production):\n  CA certificate (clients' --os-cacert / OS_CACERT, agents' --cacert): {}\n  server certificate (--tls-cert): {}\n  server key (--tls-key): {}\n  CA key (keep private): {}",
+                ca.ca_cert.display(),
+                ca.server_cert.display(),
+                ca.server_key.display(),
+                ca.ca_key.display()
+            );
+            return Ok(());
+        }
         let config = config_from(args.config.as_deref(), &args)?;
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(async {
@@ -113,7 +157,20 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     })
                 );
             }
-            crate::shutdown_signal().await;
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP")?;
+            let stop = crate::shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = hangup.recv() => match controller.reload_tls() {
+                        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Ok(false) => tracing::info!("SIGHUP: no TLS certificate configured"),
+                        Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the previous one stays: {e}"),
+                    },
+                }
+            }
             tracing::info!("shutting down");
             controller.stop().await;
             Ok(())
@@ -223,6 +280,18 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if let Some(v) = &args.rpm_keyring {
         config.rpm_keyring = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_cert {
+        config.tls_cert = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_key {
+        config.tls_key = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_ca {
+        config.tls_ca = Some(v.clone());
+    }
+    if args.insecure_plain_http {
+        config.insecure_plain_http = true;
     }
     Ok(config)
 }

@@ -58,7 +58,11 @@ enum Command {
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     run(|| {
         let args = Args::parse_from(args);
-        let client = ApiClient::new(&args.connection.url, args.connection.token)?;
+        let client = ApiClient::new(
+            &args.connection.url,
+            args.connection.token,
+            args.connection.tls.trust().as_ref(),
+        )?;
         let json = args.connection.format == OutputFormat::Json;
         let outcome = |value: Value| -> anyhow::Result<()> {
             if json {

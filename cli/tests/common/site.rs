@@ -19,6 +19,9 @@ pub struct Site {
     pub web_url: Option<String>,
     pub agents: Vec<Child>,
     pub key: PrivateKey,
+    /// The site's development CA: every listener but the plain API serves TLS with a
+    /// certificate it signed, and every client is given it.
+    pub ca: tls::dev_ca::DevCa,
     controller_args: Vec<String>,
 }
 
@@ -37,6 +40,10 @@ fn controller_command(d: &Path, listen: [&str; 3], extra: &[String]) -> Command 
         .args(["--vim-listen", listen[2]])
         .arg("--agent-token-file")
         .arg(d.join("agent-token"))
+        .arg("--tls-cert")
+        .arg(d.join("tls/server.pem"))
+        .arg("--tls-key")
+        .arg(d.join("tls/server-key.pem"))
         .args(extra)
         .env("STX_PATCH_LOG", "warn")
         .stdout(Stdio::piped());
@@ -79,6 +86,7 @@ impl Site {
         )
         .unwrap();
         std::fs::write(d.join("agent-token"), "agent-secret\n").unwrap();
+        let ca = tls::dev_ca::create(&d.join("tls"), &[]).unwrap();
         TestRpm::new("sysinv", "1.0", "230")
             .file("/usr/lib/sysinv/api.py", "VERSION = 230\n")
             .build(&d.join("feed"));
@@ -90,9 +98,10 @@ impl Site {
         ));
         let site = Site {
             url: format!("http://{}", addrs["api"].as_str().unwrap()),
-            agent_url: format!("http://{}", addrs["agent_api"].as_str().unwrap()),
-            vim_url: format!("http://{}", addrs["vim_api"].as_str().unwrap()),
-            web_url: addrs["web"].as_str().map(|a| format!("http://{a}")),
+            agent_url: format!("https://{}", addrs["agent_api"].as_str().unwrap()),
+            vim_url: format!("https://{}", addrs["vim_api"].as_str().unwrap()),
+            web_url: addrs["web"].as_str().map(|a| format!("https://{a}")),
+            ca,
             dir,
             controller,
             agents: Vec::new(),
@@ -112,7 +121,11 @@ impl Site {
     pub fn restart_controller(&mut self) {
         let _ = self.controller.kill();
         let _ = self.controller.wait();
-        let strip = |u: &str| u.trim_start_matches("http://").to_owned();
+        let strip = |u: &str| {
+            u.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_owned()
+        };
         let listen = [
             strip(&self.url),
             strip(&self.agent_url),
@@ -135,13 +148,25 @@ impl Site {
     }
 
     pub fn agent_command(&self, host: &str, personality: &str) -> Command {
-        super::agent_command(
+        let mut cmd = super::agent_command(
             &self.agent_url,
             &self.path("agent-token"),
             &self.root(host),
             host,
             personality,
-        )
+        );
+        cmd.env("OS_CACERT", &self.ca.ca_cert);
+        cmd
+    }
+
+    /// An HTTP client that trusts the site's CA.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let trust = tls::Trust::CaBundle(self.ca.ca_cert.clone());
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(trust.client_config().unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
     }
 
     pub fn start_agent(&mut self, host: &str, personality: &str) {
@@ -174,6 +199,7 @@ impl Site {
         };
         Command::new(path)
             .args(["--url", url])
+            .env("OS_CACERT", &self.ca.ca_cert)
             .args(args)
             .output()
             .unwrap()

@@ -186,6 +186,8 @@ pub(crate) struct HaConfig {
     pub(crate) peer: String,
     pub(crate) token: String,
     pub(crate) initial_active: String,
+    /// The CA bundle an `https://` peer's certificate must chain to.
+    pub(crate) ca_bundle: Option<std::path::PathBuf>,
 }
 
 impl Ha {
@@ -210,7 +212,14 @@ impl Ha {
             }
             Err(e) => return Err(format!("{}: {e}", state_path.display())),
         };
-        let http = reqwest::blocking::Client::builder()
+        let mut http = reqwest::blocking::Client::builder();
+        if let Some(bundle) = &config.ca_bundle {
+            let tls = tls::Trust::CaBundle(bundle.clone())
+                .client_config()
+                .map_err(|e| format!("the peer's CA bundle: {e}"))?;
+            http = http.tls_backend_preconfigured(tls);
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(600))
             .build()

@@ -20,6 +20,45 @@ pub(crate) enum FileArea {
     Repo,
 }
 
+impl FileArea {
+    /// The tree's directory name, as the envelope names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FileArea::Feed => "feed",
+            FileArea::Repo => "repo",
+        }
+    }
+}
+
+/// The largest index served (thousands of packages take a few MiB).
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// An index file as text, bounded, and its version (modification time in ms: every index is
+/// written anew by rename, so a later index has a later time); one that is missing or not
+/// JSON is an error, never an empty index (agents would remove every package).
+fn read_index(path: &Path) -> Result<(String, u64), ServiceError> {
+    use std::io::Read;
+    let failed = |reason: String| ServiceError::Index(format!("{}: {reason}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| failed(e.to_string()))?;
+    let serial = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .map_err(|e| failed(e.to_string()))?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut text = String::new();
+    file.take(MAX_INDEX_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| failed(e.to_string()))?;
+    if text.len() as u64 > MAX_INDEX_BYTES {
+        return Err(failed(format!("larger than {MAX_INDEX_BYTES} bytes")));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| failed(format!("not JSON: {e}")))?;
+    Ok((text, serial))
+}
+
 impl Service {
     /// Takes a host's report: what it reports is what the controller knows of it.
     pub(crate) async fn report(&self, report: HostReport) -> Result<ReportReply, ServiceError> {
@@ -75,16 +114,45 @@ impl Service {
         }
     }
 
+    /// The `area` index of `release`, in an envelope signed with the controller's key: the
+    /// body and its signature header. Agents install only from indexes that verify.
+    pub(crate) async fn signed_index(
+        &self,
+        area: FileArea,
+        release: &str,
+    ) -> Result<(Vec<u8>, String), ServiceError> {
+        self.must_be_active()?;
+        patch_format::validate_patch_id(release)
+            .map_err(|e| ServiceError::Index(format!("release: {e}")))?;
+        let path = self
+            .agent_file(area, &format!("rel-{release}/index.json"))
+            .ok_or_else(|| ServiceError::Index("bad release".into()))?;
+        let signer = self.app.repo_signer.clone();
+        let validity = self.config().repo_index_validity_secs.saturating_mul(1000);
+        let (name, release) = (area.name(), release.to_owned());
+        blocking(move || {
+            let (index, serial) = read_index(&path)?;
+            repo_sign::Envelope::seal(&signer, (name, &release), &index, serial, validity)
+                .map_err(|e| ServiceError::Index(e.to_string()))
+        })
+        .await
+    }
+
+    /// The public key agents pin (PEM).
+    pub(crate) fn repo_key(&self) -> Result<String, ServiceError> {
+        self.app
+            .repo_signer
+            .public_key()
+            .map(|k| k.to_pem())
+            .map_err(|e| ServiceError::Index(e.to_string()))
+    }
+
     /// Where a file an agent asks for lives; only plain relative paths are accepted.
     pub(crate) fn agent_file(&self, area: FileArea, path: &str) -> Option<PathBuf> {
         let rel = Path::new(path);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return None;
         }
-        let dir = match area {
-            FileArea::Feed => "feed",
-            FileArea::Repo => "repo",
-        };
-        Some(self.config().state_dir.join(dir).join(rel))
+        Some(self.config().state_dir.join(area.name()).join(rel))
     }
 }

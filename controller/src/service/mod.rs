@@ -66,6 +66,9 @@ pub(crate) enum ServiceError {
     /// A worker task died.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The repository index could not be signed or read.
+    #[error("repository index: {0}")]
+    Index(String),
 }
 
 impl ServiceError {
@@ -151,11 +154,30 @@ impl Service {
     }
 }
 
-/// Runs blocking work (store and registry locks, file I/O) off the async threads.
+/// Runs blocking work (store and registry locks, file I/O) off the async threads. Work whose
+/// caller has gone (the client hung up, so the request's future was dropped) before a thread
+/// picked it up is not started: an operator who gave up on an `apply` must not see it carried
+/// out minutes later.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Task(e.to_string()))?
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Abandon(Arc<AtomicBool>);
+    impl Drop for Abandon {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let wanted = Arc::new(AtomicBool::new(true));
+    let _abandon_if_dropped = Abandon(wanted.clone());
+    tokio::task::spawn_blocking(move || {
+        if !wanted.load(Ordering::Acquire) {
+            return Err(ServiceError::Task(
+                "the caller went away before the operation started; it was not carried out".into(),
+            ));
+        }
+        f()
+    })
+    .await
+    .map_err(|e| ServiceError::Task(e.to_string()))?
 }

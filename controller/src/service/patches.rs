@@ -353,18 +353,31 @@ impl Service {
                 "File must end in .patch extension: {base}"
             )));
         }
+        let Ok(_slot) = app.upload_slots.clone().try_acquire_owned() else {
+            drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
+            return Err(StoreError::Refused(format!(
+                "{} uploads are in progress (max_concurrent_uploads); try again when one has finished",
+                app.config.max_concurrent_uploads
+            )));
+        };
         let max = app.config.max_upload_bytes;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(32);
         let verifier = app.verifier.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            verifier.verify(
-                ChannelReader {
-                    rx,
-                    current: axum::body::Bytes::new(),
-                },
-                &name,
-            )
-        });
+        // A thread of its own, not the shared blocking pool: the verifier waits on the
+        // client's pace, and slow clients must not starve the store, reports and queries.
+        let (done, reader) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("upload".into())
+            .spawn(move || {
+                let _ = done.send(verifier.verify(
+                    ChannelReader {
+                        rx,
+                        current: axum::body::Bytes::new(),
+                    },
+                    &name,
+                ));
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the upload thread: {e}")))?;
         let mut received = 0u64;
         let mut too_big = false;
         while let Some(chunk) = stream.next().await {

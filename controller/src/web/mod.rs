@@ -48,7 +48,9 @@ type Shared = State<Arc<Web>>;
 /// Largest form body (everything but uploads).
 const MAX_FORM: usize = 64 * 1024;
 
-pub(crate) fn router(service: Service, tokens: Secrets) -> Router {
+/// The dashboard; `over_tls` marks its cookies `Secure` (a browser then never sends them
+/// over plain HTTP) and asks browsers to keep to HTTPS.
+pub(crate) fn router(service: Service, tokens: Secrets, over_tls: bool) -> Router {
     let idle = std::time::Duration::from_secs(service.config().web_session_idle_minutes * 60);
     let web = Arc::new(Web {
         service,
@@ -86,11 +88,36 @@ pub(crate) fn router(service: Service, tokens: Secrets) -> Router {
     let uploads = Router::new()
         .route("/patches/upload", post(patches::upload))
         .layer(DefaultBodyLimit::disable());
-    forms
+    let router = forms
         .merge(uploads)
         .fallback(not_found)
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(web)
+        .layer(axum::middleware::map_response(security_headers));
+    let router = if over_tls {
+        router.layer(axum::middleware::map_response(secure_cookies))
+    } else {
+        router
+    };
+    router.with_state(web)
+}
+
+/// Over TLS: every cookie `Secure`, and HSTS.
+async fn secure_cookies(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| HeaderValue::from_str(&format!("{v}; Secure")).ok())
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    response
 }
 
 /// Headers on every answer: no framing, no sniffing, scripts and styles only from here, no

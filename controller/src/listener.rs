@@ -1,0 +1,207 @@
+//! Serving a router on a TCP listener with the limits every listener has: an optional TLS
+//! layer (the certificate reloadable), a cap on open connections, a time limit on the TLS
+//! handshake and on each request head (which is also how long an idle keep-alive connection
+//! stays open), and a minimum pace for request bodies. Without these, idle or dripping
+//! connections could hold every file descriptor or worker until the daemon stops serving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+use crate::config::ListenerLimits;
+
+/// A router and how it is served.
+pub(crate) struct Serving {
+    pub(crate) router: axum::Router,
+    pub(crate) tls: Option<Arc<tls::ServerTls>>,
+    pub(crate) limits: ListenerLimits,
+}
+
+/// Accepts connections until `shutdown`, then lets open requests finish (for at most the
+/// head timeout).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    serving: Serving,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Serving {
+        router,
+        tls,
+        limits,
+    } = serving;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        BodyPace::from(&limits),
+        pace_bodies,
+    ));
+    let mut last_full_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or memory: wait instead of spinning; open connections
+                // close at their timeouts and free some.
+                tracing::warn!("accept error: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // At the cap: closed at once, so the kernel's queue does not fill with clients
+            // that would wait for nothing.
+            if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    "{} connections open (max_connections); refusing {peer} and others",
+                    limits.max_connections
+                );
+                last_full_warning = Some(Instant::now());
+            }
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let watcher = graceful.watcher();
+        let head_timeout = limits.head_timeout();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service =
+                router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                });
+            let service = TowerToHyperService::new(service);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .keep_alive(true);
+            match acceptor {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(head_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!("TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(tcp), service);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(limits.head_timeout(), graceful.shutdown()).await;
+}
+
+/// The pace a request body must keep.
+#[derive(Clone, Copy, Debug)]
+struct BodyPace {
+    /// Longest wait for the next chunk.
+    idle: Duration,
+    /// Bytes per second on average, enforced once `idle` has passed since the body began.
+    min_rate: u64,
+}
+
+impl From<&ListenerLimits> for BodyPace {
+    fn from(limits: &ListenerLimits) -> Self {
+        BodyPace {
+            idle: Duration::from_secs(limits.body_idle_timeout_secs),
+            min_rate: limits.body_min_bytes_per_sec,
+        }
+    }
+}
+
+/// Wraps every request body so a client that stalls, or drips slower than the pace, gets
+/// an error from the body (and the handler's refusal) instead of holding its worker.
+async fn pace_bodies(
+    axum::extract::State(pace): axum::extract::State<BodyPace>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let paced = Body::from_stream(paced(body, pace));
+    next.run(axum::extract::Request::from_parts(parts, paced))
+        .await
+}
+
+fn paced(
+    body: Body,
+    pace: BodyPace,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Send {
+    let started = Instant::now();
+    futures_util::stream::unfold(
+        (body.into_data_stream(), 0u64, false),
+        move |(mut stream, received, done)| async move {
+            if done {
+                return None;
+            }
+            let failed =
+                |message: String| std::io::Error::new(std::io::ErrorKind::TimedOut, message);
+            match tokio::time::timeout(pace.idle, stream.next()).await {
+                Err(_) => Some((
+                    Err(failed(format!(
+                        "the request body stalled for {} s",
+                        pace.idle.as_secs()
+                    ))),
+                    (stream, received, true),
+                )),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), (stream, received, true))),
+                Ok(Some(Ok(chunk))) => {
+                    let received = received + chunk.len() as u64;
+                    let elapsed = started.elapsed();
+                    if elapsed > pace.idle
+                        && received < pace.min_rate.saturating_mul(elapsed.as_secs())
+                    {
+                        return Some((
+                            Err(failed(format!(
+                                "the request body arrives slower than {} bytes/s",
+                                pace.min_rate
+                            ))),
+                            (stream, received, true),
+                        ));
+                    }
+                    Some((Ok(chunk), (stream, received, false)))
+                }
+            }
+        },
+    )
+}
+
+/// Lets the daemon hold as many connections as the system allows: the soft limit on open
+/// files (often 1,024) is raised to the hard one, so the connection caps, not the
+/// descriptor limit, decide when connections are refused.
+pub(crate) fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+        }
+    }
+}

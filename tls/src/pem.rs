@@ -1,0 +1,62 @@
+//! Reading PEM files, bounded: certificates and keys are small, so a file that is not is
+//! refused before it is read whole.
+
+use std::io::Read;
+use std::path::Path;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::TlsError;
+
+/// Larger than any certificate bundle or key file stx-patch reads.
+const PEM_LIMIT: u64 = 4 << 20;
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let failed = |source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Vec::new();
+    file.take(PEM_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > PEM_LIMIT {
+        return Err(TlsError::TooLarge {
+            path: path.to_owned(),
+            limit: PEM_LIMIT,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Every certificate in a PEM file, in order (a chain: leaf first).
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            what: "certificate",
+            detail: format!(": {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "certificate",
+            detail: String::new(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: "private key",
+        detail: format!(": {e}"),
+    })
+}
