@@ -14,9 +14,12 @@ pub enum VimError {
     /// 409.
     #[error("Operation failed: conflict detected. {0}")]
     Conflict(String),
-    /// 401 / 403.
+    /// 401: no valid token (the original's words).
     #[error("Authorization failed")]
     Authorization,
+    /// 403: a valid token that may not do this (a reader's), with the server's reason.
+    #[error("Authorization failed: {0}")]
+    Forbidden(String),
     /// Any other failed status, with the server's fault string.
     #[error("HTTP error: {status}: {message}")]
     Http {
@@ -103,7 +106,8 @@ impl VimClient {
         Err(match status.as_u16() {
             404 => VimError::NotFound(message),
             409 => VimError::Conflict(message),
-            401 | 403 => VimError::Authorization,
+            401 => VimError::Authorization,
+            403 => VimError::Forbidden(message),
             code => VimError::Http {
                 status: code,
                 message,

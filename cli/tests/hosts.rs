@@ -458,6 +458,7 @@ fn a_host_that_stops_reporting_goes_offline() {
 fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
     let mut site = Site::new();
     let http = site.http();
+    let credential = site.enrol("compute-0");
     let report = serde_json::json!({
         "hostname": "compute-0", "ip": "127.0.0.1", "personality": "Worker",
         "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",
@@ -467,7 +468,7 @@ fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
     });
     let reported = http
         .post(format!("{}/agent/v1/report", site.agent_url))
-        .bearer_auth("agent-secret")
+        .bearer_auth(&credential)
         .json(&report)
         .send()
         .unwrap();
@@ -478,7 +479,7 @@ fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
             "{}/agent/v1/orders?hostname=compute-0&wait=1&received={received}",
             site.agent_url
         ))
-        .bearer_auth("agent-secret")
+        .bearer_auth(&credential)
         .send()
         .unwrap()
         .json()

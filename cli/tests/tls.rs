@@ -407,3 +407,51 @@ fn idle_and_dripping_connections_are_closed_while_operators_are_served() {
         "{answer}"
     );
 }
+
+#[test]
+fn token_guessing_from_one_source_is_throttled_even_in_parallel() {
+    let daemon = Daemon::start("[connections]\nmax_failed_auth_per_minute = 5\n");
+    let ca = tls::Trust::CaBundle(daemon.ca.ca_cert.clone());
+    let http = reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(ca.client_config().unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{}/v1/query", daemon.addr("auth_api"));
+    // Five waves of ten guesses at once: once five have failed, the source gets nothing but
+    // 429 (a wave already in flight may still be looked at).
+    let mut statuses: Vec<u16> = Vec::new();
+    for wave in 0..5 {
+        statuses.extend(std::thread::scope(|s| {
+            let handles: Vec<_> = (0..10)
+                .map(|i| {
+                    let (http, url) = (&http, &url);
+                    s.spawn(move || {
+                        http.get(url)
+                            .header("X-Auth-Token", format!("guess-{wave}-{i}"))
+                            .send()
+                            .unwrap()
+                            .status()
+                            .as_u16()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<u16>>()
+        }));
+    }
+    let looked_at = statuses.iter().filter(|s| **s == 401).count();
+    let refused_unseen = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        looked_at <= 15 && refused_unseen >= 35 && looked_at + refused_unseen == 50,
+        "{statuses:?}"
+    );
+    // Blocked for the rest of the minute, even with the right token.
+    let blocked = http.get(&url).header("X-Auth-Token", TOKEN).send().unwrap();
+    assert_eq!(blocked.status().as_u16(), 429);
+    assert!(blocked.headers().contains_key("retry-after"));
+    // The loopback plain API has no tokens to guess, and is not affected.
+    let out = daemon.sw_patch(&format!("http://{}", daemon.addr("api")), &["query"]);
+    assert!(out.status.success());
+}

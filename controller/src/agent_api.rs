@@ -1,5 +1,7 @@
-//! The agent endpoint: reports, long-polled orders, and the repositories' files. Every call
-//! needs `Authorization: Bearer <agent token>`.
+//! The agent endpoint: enrolment, reports, long-polled orders, the signed indexes and the
+//! repositories' files. A host enrols once with the shared enrolment token
+//! (`Authorization: Bearer <agent token>`) and gets a credential of its own; every other call
+//! needs that credential, and a credential acts only for its own host.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ struct AgentApi {
 
 pub(crate) fn router(service: Service, token: String) -> Router {
     Router::new()
+        .route("/agent/v1/enrol", post(enrol))
         .route("/agent/v1/report", post(report))
         .route("/agent/v1/orders", get(orders))
         .route("/agent/v1/index/{area}/{release}", get(signed_index))
@@ -36,16 +39,85 @@ pub(crate) fn router(service: Service, token: String) -> Router {
         })
 }
 
+/// The enrolled host whose credential the request carries.
+fn host_of(api: &AgentApi, headers: &HeaderMap) -> Option<String> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    api.service.host_of(presented)
+}
+
 fn authorized(api: &AgentApi, headers: &HeaderMap) -> bool {
-    api.token.accepts_bearer(headers)
+    host_of(api, headers).is_some()
 }
 
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        "Error message: a valid agent token is required\n",
+        "Error message: a valid host credential is required (a host enrols once with the agent token, then uses its own credential)\n",
     )
         .into_response()
+}
+
+/// A host's credential used for another host.
+fn not_yours(own: &str, claimed: &str) -> Response {
+    tracing::warn!(target: "audit", "host {own}'s credential refused for {}", crate::http::log_text(claimed));
+    (
+        StatusCode::FORBIDDEN,
+        format!(
+            "Error message: this credential belongs to {own}; it cannot act for {}\n",
+            crate::http::log_text(claimed)
+        ),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct EnrolRequest {
+    hostname: String,
+}
+
+/// A host's first call: the enrolment token buys a credential of its own, once.
+async fn enrol(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !api.token.accepts_bearer(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "Error message: enrolment needs the agent token\n",
+        )
+            .into_response();
+    }
+    if let Some(r) = redirect(&api, &uri) {
+        return r;
+    }
+    let request: EnrolRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("Error message: bad enrolment: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    if patch_format::validate_patch_id(&request.hostname).is_err() {
+        return (StatusCode::BAD_REQUEST, "Error message: bad hostname\n").into_response();
+    }
+    match api.service.enrol(request.hostname, peer.to_string()).await {
+        Ok(credential) => {
+            axum::Json(serde_json::json!({ "credential": credential })).into_response()
+        }
+        Err(ServiceError::Credential(e @ crate::credentials::CredentialError::Enrolled(_))) => {
+            (StatusCode::CONFLICT, format!("Error message: {e}\n")).into_response()
+        }
+        Err(e) => refused(&api, &uri, e),
+    }
 }
 
 /// Hosts talk to the active controller of a pair: elsewhere, a redirect to it.
@@ -77,9 +149,9 @@ async fn report(
     uri: axum::http::Uri,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&api, &headers) {
+    let Some(own) = host_of(&api, &headers) else {
         return unauthorized();
-    }
+    };
     if let Some(r) = redirect(&api, &uri) {
         return r;
     }
@@ -95,6 +167,9 @@ async fn report(
     };
     if patch_format::validate_patch_id(&report.hostname).is_err() {
         return (StatusCode::BAD_REQUEST, "Error message: bad hostname\n").into_response();
+    }
+    if report.hostname != own {
+        return not_yours(&own, &report.hostname);
     }
     match api.service.report(report).await {
         Ok(reply) => axum::Json(reply).into_response(),
@@ -118,8 +193,11 @@ async fn orders(
     uri: axum::http::Uri,
     Query(q): Query<OrdersQuery>,
 ) -> Response {
-    if !authorized(&api, &headers) {
+    let Some(own) = host_of(&api, &headers) else {
         return unauthorized();
+    };
+    if q.hostname != own {
+        return not_yours(&own, &q.hostname);
     }
     if let Some(r) = redirect(&api, &uri) {
         return r;

@@ -20,7 +20,7 @@ use patch_store::{Outcome, RepoState};
 use serde_json::json;
 use std::sync::Arc;
 
-use crate::auth::Secrets;
+use crate::auth::Operators;
 use crate::http::{log_text, ok, parse_query};
 use crate::json;
 use crate::service::{RemoveOptions, Service, ServiceError, ShowFilter};
@@ -29,10 +29,10 @@ use crate::service::{RemoveOptions, Service, ServiceError, ShowFilter};
 struct Api {
     service: Service,
     /// `Some` on the authenticated listener.
-    tokens: Option<Arc<Secrets>>,
+    tokens: Option<Arc<Operators>>,
 }
 
-pub(crate) fn router(service: Service, tokens: Option<Arc<Secrets>>) -> Router {
+pub(crate) fn router(service: Service, tokens: Option<Arc<Operators>>) -> Router {
     Router::new()
         .route("/", any(banner))
         .route("/v1", any(banner))
@@ -127,18 +127,23 @@ async fn dispatch(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let user = match &api.tokens {
-        None => "local",
-        Some(tokens) => {
-            if !tokens.accepts_auth_token(&headers) {
+    let operator = match &api.tokens {
+        None => None,
+        Some(tokens) => match tokens.identify_auth_token(&headers) {
+            Some(operator) => Some(operator),
+            None => {
                 return http_error(
                     StatusCode::UNAUTHORIZED,
                     "authentication required: send a valid X-Auth-Token header",
                 );
             }
-            "admin"
-        }
+        },
     };
+    let user = operator
+        .as_ref()
+        .map_or("local", |o| o.name.as_str())
+        .to_owned();
+    let from = crate::http::peer(&request);
     let mut segments = rest.split('/').filter(|s| !s.is_empty()).map(str::to_owned);
     let Some(action) = segments.next() else {
         return not_found().await;
@@ -159,13 +164,17 @@ async fn dispatch(
         options,
     };
     let mutating = !is_read(&call.action);
-    if mutating {
-        tracing::info!(
-            target: "audit",
-            "User: {user} Action: {} {} {:?}",
-            log_text(&call.action),
-            log_text(&call.ids.join(" ")),
-            call.options
+    let action = format!(
+        "{} {} {:?}",
+        log_text(&call.action),
+        log_text(&call.ids.join(" ")),
+        call.options
+    );
+    if mutating && let Some(operator) = operator.as_ref().filter(|o| !o.may_mutate()) {
+        tracing::warn!(target: "audit", "User: {user} From: {from} Action: {action} Outcome: refused (reader)");
+        return http_error(
+            StatusCode::FORBIDDEN,
+            &crate::auth::reader_refusal(operator),
         );
     }
     // A forced swact is how a standby takes over from a dead active: it is not redirected.
@@ -177,7 +186,13 @@ async fn dispatch(
     {
         return refusal;
     }
-    perform(&api.service, call, headers, request).await
+    let response = perform(&api.service, call, headers, request).await;
+    if !mutating {
+        return response;
+    }
+    let (response, outcome) = crate::http::outcome(response).await;
+    tracing::info!(target: "audit", "User: {user} From: {from} Action: {action} Outcome: {}", log_text(&outcome));
+    response
 }
 
 /// Carries out one call.

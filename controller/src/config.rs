@@ -1,6 +1,5 @@
 //! Controller configuration: a TOML file whose every key is also a command-line flag.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -46,9 +45,12 @@ pub struct ControllerConfig {
     /// Authenticated patching API (requires `X-Auth-Token`), e.g. `0.0.0.0:5491`.
     #[serde(default)]
     pub auth_listen: Option<String>,
-    /// Tokens accepted on the authenticated API.
+    /// Admin tokens accepted on the authenticated API, the strategy API and the dashboard.
     #[serde(default)]
     pub auth_tokens: Vec<String>,
+    /// Reader tokens: they query and watch, and every change they ask for is refused.
+    #[serde(default)]
+    pub reader_tokens: Vec<String>,
     /// A file of accepted tokens, one per line (`#` comments allowed).
     #[serde(default)]
     pub auth_tokens_file: Option<PathBuf>,
@@ -166,6 +168,9 @@ pub struct ListenerLimits {
     /// The average pace a request body must keep once `body_idle_timeout_secs` have passed,
     /// in bytes per second (a drip slower than this is cut off).
     pub body_min_bytes_per_sec: u64,
+    /// Failed authentications a source address may make in a minute; beyond it, its
+    /// requests are refused (429) until the minute is over.
+    pub max_failed_auth_per_minute: u32,
 }
 
 impl Default for ListenerLimits {
@@ -175,6 +180,7 @@ impl Default for ListenerLimits {
             head_timeout_secs: 20,
             body_idle_timeout_secs: 30,
             body_min_bytes_per_sec: 1024,
+            max_failed_auth_per_minute: 20,
         }
     }
 }
@@ -192,6 +198,9 @@ impl ListenerLimits {
         }
         if !(1..=3600).contains(&self.head_timeout_secs) {
             return invalid("head_timeout_secs must be between 1 and 3600");
+        }
+        if !(1..=100_000).contains(&self.max_failed_auth_per_minute) {
+            return invalid("max_failed_auth_per_minute must be between 1 and 100000");
         }
         if !(1..=3600).contains(&self.body_idle_timeout_secs) {
             return invalid("body_idle_timeout_secs must be between 1 and 3600");
@@ -249,6 +258,7 @@ impl ControllerConfig {
             listen: default_listen(),
             auth_listen: None,
             auth_tokens: Vec::new(),
+            reader_tokens: Vec::new(),
             auth_tokens_file: None,
             agent_listen: None,
             agent_token_file: None,
@@ -332,7 +342,7 @@ impl ControllerConfig {
                 }
             }
         }
-        if self.auth_listen.is_some() && self.auth_tokens()?.is_empty() {
+        if self.auth_listen.is_some() && self.operators()?.is_empty() {
             return Err(ConfigError::Invalid(
                 "auth_listen needs at least one token (auth_tokens or auth_tokens_file)".into(),
             ));
@@ -341,14 +351,14 @@ impl ControllerConfig {
             let loopback = addr
                 .parse::<std::net::SocketAddr>()
                 .is_ok_and(|a| a.ip().is_loopback());
-            if !loopback && self.auth_tokens()?.is_empty() {
+            if !loopback && self.operators()?.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "vim_listen {addr} is not loopback: it needs auth tokens (auth_tokens or auth_tokens_file)"
                 )));
             }
         }
         if let Some(addr) = &self.web_listen
-            && self.auth_tokens()?.is_empty()
+            && self.operators()?.is_empty()
         {
             return Err(ConfigError::Invalid(format!(
                 "web_listen {addr}: operators log in with a token, so it needs auth tokens (auth_tokens or auth_tokens_file)"
@@ -444,23 +454,26 @@ impl ControllerConfig {
         first_token(path)
     }
 
-    /// Every accepted token.
-    pub(crate) fn auth_tokens(&self) -> Result<BTreeSet<String>, ConfigError> {
-        let mut tokens: BTreeSet<String> = self.auth_tokens.iter().cloned().collect();
-        if let Some(path) = &self.auth_tokens_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// Every operator token: `auth_tokens` and `reader_tokens`, and the lines of
+    /// `auth_tokens_file` (`TOKEN`, `ROLE TOKEN` or `ROLE NAME TOKEN`).
+    pub(crate) fn operators(&self) -> Result<crate::auth::Operators, ConfigError> {
+        let text = match &self.auth_tokens_file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
-            })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
-        }
-        tokens.retain(|t| !t.is_empty());
-        Ok(tokens)
+            })?,
+            None => String::new(),
+        };
+        crate::auth::Operators::parse(text.lines(), &self.auth_tokens, &self.reader_tokens).map_err(
+            |e| {
+                ConfigError::Invalid(format!(
+                    "{}: {e}",
+                    self.auth_tokens_file
+                        .as_deref()
+                        .map_or("auth_tokens_file".into(), |p| p.display().to_string())
+                ))
+            },
+        )
     }
 }
 

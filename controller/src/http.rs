@@ -114,6 +114,49 @@ pub(crate) fn log_text(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The address a request came from (the listener records it), for audit lines.
+pub(crate) fn peer(request: &axum::extract::Request) -> String {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.to_string())
+}
+
+/// An answer's outcome for the audit log: `ok`, the error an answer carries (the patching
+/// API says "error" in a 200), or the HTTP status. Answers up to 1 MiB are looked into; the
+/// response is returned whole.
+pub(crate) async fn outcome(response: Response) -> (Response, String) {
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let bytes = match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                Response::from_parts(parts, axum::body::Body::empty()),
+                format!("HTTP {status} (answer unreadable)"),
+            );
+        }
+    };
+    let error = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("faultstring"))
+                .and_then(|e| e.as_str())
+                .map(|e| e.trim().to_owned())
+        })
+        .filter(|e| !e.is_empty());
+    let outcome = match (status.is_success(), error) {
+        (true, None) => "ok".to_owned(),
+        (_, Some(error)) => format!("refused: {error}"),
+        (false, None) => format!("HTTP {status}"),
+    };
+    (
+        Response::from_parts(parts, axum::body::Body::from(bytes)),
+        outcome,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ mod api;
 mod auth;
 mod channel_reader;
 mod config;
+mod credentials;
 mod ha;
 mod hosts;
 mod http;

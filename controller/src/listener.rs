@@ -38,10 +38,15 @@ pub(crate) async fn serve(
     } = serving;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        BodyPace::from(&limits),
-        pace_bodies,
-    ));
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            BodyPace::from(&limits),
+            pace_bodies,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(FailedAuth::new(&limits)),
+            throttle_failed_auth,
+        ));
     let mut last_full_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -112,6 +117,83 @@ pub(crate) async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(limits.head_timeout(), graceful.shutdown()).await;
+}
+
+/// Failed authentications per source address: after `max_failures` within `window`, the
+/// source's requests are answered 429 without being looked at until the window ends, so
+/// tokens cannot be guessed at network speed (in parallel or not).
+pub(crate) struct FailedAuth {
+    max_failures: u32,
+    window: Duration,
+    sources: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+/// Sources remembered at most (the oldest windows are dropped beyond it).
+const MAX_SOURCES: usize = 100_000;
+
+impl FailedAuth {
+    fn new(limits: &ListenerLimits) -> FailedAuth {
+        FailedAuth {
+            max_failures: limits.max_failed_auth_per_minute,
+            window: Duration::from_secs(60),
+            sources: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// How long `ip` must still wait, if it is blocked.
+    fn blocked(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, since) = sources.get(&ip)?;
+        let left = self.window.checked_sub(since.elapsed())?;
+        (*count >= self.max_failures).then_some(left)
+    }
+
+    fn failed(&self, ip: std::net::IpAddr) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if sources.len() >= MAX_SOURCES {
+            let window = self.window;
+            sources.retain(|_, (_, since)| since.elapsed() < window);
+        }
+        let entry = sources.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= self.window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+        if entry.0 == self.max_failures {
+            tracing::warn!(target: "audit", "{} failed authentications from {ip} within a minute: its requests are refused for a minute", self.max_failures);
+        }
+    }
+}
+
+async fn throttle_failed_auth(
+    axum::extract::State(failed): axum::extract::State<Arc<FailedAuth>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let Some(ip) = ip else {
+        return next.run(req).await;
+    };
+    if let Some(left) = failed.blocked(ip) {
+        let secs = left.as_secs().max(1);
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, secs.to_string())],
+            format!(
+                "Error message: too many failed authentications from {ip}; try again in {secs} s\n"
+            ),
+        )
+            .into_response();
+    }
+    let response = next.run(req).await;
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        failed.failed(ip);
+    }
+    response
 }
 
 /// The pace a request body must keep.

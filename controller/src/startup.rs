@@ -242,9 +242,9 @@ impl Servers {
             || config.vim_listen.is_some()
             || config.web_listen.is_some()
         {
-            auth::Secrets::from(&config.auth_tokens()?)
+            config.operators()?
         } else {
-            auth::Secrets::default()
+            auth::Operators::default()
         };
         let auth_api = match &config.auth_listen {
             Some(addr) => {

@@ -62,6 +62,9 @@ pub(crate) enum OpenError {
         "{0}; repair or restore the file (a release's index is rewritten by its next apply or remove)"
     )]
     Index(#[from] StoreError),
+    /// The hosts' credentials.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
 }
 
 /// A host as queries see it.
@@ -137,6 +140,8 @@ pub(crate) struct App {
     /// Signs the repository indexes agents install from, with the key in the (replicated)
     /// state directory.
     pub(crate) repo_signer: Arc<repo_sign::Signer>,
+    /// The enrolled hosts' credentials.
+    pub(crate) credentials: Mutex<crate::credentials::HostCredentials>,
     store_view: RwLock<Arc<StoreView>>,
     hosts: Mutex<HostRegistry>,
     /// Patch → hosts that have not reported since it was applied or removed.
@@ -177,6 +182,7 @@ impl App {
         ha: Option<Arc<crate::ha::Ha>>,
     ) -> Result<Self, OpenError> {
         let alarms = crate::alarms::Alarms::load(&config.state_dir)?;
+        let credentials = crate::credentials::HostCredentials::load(&config.state_dir)?;
         let view = Arc::new(StoreView::of(&store)?);
         let app = App {
             verifier: store.upload_verifier(),
@@ -184,6 +190,7 @@ impl App {
             repo_signer: Arc::new(repo_sign::Signer::new(repo_sign::KeyFile::new(
                 config.state_dir.join(REPO_SIGNING_DIR),
             ))),
+            credentials: Mutex::new(credentials),
             store: Mutex::new(store),
             store_view: RwLock::new(view),
             hosts: Mutex::new(hosts),
@@ -359,6 +366,8 @@ impl App {
             HostRegistry::load(&hosts_dir).map_err(|e| format!("{}: {e}", hosts_dir.display()))?;
         let alarms =
             crate::alarms::Alarms::load(&self.config.state_dir).map_err(|e| e.to_string())?;
+        let credentials = crate::credentials::HostCredentials::load(&self.config.state_dir)
+            .map_err(|e| e.to_string())?;
         let view = {
             let mut store = lock(&self.store);
             let reopened = Store::open(store_config).map_err(|e| format!("store: {e}"))?;
@@ -368,6 +377,7 @@ impl App {
         };
         *lock(&self.hosts) = hosts;
         *lock(&self.alarms) = alarms;
+        *lock(&self.credentials) = credentials;
         lock(&self.interim).clear();
         self.publish(view);
         Ok(())
@@ -384,6 +394,14 @@ impl App {
             Some(ha) => Some(ha.state().active),
             None => self.config.local_controller.clone(),
         }
+    }
+
+    /// Runs `f` on the hosts' credentials.
+    pub(crate) fn with_credentials<T>(
+        &self,
+        f: impl FnOnce(&mut crate::credentials::HostCredentials) -> T,
+    ) -> T {
+        f(&mut lock(&self.credentials))
     }
 
     /// Read access to the store itself (for the few queries a snapshot does not cover).

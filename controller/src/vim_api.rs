@@ -2,7 +2,7 @@
 //! Strategy URIs are served under both `sw-patch` (the original's) and `sw-update` (the
 //! seed's). Errors use the wsme fault body `{"faultcode","faultstring","debuginfo"}`.
 
-use crate::auth::Secrets;
+use crate::auth::Operators;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,10 +22,10 @@ use crate::service::{AlarmFilter, Service, ServiceError, StrategyError};
 #[derive(Clone)]
 struct Vim {
     service: Service,
-    tokens: Option<Arc<Secrets>>,
+    tokens: Option<Arc<Operators>>,
 }
 
-pub(crate) fn router(service: Service, tokens: Option<Arc<Secrets>>) -> Router {
+pub(crate) fn router(service: Service, tokens: Option<Arc<Operators>>) -> Router {
     let strategy = "/api/orchestration/{kind}/strategy";
     Router::new()
         .route("/", get(root))
@@ -48,8 +48,56 @@ pub(crate) fn router(service: Service, tokens: Option<Arc<Secrets>>) -> Router {
             service.clone(),
             redirect_mutations,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            guard_mutations,
+        ))
         .layer(DefaultBodyLimit::max(strategy_api::MAX_BODY))
         .with_state(Vim { service, tokens })
+}
+
+/// Mutations (POST, DELETE): a reader's are refused; every other one is audited with who
+/// asked, from where, and the outcome. (Requests without a valid token are refused by the
+/// handlers, as before.)
+async fn guard_mutations(
+    State(tokens): State<Option<Arc<Operators>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mutating = matches!(
+        *request.method(),
+        axum::http::Method::POST | axum::http::Method::DELETE
+    );
+    if !mutating {
+        return next.run(request).await;
+    }
+    let operator = match &tokens {
+        None => None,
+        Some(tokens) => match tokens.identify_auth_token(request.headers()) {
+            Some(o) => Some(o),
+            None => return next.run(request).await,
+        },
+    };
+    let who = operator
+        .as_ref()
+        .map_or("local", |o| o.name.as_str())
+        .to_owned();
+    let from = crate::http::peer(&request);
+    let action = format!(
+        "{} {}",
+        request.method(),
+        crate::http::log_text(request.uri().path())
+    );
+    if let Some(operator) = operator.as_ref().filter(|o| !o.may_mutate()) {
+        tracing::warn!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: refused (reader)");
+        return fault(
+            StatusCode::FORBIDDEN,
+            &crate::auth::reader_refusal(operator),
+        );
+    }
+    let (response, outcome) = crate::http::outcome(next.run(request).await).await;
+    tracing::info!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: {}", crate::http::log_text(&outcome));
+    response
 }
 
 /// Mutations (POST, DELETE) go to the active controller of a pair: elsewhere, a redirect.
@@ -113,7 +161,7 @@ fn unauthorized(vim: &Vim, headers: &HeaderMap) -> Option<Response> {
     match &vim.tokens {
         None => None,
         Some(tokens) => {
-            if tokens.accepts_auth_token(headers) {
+            if tokens.identify_auth_token(headers).is_some() {
                 None
             } else {
                 Some(fault(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Agent, PINNED_REPO_KEY, subfunctions};
+use super::{Agent, CREDENTIAL_FILE, PINNED_REPO_KEY, subfunctions};
 
 /// The largest report reply or order read (both are a few hundred bytes).
 const MAX_REPLY_BYTES: u64 = 1 << 20;
@@ -97,27 +97,102 @@ impl Agent {
         &self,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ControllerError> {
+        let credential = self.credential().await?;
         let response = self
             .controllers
             .send(failover::Resend::Always, |base| {
-                build(&self.http, base).bearer_auth(&self.config.token)
+                build(&self.http, base).bearer_auth(&credential)
             })
             .await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // Revoked (the host was dropped): enrol again at the next call.
+            self.forget_credential().await;
+        }
+        Err(Self::failure(response).await)
+    }
+
+    /// An error status as an error, with the start of the answer's text.
+    async fn failure(response: reqwest::Response) -> ControllerError {
+        let status = response.status();
         let url = response.url().to_string();
         // An error's text is for a message: its first few KiB are enough.
         let body = read_bounded(response, MAX_ERROR_BYTES, "error")
             .await
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        Err(ControllerError::Status {
+        ControllerError::Status {
             url,
             status: status.as_u16(),
             body: body.trim().to_owned(),
-        })
+        }
+    }
+
+    /// This host's credential: the one kept in the state directory, or a new one got by
+    /// enrolling with the agent token (once; the controller refuses a host enrolled already).
+    async fn credential(&self) -> Result<String, ControllerError> {
+        let mut cached = self.credential.lock().await;
+        if let Some(credential) = cached.as_ref() {
+            return Ok(credential.clone());
+        }
+        let file = self.config.state_dir.join(CREDENTIAL_FILE);
+        let bad = |reason: String| ControllerError::BadAnswer {
+            what: "enrolment".into(),
+            reason,
+        };
+        let credential = match std::fs::read_to_string(&file) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+            Ok(_) => {
+                return Err(bad(format!(
+                    "{} is empty: remove it to enrol again",
+                    file.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let body = serde_json::json!({ "hostname": self.config.hostname }).to_string();
+                let response = self
+                    .controllers
+                    .send(failover::Resend::Always, |base| {
+                        self.http
+                            .post(format!("{base}/agent/v1/enrol"))
+                            .bearer_auth(&self.config.token)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                    })
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(Self::failure(response).await);
+                }
+                let bytes = read_bounded(response, MAX_REPLY_BYTES, "enrolment")
+                    .await
+                    .map_err(|e| bad(e.into()))?;
+                #[derive(Deserialize)]
+                struct Enrolled {
+                    credential: String,
+                }
+                let enrolled: Enrolled =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                durable_fs::write_new(&file, enrolled.credential.as_bytes(), 0o600)
+                    .map_err(|e| bad(e.to_string()))?;
+                tracing::info!("enrolled with the controller as {}", self.config.hostname);
+                enrolled.credential
+            }
+            Err(e) => return Err(bad(format!("{}: {e}", file.display()))),
+        };
+        *cached = Some(credential.clone());
+        Ok(credential)
+    }
+
+    /// Drops a credential the controller no longer accepts.
+    async fn forget_credential(&self) {
+        let mut cached = self.credential.lock().await;
+        if cached.take().is_some() {
+            let _ = durable_fs::remove_file(&self.config.state_dir.join(CREDENTIAL_FILE));
+            tracing::warn!("the controller refused this host's credential; enrolling again");
+        }
     }
 
     /// Runs a fetch, retrying transient failures (a controller restarting or swacting) for

@@ -167,7 +167,12 @@ pub struct Agent {
     rpm_keyring: Option<patch_format::RpmKeyring>,
     /// The controller key repository indexes must be signed by, once known.
     repo_key: Mutex<Option<repo_sign::Verifier>>,
+    /// This host's own credential, once enrolled.
+    credential: Mutex<Option<String>>,
 }
+
+/// Where the agent keeps its credential (readable by its owner only).
+pub(crate) const CREDENTIAL_FILE: &str = "credential";
 
 /// Where the agent keeps the repository key it pinned on first contact.
 pub(crate) const PINNED_REPO_KEY: &str = "repo-key.pem";
@@ -284,6 +289,7 @@ impl Agent {
         };
         let agent = Agent {
             repo_key: Mutex::new(repo_key),
+            credential: Mutex::new(None),
             rpm_keyring,
             instance: new_boot_id()?,
             http: http_builder(&config)?

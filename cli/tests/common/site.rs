@@ -17,6 +17,8 @@ pub struct Site {
     pub vim_url: String,
     /// The web dashboard, when the site's TOML sets `web_listen`.
     pub web_url: Option<String>,
+    /// The authenticated patching API, when the site's TOML sets `auth_listen`.
+    pub auth_url: Option<String>,
     pub agents: Vec<Child>,
     pub key: PrivateKey,
     /// The site's development CA: every listener but the plain API serves TLS with a
@@ -47,7 +49,13 @@ fn controller_command(d: &Path, listen: [&str; 3], extra: &[String]) -> Command 
         .args(extra)
         .env("STX_PATCH_LOG", "warn")
         .stdout(Stdio::piped());
-    cmd.stderr(super::daemon_log(&d.join("controller.log")));
+    // Always kept: warnings and refusals are few, and the audit log is asserted on.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("controller.log"))
+        .expect("the log file opens");
+    cmd.stderr(log);
     cmd
 }
 
@@ -101,6 +109,7 @@ impl Site {
             agent_url: format!("https://{}", addrs["agent_api"].as_str().unwrap()),
             vim_url: format!("https://{}", addrs["vim_api"].as_str().unwrap()),
             web_url: addrs["web"].as_str().map(|a| format!("https://{a}")),
+            auth_url: addrs["auth_api"].as_str().map(|a| format!("https://{a}")),
             ca,
             dir,
             controller,
@@ -157,6 +166,23 @@ impl Site {
         );
         cmd.env("OS_CACERT", &self.ca.ca_cert);
         cmd
+    }
+
+    /// Enrols `host` with the agent token, as an agent does on its first start: its own
+    /// credential.
+    pub fn enrol(&self, host: &str) -> String {
+        let answer = self
+            .http()
+            .post(format!("{}/agent/v1/enrol", self.agent_url))
+            .bearer_auth("agent-secret")
+            .json(&serde_json::json!({ "hostname": host }))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json::<Value>().unwrap()["credential"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// An HTTP client that trusts the site's CA.

@@ -190,6 +190,24 @@ pub(crate) struct HaConfig {
     pub(crate) ca_bundle: Option<std::path::PathBuf>,
 }
 
+/// The largest answer read from the peer (a manifest of a large state is a few MiB; the
+/// pair endpoint takes at most 64 MiB the other way).
+const MAX_PEER_ANSWER: u64 = 64 << 20;
+
+/// A peer's answer, read whole only up to [`MAX_PEER_ANSWER`].
+fn bounded(response: reqwest::blocking::Response) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    response
+        .take(MAX_PEER_ANSWER + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PEER_ANSWER {
+        return Err(format!("larger than {MAX_PEER_ANSWER} bytes"));
+    }
+    Ok(bytes)
+}
+
 impl Ha {
     /// Opens the state directory as generations and reads (or creates) `ha.json`.
     pub(crate) fn open(root: &Path, config: HaConfig) -> Result<Ha, String> {
@@ -376,7 +394,7 @@ impl Ha {
         if !response.status().is_success() {
             return Err(format!("peer status: HTTP {}", response.status()));
         }
-        response.json::<Status>().map_err(|e| e.to_string())
+        serde_json::from_slice::<Status>(&bounded(response)?).map_err(|e| e.to_string())
     }
 
     /// One check on the peer: learn its state and settle roles by term.
@@ -593,12 +611,13 @@ impl Ha {
         response: reqwest::blocking::Response,
     ) -> Result<T, PushError> {
         let status = response.status();
+        let bytes =
+            bounded(response).map_err(|e| PushError::Refused(format!("peer answer: {e}")))?;
         if status.is_success() {
-            return response
-                .json::<T>()
+            return serde_json::from_slice::<T>(&bytes)
                 .map_err(|e| PushError::Refused(format!("peer answer: {e}")));
         }
-        let body: serde_json::Value = response.json().unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let message = body
             .get("error")
             .and_then(|e| e.as_str())
@@ -710,7 +729,9 @@ impl Ha {
                     ))
                 }
                 Ok(r) => {
-                    let why = r.text().unwrap_or_default();
+                    let why = bounded(r)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                     self.set_state(me).map_err(|e| format!("swact: {e}"))?;
                     Err(format!(
                         "Cannot swact: {} refused to take over: {why}",

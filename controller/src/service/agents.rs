@@ -138,6 +138,27 @@ impl Service {
         .await
     }
 
+    /// Enrols `host`: a credential of its own, which only it may use from now on. A host
+    /// enrolled already is refused until an operator drops it.
+    pub(crate) async fn enrol(&self, host: String, from: String) -> Result<String, ServiceError> {
+        self.must_be_active()?;
+        let app = self.app.clone();
+        let name = host.clone();
+        let result = blocking(move || Ok(app.with_credentials(|c| c.enrol(&name))?)).await;
+        match &result {
+            Ok(_) => tracing::info!(target: "audit", "host {host} enrolled from {from}"),
+            Err(e) => {
+                tracing::warn!(target: "audit", "host {host} not enrolled (from {from}): {e}")
+            }
+        }
+        self.settled(result).await
+    }
+
+    /// The host a presented credential belongs to.
+    pub(crate) fn host_of(&self, credential: &str) -> Option<String> {
+        self.app.with_credentials(|c| c.host_of(credential))
+    }
+
     /// The public key agents pin (PEM).
     pub(crate) fn repo_key(&self) -> Result<String, ServiceError> {
         self.app

@@ -49,10 +49,29 @@ impl Service {
             .await
     }
 
-    /// Forgets a host until it reports again.
+    /// Forgets a host and revokes its credential: it must enrol again before it may report.
+    /// A host that aged out of the inventory but still holds a credential can be dropped too.
     pub(crate) async fn drop_host(&self, name: String) -> Result<String, ServiceError> {
-        self.host_action(move |app| inventory::drop_host(app, &name))
-            .await
+        self.must_be_active()?;
+        let app = self.app.clone();
+        let result = blocking(move || {
+            // The host's own name (an address may have been given), before it is forgotten.
+            let host = inventory::host_record(&app.snapshot(), &name)
+                .map(|h| h.hostname)
+                .unwrap_or_else(|_| name.clone());
+            let dropped = inventory::drop_host(&app, &name);
+            let revoked = app.with_credentials(|c| c.revoke(&host))?;
+            if revoked {
+                tracing::info!(target: "audit", "host {host}: credential revoked");
+            }
+            match dropped {
+                Ok(message) => Ok(message),
+                Err(_) if revoked => Ok(format!("{host} has been dropped\n")),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await;
+        self.settled(result).await
     }
 
     /// Hands the active role to the standby. With `force`, sent to the standby, it takes

@@ -66,6 +66,9 @@ pub(crate) enum ServiceError {
     /// A worker task died.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A host credential could not be issued, revoked or read.
+    #[error(transparent)]
+    Credential(#[from] crate::credentials::CredentialError),
     /// The repository index could not be signed or read.
     #[error("repository index: {0}")]
     Index(String),
@@ -80,6 +83,9 @@ impl ServiceError {
             ServiceError::Alarm(AlarmError::Io { .. } | AlarmError::Unreadable { .. }) => false,
             ServiceError::Strategy(StrategyError::Save(_)) => false,
             ServiceError::Task(_) => false,
+            ServiceError::Credential(e) => {
+                matches!(e, crate::credentials::CredentialError::Enrolled(_))
+            }
             _ => true,
         }
     }

@@ -59,7 +59,7 @@ pub(super) async fn host_action(
             return see_other("/hosts");
         }
     };
-    tracing::info!(target: "audit", "dashboard: host {} {}", log_text(&action), log_text(&host));
+    tracing::info!(target: "audit", "dashboard: {} host {} {}", session.operator.name, log_text(&action), log_text(&host));
     web.sessions.flash(&session, line_flash(result));
     see_other("/hosts")
 }

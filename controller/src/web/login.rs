@@ -91,7 +91,7 @@ pub(super) async fn login(
         return forbidden_csrf();
     }
     let token = form.get("token").unwrap_or("").trim();
-    if !web.tokens.accepts(token) {
+    let Some(operator) = web.tokens.identify(token) else {
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         tracing::warn!(target: "audit", "dashboard login refused: wrong token");
         let (cookie, fresh) = web.sessions.new_login_form();
@@ -105,10 +105,11 @@ pub(super) async fn login(
         );
         set_cookie(&mut response, &cookie);
         return response;
-    }
-    match web.sessions.create(token) {
+    };
+    let who = operator.name.clone();
+    match web.sessions.create(token, operator) {
         Ok(cookie) => {
-            tracing::info!(target: "audit", "dashboard login");
+            tracing::info!(target: "audit", "dashboard login: {who}");
             let mut response = see_other(next.as_deref().unwrap_or("/system"));
             set_cookie(&mut response, &cookie);
             set_cookie(&mut response, &session::clear_login_cookie());
@@ -147,6 +148,23 @@ pub(super) fn forbidden_csrf() -> Response {
                 "Refused: the form's security token is missing or out of date",
                 "Nothing was changed. Reload the page and try again.",
             )),
+        ),
+    )
+}
+
+/// A reader's form: refused, nothing changed.
+pub(super) fn reader_refused(operator: &crate::auth::Operator) -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        layout::bare(
+            "Refused",
+            layout::message_page(
+                "Refused: read-only",
+                &format!(
+                    "{}. Nothing was changed.",
+                    crate::auth::reader_refusal(operator)
+                ),
+            ),
         ),
     )
 }
@@ -193,6 +211,10 @@ impl axum::extract::FromRequest<std::sync::Arc<Web>> for Posted {
             .await
             .map_err(axum::response::IntoResponse::into_response)?;
         let form = check_form(&session, &body).map_err(|r| *r)?;
+        if !session.operator.may_mutate() {
+            tracing::warn!(target: "audit", "dashboard: {} refused (reader)", session.operator.name);
+            return Err(reader_refused(&session.operator));
+        }
         Ok(Posted { session, form })
     }
 }

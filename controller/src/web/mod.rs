@@ -20,7 +20,7 @@ mod patches;
 mod session;
 mod system;
 
-use crate::auth::Secrets;
+use crate::auth::Operators;
 use std::sync::Arc;
 
 use axum::Router;
@@ -39,7 +39,7 @@ use session::{Flash, Level, SessionRef};
 /// The dashboard's shared state.
 pub(crate) struct Web {
     service: Service,
-    tokens: Arc<Secrets>,
+    tokens: Arc<Operators>,
     sessions: Sessions,
 }
 
@@ -50,7 +50,7 @@ const MAX_FORM: usize = 64 * 1024;
 
 /// The dashboard; `over_tls` marks its cookies `Secure` (a browser then never sends them
 /// over plain HTTP) and asks browsers to keep to HTTPS.
-pub(crate) fn router(service: Service, tokens: Secrets, over_tls: bool) -> Router {
+pub(crate) fn router(service: Service, tokens: Operators, over_tls: bool) -> Router {
     let idle = std::time::Duration::from_secs(service.config().web_session_idle_minutes * 60);
     let web = Arc::new(Web {
         service,

@@ -82,7 +82,7 @@ pub(super) async fn strategy_create(
     }
     match service.create_strategy(options).await {
         Ok(_) => {
-            tracing::info!(target: "audit", "dashboard: patch strategy created");
+            tracing::info!(target: "audit", "dashboard: {} patch strategy created", session.operator.name);
             web.sessions.flash(
                 &session,
                 Flash::new(Level::Info, "Strategy created; it is being built.".into()),
@@ -142,7 +142,7 @@ fn strategy_outcome(
 ) -> Response {
     match result {
         Ok(()) => {
-            tracing::info!(target: "audit", "dashboard: strategy {}", log_text(action));
+            tracing::info!(target: "audit", "dashboard: {} strategy {}", session.operator.name, log_text(action));
             web.sessions
                 .flash(session, Flash::new(Level::Info, done.into()));
         }

@@ -85,7 +85,7 @@ pub(super) async fn patch_action(
         "remove" => service.remove(ids.clone(), RemoveOptions::default()).await,
         _ => service.delete(ids.clone()).await,
     };
-    tracing::info!(target: "audit", "dashboard: {} {}", log_text(&action), log_text(&ids.join(" ")));
+    tracing::info!(target: "audit", "dashboard: {} {} {}", session.operator.name, log_text(&action), log_text(&ids.join(" ")));
     web.sessions.flash_all(&session, outcome_flashes(result));
     // A deleted patch has no details page to go back to.
     if action == "delete" {
@@ -125,7 +125,7 @@ pub(super) async fn commit(State(web): Shared, Posted { session, form }: Posted)
         return no_patches_to_commit(&web, &session);
     }
     let result = web.service.commit(ids.clone()).await;
-    tracing::info!(target: "audit", "dashboard: commit {}", log_text(&ids.join(" ")));
+    tracing::info!(target: "audit", "dashboard: {} commit {}", session.operator.name, log_text(&ids.join(" ")));
     web.sessions.flash_all(&session, outcome_flashes(result));
     see_other("/patches")
 }
@@ -161,6 +161,10 @@ pub(super) async fn upload(State(web): Shared, headers: HeaderMap, request: Requ
     if !session::same_secret(&csrf, &session.csrf) {
         tracing::warn!(target: "audit", "dashboard upload refused: bad CSRF token");
         return login::forbidden_csrf();
+    }
+    if !session.operator.may_mutate() {
+        tracing::warn!(target: "audit", "dashboard: {} upload refused (reader)", session.operator.name);
+        return login::reader_refused(&session.operator);
     }
     // Uploads stream straight into the store: only on the active controller of a pair.
     if let Some((message, _)) = web.service.not_active(|u| u.web.clone()) {
@@ -220,7 +224,7 @@ pub(super) async fn upload(State(web): Shared, headers: HeaderMap, request: Requ
             "Choose a patch file (.patch) to upload.".into(),
         ));
     }
-    tracing::info!(target: "audit", "dashboard: upload of {files} file(s)");
+    tracing::info!(target: "audit", "dashboard: {} upload of {files} file(s)", session.operator.name);
     web.sessions.flash_all(&session, flashes);
     // The page's script shows progress and then loads the patches page itself; a redirect
     // it followed would show the messages to the script instead of the operator.

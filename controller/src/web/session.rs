@@ -55,6 +55,8 @@ impl Flash {
 struct Session {
     /// Which token logged in (its SHA-256: the token itself is never kept).
     token: String,
+    /// Who that token is, and what it may do.
+    operator: crate::auth::Operator,
     csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -67,6 +69,8 @@ struct Session {
 pub(crate) struct SessionRef {
     id: String,
     pub(crate) csrf: String,
+    /// Who logged in.
+    pub(crate) operator: crate::auth::Operator,
 }
 
 /// Every live session.
@@ -142,7 +146,11 @@ impl Sessions {
 
     /// Starts a session; the `Set-Cookie` value for it.
     /// A new session for an operator who logged in with `token`; its cookie.
-    pub(crate) fn create(&self, token: &str) -> Result<String, String> {
+    pub(crate) fn create(
+        &self,
+        token: &str,
+        operator: crate::auth::Operator,
+    ) -> Result<String, String> {
         use sha2::Digest;
         let token = hex::encode(sha2::Sha256::digest(token.as_bytes()));
         let now = Instant::now();
@@ -171,6 +179,7 @@ impl Sessions {
             id.clone(),
             Session {
                 token,
+                operator,
                 csrf: secret(),
                 created: now,
                 last_seen: now,
@@ -195,6 +204,7 @@ impl Sessions {
         Some(SessionRef {
             id: id.to_owned(),
             csrf: session.csrf.clone(),
+            operator: session.operator.clone(),
         })
     }
 
@@ -241,6 +251,13 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn admin() -> crate::auth::Operator {
+        crate::auth::Operator {
+            name: "alice".into(),
+            role: crate::auth::Role::Admin,
+        }
+    }
     use axum::http::HeaderValue;
 
     fn with_cookie(value: &str) -> HeaderMap {
@@ -261,7 +278,7 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_on_logout() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let set_cookie = sessions.create("t").unwrap();
+        let set_cookie = sessions.create("t", admin()).unwrap();
         assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
         let id = id_of(&set_cookie);
         let headers = with_cookie(&format!("other=1; stx_session={id}"));
@@ -277,9 +294,9 @@ mod tests {
     #[test]
     fn one_token_cannot_fill_the_session_table() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let first = id_of(&sessions.create("a").unwrap());
+        let first = id_of(&sessions.create("a", admin()).unwrap());
         for _ in 0..MAX_SESSIONS_PER_TOKEN + 5 {
-            sessions.create("a").unwrap();
+            sessions.create("a", admin()).unwrap();
         }
         let live = |token: &str| {
             use sha2::Digest;
@@ -297,7 +314,7 @@ mod tests {
                 .is_none(),
             "the least recently used session made room"
         );
-        let other = id_of(&sessions.create("b").unwrap());
+        let other = id_of(&sessions.create("b", admin()).unwrap());
         assert!(
             sessions
                 .get(&with_cookie(&format!("stx_session={other}")))
@@ -308,7 +325,7 @@ mod tests {
     #[test]
     fn an_idle_session_expires() {
         let sessions = Sessions::new(Duration::from_millis(1));
-        let id = id_of(&sessions.create("t").unwrap());
+        let id = id_of(&sessions.create("t", admin()).unwrap());
         std::thread::sleep(Duration::from_millis(20));
         assert!(
             sessions
@@ -320,7 +337,7 @@ mod tests {
     #[test]
     fn flashes_are_shown_once_and_bounded() {
         let sessions = Sessions::new(Duration::from_secs(60));
-        let id = id_of(&sessions.create("t").unwrap());
+        let id = id_of(&sessions.create("t", admin()).unwrap());
         let s = sessions
             .get(&with_cookie(&format!("stx_session={id}")))
             .unwrap();

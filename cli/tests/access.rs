@@ -1,0 +1,294 @@
+//! Who may do what, on the real daemons. Per-host credentials: a host enrols once with the
+//! agent token and gets a credential of its own, which acts only for that host; `drop-host`
+//! revokes it at once; the enrolment token itself cannot report or take orders. Roles: a
+//! reader's token queries and watches on every API and is refused every change.
+
+mod common;
+
+use common::Site;
+use patch_format::testing::TestRpm;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn report(host: &str) -> Value {
+    json!({
+        "hostname": host, "ip": "127.0.0.1", "personality": "Worker",
+        "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",
+        "last_error": null, "reboot_pending": false, "boot_id": "b1", "installed": [],
+        "op_counter": 0, "install_done": 0, "instance": "i1", "workloads": [],
+        "workload_actions": false, "services_disabled": false
+    })
+}
+
+#[test]
+fn a_host_credential_acts_only_for_its_host_and_dies_with_drop_host() {
+    let mut site = Site::new();
+    site.start_agent("compute-0", "worker");
+    site.wait_for("compute-0 reporting", |s| {
+        s.host("compute-0")["patch_current"] == true
+    });
+    let http = site.http();
+    let agent = site.agent_url.clone();
+    let b = site.enrol("compute-1");
+
+    let post_report = |token: &str, host: &str| {
+        http.post(format!("{agent}/agent/v1/report"))
+            .bearer_auth(token)
+            .json(&report(host))
+            .send()
+            .unwrap()
+    };
+    let get = |token: &str, path: &str| {
+        http.get(format!("{agent}/agent/v1/{path}"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+
+    // B reports as itself, not as compute-0; takes its own orders, not compute-0's.
+    assert_eq!(post_report(&b, "compute-1").status(), StatusCode::OK);
+    let refused = post_report(&b, "compute-0");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().unwrap().contains("belongs to compute-1"));
+    assert_eq!(
+        get(&b, "orders?hostname=compute-0&wait=0"),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(get(&b, "orders?hostname=compute-1&wait=0"), StatusCode::OK);
+    assert_eq!(get(&b, "index/repo/19.01"), StatusCode::OK);
+
+    // The enrolment token enrols, and does nothing else; a host enrols once.
+    assert_eq!(
+        post_report("agent-secret", "compute-1").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("agent-secret", "orders?hostname=compute-1&wait=0"),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("agent-secret", "index/repo/19.01"),
+        StatusCode::UNAUTHORIZED
+    );
+    let again = http
+        .post(format!("{agent}/agent/v1/enrol"))
+        .bearer_auth("agent-secret")
+        .json(&json!({"hostname": "compute-0"}))
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert!(again.text().unwrap().contains("drop-host compute-0"));
+    let forged = http
+        .post(format!("{agent}/agent/v1/enrol"))
+        .bearer_auth(&b)
+        .json(&json!({"hostname": "compute-9"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        StatusCode::UNAUTHORIZED,
+        "a host credential cannot enrol"
+    );
+
+    // drop-host revokes at once: every call with B is refused.
+    site.ok(&["drop-host", "compute-1"]);
+    assert_eq!(
+        post_report(&b, "compute-1").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for path in [
+        "orders?hostname=compute-1&wait=0",
+        "index/repo/19.01",
+        "repo-key",
+    ] {
+        assert_eq!(get(&b, path), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // A reinstalled compute-1 enrols again, with a new credential.
+    let b2 = site.enrol("compute-1");
+    assert_ne!(b, b2);
+    assert_eq!(post_report(&b2, "compute-1").status(), StatusCode::OK);
+
+    // compute-0's agent never noticed; a dropped running agent enrols again by itself.
+    site.ok(&["drop-host", "compute-0"]);
+    site.wait_for("compute-0 back", |s| {
+        s.host("compute-0")["patch_current"] == true
+    });
+}
+
+const ADMIN: &str = "admin-token-0123456789";
+const READER: &str = "reader-token-0123456789";
+
+/// The value of cookie `name` set by `response`.
+fn set_cookie(response: &reqwest::blocking::Response, name: &str) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .unwrap()
+}
+
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+/// A patch's repository state (`Available`, `Applied`).
+fn repo_state(site: &Site, id: &str) -> String {
+    let out = site.ok(&["query", "--format", "json"]);
+    serde_json::from_str::<Value>(&out).unwrap()["pd"][id]["repostate"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn a_reader_token_queries_everywhere_and_changes_nothing() {
+    let site = Site::with_toml(
+        &format!(
+            "auth_tokens = [\"{ADMIN}\"]\nreader_tokens = [\"{READER}\"]\nauth_listen = \"127.0.0.1:0\"\nweb_listen = \"127.0.0.1:0\"\n"
+        ),
+        &[],
+    );
+    let auth = site.auth_url.clone().unwrap();
+    let patch = site.patch(
+        "RO_0001",
+        false,
+        &[TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n")],
+        &[],
+    );
+    let tool = |bin: &str, url: &str, token: &str, args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(["--url", url, "--token", token])
+            .env("OS_CACERT", &site.ca.ca_cert)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let sw_patch = env!("CARGO_BIN_EXE_sw-patch");
+    // REST: queries answer; every change is refused with the reason.
+    assert!(tool(sw_patch, &auth, READER, &["query"]).status.success());
+    assert!(
+        tool(sw_patch, &auth, READER, &["query-hosts"])
+            .status
+            .success()
+    );
+    for args in [
+        vec!["upload", patch.to_str().unwrap()],
+        vec!["apply", "RO_0001"],
+        vec!["drop-host", "compute-0"],
+        vec!["host-install-async", "compute-0"],
+    ] {
+        let out = tool(sw_patch, &auth, READER, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("reader's token"),
+            "{args:?}: {err}"
+        );
+    }
+    // The admin's upload goes through; the reader still cannot apply it.
+    let out = tool(sw_patch, &auth, ADMIN, &["upload", patch.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !tool(sw_patch, &auth, READER, &["apply", "RO_0001"])
+            .status
+            .success()
+    );
+    assert_eq!(repo_state(&site, "RO_0001"), "Available");
+
+    // VIM: the strategy and alarms read; creating, deleting and raising are refused.
+    let sw_manager = env!("CARGO_BIN_EXE_sw-manager");
+    let shown = tool(
+        sw_manager,
+        &site.vim_url,
+        READER,
+        &["patch-strategy", "show"],
+    );
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let out = tool(
+        sw_manager,
+        &site.vim_url,
+        READER,
+        &["patch-strategy", "create"],
+    );
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("reader"), "{text}");
+    let http = site.http();
+    let raw = http
+        .delete(format!(
+            "{}/api/orchestration/sw-patch/strategy",
+            site.vim_url
+        ))
+        .header("X-Auth-Token", READER)
+        .send()
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::FORBIDDEN);
+    let raw = http
+        .post(format!("{}/v1/alarms", site.vim_url))
+        .header("X-Auth-Token", READER)
+        .json(&json!({"alarm_id": "900.001", "entity_instance_id": "x", "reason_text": "r"}))
+        .send()
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::FORBIDDEN);
+
+    // Dashboard: a reader logs in and sees the pages; every form is refused.
+    let web = site.web_url.clone().unwrap();
+    let form = http.get(format!("{web}/login")).send().unwrap();
+    let login_cookie = set_cookie(&form, "stx_login");
+    let page = form.text().unwrap();
+    let login = http
+        .post(format!("{web}/login"))
+        .header("cookie", &login_cookie)
+        .form(&[("csrf", csrf(&page).as_str()), ("token", READER)])
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&login, "stx_session");
+    let patches = http
+        .get(format!("{web}/patches"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(patches.status(), StatusCode::OK);
+    let page = patches.text().unwrap();
+    assert!(page.contains("RO_0001"));
+    let refused = http
+        .post(format!("{web}/patches/action/apply"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf(&page).as_str()), ("id", "RO_0001")])
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().unwrap().contains("read-only"));
+    assert_eq!(repo_state(&site, "RO_0001"), "Available");
+
+    // Each refusal is in the audit log with who asked and from where.
+    let log = std::fs::read_to_string(site.path("controller.log")).unwrap();
+    for expected in [
+        "User: reader_tokens[0] From: 127.0.0.1:",
+        "Action: apply RO_0001",
+        "Action: DELETE /api/orchestration/sw-patch/strategy Outcome: refused (reader)",
+        "dashboard: reader_tokens[0] refused (reader)",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the audit log:\n{log}"
+        );
+    }
+}
