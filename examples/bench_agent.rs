@@ -40,8 +40,10 @@ fn main() -> Result<()> {
     let rpms = make_rpms(&dir.join("rpms"), size_mib)?;
     let (ours, base) = install_vs_cpio(&dir, &rpms)?;
 
-    eprintln!("starting a controller and {agents} agents for {seconds} s…");
-    let (cpu, rss, hwm) = controller_under_agents(&dir, agents, seconds)?;
+    eprintln!("starting a controller and {agents} agents for {seconds} s, plain HTTP…");
+    let (cpu, rss, hwm) = controller_under_agents(&dir, agents, seconds, false)?;
+    eprintln!("the same over TLS…");
+    let (tls_cpu, tls_rss, tls_hwm) = controller_under_agents(&dir, agents, seconds, true)?;
 
     println!(
         "### Host side, {} CPUs\n",
@@ -59,6 +61,13 @@ fn main() -> Result<()> {
     println!(
         "| controller with {agents} agents reporting every 1 s ({seconds} s) | {:.1} % of one CPU, RSS {rss:.1} MiB (peak {hwm:.1} MiB) | | | |",
         cpu * 100.0
+    );
+    println!(
+        "| the same over TLS vs plain HTTP | {:.1} % of one CPU, RSS {tls_rss:.1} MiB (peak {tls_hwm:.1} MiB) | {:.1} %, {rss:.1} MiB (peak {hwm:.1} MiB) | CPU {:.2}×, RSS {:.2}× | |",
+        tls_cpu * 100.0,
+        cpu * 100.0,
+        tls_cpu / cpu,
+        tls_rss / rss
     );
     Ok(())
 }
@@ -175,7 +184,19 @@ fn proc_stat(pid: u32) -> Result<(f64, f64, f64)> {
     ))
 }
 
-fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f64, f64, f64)> {
+/// The controller's CPU share and memory while `agents` real agents report every second;
+/// over TLS (a development CA, agents verifying against it) or plain HTTP.
+fn controller_under_agents(
+    dir: &Path,
+    agents: usize,
+    seconds: u64,
+    over_tls: bool,
+) -> Result<(f64, f64, f64)> {
+    let dir = &dir.join(if over_tls { "tls" } else { "plain" });
+    std::fs::create_dir_all(dir)?;
+    let ca = over_tls
+        .then(|| tls::dev_ca::create(&dir.join("ca"), &[]))
+        .transpose()?;
     let bin = std::env::current_exe()?
         .parent()
         .and_then(Path::parent)
@@ -199,6 +220,14 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
         ])
         .arg("--agent-token-file")
         .arg(dir.join("token"))
+        .args(ca.iter().flat_map(|ca| {
+            [
+                "--tls-cert".into(),
+                ca.server_cert.clone().into_os_string(),
+                "--tls-key".into(),
+                ca.server_key.clone().into_os_string(),
+            ]
+        }))
         .arg("--print-addresses")
         .env("STX_PATCH_LOG", "error")
         .stdout(Stdio::piped())
@@ -208,7 +237,11 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
     BufReader::new(controller.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     let addrs: serde_json::Value = serde_json::from_str(&line)?;
     let api = format!("http://{}", addrs["api"].as_str().unwrap_or_default());
-    let agent_url = format!("http://{}", addrs["agent_api"].as_str().unwrap_or_default());
+    let scheme = if over_tls { "https" } else { "http" };
+    let agent_url = format!(
+        "{scheme}://{}",
+        addrs["agent_api"].as_str().unwrap_or_default()
+    );
     reqwest::blocking::Client::new()
         .post(format!(
             "{api}/v1/init_release/19.01?feed={}",
@@ -230,6 +263,7 @@ fn controller_under_agents(dir: &Path, agents: usize, seconds: u64) -> Result<(f
         let agent = Arc::new(Agent::open(AgentConfig {
             ip: format!("10.0.{}.{}", i / 250, i % 250 + 1),
             heartbeat: Duration::from_secs(1),
+            ca_bundle: ca.as_ref().map(|ca| ca.ca_cert.clone()),
             ..AgentConfig::new(
                 &agent_url,
                 "bench-token",

@@ -1,6 +1,7 @@
 //! Benchmark of the controller, each figure beside a baseline from the same run:
 //!
-//! * upload + verify + import of a 256 MiB patch over HTTP vs `gzip -dc X.patch | sha256sum`;
+//! * upload + verify + import of a 256 MiB patch over HTTP vs `gzip -dc X.patch | sha256sum`,
+//!   and the same upload over TLS vs over plain HTTP;
 //! * `GET /v1/query` latency (what `sw-patch query` waits for) with 1,000 patches in the store,
 //!   and the whole `sw-patch query` command when its binary is built next to this example.
 //!
@@ -35,19 +36,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let controller =
-        runtime.block_on(Controller::start(support::controller_config(&dir, "state")))?;
+    // The same controller also serves the authenticated API over TLS (a development CA), so
+    // the same upload can be timed both ways in one run.
+    let ca = tls::dev_ca::create(&dir.join("tls"), &[])?;
+    let mut config = support::controller_config(&dir, "state");
+    config.auth_listen = Some("127.0.0.1:0".into());
+    config.auth_tokens = vec!["bench-token".into()];
+    config.vim_listen = None;
+    config.tls_cert = Some(ca.server_cert.clone());
+    config.tls_key = Some(ca.server_key.clone());
+    let controller = runtime.block_on(Controller::start(config))?;
     let url = format!("http://{}", controller.api_addr);
+    let tls_url = format!(
+        "https://{}",
+        controller.auth_api_addr.ok_or("no authenticated API")?
+    );
     let http = reqwest::blocking::Client::builder().timeout(None).build()?;
+    let https = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .tls_backend_preconfigured(tls::Trust::CaBundle(ca.ca_cert.clone()).client_config()?)
+        .default_headers(
+            [(
+                reqwest::header::HeaderName::from_static("x-auth-token"),
+                reqwest::header::HeaderValue::from_static("bench-token"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()?;
     let r: serde_json::Value = http
         .post(format!("{url}/v1/init_release/19.01"))
         .send()?
         .json()?;
     assert_eq!(r["error"], "", "{r}");
 
-    // Upload + verify + import vs gzip -dc | sha256sum, 3 rounds, median.
+    // Upload + verify + import vs gzip -dc | sha256sum, 3 rounds, median; and the same upload
+    // over TLS, alternated with the plain one.
     let mut ours = Vec::new();
     let mut base = Vec::new();
+    let mut over_tls = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
         let status = Command::new("sh")
@@ -68,9 +95,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .send()?
             .json()?;
         assert_eq!(r["error"], "", "{r}");
+
+        let t = Instant::now();
+        let r = upload(&https, &tls_url, &big)?;
+        over_tls.push(t.elapsed().as_secs_f64());
+        assert_eq!(r["error"], "", "{r}");
+        let r: serde_json::Value = http
+            .post(format!("{url}/v1/delete/BIG_PATCH"))
+            .send()?
+            .json()?;
+        assert_eq!(r["error"], "", "{r}");
     }
     let med = |v: &mut Vec<f64>| support::median(v);
-    let (up, gz) = (med(&mut ours), med(&mut base));
+    let (up, gz, up_tls) = (med(&mut ours), med(&mut base), med(&mut over_tls));
 
     eprintln!("uploading {count} patches…");
     for p in &small {
@@ -133,6 +170,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| upload + verify + import, {size_mib} MiB patch (median of 3) | {up:.2} s | {gz:.2} s (`gzip -dc \\| sha256sum`) | {:.2}× | ≤ 1.3× |",
         up / gz
+    );
+    println!(
+        "| the same upload over TLS vs plain HTTP (median of 3, alternated) | {up_tls:.2} s | {up:.2} s | {:.2}× | ≤ 1.15× |",
+        up_tls / up
     );
     println!(
         "| `GET /v1/query`, {count} patches (300 calls) | p50 {:.1} ms, p99 {:.1} ms | | | p99 ≤ 50 ms |",
