@@ -252,30 +252,17 @@ async fn operate(
             })
             .await?,
         );
-        l.query.push(
-            timed(async {
-                plain
-                    .get(format!("{api}/v1/query"))
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
-                Ok(())
-            })
-            .await?,
-        );
-        l.hosts.push(
-            timed(async {
-                plain
-                    .get(format!("{api}/v1/query_hosts"))
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
-                Ok(())
-            })
-            .await?,
-        );
+        let get = |action: &'static str| async move {
+            plain
+                .get(format!("{api}/v1/{action}"))
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            Ok(())
+        };
+        l.query.push(timed(get("query")).await?);
+        l.hosts.push(timed(get("query_hosts")).await?);
         let reports = hosts.iter().map(|(host, credential)| {
             let body = serde_json::json!({
                 "hostname": host, "ip": "127.0.0.1", "personality": "Worker",

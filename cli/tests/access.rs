@@ -10,16 +10,6 @@ use patch_format::testing::TestRpm;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn report(host: &str) -> Value {
-    json!({
-        "hostname": host, "ip": "127.0.0.1", "personality": "Worker",
-        "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",
-        "last_error": null, "reboot_pending": false, "boot_id": "b1", "installed": [],
-        "op_counter": 0, "install_done": 0, "instance": "i1", "workloads": [],
-        "workload_actions": false, "services_disabled": false
-    })
-}
-
 #[test]
 fn a_host_credential_acts_only_for_its_host_and_dies_with_drop_host() {
     let mut site = Site::new();
@@ -34,7 +24,7 @@ fn a_host_credential_acts_only_for_its_host_and_dies_with_drop_host() {
     let post_report = |token: &str, host: &str| {
         http.post(format!("{agent}/agent/v1/report"))
             .bearer_auth(token)
-            .json(&report(host))
+            .json(&common::report_json(host))
             .send()
             .unwrap()
     };

@@ -459,13 +459,7 @@ fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
     let mut site = Site::new();
     let http = site.http();
     let credential = site.enrol("compute-0");
-    let report = serde_json::json!({
-        "hostname": "compute-0", "ip": "127.0.0.1", "personality": "Worker",
-        "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",
-        "last_error": null, "reboot_pending": false, "boot_id": "b1", "installed": [],
-        "op_counter": 0, "install_done": 0, "instance": "i1", "workloads": [],
-        "workload_actions": false, "services_disabled": false
-    });
+    let report = common::report_json("compute-0");
     let reported = http
         .post(format!("{}/agent/v1/report", site.agent_url))
         .bearer_auth(&credential)

@@ -98,7 +98,7 @@ pub fn run_agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let agent = std::sync::Arc::new(agent::Agent::open(config)?);
         if mode == "boot" {
-            agent.install(true, true, 0).await;
+            agent.install(true, true, 0).await?;
             return Ok(());
         }
         let (_stop, rx) = tokio::sync::watch::channel(false);

@@ -41,9 +41,10 @@ impl Agent {
     }
 
     /// Brings the host to its desired package set; records the outcome.
-    pub async fn install(&self, force: bool, locked: bool, seq: u64) {
+    pub async fn install(&self, force: bool, locked: bool, seq: u64) -> Result<(), String> {
         let started = Instant::now();
         let outcome = self.install_inner(force, locked).await;
+        let result = outcome.as_ref().map(|_| ()).map_err(|(_, m)| m.clone());
         let mut state = self.state.lock().await;
         state.installing = false;
         state.install_done = state.install_done.max(seq);
@@ -64,6 +65,7 @@ impl Agent {
             }
         }
         self.save(&state);
+        result
     }
 
     pub(super) async fn install_inner(

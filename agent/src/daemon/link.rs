@@ -163,6 +163,13 @@ impl Agent {
                             .body(body.clone())
                     })
                     .await?;
+                if response.status() == reqwest::StatusCode::CONFLICT {
+                    return Err(bad(format!(
+                        "the controller has {0} enrolled, but this host's credential ({1}) is gone or was refused: an operator must run `sw-patch drop-host {0}` to let it enrol again",
+                        self.config.hostname,
+                        file.display()
+                    )));
+                }
                 if !response.status().is_success() {
                     return Err(Self::failure(response).await);
                 }

@@ -363,7 +363,8 @@ impl Agent {
                     // Tell the controller at once that the install started.
                     self.set_state(InstallState::Installing, None).await;
                     let _ = self.report(op_counter).await;
-                    self.install(force, locked, seq).await;
+                    // The outcome is reported (install state and last error) by the next report.
+                    let _ = self.install(force, locked, seq).await;
                 }
                 Ok(AgentOrder::Reboot) => self.reboot().await,
                 Ok(AgentOrder::Workload { verb, target }) => self.workload(verb, &target).await,
@@ -435,8 +436,9 @@ impl Agent {
             tracing::info!("simulated reboot: new boot id {}", state.boot_id);
         }
         // The boot path: install whatever is pending before the host comes up (as the
-        // original's sw-patch-init does); it is active from this boot on.
-        self.install(true, true, 0).await;
+        // original's sw-patch-init does); it is active from this boot on. A failure is in
+        // the install state and last error the next report carries.
+        let _ = self.install(true, true, 0).await;
         let mut state = self.state.lock().await;
         state.reboot_pending = false;
         self.save(&state);

@@ -202,9 +202,10 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         runtime.block_on(async {
             let agent = Arc::new(Agent::open(config)?);
             if args.install_local {
-                agent.install(true, true, 0).await;
+                let installed = agent.install(true, true, 0).await;
                 let _ = agent.report(0).await;
-                return Ok(());
+                // A boot-time install that failed must not look like one that worked.
+                return installed.map_err(|e| anyhow::anyhow!("boot-time install failed: {e}"));
             }
             let (stop, rx) = tokio::sync::watch::channel(false);
             let running = tokio::spawn(agent.clone().run(rx));

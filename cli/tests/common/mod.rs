@@ -182,3 +182,15 @@ pub fn agent_command(
         .stderr(Stdio::null());
     cmd
 }
+
+/// A minimal agent report for `host` (an idle worker with nothing installed), as the tests
+/// that speak the agent protocol directly send it.
+pub fn report_json(host: &str) -> Value {
+    serde_json::json!({
+        "hostname": host, "ip": "127.0.0.1", "personality": "Worker",
+        "subfunctions": ["worker"], "sw_version": "19.01", "install_state": "idle",
+        "last_error": null, "reboot_pending": false, "boot_id": "b1", "installed": [],
+        "op_counter": 0, "install_done": 0, "instance": "i1", "workloads": [],
+        "workload_actions": false, "services_disabled": false
+    })
+}

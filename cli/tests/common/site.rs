@@ -128,6 +128,14 @@ impl Site {
 
     /// SIGKILLs the controller and starts it again on the same addresses.
     pub fn restart_controller(&mut self) {
+        if let Err(e) = self.try_restart_controller() {
+            panic!("{e}");
+        }
+    }
+
+    /// SIGKILLs the controller and starts it again on the same addresses, or says why it did
+    /// not come up (its log's last lines).
+    pub fn try_restart_controller(&mut self) -> Result<(), String> {
         let _ = self.controller.kill();
         let _ = self.controller.wait();
         let strip = |u: &str| {
@@ -140,12 +148,21 @@ impl Site {
             strip(&self.agent_url),
             strip(&self.vim_url),
         ];
-        let (child, _) = super::spawn_with_addresses(&mut controller_command(
+        match super::try_spawn_with_addresses(&mut controller_command(
             self.dir.path(),
             [&listen[0], &listen[1], &listen[2]],
             &self.controller_args,
-        ));
-        self.controller = child;
+        )) {
+            Ok((child, _)) => {
+                self.controller = child;
+                Ok(())
+            }
+            Err(e) => {
+                let log = std::fs::read_to_string(self.path("controller.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                Err(format!("{e}: {}", tail.join(" | ")))
+            }
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
