@@ -16,6 +16,11 @@ if ! { [ -x /bin/busybox ] && LC_ALL=C ldd /bin/busybox 2>&1 | grep -q "not a dy
 fi
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# The original StarlingX sw-patch client (cli/tests/original/) runs on the system's Python.
+for module in requests:python3-requests requests_toolbelt:python3-requests-toolbelt \
+    netaddr:python3-netaddr six:python3-six; do
+    /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null || need+=("${module#*:}")
+done
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
     SUDO=""

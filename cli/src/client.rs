@@ -189,15 +189,14 @@ pub fn print_outcome(value: &Value) -> bool {
             .to_owned()
     };
     let (info, warning, error) = (text("info"), text("warning"), text("error"));
+    // As the original client prints them: each followed by a newline of its own (the texts
+    // end in one already, so a blank line follows).
     if !info.is_empty() {
-        print!("{info}");
-        if !info.ends_with('\n') {
-            println!();
-        }
+        println!("{info}");
     }
     if !warning.is_empty() {
         println!("Warning:");
-        print!("{warning}");
+        println!("{warning}");
     }
     if !error.is_empty() {
         eprintln!("Error:");

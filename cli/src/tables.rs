@@ -2,8 +2,6 @@
 
 use serde_json::Value;
 
-use crate::write_field;
-
 /// The `Patch ID  RR  Release  Patch State` table, with a `Repo State` column when any patch
 /// state is `n/a` (no hosts), as the original client prints it.
 pub fn query_table(value: &Value) -> String {
@@ -37,7 +35,8 @@ pub fn query_table(value: &Value) -> String {
     let width = |c: usize| column_width(headers[c], rows.iter().map(|r| r[c].as_str()));
     let widths: Vec<usize> = cols.iter().map(|&c| width(c)).collect();
     let mut out = String::new();
-    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+    // Cells keep their padding, trailing spaces included, as the original's format() does.
+    let line = |cells: Vec<String>| cells.join("  ") + "\n";
     out += &line(
         cols.iter()
             .zip(&widths)
@@ -59,59 +58,90 @@ pub fn query_table(value: &Value) -> String {
                 .collect(),
         );
     }
+    // The original prints an empty line after the table.
+    out.push('\n');
     out
 }
 
-/// `sw-patch show`: each patch's fields in the original's layout.
+/// `sw-patch show`: each patch's fields in the original client's layout (`Repo State` only
+/// while the patch state is `n/a`, multi-line fields continued at column 20, two newlines
+/// after each patch). Long lines are not re-wrapped to the terminal's width.
 pub fn show_text(value: &Value, ids: &[String]) -> String {
     let mut out = String::new();
-    for id in ids {
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    const INDENT: &str = "                    ";
+    for id in sorted {
         let Some(m) = value.get("metadata").and_then(|m| m.get(id)) else {
             continue;
         };
         let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         out.push_str(&format!("{id}:\n"));
-        write_field(&mut out, "Release", &text("sw_version"));
-        write_field(&mut out, "Patch State", &text("patchstate"));
-        write_field(&mut out, "Repo State", &text("repostate"));
-        write_field(&mut out, "Status", &text("status"));
-        write_field(&mut out, "Unremovable", &text("unremovable"));
-        write_field(&mut out, "RR", &text("reboot_required"));
-        write_field(
+        let field = |out: &mut String, label: &str, v: &str| {
+            if !v.is_empty() {
+                out.push_str(&format!("    {:<15} {v}\n", format!("{label}:")));
+            }
+        };
+        field(&mut out, "Release", &text("sw_version"));
+        field(&mut out, "Patch State", &text("patchstate"));
+        if text("patchstate") == "n/a" {
+            field(&mut out, "Repo State", &text("repostate"));
+        }
+        field(&mut out, "Status", &text("status"));
+        field(&mut out, "Unremovable", &text("unremovable"));
+        field(&mut out, "RR", &text("reboot_required"));
+        field(
             &mut out,
             "Apply Active Release Only",
             &text("apply_active_release_only"),
         );
-        for (key, label) in [
-            ("summary", "Summary"),
-            ("description", "Description"),
-            ("install_instructions", "Install Instr"),
-            ("warnings", "Warnings"),
-        ] {
-            if !text(key).is_empty() {
-                write_field(&mut out, label, &text(key));
+        field(&mut out, "Summary", &text("summary"));
+        for (key, label) in [("description", "Description"), ("warnings", "Warnings")] {
+            let v = text(key);
+            if v.is_empty() {
+                continue;
+            }
+            let mut lines = v.split('\n');
+            field(&mut out, label, lines.next().unwrap_or(""));
+            for line in lines {
+                out.push_str(&format!("{INDENT}{line}\n"));
             }
         }
-        let list = |v: Option<&Value>| -> String {
-            v.and_then(Value::as_array)
+        let instructions = text("install_instructions");
+        if !instructions.is_empty() {
+            out.push_str("    Install Instructions:\n");
+            for line in instructions.split('\n') {
+                out.push_str(&format!("{INDENT}{line}\n"));
+            }
+        }
+        let list = |v: Option<&Value>| -> Vec<String> {
+            let mut items: Vec<String> = v
+                .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
                         .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                        .map(str::to_owned)
+                        .collect()
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            items.sort();
+            items
         };
         let requires = list(m.get("requires"));
         if !requires.is_empty() {
-            write_field(&mut out, "Requires", &requires);
+            out.push_str("    Requires:\n");
+            for r in requires {
+                out.push_str(&format!("{INDENT}{r}\n"));
+            }
         }
-        write_field(
-            &mut out,
-            "Contents",
-            &list(value.get("contents").and_then(|c| c.get(id))),
-        );
-        out.push('\n');
+        if let Some(contents) = value.get("contents").and_then(|c| c.get(id)) {
+            out.push_str("    Contents:\n");
+            for pkg in list(Some(contents)) {
+                out.push_str(&format!("{INDENT}{pkg}\n"));
+            }
+        }
+        out.push_str("\n\n");
     }
     out
 }
@@ -157,7 +187,7 @@ pub fn hosts_table(value: &Value) -> String {
     let widths: Vec<usize> = (0..6)
         .map(|c| column_width(headers[c], rows.iter().map(|r| r[c].as_str())))
         .collect();
-    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_owned() + "\n";
+    let line = |cells: Vec<String>| cells.join("  ") + "\n";
     let mut out = line(
         headers
             .iter()

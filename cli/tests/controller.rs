@@ -200,20 +200,20 @@ fn the_seed_sequence_through_sw_patch() {
     let c = Cluster::new();
     let feed = c.path("feed");
     let out = c.ok(&["init-release", "19.01", "--feed", feed.to_str().unwrap()]);
-    assert_eq!(out, "Release 19.01 has been initialized\n");
+    assert_eq!(out, "Release 19.01 has been initialized\n\n");
     let p1 = c.patch("001", &[("sysinv", "231.tis"), ("newpkg", "1")], |_| {});
     let out = c.ok(&["upload", p1.to_str().unwrap()]);
-    assert_eq!(out, "001 is now available\n");
+    assert_eq!(out, "001 is now available\n\n");
 
     let table = c.ok(&["query"]);
     assert_eq!(
         table,
         "Patch ID  RR  Release  Repo State  Patch State\n\
          ========  ==  =======  ==========  ===========\n\
-         001       N    19.01   Available       n/a\n"
+         001       N    19.01   Available       n/a    \n\n"
     );
     let out = c.ok(&["apply", "001"]);
-    assert_eq!(out, "001 is now in the repo\n");
+    assert_eq!(out, "001 is now in the repo\n\n");
     assert!(
         c.ok(&["query", "applied"])
             .contains("001       N    19.01    Applied        n/a")
@@ -223,12 +223,12 @@ fn the_seed_sequence_through_sw_patch() {
         shown.starts_with("001:\n    Release:        19.01\n"),
         "{shown}"
     );
-    assert!(shown.contains("    Contents:       newpkg-1.0-1.x86_64.rpm\n                    sysinv-1.0-231.tis.x86_64.rpm\n"), "{shown}");
+    assert!(shown.contains("    Contents:\n                    newpkg-1.0-1.x86_64.rpm\n                    sysinv-1.0-231.tis.x86_64.rpm\n\n\n"), "{shown}");
     assert_eq!(c.ok(&["is-applied", "001"]), "True\n");
     assert_eq!(c.ok(&["is-available", "001"]), "False\n");
     assert_eq!(
         c.ok(&["what-requires", "001"]),
-        "001 is not required by any patches.\n"
+        "001 is not required by any patches.\n\n"
     );
 
     // The repo is served from the state dir with its index.
@@ -238,12 +238,12 @@ fn the_seed_sequence_through_sw_patch() {
     assert_eq!(index["packages"].as_array().unwrap().len(), 2);
 
     let out = c.ok(&["remove", "001"]);
-    assert_eq!(out, "001 has been removed from the repo\n");
+    assert_eq!(out, "001 has been removed from the repo\n\n");
     let out = c.ok(&["delete", "001"]);
-    assert_eq!(out, "001 has been deleted\n");
+    assert_eq!(out, "001 has been deleted\n\n");
     assert_eq!(
         c.ok(&["query"]),
-        "Patch ID  RR  Release  Patch State\n========  ==  =======  ===========\n"
+        "Patch ID  RR  Release  Patch State\n========  ==  =======  ===========\n\n"
     );
 
     let json: Value = serde_json::from_str(&c.ok(&["query", "--format", "json"])).unwrap();

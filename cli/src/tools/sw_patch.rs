@@ -468,7 +468,12 @@ fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> an
         ids.push("force".into());
     }
     let ordered = client.post("host_install_async", &ids, &[])?;
-    if emit(&ordered, json) {
+    // As the original: the order's own "request sent" is not printed, only its failure.
+    let refused = ordered
+        .get("error")
+        .and_then(Value::as_str)
+        .is_some_and(|e| !e.is_empty());
+    if (json || refused) && emit(&ordered, json) {
         return Ok(true);
     }
     let started = std::time::Instant::now();
@@ -536,7 +541,8 @@ fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> an
             }
             _ => {
                 if !json {
-                    println!("Installation was successful.");
+                    // The original ends its line of progress dots with the newline first.
+                    println!("\nInstallation was successful.");
                 }
                 false
             }
