@@ -170,7 +170,8 @@ fn fake_standby(pair: &Pair, status_line: &'static str, error: &'static str) {
 /// caller is told why.
 #[test]
 fn a_standby_that_cannot_take_a_change_fails_the_call() {
-    let mut pair = Pair::new("");
+    // The stand-in standby speaks plain HTTP.
+    let mut pair = Pair::plain("");
     pair.kill(1);
     fake_standby(
         &pair,
@@ -195,7 +196,8 @@ fn a_standby_that_cannot_take_a_change_fails_the_call() {
 /// forever on a lock it held itself), and the controller goes on serving.
 #[test]
 fn a_swact_refused_for_a_stale_term_fails_and_leaves_the_controller_serving() {
-    let mut pair = Pair::new("");
+    // The stand-in standby speaks plain HTTP.
+    let mut pair = Pair::plain("");
     pair.kill(1);
     fake_standby(
         &pair,

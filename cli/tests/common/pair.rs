@@ -18,6 +18,12 @@ pub struct Pair {
     /// Listening addresses, fixed after the first start: [api, agent, vim, peer].
     addrs: [[String; 4]; 2],
     pub agents: Vec<Child>,
+    /// The pair's development CA: both controllers serve TLS (the pair endpoint included,
+    /// each verifying the other against it), and every client is given it.
+    pub ca: tls::dev_ca::DevCa,
+    /// Whether the remote listeners serve TLS (the default; `plain` for tests that put a
+    /// hand-written HTTP peer in the standby's place).
+    tls: bool,
 }
 
 impl Drop for Pair {
@@ -51,12 +57,23 @@ pub fn state_files(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
 }
 
 impl Pair {
-    /// Both controllers started (controller-0 active), the release initialized.
+    /// Both controllers started (controller-0 active), the release initialized; TLS on
+    /// every remote listener.
     pub fn new(extra_toml: &str) -> Pair {
+        Pair::start_pair(extra_toml, true)
+    }
+
+    /// [`Pair::new`] with plain HTTP between the controllers (on loopback).
+    pub fn plain(extra_toml: &str) -> Pair {
+        Pair::start_pair(extra_toml, false)
+    }
+
+    fn start_pair(extra_toml: &str, tls: bool) -> Pair {
         let (dir, key) = super::work_dir(&["feed", "rpms", "patches", "roots", "c0", "c1"]);
         let d = dir.path();
         std::fs::write(d.join("agent-token"), "agent-secret\n").unwrap();
         std::fs::write(d.join("peer-token"), "peer-secret\n").unwrap();
+        let ca = tls::dev_ca::create(&d.join("tls"), &[]).unwrap();
         for i in 0..2 {
             std::fs::write(
                 d.join(format!("c{i}.toml")),
@@ -77,6 +94,8 @@ impl Pair {
             controllers: [None, None],
             addrs: [[any(), any(), any(), any()], [any(), any(), any(), any()]],
             agents: Vec::new(),
+            ca,
+            tls,
         };
         // Each side must know the other's pair port before it starts: ports probed free, and
         // probed again if another process took one meanwhile.
@@ -107,6 +126,11 @@ impl Pair {
 
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
+    }
+
+    /// The remote listeners' URL scheme.
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Controller `i`'s state as the controller uses it.
@@ -144,12 +168,23 @@ impl Pair {
             .arg("--agent-token-file")
             .arg(d.join("agent-token"))
             .args(["--host-name", &format!("controller-{i}")])
-            .args(["--peer", &format!("http://{}", self.addrs[other][3])])
+            .args([
+                "--peer",
+                &format!("{}://{}", self.scheme(), self.addrs[other][3]),
+            ])
             .args(["--peer-listen", &a[3]])
             .arg("--peer-token-file")
             .arg(d.join("peer-token"))
             .env("STX_PATCH_LOG", "warn")
             .stdout(Stdio::piped());
+        if self.tls {
+            cmd.arg("--tls-cert")
+                .arg(&self.ca.server_cert)
+                .arg("--tls-key")
+                .arg(&self.ca.server_key)
+                .arg("--tls-ca")
+                .arg(&self.ca.ca_cert);
+        }
         cmd.stderr(super::daemon_log(&d.join(format!("c{i}.log"))));
         let (child, addrs) = super::try_spawn_with_addresses(&mut cmd)?;
         for (slot, key) in ["api", "agent_api", "vim_api", "peer"].iter().enumerate() {
@@ -188,7 +223,8 @@ impl Pair {
 
     /// Both orchestration API URLs.
     pub fn vim_urls(&self) -> String {
-        format!("http://{},http://{}", self.addrs[0][2], self.addrs[1][2])
+        let s = self.scheme();
+        format!("{s}://{},{s}://{}", self.addrs[0][2], self.addrs[1][2])
     }
 
     pub fn run_at(&self, bin: &str, urls: &str, args: &[&str]) -> Output {
@@ -199,6 +235,7 @@ impl Pair {
         };
         let child = Command::new(path)
             .args(["--url", urls])
+            .env("OS_CACERT", &self.ca.ca_cert)
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -313,14 +350,17 @@ impl Pair {
     }
 
     fn agent_command(&self, host: &str, personality: &str) -> Command {
-        let controllers = format!("http://{},http://{}", self.addrs[0][1], self.addrs[1][1]);
-        super::agent_command(
+        let s = self.scheme();
+        let controllers = format!("{s}://{},{s}://{}", self.addrs[0][1], self.addrs[1][1]);
+        let mut cmd = super::agent_command(
             &controllers,
             &self.path("agent-token"),
             &self.root(host),
             host,
             personality,
-        )
+        );
+        cmd.env("OS_CACERT", &self.ca.ca_cert);
+        cmd
     }
 
     pub fn start_agent(&mut self, host: &str, personality: &str) {
