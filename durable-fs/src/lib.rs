@@ -1,4 +1,5 @@
-//! Crash-safe file-system writes, the one way every stx-patch crate changes a state file.
+//! Crash-safe file-system writes, the one way every stx-patch crate changes a state file, and
+//! the bounded read of a small file (a key, a certificate, an index) it is read back with.
 //!
 //! A write goes to a temporary file beside the target (named `.tmp-…`, so [`sweep_temp`] can
 //! clear what a crash left), is fsynced, renamed over the target, and then the directory is
@@ -33,6 +34,27 @@ impl From<Error> for std::io::Error {
 
 /// The result of a durable operation.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Reads `path` whole unless it is larger than `limit` bytes: then an `InvalidData` error
+/// saying so, without reading past the limit (a file that should be small never fills memory).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = File::open(path).map_err(at(path))?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(at(path))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("larger than {limit} bytes"),
+            ),
+        });
+    }
+    Ok(bytes)
+}
 
 /// Turns an `io::Error` on `path` into an [`Error`].
 pub fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -191,6 +213,19 @@ fn parent(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_bounded_reads_up_to_the_limit_and_refuses_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"12345").unwrap();
+        assert_eq!(read_bounded(&path, 5).unwrap(), b"12345");
+        let err = read_bounded(&path, 4).unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("larger than 4 bytes"), "{err}");
+        let missing = read_bounded(&dir.path().join("none"), 4).unwrap_err();
+        assert_eq!(missing.source.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn write_replaces_whole_and_leaves_no_temp_file() {

@@ -1,6 +1,5 @@
 //! The controller's signing key on disk, and the public key agents pin.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,15 +19,9 @@ fn read_small(path: &Path) -> Result<String, SignError> {
         path: path.to_owned(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| failed(e.to_string()))?;
-    let mut text = String::new();
-    file.take(KEY_FILE_LIMIT + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| failed(e.to_string()))?;
-    if text.len() as u64 > KEY_FILE_LIMIT {
-        return Err(failed("larger than any key file".into()));
-    }
-    Ok(text)
+    let bytes =
+        durable_fs::read_bounded(path, KEY_FILE_LIMIT).map_err(|e| failed(e.source.to_string()))?;
+    String::from_utf8(bytes).map_err(|_| failed("not text".into()))
 }
 
 /// A public key agents pin (PEM SubjectPublicKeyInfo, Ed25519).

@@ -1,7 +1,6 @@
 //! Reading PEM files, bounded: certificates and keys are small, so a file that is not is
 //! refused before it is read whole.
 
-use std::io::Read;
 use std::path::Path;
 
 use rustls::pki_types::pem::PemObject;
@@ -13,22 +12,16 @@ use crate::TlsError;
 const PEM_LIMIT: u64 = 4 << 20;
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let failed = |source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(failed)?;
-    let mut bytes = Vec::new();
-    file.take(PEM_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(failed)?;
-    if bytes.len() as u64 > PEM_LIMIT {
-        return Err(TlsError::TooLarge {
+    durable_fs::read_bounded(path, PEM_LIMIT).map_err(|e| match e.source.kind() {
+        std::io::ErrorKind::InvalidData => TlsError::TooLarge {
             path: path.to_owned(),
             limit: PEM_LIMIT,
-        });
-    }
-    Ok(bytes)
+        },
+        _ => TlsError::Read {
+            path: path.to_owned(),
+            source: e.source,
+        },
+    })
 }
 
 /// Every certificate in a PEM file, in order (a chain: leaf first).

@@ -143,15 +143,18 @@ impl Agent {
             what: "enrolment".into(),
             reason,
         };
-        let credential = match std::fs::read_to_string(&file) {
-            Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
-            Ok(_) => {
-                return Err(bad(format!(
-                    "{} is empty: remove it to enrol again",
-                    file.display()
-                )));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A credential is 64 hex digits; anything much larger is not one.
+        let credential = match durable_fs::read_bounded(&file, 4096) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+                _ => {
+                    return Err(bad(format!(
+                        "{} is empty or not text: remove it to enrol again",
+                        file.display()
+                    )));
+                }
+            },
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
                 let body = serde_json::json!({ "hostname": self.config.hostname }).to_string();
                 let response = self
                     .controllers
@@ -187,7 +190,7 @@ impl Agent {
                 tracing::info!("enrolled with the controller as {}", self.config.hostname);
                 enrolled.credential
             }
-            Err(e) => return Err(bad(format!("{}: {e}", file.display()))),
+            Err(e) => return Err(bad(e.to_string())),
         };
         *cached = Some(credential.clone());
         Ok(credential)

@@ -34,28 +34,20 @@ impl FileArea {
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// An index file as text, bounded, and its version (modification time in ms: every index is
-/// written anew by rename, so a later index has a later time); one that is missing or not
-/// JSON is an error, never an empty index (agents would remove every package).
+/// written anew by rename, so a later index has a later time). One that is missing, too large
+/// or not JSON (the envelope refuses it) is an error, never an empty index (agents would
+/// remove every package).
 fn read_index(path: &Path) -> Result<(String, u64), ServiceError> {
-    use std::io::Read;
     let failed = |reason: String| ServiceError::Index(format!("{}: {reason}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| failed(e.to_string()))?;
-    let serial = file
-        .metadata()
+    let serial = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(|e| failed(e.to_string()))?
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let mut text = String::new();
-    file.take(MAX_INDEX_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| failed(e.to_string()))?;
-    if text.len() as u64 > MAX_INDEX_BYTES {
-        return Err(failed(format!("larger than {MAX_INDEX_BYTES} bytes")));
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)
-        .map_err(|e| failed(format!("not JSON: {e}")))?;
+    let bytes = durable_fs::read_bounded(path, MAX_INDEX_BYTES)
+        .map_err(|e| failed(e.source.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| failed("not UTF-8 text".into()))?;
     Ok((text, serial))
 }
 
@@ -133,7 +125,7 @@ impl Service {
         blocking(move || {
             let (index, serial) = read_index(&path)?;
             repo_sign::Envelope::seal(&signer, (name, &release), &index, serial, validity)
-                .map_err(|e| ServiceError::Index(e.to_string()))
+                .map_err(|e| ServiceError::Index(format!("{}: {e}", path.display())))
         })
         .await
     }
