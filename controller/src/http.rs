@@ -123,17 +123,28 @@ pub(crate) fn peer(request: &axum::extract::Request) -> String {
 }
 
 /// An answer's outcome for the audit log: `ok`, the error an answer carries (the patching
-/// API says "error" in a 200), or the HTTP status. Answers up to 1 MiB are looked into; the
-/// response is returned whole.
+/// API says "error" in a 200), or the HTTP status. Only answers known to be small (at most
+/// 1 MiB) are looked into; any other passes through untouched, its outcome the status.
 pub(crate) async fn outcome(response: Response) -> (Response, String) {
+    use axum::body::HttpBody;
+    const LOOKED_INTO: u64 = 1 << 20;
+    let status = response.status();
+    let small = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= LOOKED_INTO);
+    if !small {
+        return (response, format!("HTTP {status}"));
+    }
     let (parts, body) = response.into_parts();
-    let status = parts.status;
-    let bytes = match axum::body::to_bytes(body, 1 << 20).await {
+    let bytes = match axum::body::to_bytes(body, LOOKED_INTO as usize).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) => {
+            // The body failed while being read: the client would have got the same failure.
             return (
                 Response::from_parts(parts, axum::body::Body::empty()),
-                format!("HTTP {status} (answer unreadable)"),
+                format!("HTTP {status} (answer failed: {e})"),
             );
         }
     };
@@ -160,6 +171,35 @@ pub(crate) async fn outcome(response: Response) -> (Response, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_audit_outcome_reads_small_answers_and_never_eats_a_large_one() {
+        let refused = ok(serde_json::json!({"info": "", "error": "P1 is not available\n"}));
+        let (_, said) = outcome(refused).await;
+        assert_eq!(said, "refused: P1 is not available");
+        let (_, said) = outcome(ok(serde_json::json!({"info": "done", "error": ""}))).await;
+        assert_eq!(said, "ok");
+
+        let large = vec![b'x'; 2 << 20];
+        let (response, said) =
+            outcome(Response::new(axum::body::Body::from(large.clone()))).await;
+        assert_eq!(said, "HTTP 200 OK");
+        let body = axum::body::to_bytes(response.into_body(), 4 << 20)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), large.len());
+
+        let streamed =
+            axum::body::Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                axum::body::Bytes::from_static(b"{}"),
+            )]));
+        let (response, said) = outcome(Response::new(streamed)).await;
+        assert_eq!(said, "HTTP 200 OK");
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"{}");
+    }
 
     #[test]
     fn log_text_cannot_start_a_new_line() {

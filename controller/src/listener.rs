@@ -150,9 +150,14 @@ impl FailedAuth {
 
     fn failed(&self, ip: std::net::IpAddr) {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if sources.len() >= MAX_SOURCES {
+        if sources.len() >= MAX_SOURCES && !sources.contains_key(&ip) {
             let window = self.window;
             sources.retain(|_, (_, since)| since.elapsed() < window);
+            if sources.len() >= MAX_SOURCES {
+                // Still full of live windows: this source goes uncounted rather than the
+                // table growing without bound.
+                return;
+            }
         }
         let entry = sources.entry(ip).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= self.window {
@@ -165,6 +170,22 @@ impl FailedAuth {
     }
 }
 
+/// The source failures are counted for: the address, or for IPv6 its /64 (one host usually
+/// holds a whole /64, and would otherwise have 2^64 fresh addresses to guess from).
+fn source_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 async fn throttle_failed_auth(
     axum::extract::State(failed): axum::extract::State<Arc<FailedAuth>>,
     req: axum::extract::Request,
@@ -174,7 +195,7 @@ async fn throttle_failed_auth(
     let ip = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| source_of(c.0.ip()));
     let Some(ip) = ip else {
         return next.run(req).await;
     };
@@ -285,5 +306,48 @@ pub(crate) fn raise_open_files_limit() {
         if let Err(e) = setrlimit(Resource::Nofile, raised) {
             tracing::warn!("cannot raise the open-files limit: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle(max_failures: u32) -> FailedAuth {
+        FailedAuth::new(&ListenerLimits {
+            max_failed_auth_per_minute: max_failures,
+            ..ListenerLimits::default()
+        })
+    }
+
+    #[test]
+    fn a_source_is_blocked_after_its_failures_and_an_ipv6_host_is_one_source() {
+        let failed = throttle(3);
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(other));
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            source_of(mapped),
+            "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        for ip in [a, b, a] {
+            assert!(failed.blocked(source_of(ip)).is_none());
+            failed.failed(source_of(ip));
+        }
+        assert!(failed.blocked(source_of(b)).is_some());
+        assert!(failed.blocked(source_of(other)).is_none());
+    }
+
+    #[test]
+    fn the_table_of_sources_stays_bounded() {
+        let failed = throttle(1);
+        for i in 0..(MAX_SOURCES as u32 + 10) {
+            failed.failed(std::net::IpAddr::V4(std::net::Ipv4Addr::from(i)));
+        }
+        let len = failed.sources.lock().unwrap().len();
+        assert_eq!(len, MAX_SOURCES);
     }
 }
