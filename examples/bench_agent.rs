@@ -12,9 +12,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -197,45 +196,33 @@ fn controller_under_agents(
     let ca = over_tls
         .then(|| tls::dev_ca::create(&dir.join("ca"), &[]))
         .transpose()?;
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("sw-patch-controller"))
-        .filter(|p| p.exists())
-        .ok_or("build the controller first: cargo build --release --workspace --bins")?;
     std::fs::create_dir_all(dir.join("feed"))?;
     std::fs::write(dir.join("token"), "bench-token\n")?;
-    let mut controller = Command::new(bin)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args([
-            "--release",
-            "19.01",
-            "--listen",
-            "127.0.0.1:0",
-            "--agent-listen",
-            "127.0.0.1:0",
-            "--vim-listen",
-            "off",
-        ])
-        .arg("--agent-token-file")
-        .arg(dir.join("token"))
-        .args(ca.iter().flat_map(|ca| {
-            [
-                "--tls-cert".into(),
-                ca.server_cert.clone().into_os_string(),
-                "--tls-key".into(),
-                ca.server_key.clone().into_os_string(),
-            ]
-        }))
-        .arg("--print-addresses")
-        .env("STX_PATCH_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(controller.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let addrs: serde_json::Value = serde_json::from_str(&line)?;
+    let (mut controller, addrs) = support::spawn_controller(
+        support::controller_command()?
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args([
+                "--release",
+                "19.01",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--vim-listen",
+                "off",
+            ])
+            .arg("--agent-token-file")
+            .arg(dir.join("token"))
+            .args(ca.iter().flat_map(|ca| {
+                [
+                    "--tls-cert".into(),
+                    ca.server_cert.clone().into_os_string(),
+                    "--tls-key".into(),
+                    ca.server_key.clone().into_os_string(),
+                ]
+            })),
+    )?;
     let api = format!("http://{}", addrs["api"].as_str().unwrap_or_default());
     let scheme = if over_tls { "https" } else { "http" };
     let agent_url = format!(

@@ -16,9 +16,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,35 +55,23 @@ fn main() -> Result<()> {
             dir.join("state")
         ),
     )?;
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("sw-patch-controller"))
-        .filter(|p| p.exists())
-        .ok_or("build the controller first: cargo build --release --workspace --bins")?;
-    let mut controller = Command::new(bin)
-        .arg("--config")
-        .arg(dir.join("controller.toml"))
-        .arg("--keyring")
-        .arg(dir.join("keyring"))
-        .args(["--listen", "127.0.0.1:0", "--auth-listen", "127.0.0.1:0"])
-        .args(["--agent-listen", "127.0.0.1:0", "--vim-listen", "off"])
-        .arg("--auth-tokens-file")
-        .arg(dir.join("tokens"))
-        .arg("--agent-token-file")
-        .arg(dir.join("agent-token"))
-        .arg("--tls-cert")
-        .arg(&ca.server_cert)
-        .arg("--tls-key")
-        .arg(&ca.server_key)
-        .arg("--print-addresses")
-        .env("STX_PATCH_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(controller.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let addrs: serde_json::Value = serde_json::from_str(&line)?;
+    let (mut controller, addrs) = support::spawn_controller(
+        support::controller_command()?
+            .arg("--config")
+            .arg(dir.join("controller.toml"))
+            .arg("--keyring")
+            .arg(dir.join("keyring"))
+            .args(["--listen", "127.0.0.1:0", "--auth-listen", "127.0.0.1:0"])
+            .args(["--agent-listen", "127.0.0.1:0", "--vim-listen", "off"])
+            .arg("--auth-tokens-file")
+            .arg(dir.join("tokens"))
+            .arg("--agent-token-file")
+            .arg(dir.join("agent-token"))
+            .arg("--tls-cert")
+            .arg(&ca.server_cert)
+            .arg("--tls-key")
+            .arg(&ca.server_key),
+    )?;
     let addr = |k: &str| addrs[k].as_str().unwrap_or_default().to_owned();
     let (api, auth, agent) = (addr("api"), addr("auth_api"), addr("agent_api"));
 

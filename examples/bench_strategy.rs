@@ -15,9 +15,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,12 +202,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("sw-patch-controller"))
-        .filter(|p| p.exists())
-        .ok_or("build the controller first: cargo build --release --workspace --bins")?;
     for sub in ["feed", "keyring", "roots"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
@@ -223,23 +215,17 @@ fn rollout(dir: &Path, agents: usize) -> Result<Rollout> {
             dir.join("state")
         ),
     )?;
-    let mut controller = Command::new(bin)
-        .arg("--config")
-        .arg(dir.join("controller.toml"))
-        .arg("--keyring")
-        .arg(dir.join("keyring"))
-        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
-        .args(["--vim-listen", "127.0.0.1:0"])
-        .arg("--agent-token-file")
-        .arg(dir.join("token"))
-        .arg("--print-addresses")
-        .env("STX_PATCH_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(controller.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let addrs: Value = serde_json::from_str(&line)?;
+    let (mut controller, addrs) = support::spawn_controller(
+        support::controller_command()?
+            .arg("--config")
+            .arg(dir.join("controller.toml"))
+            .arg("--keyring")
+            .arg(dir.join("keyring"))
+            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+            .args(["--vim-listen", "127.0.0.1:0"])
+            .arg("--agent-token-file")
+            .arg(dir.join("token")),
+    )?;
     let api = format!("http://{}", addrs["api"].as_str().unwrap_or_default());
     let agent_url = format!("http://{}", addrs["agent_api"].as_str().unwrap_or_default());
     let vim = format!(

@@ -181,8 +181,7 @@ mod tests {
         assert_eq!(said, "ok");
 
         let large = vec![b'x'; 2 << 20];
-        let (response, said) =
-            outcome(Response::new(axum::body::Body::from(large.clone()))).await;
+        let (response, said) = outcome(Response::new(axum::body::Body::from(large.clone()))).await;
         assert_eq!(said, "HTTP 200 OK");
         let body = axum::body::to_bytes(response.into_body(), 4 << 20)
             .await

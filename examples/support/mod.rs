@@ -7,6 +7,41 @@ use std::path::{Path, PathBuf};
 use patch_format::{PatchBuilder, PatchMetadata, Status};
 use patch_sign::PrivateKey;
 
+/// `sw-patch-controller` built beside this example (`cargo build --release --workspace
+/// --bins`), set to print its addresses and log errors only.
+pub fn controller_command() -> Result<std::process::Command, Box<dyn std::error::Error>> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("sw-patch-controller"))
+        .filter(|p| p.exists())
+        .ok_or("build the controller first: cargo build --release --workspace --bins")?;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--print-addresses")
+        .env("STX_PATCH_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    Ok(cmd)
+}
+
+/// Starts a [`controller_command`] and reads the addresses it listens on.
+pub fn spawn_controller(
+    cmd: &mut std::process::Command,
+) -> Result<(std::process::Child, serde_json::Value), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    let mut child = cmd.spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    match serde_json::from_str(&line) {
+        Ok(addrs) => Ok((child, addrs)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("the controller did not start ({e}): {line:?}").into())
+        }
+    }
+}
+
 /// `--name value` from the command line, or `default`.
 pub fn opt(args: &[String], name: &str, default: &str) -> String {
     args.iter()
