@@ -139,10 +139,6 @@ async fn dispatch(
             }
         },
     };
-    let user = operator
-        .as_ref()
-        .map_or("local", |o| o.name.as_str())
-        .to_owned();
     let from = crate::http::peer(&request);
     let mut segments = rest.split('/').filter(|s| !s.is_empty()).map(str::to_owned);
     let Some(action) = segments.next() else {
@@ -163,36 +159,32 @@ async fn dispatch(
         ids,
         options,
     };
-    let mutating = !is_read(&call.action);
+    if is_read(&call.action) {
+        return perform(&api.service, call, headers, request).await;
+    }
     let action = format!(
         "{} {} {:?}",
         log_text(&call.action),
         log_text(&call.ids.join(" ")),
         call.options
     );
-    if mutating && let Some(operator) = operator.as_ref().filter(|o| !o.may_mutate()) {
-        tracing::warn!(target: "audit", "User: {user} From: {from} Action: {action} Outcome: refused (reader)");
-        return http_error(
-            StatusCode::FORBIDDEN,
-            &crate::auth::reader_refusal(operator),
-        );
-    }
-    // A forced swact is how a standby takes over from a dead active: it is not redirected.
-    let forced_swact = call.action == "host_swact" && call.flag("force");
-    if mutating
-        && !forced_swact
-        && let Some(refusal) =
-            crate::http::not_active_response(&api.service, |u| u.api.clone(), request.uri(), false)
-    {
-        return refusal;
-    }
-    let response = perform(&api.service, call, headers, request).await;
-    if !mutating {
-        return response;
-    }
-    let (response, outcome) = crate::http::outcome(response).await;
-    tracing::info!(target: "audit", "User: {user} From: {from} Action: {action} Outcome: {}", log_text(&outcome));
-    response
+    let refuse = |why: &str| http_error(StatusCode::FORBIDDEN, why);
+    crate::http::audited_mutation(operator.as_ref(), &from, &action, refuse, async move {
+        // A forced swact is how a standby takes over from a dead active: not redirected.
+        let forced_swact = call.action == "host_swact" && call.flag("force");
+        if !forced_swact
+            && let Some(refusal) = crate::http::not_active_response(
+                &api.service,
+                |u| u.api.clone(),
+                request.uri(),
+                false,
+            )
+        {
+            return refusal;
+        }
+        perform(&api.service, call, headers, request).await
+    })
+    .await
 }
 
 /// Carries out one call.

@@ -168,6 +168,26 @@ pub(crate) async fn outcome(response: Response) -> (Response, String) {
     )
 }
 
+/// A mutation as every API carries it out: a reader's is refused (the API's own refusal from
+/// `refuse`, given the reason); any other runs, and is audited with who asked, from where and
+/// the outcome read from the answer.
+pub(crate) async fn audited_mutation(
+    operator: Option<&crate::auth::Operator>,
+    from: &str,
+    action: &str,
+    refuse: impl FnOnce(&str) -> Response,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    let who = operator.map_or("local", |o| o.name.as_str());
+    if let Some(reader) = operator.filter(|o| !o.may_mutate()) {
+        tracing::warn!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: refused (reader)");
+        return refuse(&crate::auth::reader_refusal(reader));
+    }
+    let (response, outcome) = outcome(run.await).await;
+    tracing::info!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: {}", log_text(&outcome));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,26 +78,15 @@ async fn guard_mutations(
             None => return next.run(request).await,
         },
     };
-    let who = operator
-        .as_ref()
-        .map_or("local", |o| o.name.as_str())
-        .to_owned();
     let from = crate::http::peer(&request);
     let action = format!(
         "{} {}",
         request.method(),
         crate::http::log_text(request.uri().path())
     );
-    if let Some(operator) = operator.as_ref().filter(|o| !o.may_mutate()) {
-        tracing::warn!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: refused (reader)");
-        return fault(
-            StatusCode::FORBIDDEN,
-            &crate::auth::reader_refusal(operator),
-        );
-    }
-    let (response, outcome) = crate::http::outcome(next.run(request).await).await;
-    tracing::info!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: {}", crate::http::log_text(&outcome));
-    response
+    let refuse = |why: &str| fault(StatusCode::FORBIDDEN, why);
+    crate::http::audited_mutation(operator.as_ref(), &from, &action, refuse, next.run(request))
+        .await
 }
 
 /// Mutations (POST, DELETE) go to the active controller of a pair: elsewhere, a redirect.
