@@ -8,12 +8,11 @@
 //! verifies, and is revoked by deleting one line; mutual TLS would add a second PKI for the
 //! same guarantee.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// The file, under the state directory.
 pub(crate) const FILE: &str = "host-credentials.json";
@@ -52,6 +51,10 @@ struct Stored {
 pub(crate) struct HostCredentials {
     path: PathBuf,
     stored: Stored,
+    /// Token hash → host: every agent request is looked up here. A lookup by the SHA-256 of
+    /// the presented token needs no constant-time scan: its timing can only tell an attacker
+    /// about hashes of guesses, never about a stored token.
+    by_hash: HashMap<String, String>,
 }
 
 fn hash(token: &str) -> String {
@@ -72,7 +75,16 @@ impl HostCredentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(e) => return Err(failed(e.to_string())),
         };
-        Ok(HostCredentials { path, stored })
+        let by_hash = stored
+            .hosts
+            .iter()
+            .map(|(host, hash)| (hash.clone(), host.clone()))
+            .collect();
+        Ok(HostCredentials {
+            path,
+            stored,
+            by_hash,
+        })
     }
 
     fn save(&self) -> Result<(), CredentialError> {
@@ -94,11 +106,13 @@ impl HostCredentials {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
         let token = hex::encode(bytes);
-        self.stored.hosts.insert(host.to_owned(), hash(&token));
+        let hashed = hash(&token);
+        self.stored.hosts.insert(host.to_owned(), hashed.clone());
         if let Err(e) = self.save() {
             self.stored.hosts.remove(host);
             return Err(e);
         }
+        self.by_hash.insert(hashed, host.to_owned());
         Ok(token)
     }
 
@@ -111,23 +125,16 @@ impl HostCredentials {
             self.stored.hosts.insert(host.to_owned(), old);
             return Err(e);
         }
+        self.by_hash.remove(&old);
         Ok(true)
     }
 
-    /// The host a presented token belongs to. Every stored hash is compared (in constant
-    /// time), whatever the outcome of the others.
+    /// The host a presented token belongs to.
     pub(crate) fn host_of(&self, presented: &str) -> Option<String> {
         if presented.is_empty() {
             return None;
         }
-        let presented = hash(presented);
-        let mut found = None;
-        for (host, stored) in &self.stored.hosts {
-            if bool::from(stored.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(host.clone());
-            }
-        }
-        found
+        self.by_hash.get(&hash(presented)).cloned()
     }
 }
 
