@@ -109,23 +109,6 @@ fn a_host_credential_acts_only_for_its_host_and_dies_with_drop_host() {
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 
-/// The value of cookie `name` set by `response`.
-fn set_cookie(response: &reqwest::blocking::Response, name: &str) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .unwrap()
-}
-
-fn csrf(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
 /// A patch's repository state (`Available`, `Applied`).
 fn repo_state(site: &Site, id: &str) -> String {
     let out = site.ok(&["query", "--format", "json"]);
@@ -239,17 +222,9 @@ fn a_reader_token_queries_everywhere_and_changes_nothing() {
 
     // Dashboard: a reader logs in and sees the pages; every form is refused.
     let web = site.web_url.clone().unwrap();
-    let form = http.get(format!("{web}/login")).send().unwrap();
-    let login_cookie = set_cookie(&form, "stx_login");
-    let page = form.text().unwrap();
-    let login = http
-        .post(format!("{web}/login"))
-        .header("cookie", &login_cookie)
-        .form(&[("csrf", csrf(&page).as_str()), ("token", READER)])
-        .send()
-        .unwrap();
+    let login = common::http_login(&http, &web, READER);
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
-    let session = set_cookie(&login, "stx_session");
+    let (session, _) = common::cookie(&login, "stx_session").expect("a session cookie");
     let patches = http
         .get(format!("{web}/patches"))
         .header("cookie", &session)
@@ -261,7 +236,7 @@ fn a_reader_token_queries_everywhere_and_changes_nothing() {
     let refused = http
         .post(format!("{web}/patches/action/apply"))
         .header("cookie", &session)
-        .form(&[("csrf", csrf(&page).as_str()), ("id", "RO_0001")])
+        .form(&[("csrf", common::csrf_of(&page).as_str()), ("id", "RO_0001")])
         .send()
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);

@@ -12,7 +12,6 @@ use common::Site;
 use common::cluster::{fast_timing, six_hosts};
 use fantoccini::{Client, ClientBuilder, Locator};
 use patch_format::testing::TestRpm;
-use reqwest::blocking::Client as Http;
 
 const TOKEN: &str = "operator-token-0123456789";
 
@@ -27,34 +26,7 @@ fn sysinv_231() -> TestRpm {
     TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n")
 }
 
-/// The `value` of the first hidden `csrf` field of a page.
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-/// The `name=value` of a `Set-Cookie` header named `name`, and the whole header.
-fn cookie(response: &reqwest::blocking::Response, name: &str) -> Option<(String, String)> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| (v.split(';').next().unwrap().to_owned(), v.to_owned()))
-}
-
-/// Logs in over plain HTTP; the session cookie (`stx_session=…`) and its full header.
-fn http_login(http: &Http, web: &str, token: &str) -> reqwest::blocking::Response {
-    let form = http.get(format!("{web}/login")).send().unwrap();
-    let (login_cookie, _) = cookie(&form, "stx_login").expect("the login form sets its cookie");
-    let csrf = csrf_of(&form.text().unwrap());
-    http.post(format!("{web}/login"))
-        .header("cookie", login_cookie)
-        .form(&[("csrf", csrf.as_str()), ("token", token)])
-        .send()
-        .unwrap()
-}
+use common::{cookie, csrf_of, http_login};
 
 #[test]
 fn dashboard_reads_without_javascript_and_refuses_forged_forms() {

@@ -258,13 +258,11 @@ fn sighup_reloads_the_certificate_without_a_restart() {
     replace(&next.server_cert, &daemon.dir.path().join("cert.pem"));
     replace(&next.server_key, &daemon.dir.path().join("key.pem"));
     let pid = daemon.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let hangup = || {
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    hangup();
     let start = Instant::now();
     while !query(&next.ca_cert).status.success() {
         assert!(start.elapsed() < Duration::from_secs(10), "not reloaded");
@@ -274,13 +272,7 @@ fn sighup_reloads_the_certificate_without_a_restart() {
 
     // A broken file on reload: the certificate in use stays, the daemon keeps serving.
     std::fs::write(daemon.dir.path().join("cert.pem"), "garbage").unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hangup();
     std::thread::sleep(Duration::from_millis(300));
     assert!(query(&next.ca_cert).status.success());
 }

@@ -342,7 +342,9 @@ impl ControllerConfig {
                 }
             }
         }
-        if self.auth_listen.is_some() && self.operators()?.is_empty() {
+        // Read once: the token file is read from disk.
+        let no_operators = self.operators()?.is_empty();
+        if self.auth_listen.is_some() && no_operators {
             return Err(ConfigError::Invalid(
                 "auth_listen needs at least one token (auth_tokens or auth_tokens_file)".into(),
             ));
@@ -351,14 +353,14 @@ impl ControllerConfig {
             let loopback = addr
                 .parse::<std::net::SocketAddr>()
                 .is_ok_and(|a| a.ip().is_loopback());
-            if !loopback && self.operators()?.is_empty() {
+            if !loopback && no_operators {
                 return Err(ConfigError::Invalid(format!(
                     "vim_listen {addr} is not loopback: it needs auth tokens (auth_tokens or auth_tokens_file)"
                 )));
             }
         }
         if let Some(addr) = &self.web_listen
-            && self.operators()?.is_empty()
+            && no_operators
         {
             return Err(ConfigError::Invalid(format!(
                 "web_listen {addr}: operators log in with a token, so it needs auth tokens (auth_tokens or auth_tokens_file)"

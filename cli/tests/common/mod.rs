@@ -194,3 +194,37 @@ pub fn report_json(host: &str) -> Value {
         "workload_actions": false, "services_disabled": false
     })
 }
+
+/// The `value` of the first hidden `csrf` field of a dashboard page.
+pub fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+/// The `name=value` of a `Set-Cookie` header named `name`, and the whole header.
+pub fn cookie(response: &reqwest::blocking::Response, name: &str) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| (v.split(';').next().unwrap().to_owned(), v.to_owned()))
+}
+
+/// Logs in to the dashboard at `web` with `token` as a browser would (the login form's
+/// cookie and CSRF field first); the answer carries the session cookie (`stx_session=…`).
+pub fn http_login(
+    http: &reqwest::blocking::Client,
+    web: &str,
+    token: &str,
+) -> reqwest::blocking::Response {
+    let form = http.get(format!("{web}/login")).send().unwrap();
+    let (login_cookie, _) = cookie(&form, "stx_login").expect("the login form sets its cookie");
+    let csrf = csrf_of(&form.text().unwrap());
+    http.post(format!("{web}/login"))
+        .header("cookie", login_cookie)
+        .form(&[("csrf", csrf.as_str()), ("token", token)])
+        .send()
+        .unwrap()
+}
