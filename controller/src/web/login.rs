@@ -112,7 +112,7 @@ pub(super) async fn login(
             tracing::info!(target: "audit", "dashboard login: {who}");
             let mut response = see_other(next.as_deref().unwrap_or("/system"));
             set_cookie(&mut response, &cookie);
-            set_cookie(&mut response, &session::clear_login_cookie());
+            set_cookie(&mut response, &web.sessions.clear_login_cookie());
             response
         }
         Err(message) => html(
@@ -135,7 +135,7 @@ pub(super) async fn logout(
     }
     web.sessions.remove(&session);
     let mut response = see_other("/login");
-    set_cookie(&mut response, &session::clear_session_cookie());
+    set_cookie(&mut response, &web.sessions.clear_session_cookie());
     response
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn router(service: Service, tokens: Operators, over_tls: bool) -> Rou
     let web = Arc::new(Web {
         service,
         tokens: Arc::new(tokens),
-        sessions: Sessions::new(idle),
+        sessions: Sessions::new(idle, over_tls),
     });
     let forms = Router::new()
         .route("/login", get(login::login_page).post(login::login))
@@ -93,27 +93,16 @@ pub(crate) fn router(service: Service, tokens: Operators, over_tls: bool) -> Rou
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers));
     let router = if over_tls {
-        router.layer(axum::middleware::map_response(secure_cookies))
+        router.layer(axum::middleware::map_response(strict_transport))
     } else {
         router
     };
     router.with_state(web)
 }
 
-/// Over TLS: every cookie `Secure`, and HSTS.
-async fn secure_cookies(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    let cookies: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| HeaderValue::from_str(&format!("{v}; Secure")).ok())
-        .collect();
-    headers.remove(header::SET_COOKIE);
-    for cookie in cookies {
-        headers.append(header::SET_COOKIE, cookie);
-    }
-    headers.insert(
+/// Over TLS: browsers keep to HTTPS for this controller.
+async fn strict_transport(mut response: Response) -> Response {
+    response.headers_mut().insert(
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000"),
     );

@@ -76,6 +76,8 @@ pub(crate) struct SessionRef {
 /// Every live session.
 pub(crate) struct Sessions {
     idle: Duration,
+    /// Whether cookies are marked `Secure` (the dashboard serves TLS).
+    secure: bool,
     map: Mutex<HashMap<String, Session>>,
 }
 
@@ -102,26 +104,30 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-fn set(name: &str, value: &str, max_age: u64) -> String {
-    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}")
-}
-
-/// The `Set-Cookie` that ends the session cookie.
-pub(crate) fn clear_session_cookie() -> String {
-    set(SESSION_COOKIE, "", 0)
-}
-
-/// The `Set-Cookie` that ends the login form's cookie.
-pub(crate) fn clear_login_cookie() -> String {
-    set(LOGIN_COOKIE, "", 0)
+/// A `Set-Cookie` value; `Secure` (never sent over plain HTTP) when the dashboard serves TLS.
+fn set(name: &str, value: &str, max_age: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 impl Sessions {
-    pub(crate) fn new(idle: Duration) -> Sessions {
+    /// Sessions ending after `idle` without a request; `secure` when served over TLS.
+    pub(crate) fn new(idle: Duration, secure: bool) -> Sessions {
         Sessions {
             idle,
+            secure,
             map: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The `Set-Cookie` that ends the session cookie.
+    pub(crate) fn clear_session_cookie(&self) -> String {
+        set(SESSION_COOKIE, "", 0, self.secure)
+    }
+
+    /// The `Set-Cookie` that ends the login form's cookie.
+    pub(crate) fn clear_login_cookie(&self) -> String {
+        set(LOGIN_COOKIE, "", 0, self.secure)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -136,7 +142,7 @@ impl Sessions {
     /// back; a cross-site form cannot read or set the cookie).
     pub(crate) fn new_login_form(&self) -> (String, String) {
         let token = secret();
-        (set(LOGIN_COOKIE, &token, 3600), token)
+        (set(LOGIN_COOKIE, &token, 3600, self.secure), token)
     }
 
     /// Whether a posted login form's token matches its cookie.
@@ -187,7 +193,7 @@ impl Sessions {
                 plan: None,
             },
         );
-        Ok(set(SESSION_COOKIE, &id, MAX_AGE.as_secs()))
+        Ok(set(SESSION_COOKIE, &id, MAX_AGE.as_secs(), self.secure))
     }
 
     /// The request's live session, if any (and marks it used).
@@ -276,8 +282,24 @@ mod tests {
     }
 
     #[test]
+    fn every_cookie_is_secure_exactly_when_served_over_tls() {
+        let plain = Sessions::new(Duration::from_secs(60), false);
+        let tls = Sessions::new(Duration::from_secs(60), true);
+        let cookies = |s: &Sessions| {
+            vec![
+                s.create("t", admin()).unwrap(),
+                s.new_login_form().0,
+                s.clear_login_cookie(),
+                s.clear_session_cookie(),
+            ]
+        };
+        assert!(cookies(&tls).iter().all(|c| c.ends_with("; Secure")));
+        assert!(cookies(&plain).iter().all(|c| !c.contains("Secure")));
+    }
+
+    #[test]
     fn a_session_is_found_by_its_cookie_and_ends_on_logout() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), false);
         let set_cookie = sessions.create("t", admin()).unwrap();
         assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
         let id = id_of(&set_cookie);
@@ -293,7 +315,7 @@ mod tests {
     /// another token still logs in.
     #[test]
     fn one_token_cannot_fill_the_session_table() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), false);
         let first = id_of(&sessions.create("a", admin()).unwrap());
         for _ in 0..MAX_SESSIONS_PER_TOKEN + 5 {
             sessions.create("a", admin()).unwrap();
@@ -324,7 +346,7 @@ mod tests {
 
     #[test]
     fn an_idle_session_expires() {
-        let sessions = Sessions::new(Duration::from_millis(1));
+        let sessions = Sessions::new(Duration::from_millis(1), false);
         let id = id_of(&sessions.create("t", admin()).unwrap());
         std::thread::sleep(Duration::from_millis(20));
         assert!(
@@ -336,7 +358,7 @@ mod tests {
 
     #[test]
     fn flashes_are_shown_once_and_bounded() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), false);
         let id = id_of(&sessions.create("t", admin()).unwrap());
         let s = sessions
             .get(&with_cookie(&format!("stx_session={id}")))
@@ -352,7 +374,7 @@ mod tests {
 
     #[test]
     fn login_form_token_must_match_its_cookie() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), false);
         let (set_cookie, token) = sessions.new_login_form();
         let headers = with_cookie(&format!("stx_login={}", id_of(&set_cookie)));
         assert!(sessions.login_form_ok(&headers, &token));
