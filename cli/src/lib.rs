@@ -94,12 +94,7 @@ pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
 /// An answer's body as text, refused beyond [`MAX_ANSWER_BYTES`].
 pub fn read_answer(response: reqwest::blocking::Response) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut body = Vec::new();
-    response.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut body)?;
-    if body.len() as u64 > MAX_ANSWER_BYTES {
-        anyhow::bail!("the answer is larger than {MAX_ANSWER_BYTES} bytes");
-    }
+    let body = durable_fs::read_at_most(response, MAX_ANSWER_BYTES)?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 

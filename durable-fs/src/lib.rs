@@ -1,5 +1,6 @@
 //! Crash-safe file-system writes, the one way every stx-patch crate changes a state file, and
-//! the bounded read of a small file (a key, a certificate, an index) it is read back with.
+//! bounded reads: of a small file (a key, a certificate, an index), or of any stream whose
+//! size is not trusted (an HTTP answer).
 //!
 //! A write goes to a temporary file beside the target (named `.tmp-…`, so [`sweep_temp`] can
 //! clear what a crash left), is fsynced, renamed over the target, and then the directory is
@@ -38,20 +39,23 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Reads `path` whole unless it is larger than `limit` bytes: then an `InvalidData` error
 /// saying so, without reading past the limit (a file that should be small never fills memory).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
     let file = File::open(path).map_err(at(path))?;
+    read_at_most(file, limit).map_err(at(path))
+}
+
+/// Reads `reader` to its end unless it holds more than `limit` bytes: then an `InvalidData`
+/// error, having read at most one byte past the limit (an HTTP answer, a pipe).
+pub fn read_at_most(reader: impl std::io::Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
     let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(at(path))?;
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Err(Error {
-            path: path.to_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("larger than {limit} bytes"),
-            ),
-        });
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
     }
     Ok(bytes)
 }

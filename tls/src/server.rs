@@ -55,11 +55,6 @@ impl ServerTls {
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.config())
     }
-
-    /// The certificate file, for messages.
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
-    }
 }
 
 fn build(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {

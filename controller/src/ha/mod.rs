@@ -196,16 +196,7 @@ const MAX_PEER_ANSWER: u64 = 64 << 20;
 
 /// A peer's answer, read whole only up to [`MAX_PEER_ANSWER`].
 fn bounded(response: reqwest::blocking::Response) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    response
-        .take(MAX_PEER_ANSWER + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_PEER_ANSWER {
-        return Err(format!("larger than {MAX_PEER_ANSWER} bytes"));
-    }
-    Ok(bytes)
+    durable_fs::read_at_most(response, MAX_PEER_ANSWER).map_err(|e| e.to_string())
 }
 
 impl Ha {
