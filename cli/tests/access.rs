@@ -106,6 +106,31 @@ fn a_host_credential_acts_only_for_its_host_and_dies_with_drop_host() {
     });
 }
 
+#[test]
+fn enrolment_stops_at_max_hosts_until_a_host_is_dropped() {
+    let site = Site::with_toml("max_hosts = 3\n", &[]);
+    for i in 0..3 {
+        site.enrol(&format!("compute-{i}"));
+    }
+    let enrol = |host: &str| {
+        site.http()
+            .post(format!("{}/agent/v1/enrol", site.agent_url))
+            .bearer_auth("agent-secret")
+            .json(&json!({ "hostname": host }))
+            .send()
+            .unwrap()
+    };
+    let refused = enrol("made-up-host");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let why = refused.text().unwrap();
+    assert!(
+        why.contains("3 hosts are enrolled") && why.contains("max_hosts"),
+        "{why}"
+    );
+    site.ok(&["drop-host", "compute-0"]);
+    assert_eq!(enrol("compute-3").status(), StatusCode::OK);
+}
+
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 

@@ -116,6 +116,9 @@ async fn enrol(
         Err(ServiceError::Credential(e @ crate::credentials::CredentialError::Enrolled(_))) => {
             (StatusCode::CONFLICT, format!("Error message: {e}\n")).into_response()
         }
+        Err(ServiceError::Credential(e @ crate::credentials::CredentialError::Full(_))) => {
+            (StatusCode::FORBIDDEN, format!("Error message: {e}\n")).into_response()
+        }
         Err(e) => refused(&api, &uri, e),
     }
 }

@@ -71,6 +71,10 @@ pub struct ControllerConfig {
     /// (each holds a thread while its body arrives).
     #[serde(default = "default_max_concurrent_uploads")]
     pub max_concurrent_uploads: usize,
+    /// Hosts that may hold a credential at once; enrolment beyond it is refused, so a leaked
+    /// agent token cannot fill the controller with made-up hosts.
+    #[serde(default = "default_max_hosts")]
+    pub max_hosts: usize,
     /// Orchestration (strategy) and alarm API, the original VIM's `0.0.0.0:4545`. Off unless
     /// set; it needs auth tokens unless it listens on loopback.
     #[serde(default)]
@@ -244,6 +248,10 @@ fn default_max_concurrent_uploads() -> usize {
     16
 }
 
+fn default_max_hosts() -> usize {
+    5000
+}
+
 fn default_audit_ms() -> u64 {
     1000
 }
@@ -265,6 +273,7 @@ impl ControllerConfig {
             host_offline_after_secs: default_offline_after(),
             max_upload_bytes: default_max_upload(),
             max_concurrent_uploads: default_max_concurrent_uploads(),
+            max_hosts: default_max_hosts(),
             vim_listen: None,
             local_controller: None,
             single_controller: false,
@@ -327,6 +336,9 @@ impl ControllerConfig {
             return Err(ConfigError::Invalid(
                 "max_concurrent_uploads must be between 1 and 1024".into(),
             ));
+        }
+        if self.max_hosts == 0 {
+            return Err(ConfigError::Invalid("max_hosts must be at least 1".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(

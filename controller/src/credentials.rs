@@ -35,6 +35,11 @@ pub(crate) enum CredentialError {
         /// Why.
         reason: String,
     },
+    /// As many hosts as the controller takes are enrolled.
+    #[error(
+        "{0} hosts are enrolled, the most this controller takes (max_hosts); drop hosts that are gone (sw-patch drop-host HOST) or raise max_hosts"
+    )]
+    Full(usize),
     /// No randomness for a new token.
     #[error("cannot draw randomness for a host credential: {0}")]
     Random(String),
@@ -99,9 +104,16 @@ impl HostCredentials {
     }
 
     /// A new credential for `host`, which must not hold one.
-    pub(crate) fn enrol(&mut self, host: &str) -> Result<String, CredentialError> {
+    pub(crate) fn enrol(
+        &mut self,
+        host: &str,
+        max_hosts: usize,
+    ) -> Result<String, CredentialError> {
         if self.stored.hosts.contains_key(host) {
             return Err(CredentialError::Enrolled(host.to_owned()));
+        }
+        if self.stored.hosts.len() >= max_hosts {
+            return Err(CredentialError::Full(max_hosts));
         }
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| CredentialError::Random(e.to_string()))?;
@@ -146,11 +158,11 @@ mod tests {
     fn a_credential_names_its_own_host_until_revoked_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut creds = HostCredentials::load(dir.path()).unwrap();
-        let a = creds.enrol("compute-0").unwrap();
-        let b = creds.enrol("compute-1").unwrap();
+        let a = creds.enrol("compute-0", 10).unwrap();
+        let b = creds.enrol("compute-1", 10).unwrap();
         assert_ne!(a, b);
         assert!(matches!(
-            creds.enrol("compute-0"),
+            creds.enrol("compute-0", 10),
             Err(CredentialError::Enrolled(_))
         ));
         assert_eq!(creds.host_of(&a).as_deref(), Some("compute-0"));
@@ -166,7 +178,21 @@ mod tests {
         assert!(creds.revoke("compute-0").unwrap());
         assert!(!creds.revoke("compute-0").unwrap());
         assert_eq!(creds.host_of(&a), None);
-        assert!(creds.enrol("compute-0").is_ok());
+        assert!(creds.enrol("compute-0", 10).is_ok());
+    }
+
+    #[test]
+    fn enrolment_stops_at_the_host_cap_until_a_host_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut creds = HostCredentials::load(dir.path()).unwrap();
+        for i in 0..3 {
+            creds.enrol(&format!("compute-{i}"), 3).unwrap();
+        }
+        let err = creds.enrol("compute-3", 3).unwrap_err();
+        assert!(matches!(err, CredentialError::Full(3)));
+        assert!(err.to_string().contains("drop-host"), "{err}");
+        assert!(creds.revoke("compute-0").unwrap());
+        assert!(creds.enrol("compute-3", 3).is_ok());
     }
 
     #[test]

@@ -136,7 +136,11 @@ impl Service {
         self.must_be_active()?;
         let app = self.app.clone();
         let name = host.clone();
-        let result = blocking(move || Ok(app.with_credentials(|c| c.enrol(&name))?)).await;
+        let result = blocking(move || {
+            let max_hosts = app.config.max_hosts;
+            Ok(app.with_credentials(|c| c.enrol(&name, max_hosts))?)
+        })
+        .await;
         match &result {
             Ok(_) => tracing::info!(target: "audit", "host {host} enrolled from {from}"),
             Err(e) => {

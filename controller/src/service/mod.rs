@@ -84,7 +84,11 @@ impl ServiceError {
             ServiceError::Strategy(StrategyError::Save(_)) => false,
             ServiceError::Task(_) => false,
             ServiceError::Credential(e) => {
-                matches!(e, crate::credentials::CredentialError::Enrolled(_))
+                matches!(
+                    e,
+                    crate::credentials::CredentialError::Enrolled(_)
+                        | crate::credentials::CredentialError::Full(_)
+                )
             }
             _ => true,
         }
