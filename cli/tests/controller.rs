@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
@@ -452,6 +453,26 @@ fn bad_uploads_leave_the_store_unchanged() {
             "{name} changed the store"
         );
     }
+    // A body that declares more than the limit is refused before it is sent: the answer
+    // comes back while the client still holds the rest.
+    let mut stream = std::net::TcpStream::connect(c.url.trim_start_matches("http://")).unwrap();
+    stream
+        .write_all(
+            b"POST /v1/upload?filename=HUGE.patch HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 10000000000\r\n\r\n\x1f\x8b",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = [0u8; 4096];
+    let n = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        answer.contains("larger than the 200000-byte limit"),
+        "{answer}"
+    );
+    assert_eq!(before, state_tree(&c.path("state")));
+
     // A malformed query string gets a 400 with the line the original client looks for.
     let response = c
         .http()

@@ -377,7 +377,7 @@ async fn upload(service: &Service, call: &Call, headers: HeaderMap, request: Req
             }
             let name = field.file_name().map(basename).unwrap_or_default();
             let stream = field.map(|chunk| chunk.map_err(std::io::Error::other));
-            results.push(service.upload(stream, name).await);
+            results.push(service.upload(stream, name, None).await);
         }
     } else {
         let Some(name) = call.options.get("filename").map(|n| basename(n)) else {
@@ -385,11 +385,15 @@ async fn upload(service: &Service, call: &Call, headers: HeaderMap, request: Req
                 "upload: send the patch as multipart field 'file', or as the body with ?filename=<id>.patch",
             ));
         };
+        let declared_len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let stream = request
             .into_body()
             .into_data_stream()
             .map(|chunk| chunk.map_err(std::io::Error::other));
-        results.push(service.upload(stream, name).await);
+        results.push(service.upload(stream, name, declared_len).await);
     }
     if results.is_empty() {
         return ok(json::error(

@@ -39,6 +39,20 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits for a patch known to be `compressed_len` bytes long (a file's size, an
+    /// upload's Content-Length): it cannot decompress to more than the expansion guard allows
+    /// for that many bytes, so a member declaring more is refused at its header, before
+    /// anything is decompressed or written.
+    pub fn for_compressed_size(mut self, compressed_len: u64) -> Limits {
+        let expandable = self
+            .expansion_allowance
+            .saturating_add(self.max_expansion_ratio.saturating_mul(compressed_len));
+        self.max_total_size = self.max_total_size.min(expandable);
+        self
+    }
+}
+
 /// The error carried inside an `io::Error` when a [`LimitedReader`] runs past its bound.
 #[derive(Debug)]
 pub(crate) struct LimitError(pub String);

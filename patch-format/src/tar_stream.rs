@@ -194,10 +194,13 @@ impl<R: Read> TarStream<R> {
                     self.archive, self.limits.max_members
                 )));
             }
-            if size > self.limits.max_member_size {
+            // Declared sizes are checked here, at the header, before a byte is read: no
+            // member can be larger than the whole patch may decompress to.
+            let max_size = self.limits.max_member_size.min(self.limits.max_total_size);
+            if size > max_size {
                 return Err(FormatError::LimitExceeded(format!(
-                    "member {name} of {} is {size} bytes (limit {})",
-                    self.archive, self.limits.max_member_size
+                    "member {name} of {} is {size} bytes (limit {max_size})",
+                    self.archive
                 )));
             }
             if kind == MemberKind::Directory && size != 0 {

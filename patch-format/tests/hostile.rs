@@ -179,6 +179,21 @@ fn a_small_upload_declaring_gigabytes_is_refused_within_the_expansion_allowance(
         "{decompressed} bytes decompressed from {}",
         bomb.len()
     );
+
+    // When the upload's length is known (a file, a Content-Length), the declared 4 GiB is
+    // refused at the member's header: nothing of it is decompressed or written.
+    let known = Limits::default().for_compressed_size(bomb.len() as u64);
+    let err = PatchReader::new(&ring)
+        .limits(known.clone())
+        .read(&bomb[..])
+        .unwrap_err();
+    assert!(matches!(err, FormatError::LimitExceeded(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("member software.tar of the patch archive is 4294967296 bytes")
+            && text.contains(&format!("limit {}", known.max_total_size)),
+        "{text}"
+    );
 }
 
 /// A raw tar member with any name and type (the `tar` crate refuses to write some of these).

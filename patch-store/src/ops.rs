@@ -37,15 +37,22 @@ impl VerifiedUpload {
 
 impl UploadVerifier {
     /// Reads an upload from a stream (it is never held whole in memory) and checks that its
-    /// file name names its `<id>`.
+    /// file name names its `<id>`. `compressed_len`, when the upload's length is known (a
+    /// file's size, a Content-Length), lets members declaring more than it could expand to be
+    /// refused before they are read.
     pub fn verify(
         &self,
         input: impl std::io::Read,
         file_name: &str,
+        compressed_len: Option<u64>,
     ) -> Result<VerifiedUpload, StoreError> {
         let (base, file_id) = split_file_name(file_name);
+        let limits = match compressed_len {
+            Some(len) => self.limits.clone().for_compressed_size(len),
+            None => self.limits.clone(),
+        };
         let patch = PatchReader::new(&self.keyring)
-            .limits(self.limits.clone())
+            .limits(limits)
             .temp_root(&self.tmp)
             .read(input)
             .map_err(|e| StoreError::Validation {
@@ -143,7 +150,8 @@ impl Store {
         }
         let file = std::fs::File::open(path)
             .map_err(|_| StoreError::refused(format!("File does not exist: {}", path.display())))?;
-        let upload = self.upload_verifier().verify(file, file_name)?;
+        let len = file.metadata().ok().map(|m| m.len());
+        let upload = self.upload_verifier().verify(file, file_name, len)?;
         self.import_verified(upload)
     }
 

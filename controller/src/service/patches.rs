@@ -322,18 +322,22 @@ impl Service {
 
     /// Uploads one patch file as it arrives: it streams into the verifying reader on a
     /// blocking thread (never whole in memory, never staged as a second copy), bounded by
-    /// `max_upload_bytes`; then it is imported under the store lock.
+    /// `max_upload_bytes`; then it is imported under the store lock. `declared_len` is the
+    /// body's Content-Length when the body is the patch: one larger than the limit is refused
+    /// before a byte is read, and the verifier refuses members declaring more than that length
+    /// could expand to.
     pub(crate) async fn upload(
         &self,
         stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
         name: String,
+        declared_len: Option<u64>,
     ) -> Result<Outcome, ServiceError> {
         let mut stream = stream;
         if let Err(e) = self.must_be_active() {
             drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
             return Err(e);
         }
-        let result = self.import_stream(stream, name).await;
+        let result = self.import_stream(stream, name, declared_len).await;
         self.settled(result.map_err(ServiceError::from)).await
     }
 
@@ -341,6 +345,7 @@ impl Service {
         &self,
         mut stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
         name: String,
+        declared_len: Option<u64>,
     ) -> Result<Outcome, StoreError> {
         let app = &self.app;
         let (base, id) = (
@@ -353,6 +358,15 @@ impl Service {
                 "File must end in .patch extension: {base}"
             )));
         }
+        let max = app.config.max_upload_bytes;
+        if let Some(len) = declared_len.filter(|len| *len > max) {
+            // A client that will send no more than the drain takes gets to read the answer;
+            // one announcing more gets it at once (it could not be read after the drain).
+            if len <= DRAIN_AFTER_REFUSAL {
+                drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
+            }
+            return Err(too_big(max));
+        }
         let Ok(_slot) = app.upload_slots.clone().try_acquire_owned() else {
             drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
             return Err(StoreError::Refused(format!(
@@ -360,7 +374,6 @@ impl Service {
                 app.config.max_concurrent_uploads
             )));
         };
-        let max = app.config.max_upload_bytes;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(32);
         let verifier = app.verifier.clone();
         // A thread of its own, not the shared blocking pool: the verifier waits on the
@@ -375,11 +388,12 @@ impl Service {
                         current: axum::body::Bytes::new(),
                     },
                     &name,
+                    declared_len,
                 ));
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the upload thread: {e}")))?;
         let mut received = 0u64;
-        let mut too_big = false;
+        let mut over_limit = false;
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -394,7 +408,7 @@ impl Service {
             };
             received += chunk.len() as u64;
             if received > max {
-                too_big = true;
+                over_limit = true;
                 let _ = tx
                     .send(Err(std::io::Error::other(format!(
                         "larger than the {max}-byte upload limit"
@@ -412,10 +426,8 @@ impl Service {
         let verified = reader
             .await
             .map_err(|e| StoreError::Corrupt(format!("verification task failed: {e}")))?;
-        if too_big {
-            return Err(StoreError::Refused(format!(
-                "the upload is larger than the {max}-byte limit (max_upload_bytes)"
-            )));
+        if over_limit {
+            return Err(too_big(max));
         }
         let upload = verified?;
         let app = app.clone();
@@ -423,6 +435,13 @@ impl Service {
             .await
             .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))?
     }
+}
+
+/// The refusal of an upload larger than `max_upload_bytes`.
+fn too_big(max: u64) -> StoreError {
+    StoreError::Refused(format!(
+        "the upload is larger than the {max}-byte limit (max_upload_bytes)"
+    ))
 }
 
 /// The snapshot an apply or remove starts from, unless a host is installing (the original

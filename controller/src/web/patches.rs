@@ -201,7 +201,7 @@ pub(super) async fn upload(State(web): Shared, headers: HeaderMap, request: Requ
         }
         files += 1;
         let stream = field.map(|chunk| chunk.map_err(std::io::Error::other));
-        match web.service.upload(stream, name.clone()).await {
+        match web.service.upload(stream, name.clone(), None).await {
             Ok(outcome) => {
                 for line in outcome.info {
                     flashes.push(Flash::new(Level::Info, line));
