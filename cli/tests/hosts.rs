@@ -267,7 +267,7 @@ fn tampered_or_truncated_repository_files_and_escaping_paths_are_refused() {
 #[test]
 fn in_service_restart_scripts_run_after_the_install_and_can_fail_it() {
     let mut site = Site::new();
-    site.start_agent("compute-0", "worker");
+    site.start_agent_with("compute-0", "worker", &["--script-timeout", "3"]);
     site.wait_for("host current", |s| {
         s.host("compute-0")["patch_current"] == true
     });
@@ -314,6 +314,33 @@ fn in_service_restart_scripts_run_after_the_install_and_can_fail_it() {
     );
     assert_eq!(site.host("compute-0")["patch_failed"], true);
     assert!(site.ok(&["query-hosts"]).contains("Failed"));
+
+    // A script that never ends (its child sleeps on) is stopped at --script-timeout, with
+    // everything it started, and the install fails saying so.
+    let pid_file = site.path("hung-child.pid");
+    let hung = build(
+        "R3",
+        "233",
+        &format!(
+            "#!/bin/sh\nsleep 3600 &\necho $! > {}\nwait\n",
+            pid_file.display()
+        ),
+    );
+    site.ok(&["upload", hung.to_str().unwrap()]);
+    site.ok(&["apply", "R3"]);
+    let out = site.run("sw-patch", &["host-install", "compute-0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not finish within 3 s and was stopped (--script-timeout)"),
+        "{err}"
+    );
+    let child = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.trim()));
+    assert!(
+        stat.map_or(true, |s| s.contains(") Z ")),
+        "the script's child still runs"
+    );
 }
 
 /// The `rpm` installer: the system's rpm tool with --root (scripts/test.sh installs rpm).

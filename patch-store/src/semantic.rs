@@ -32,6 +32,9 @@ pub(crate) fn run_semantic_checks(
     for (patch, state) in patch_states {
         cmd.arg("-p").arg(format!("{patch}={}", state.as_str()));
     }
+    // A group of its own, so a check that never ends is stopped with everything it started
+    // (a child left behind would hold the pipes, and the store's lock, open).
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -67,6 +70,10 @@ pub(crate) fn run_semantic_checks(
         match child.try_wait().map_err(StoreError::io(&script))? {
             Some(status) => break Some(status),
             None if Instant::now() >= deadline => {
+                let _ = rustix::process::kill_process_group(
+                    rustix::process::Pid::from_child(&child),
+                    rustix::process::Signal::KILL,
+                );
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -110,7 +117,12 @@ mod tests {
     #[test]
     fn a_hung_semantic_check_is_stopped_and_refuses() {
         let root = tempfile::tempdir().unwrap();
-        script(root.path(), "#!/bin/sh\necho checking\nexec sleep 60\n");
+        // The sleep is a child of the script, and holds its output pipes.
+        script(
+            root.path(),
+            "#!/bin/sh\necho checking\nsleep 60\necho never\n",
+        );
+        let started = Instant::now();
         let err = run_semantic_checks(
             root.path(),
             SemanticAction::PreApply,
@@ -122,6 +134,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("did not finish"), "{text}");
         assert!(text.contains("checking"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the check's child kept it waiting"
+        );
     }
 
     #[test]
