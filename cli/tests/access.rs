@@ -268,8 +268,30 @@ fn a_reader_token_queries_everywhere_and_changes_nothing() {
     assert!(refused.text().unwrap().contains("read-only"));
     assert_eq!(repo_state(&site, "RO_0001"), "Available");
 
+    // An id carrying a line break cannot forge an audit line: it is logged escaped (the
+    // refusal is logged at the level the test site keeps).
+    let forged = http
+        .post(format!(
+            "{auth}/v1/apply/X%0AUser:%20admin%20From:%2010.9.9.9:1%20Action:%20remove%20ALL"
+        ))
+        .header("X-Auth-Token", READER)
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
     // Each refusal is in the audit log with who asked and from where.
     let log = std::fs::read_to_string(site.path("controller.log")).unwrap();
+    let forged_lines: Vec<&str> = log.lines().filter(|l| l.contains("10.9.9.9")).collect();
+    assert!(
+        !forged_lines.is_empty(),
+        "the forged id is not logged:\n{log}"
+    );
+    for line in forged_lines {
+        assert!(
+            line.contains("Action: apply X\\nUser: admin"),
+            "a forged line: {line}"
+        );
+    }
     for expected in [
         "User: reader_tokens[0] From: 127.0.0.1:",
         "Action: apply RO_0001",
@@ -281,4 +303,54 @@ fn a_reader_token_queries_everywhere_and_changes_nothing() {
             "{expected:?} not in the audit log:\n{log}"
         );
     }
+}
+
+/// The dashboard's delay after a wrong token slowed only guesses made one after another;
+/// guesses sent at once are counted per source like every other failed authentication.
+#[test]
+fn parallel_dashboard_logins_from_one_source_are_throttled() {
+    let site = Site::with_toml(
+        &format!(
+            "auth_tokens = [\"{ADMIN}\"]\nweb_listen = \"127.0.0.1:0\"\n[connections]\nmax_failed_auth_per_minute = 5\n"
+        ),
+        &[],
+    );
+    let web = site.web_url.clone().unwrap();
+    let http = site.http();
+    // Thirty login forms first (cookie and CSRF field each), then thirty guesses at once.
+    let forms: Vec<(String, String)> = (0..30)
+        .map(|_| {
+            let form = http.get(format!("{web}/login")).send().unwrap();
+            let (cookie, _) = common::cookie(&form, "stx_login").unwrap();
+            (cookie, common::csrf_of(&form.text().unwrap()))
+        })
+        .collect();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = forms
+            .iter()
+            .enumerate()
+            .map(|(i, (cookie, csrf))| {
+                let (http, web) = (&http, &web);
+                s.spawn(move || {
+                    http.post(format!("{web}/login"))
+                        .header("cookie", cookie)
+                        .form(&[("csrf", csrf.as_str()), ("token", &format!("guess-{i}"))])
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let looked_at = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        looked_at + throttled == 30 && throttled >= 10,
+        "{statuses:?}"
+    );
+    // The source is refused everything, the right token too, until the minute is over.
+    let form = http.get(format!("{web}/login")).send().unwrap();
+    assert_eq!(form.status().as_u16(), 429);
 }

@@ -212,10 +212,17 @@ async fn throttle_failed_auth(
     }
     let response = next.run(req).await;
     if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        // Counted first, then slowed: guesses sent at once are counted as they are looked
+        // at, not only when the slow answers go out (the dashboard's delay once let a
+        // thousand parallel guesses through before the first was counted).
         failed.failed(ip);
+        tokio::time::sleep(FAILED_AUTH_DELAY).await;
     }
     response
 }
+
+/// How long an answer to a failed authentication waits: guessing one after another gets slow.
+const FAILED_AUTH_DELAY: Duration = Duration::from_millis(400);
 
 /// The pace a request body must keep.
 #[derive(Clone, Copy, Debug)]

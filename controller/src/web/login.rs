@@ -8,9 +8,6 @@ use axum::response::Response;
 use super::session::{self, SessionRef};
 use super::{Shared, Web, html, layout, see_other};
 
-/// How long a failed login waits before answering (token guessing gets slow).
-const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_millis(400);
-
 pub(super) async fn login_page(State(web): Shared, uri: Uri) -> Response {
     let next = next_from_query(uri.query());
     let (cookie, token) = web.sessions.new_login_form();
@@ -92,7 +89,6 @@ pub(super) async fn login(
     }
     let token = form.get("token").unwrap_or("").trim();
     let Some(operator) = web.tokens.identify(token) else {
-        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         tracing::warn!(target: "audit", "dashboard login refused: wrong token");
         let (cookie, fresh) = web.sessions.new_login_form();
         let mut response = html(
