@@ -286,6 +286,28 @@ pub fn grid(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `precheck`: one row per check, then the overall result.
+pub fn precheck_table(value: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let rows: Vec<Vec<String>> = value["checks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            vec![
+                text(&c["check"]),
+                text(&c["result"]),
+                text(&c["detail"]),
+                text(&c["fix"]),
+            ]
+        })
+        .collect();
+    let mut out = grid(&["Check", "Result", "Details", "What to do"], &rows);
+    out += &format!("Precheck: {}\n", text(&value["result"]));
+    out
+}
+
 /// The `+----------+-------+` Property/Value table of the StarlingX clients.
 pub fn property_table(rows: &[(String, String)]) -> String {
     let w1 = column_width("Property", rows.iter().map(|r| r.0.as_str()));

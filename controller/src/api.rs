@@ -117,6 +117,7 @@ fn is_read(action: &str) -> bool {
             | "is_available"
             | "query_app_dependencies"
             | "commit_dry_run"
+            | "precheck"
     )
 }
 
@@ -243,6 +244,7 @@ async fn perform(service: &Service, call: Call, headers: HeaderMap, request: Req
         }
         "query_app_dependencies" => ok(json!(service.app_dependencies())),
         "query_hosts" => ok(json!({"data": service.hosts()})),
+        "precheck" => precheck(service, call).await,
         "host_install" => ok(json::error("Deprecated")),
         "host_install_async" => {
             let force = ids.get(1).is_some_and(|f| f == "force");
@@ -264,6 +266,27 @@ async fn perform(service: &Service, call: Call, headers: HeaderMap, request: Req
             Err(e) => failure(e),
         },
         other => http_error(StatusCode::NOT_FOUND, &format!("unknown action {other:?}")),
+    }
+}
+
+/// `precheck[/ID…][?alarm_restrictions=strict|relaxed]`: the checks, and the worst result.
+async fn precheck(service: &Service, call: Call) -> Response {
+    let alarm_restrictions = match call
+        .options
+        .get("alarm_restrictions")
+        .map_or(Ok(orchestrator::AlarmRestrictions::Strict), |v| v.parse())
+    {
+        Ok(r) => r,
+        Err(e) => return ok(json::error(&format!("alarm_restrictions: {e}"))),
+    };
+    let request = crate::service::PrecheckRequest {
+        patches: call.ids,
+        alarm_restrictions,
+        for_strategy: false,
+    };
+    match service.precheck(request).await {
+        Ok(p) => ok(json!({"result": p.result, "checks": p.checks, "error": ""})),
+        Err(e) => failure(e),
     }
 }
 

@@ -75,6 +75,10 @@ pub struct ControllerConfig {
     /// agent token cannot fill the controller with made-up hosts.
     #[serde(default = "default_max_hosts")]
     pub max_hosts: usize,
+    /// Free disk a host must keep after receiving its packages (downloaded, then installed:
+    /// twice their size) for the precheck to pass.
+    #[serde(default = "default_precheck_disk_reserve")]
+    pub precheck_disk_reserve_bytes: u64,
     /// Orchestration (strategy) and alarm API, the original VIM's `0.0.0.0:4545`. Off unless
     /// set; it needs auth tokens unless it listens on loopback.
     #[serde(default)]
@@ -252,6 +256,10 @@ fn default_max_hosts() -> usize {
     5000
 }
 
+fn default_precheck_disk_reserve() -> u64 {
+    256 << 20
+}
+
 fn default_audit_ms() -> u64 {
     1000
 }
@@ -274,6 +282,7 @@ impl ControllerConfig {
             max_upload_bytes: default_max_upload(),
             max_concurrent_uploads: default_max_concurrent_uploads(),
             max_hosts: default_max_hosts(),
+            precheck_disk_reserve_bytes: default_precheck_disk_reserve(),
             vim_listen: None,
             local_controller: None,
             single_controller: false,

@@ -53,6 +53,10 @@ pub(crate) struct HostEntry {
     /// The workload order the agent is running (it reports when done).
     #[serde(default)]
     pub(crate) workload_in_flight: Option<AgentOrder>,
+    /// Free bytes the agent last reported (it changes on every report, so it is not a fact
+    /// whose change rebuilds the snapshot or is persisted by itself).
+    #[serde(default)]
+    pub(crate) disk_free_bytes: Option<u64>,
 }
 
 /// Operational state and availability for an administrative state.
@@ -215,6 +219,7 @@ impl HostRegistry {
             services_disabled: report.services_disabled,
             workload_orders,
             workload_in_flight: None,
+            disk_free_bytes: report.disk_free_bytes,
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {
@@ -430,6 +435,7 @@ pub(crate) mod tests {
             workloads: Vec::new(),
             workload_actions: false,
             services_disabled: false,
+            disk_free_bytes: Some(1 << 30),
         }
     }
 

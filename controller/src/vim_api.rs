@@ -112,9 +112,9 @@ async fn redirect_mutations(
 fn service_fault(e: ServiceError) -> Response {
     let status = match &e {
         ServiceError::Strategy(StrategyError::NotFound) => StatusCode::NOT_FOUND,
-        ServiceError::Strategy(StrategyError::Exists(_) | StrategyError::DeleteRefused(_)) => {
-            StatusCode::CONFLICT
-        }
+        ServiceError::Strategy(
+            StrategyError::Exists(_) | StrategyError::DeleteRefused(_) | StrategyError::Precheck(_),
+        ) => StatusCode::CONFLICT,
         // The original answers a refused action with 500.
         ServiceError::Strategy(StrategyError::ActionRefused(_) | StrategyError::Save(_)) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -295,7 +295,11 @@ async fn create(
             Err(e) => service_fault(e),
         };
     }
-    match vim.service.create_strategy(request.options).await {
+    match vim
+        .service
+        .create_strategy(request.options, request.force)
+        .await
+    {
         Ok(strategy) => axum::Json(strategy_body(Some(&strategy))).into_response(),
         Err(e) => service_fault(e),
     }

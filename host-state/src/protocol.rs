@@ -55,6 +55,10 @@ pub struct HostReport {
     /// The host's compute services are disabled (no workloads scheduled onto it).
     #[serde(default)]
     pub services_disabled: bool,
+    /// Bytes free (for an unprivileged writer) on the file system that holds the host's root
+    /// and the agent's downloads; none when the agent could not tell.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
 }
 
 /// A workload (instance) on a host, as the host's workload hook lists it.

@@ -128,6 +128,8 @@ pub struct CreateRequest {
     pub options: StrategyOptions,
     /// Plan only; store nothing.
     pub dry_run: bool,
+    /// Create even though the precheck warns (never when it fails).
+    pub force: bool,
 }
 
 /// Largest accepted request body.
@@ -228,12 +230,14 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
     let max_failed = int_field(&obj, "max-failed-hosts")?.unwrap_or(0);
     let max_failed_hosts = u32::try_from(max_failed)
         .map_err(|_| RequestError::InvalidValue("max-failed-hosts".into()))?;
-    let dry_run = match field(&obj, "dry-run") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-        Some(_) => return Err(RequestError::InvalidValue("dry-run".into())),
+    let flag = |name: &str| match field(&obj, name) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+        Some(_) => Err(RequestError::InvalidValue(name.into())),
     };
+    let dry_run = flag("dry-run")?;
+    let force = flag("force")?;
     let options = StrategyOptions {
         controller_apply_type: enum_field(&obj, "controller-apply-type", None::<ApplyType>)?,
         storage_apply_type: enum_field(&obj, "storage-apply-type", None::<ApplyType>)?,
@@ -252,7 +256,11 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
         )?,
         max_failed_hosts,
     };
-    Ok(CreateRequest { options, dry_run })
+    Ok(CreateRequest {
+        options,
+        dry_run,
+        force,
+    })
 }
 
 /// An action request.

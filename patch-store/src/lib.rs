@@ -39,6 +39,7 @@ mod journal;
 mod model;
 mod ops;
 mod release;
+mod repo_check;
 mod semantic;
 mod store;
 
@@ -48,5 +49,6 @@ pub use model::{
     RepoState, RestartScriptEntry,
 };
 pub use ops::{ChangeOptions, CommitPlan, UploadVerifier, VerifiedUpload};
+pub use repo_check::{RepoProblem, check_repository};
 pub use semantic::DEFAULT_SEMANTIC_TIMEOUT;
 pub use store::{Store, StoreConfig};

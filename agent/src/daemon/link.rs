@@ -269,6 +269,7 @@ impl Agent {
             workloads,
             workload_actions: self.config.workload_hook.is_some(),
             services_disabled: state.services_disabled,
+            disk_free_bytes: disk_free_bytes(&self.config.state_dir),
         };
         let bad = |reason: String| ControllerError::BadAnswer {
             what: "report".into(),
@@ -488,6 +489,13 @@ fn push_bounded(body: &mut Vec<u8>, chunk: &[u8], limit: u64, what: &str) -> Res
     }
     body.extend_from_slice(chunk);
     Ok(())
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir` (where packages are
+/// downloaded and installed from), for the controller's precheck.
+fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 #[cfg(test)]

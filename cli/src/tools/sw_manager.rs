@@ -88,6 +88,9 @@ enum Command {
         /// Show the plan and its predicted duration; store nothing
         #[arg(long)]
         dry_run: bool,
+        /// Create even though the precheck warns (a failing precheck always refuses)
+        #[arg(long)]
+        force: bool,
         /// Wait until the build finishes
         #[arg(long)]
         wait: bool,
@@ -162,6 +165,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 alarm_restrictions,
                 max_failed_hosts,
                 dry_run,
+                force,
                 wait,
             } => {
                 let mut body = json!({
@@ -174,6 +178,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     "max-failed-hosts": max_failed_hosts,
                     "dry-run": dry_run,
                 });
+                if force {
+                    body["force"] = json!(true);
+                }
                 if let Some(n) = max_parallel_worker_hosts {
                     body["max-parallel-worker-hosts"] = json!(n);
                 }

@@ -138,6 +138,14 @@ enum Command {
     QueryAppDependencies,
     /// List hosts and whether they are patch current
     QueryHosts,
+    /// Check whether the cluster is fit to take patches now (exits non-zero on a failure)
+    Precheck {
+        /// Patches about to be applied (default: the applied ones still rolling out)
+        ids: Vec<String>,
+        /// Which alarms count: strict (all) or relaxed (management-affecting only)
+        #[arg(long, default_value = "strict", value_parser = ["strict", "relaxed"])]
+        alarm_restrictions: String,
+    },
     /// Install the applied patches on a host and wait for the result
     HostInstall {
         /// Host name or IP address
@@ -363,6 +371,25 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     print!("{}", hosts_table(&value));
                 }
                 false
+            }
+            Command::Precheck {
+                ids,
+                alarm_restrictions,
+            } => {
+                let value = client.get(
+                    "precheck",
+                    &ids,
+                    &[("alarm_restrictions", alarm_restrictions)],
+                )?;
+                if let Some(error) = value["error"].as_str().filter(|e| !e.is_empty()) {
+                    bail!("{}", error.trim_end());
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                } else {
+                    print!("{}", crate::tables::precheck_table(&value));
+                }
+                value["result"] != "pass" && value["result"] != "warn"
             }
             Command::HostInstallAsync { host, force } => {
                 let mut ids = vec![host];

@@ -10,6 +10,7 @@ mod agents;
 mod alarms;
 mod hosts;
 mod patches;
+mod precheck;
 mod strategy;
 mod system;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub(crate) use agents::FileArea;
 pub(crate) use alarms::AlarmFilter;
 pub(crate) use patches::{PatchView, Patches, RemoveOptions, ShowFilter, basename};
+pub(crate) use precheck::PrecheckRequest;
 pub(crate) use strategy::{Plan, StrategyError};
 pub(crate) use system::SystemInfo;
 

@@ -23,6 +23,9 @@ pub(crate) enum StrategyError {
     /// The strategy refused an apply or abort.
     #[error(transparent)]
     ActionRefused(ActionRefused),
+    /// The precheck found the cluster unfit (or only warnings, without `force`).
+    #[error("{0}")]
+    Precheck(String),
     /// Saving the strategy failed (and nothing changed).
     #[error("cannot save the strategy: {0}")]
     Save(std::io::Error),
@@ -75,12 +78,28 @@ impl Service {
         .await
     }
 
-    /// Creates the strategy; the audit task builds it.
+    /// Creates the strategy after the precheck (its warnings too unless `force`); the audit
+    /// task builds it.
     pub(crate) async fn create_strategy(
         &self,
         options: StrategyOptions,
+        force: bool,
     ) -> Result<Strategy, ServiceError> {
         self.must_be_active()?;
+        if let Some(existing) = self.orch.current() {
+            return Err(StrategyError::Exists(existing.name).into());
+        }
+        let precheck = self
+            .precheck(super::PrecheckRequest {
+                patches: Vec::new(),
+                alarm_restrictions: options.alarm_restrictions,
+                for_strategy: true,
+            })
+            .await?;
+        if let Some(refusal) = precheck.refusal(force) {
+            tracing::warn!(target: "audit", "patch strategy not created: {refusal}");
+            return Err(StrategyError::Precheck(refusal).into());
+        }
         let strategy = self.new_strategy(options);
         let orch = self.orch.clone();
         let created = blocking(move || {

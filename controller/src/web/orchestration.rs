@@ -80,7 +80,7 @@ pub(super) async fn strategy_create(
         }
         return see_other("/orchestration");
     }
-    match service.create_strategy(options).await {
+    match service.create_strategy(options, false).await {
         Ok(_) => {
             tracing::info!(target: "audit", "dashboard: {} patch strategy created", session.operator.name);
             web.sessions.flash(
