@@ -457,3 +457,81 @@ fn workloads_are_stopped_before_the_lock_and_started_after() {
     );
     assert_all_patched_and_unlocked(&site);
 }
+
+#[test]
+fn a_baseline_ignores_alarms_raised_before_create_and_stale_alarms_are_named() {
+    let site = cluster();
+    apply_patch(&site, "BASE_0001", false, &[]);
+    let raise = |id: &str, host: &str| {
+        fm(
+            &site,
+            &[
+                "alarm-raise",
+                "--alarm-id",
+                id,
+                "--entity-instance-id",
+                &format!("host={host}"),
+                "--reason-text",
+                "raised by the test",
+            ],
+        )
+    };
+    // Active before the strategy exists: part of the baseline, it does not block.
+    raise("100.101", "compute-0");
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--alarm-restrictions",
+            "baseline",
+            "--wait",
+        ],
+    );
+    assert_eq!(strategy(&site)["alarm-restrictions"], "baseline");
+    // A new one does.
+    raise("100.102", "compute-1");
+    let _ = site.run("sw-manager", &["patch-strategy", "apply", "--wait"]);
+    // The failed stage aborts the strategy, as the original does.
+    let s = wait_strategy(&site, "the apply to stop", |s| {
+        s["state"] == "aborted" || s["state"] == "applied"
+    });
+    assert_eq!(s["state"], "aborted", "{s:#}");
+    let reason = s["apply-phase"]["stages"][0]["steps"][0]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(
+        reason, "alarms ['100.102'] from platform are present",
+        "{s:#}"
+    );
+    manager(&site, &["patch-strategy", "delete"]);
+
+    // Stale: both alarms have not changed for longer than --alarm-stale-after; they are
+    // ignored, and the step says so.
+    std::thread::sleep(Duration::from_secs(2));
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--alarm-stale-after",
+            "1",
+            "--wait",
+        ],
+    );
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["alarm-stale-after"], 1);
+    let reason = s["apply-phase"]["stages"][0]["steps"][0]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(
+        reason, "stale alarms ['100.101', '100.102'] ignored (unchanged for more than 1 s)",
+        "{s:#}"
+    );
+    assert_all_patched_and_unlocked(&site);
+}

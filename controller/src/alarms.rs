@@ -136,6 +136,9 @@ impl Alarms {
             existing.mgmt_affecting = new.mgmt_affecting;
             let uuid = existing.uuid.clone();
             if !unchanged {
+                // The time of the last change: how long an alarm has been as it is decides
+                // whether a strategy treats it as stale.
+                existing.raised_at = now();
                 self.save()?;
             }
             return Ok(uuid);

@@ -25,6 +25,7 @@ pub fn strategy_json(s: &Strategy) -> Value {
         "default-instance-action": o.default_instance_action.as_str(),
         "alarm-restrictions": o.alarm_restrictions.as_str(),
         "max-failed-hosts": o.max_failed_hosts,
+        "alarm-stale-after": o.alarm_stale_after_secs,
         "failed-hosts": s.failed_hosts,
         "state": s.state.as_str(),
         "current-phase": s.current_phase.as_str(),
@@ -230,6 +231,11 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
     let max_failed = int_field(&obj, "max-failed-hosts")?.unwrap_or(0);
     let max_failed_hosts = u32::try_from(max_failed)
         .map_err(|_| RequestError::InvalidValue("max-failed-hosts".into()))?;
+    let alarm_stale_after_secs = match int_field(&obj, "alarm-stale-after")? {
+        None => None,
+        Some(secs) if (1..=30 * 86_400).contains(&secs) => Some(secs),
+        Some(_) => return Err(RequestError::InvalidValue("alarm-stale-after".into())),
+    };
     let flag = |name: &str| match field(&obj, name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -255,6 +261,7 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
             Some(AlarmRestrictions::Strict),
         )?,
         max_failed_hosts,
+        alarm_stale_after_secs,
     };
     Ok(CreateRequest {
         options,

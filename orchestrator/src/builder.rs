@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use host_state::{AdminState, Availability, OperState};
 
 use crate::model::{
-    Alarm, AlarmRestrictions, ApplyType, InstanceAction, Stage, Step, StepKind, StrategyOptions,
+    Alarm, AlarmRestrictions, ApplyType, BaselineAlarm, InstanceAction, Stage, Step, StepKind,
+    StrategyOptions,
 };
 use crate::timing::Timing;
 
@@ -87,35 +88,115 @@ pub enum AlarmCheck {
     Wait,
 }
 
+/// What makes an alarm block a strategy: the operator's restrictions, the ignore list, the
+/// baseline taken at creation and the age past which an unchanged alarm is stale.
+#[derive(Clone, Copy, Debug)]
+pub struct AlarmRules<'a> {
+    /// Strict, relaxed or baseline.
+    pub restrictions: AlarmRestrictions,
+    /// Alarm ids ignored besides [`ALWAYS_IGNORED_ALARMS`].
+    pub ignored: &'a [String],
+    /// With baseline restrictions: the alarms active at creation.
+    pub baseline: &'a [BaselineAlarm],
+    /// An alarm unchanged this long no longer blocks.
+    pub stale_after_secs: Option<u64>,
+}
+
+impl<'a> AlarmRules<'a> {
+    /// Only the restrictions and the ignore list (no baseline, nothing stale).
+    pub fn plain(restrictions: AlarmRestrictions, ignored: &'a [String]) -> AlarmRules<'a> {
+        AlarmRules {
+            restrictions,
+            ignored,
+            baseline: &[],
+            stale_after_secs: None,
+        }
+    }
+}
+
+/// Alarms sorted by whether they block.
+#[derive(Debug, Default)]
+pub struct AlarmVerdict<'a> {
+    /// They block.
+    pub blocking: Vec<&'a Alarm>,
+    /// They would block, but have not changed for `stale_after_secs`.
+    pub stale: Vec<&'a Alarm>,
+}
+
+impl AlarmVerdict<'_> {
+    /// What a step says about the stale alarms it ignored (empty when none).
+    pub fn stale_note(&self, rules: &AlarmRules<'_>) -> String {
+        if self.stale.is_empty() {
+            return String::new();
+        }
+        let ids: Vec<String> = self
+            .stale
+            .iter()
+            .map(|a| format!("'{}'", a.alarm_id))
+            .collect();
+        format!(
+            "stale alarms [{}] ignored (unchanged for more than {} s)",
+            ids.join(", "),
+            rules.stale_after_secs.unwrap_or(0)
+        )
+    }
+}
+
 /// The alarms that block, after the ignore rules. `budgeted_hosts` are hosts whose install
 /// failure the error budget tolerates: their install-failed alarm does not block.
 pub fn blocking_alarms<'a>(
     alarms: &'a [Alarm],
-    restrictions: AlarmRestrictions,
-    extra_ignored: &[String],
+    rules: &AlarmRules<'_>,
     check: AlarmCheck,
     timing: &Timing,
     now_secs: u64,
     budgeted_hosts: &BTreeSet<String>,
 ) -> Vec<&'a Alarm> {
-    alarms
+    sort_alarms(alarms, rules, check, timing, now_secs, budgeted_hosts).blocking
+}
+
+/// [`blocking_alarms`], with the stale ones it ignored.
+pub fn sort_alarms<'a>(
+    alarms: &'a [Alarm],
+    rules: &AlarmRules<'_>,
+    check: AlarmCheck,
+    timing: &Timing,
+    now_secs: u64,
+    budgeted_hosts: &BTreeSet<String>,
+) -> AlarmVerdict<'a> {
+    let mut verdict = AlarmVerdict::default();
+    let counted = alarms
         .iter()
         .filter(|a| !ALWAYS_IGNORED_ALARMS.contains(&a.alarm_id.as_str()))
-        .filter(|a| !extra_ignored.contains(&a.alarm_id))
+        .filter(|a| !rules.ignored.contains(&a.alarm_id))
         .filter(|a| {
             a.alarm_id != CONDITIONAL_ALARM
                 || (check == AlarmCheck::Wait
                     && now_secs.saturating_sub(a.raised_at) < timing.conditional_alarm_age)
         })
-        .filter(|a| restrictions == AlarmRestrictions::Strict || a.mgmt_affecting)
+        .filter(|a| rules.restrictions != AlarmRestrictions::Relaxed || a.mgmt_affecting)
+        .filter(|a| {
+            rules.restrictions != AlarmRestrictions::Baseline
+                || !rules.baseline.iter().any(|b| b.covers(a))
+        })
         .filter(|a| {
             a.alarm_id != INSTALL_FAILED_ALARM
                 || !a
                     .entity_instance_id
                     .strip_prefix("host=")
                     .is_some_and(|h| budgeted_hosts.contains(h))
-        })
-        .collect()
+        });
+    for alarm in counted {
+        let stale = rules
+            .stale_after_secs
+            .is_some_and(|after| now_secs.saturating_sub(alarm.raised_at) >= after);
+        if stale {
+            verdict.stale.push(alarm);
+        } else {
+            verdict.blocking.push(alarm);
+        }
+    }
+    verdict
 }
 
 /// Inputs besides what the build collected.
@@ -129,6 +210,8 @@ pub struct PlanContext<'a> {
     pub single_controller: bool,
     /// Extra ignored alarm ids.
     pub ignore_alarms: &'a [String],
+    /// With baseline restrictions: the alarms active when the strategy was created.
+    pub alarm_baseline: &'a [BaselineAlarm],
     /// Alarms the build collected.
     pub alarms: &'a [Alarm],
     /// Now, Unix seconds (alarm ages).
@@ -140,10 +223,15 @@ pub fn plan(collected: &Collected, ctx: &PlanContext<'_>) -> Result<Vec<Stage>, 
     if collected.patch_count == 0 {
         return Err(BuildRefusal::NoPatches);
     }
+    let rules = AlarmRules {
+        restrictions: ctx.options.alarm_restrictions,
+        ignored: ctx.ignore_alarms,
+        baseline: ctx.alarm_baseline,
+        stale_after_secs: ctx.options.alarm_stale_after_secs,
+    };
     let blocking = blocking_alarms(
         ctx.alarms,
-        ctx.options.alarm_restrictions,
-        ctx.ignore_alarms,
+        &rules,
         AlarmCheck::Query,
         ctx.timing,
         ctx.now_secs,

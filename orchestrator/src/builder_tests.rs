@@ -81,6 +81,7 @@ impl Case {
                 timing: &self.timing,
                 single_controller: self.single_controller,
                 ignore_alarms: &[],
+                alarm_baseline: &[],
                 alarms: &self.alarms,
                 now_secs: 10_000,
             },
@@ -610,7 +611,8 @@ fn alarm_rules_ignore_list_relaxed_and_conditional() {
         alarm("750.006", true, 1_000),
     ];
     let ids = |check, restrictions, extra: &[String]| -> Vec<String> {
-        blocking_alarms(&alarms, restrictions, extra, check, &timing, 10_000, &none)
+        let rules = AlarmRules::plain(restrictions, extra);
+        blocking_alarms(&alarms, &rules, check, &timing, 10_000, &none)
             .iter()
             .map(|a| format!("{}@{}", a.alarm_id, a.raised_at))
             .collect()
@@ -641,13 +643,81 @@ fn alarm_rules_ignore_list_relaxed_and_conditional() {
     assert!(
         blocking_alarms(
             &list,
-            AlarmRestrictions::Strict,
-            &[],
+            &AlarmRules::plain(AlarmRestrictions::Strict, &[]),
             AlarmCheck::Query,
             &timing,
             0,
             &budgeted
         )
         .is_empty()
+    );
+}
+
+#[test]
+fn a_baseline_ignores_alarms_that_were_there_unless_they_got_worse_and_stale_ones_are_named() {
+    let timing = Timing::default();
+    let none = BTreeSet::new();
+    let before = alarm("100.101", false, 1_000);
+    let baseline = vec![BaselineAlarm::of(&before)];
+    let mut worse = before.clone();
+    worse.severity = "critical".into();
+    let mut milder = before.clone();
+    milder.severity = "minor".into();
+    let mut elsewhere = before.clone();
+    elsewhere.entity_instance_id = "host=compute-3".into();
+    let new = alarm("100.102", true, 9_990);
+    let rules = AlarmRules {
+        restrictions: AlarmRestrictions::Baseline,
+        ignored: &[],
+        baseline: &baseline,
+        stale_after_secs: None,
+    };
+    let blocking = |list: &[Alarm]| -> Vec<String> {
+        blocking_alarms(list, &rules, AlarmCheck::Query, &timing, 10_000, &none)
+            .iter()
+            .map(|a| format!("{}/{}", a.alarm_id, a.entity_instance_id))
+            .collect()
+    };
+    assert!(blocking(std::slice::from_ref(&before)).is_empty());
+    assert!(blocking(&[milder]).is_empty());
+    assert_eq!(blocking(&[worse]), ["100.101/host=controller-0"]);
+    assert_eq!(blocking(&[elsewhere]), ["100.101/host=compute-3"]);
+    assert_eq!(
+        blocking(&[before.clone(), new.clone()]),
+        ["100.102/host=controller-0"]
+    );
+    // Strict ignores no baseline.
+    let strict = AlarmRules {
+        restrictions: AlarmRestrictions::Strict,
+        ..rules
+    };
+    let list = [before.clone()];
+    assert_eq!(
+        blocking_alarms(&list, &strict, AlarmCheck::Query, &timing, 10_000, &none).len(),
+        1
+    );
+
+    // Stale: unchanged for 600 s or more no longer blocks, and is named.
+    let stale_rules = AlarmRules {
+        restrictions: AlarmRestrictions::Strict,
+        ignored: &[],
+        baseline: &[],
+        stale_after_secs: Some(600),
+    };
+    let list = [before, new];
+    let verdict = sort_alarms(
+        &list,
+        &stale_rules,
+        AlarmCheck::Query,
+        &timing,
+        10_000,
+        &none,
+    );
+    let ids = |v: &[&Alarm]| v.iter().map(|a| a.alarm_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&verdict.blocking), ["100.102"]);
+    assert_eq!(ids(&verdict.stale), ["100.101"]);
+    assert_eq!(
+        verdict.stale_note(&stale_rules),
+        "stale alarms ['100.101'] ignored (unchanged for more than 600 s)"
     );
 }

@@ -47,6 +47,7 @@
 //!     timing: &timing,
 //!     single_controller: false,
 //!     ignore_alarms: &[],
+//!     alarm_baseline: &[],
 //!     alarms: &[],
 //!     now_secs: 0,
 //! };
@@ -70,13 +71,13 @@ mod steps;
 mod timing;
 
 pub use builder::{
-    AlarmCheck, BuildRefusal, Collected, Instance, InventoryHost, PatchHost, PlanContext,
-    ServerGroup, blocking_alarms, plan,
+    AlarmCheck, AlarmRules, AlarmVerdict, BuildRefusal, Collected, Instance, InventoryHost,
+    PatchHost, PlanContext, ServerGroup, blocking_alarms, plan, sort_alarms,
 };
 pub use cluster::{Cluster, ClusterError, InstanceOp};
 pub use model::{
-    Alarm, AlarmRestrictions, ApplyType, InstanceAction, Phase, PhaseName, Stage, Step, StepKind,
-    StepResult, Strategy, StrategyOptions, StrategyState, UnknownValue,
+    Alarm, AlarmRestrictions, ApplyType, BaselineAlarm, InstanceAction, Phase, PhaseName, Stage,
+    Step, StepKind, StepResult, Strategy, StrategyOptions, StrategyState, UnknownValue,
 };
 pub use runner::{ActionRefused, DryRunError};
 pub use timing::Timing;

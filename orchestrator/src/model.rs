@@ -182,6 +182,9 @@ string_enum!(
         Strict = "strict",
         /// Only management-affecting ones.
         Relaxed = "relaxed",
+        /// Every alarm but those already active when the strategy was created (unless they
+        /// got worse).
+        Baseline = "baseline",
     }
 );
 
@@ -206,6 +209,10 @@ pub struct StrategyOptions {
     /// stages and aborts (0: the original's behaviour, any failure aborts).
     #[serde(default)]
     pub max_failed_hosts: u32,
+    /// An alarm unchanged for this many seconds no longer blocks (it is named as ignored in
+    /// the step's reason); none: every alarm counts however old.
+    #[serde(default)]
+    pub alarm_stale_after_secs: Option<u64>,
 }
 
 impl Default for StrategyOptions {
@@ -219,6 +226,7 @@ impl Default for StrategyOptions {
             default_instance_action: InstanceAction::StopStart,
             alarm_restrictions: AlarmRestrictions::Strict,
             max_failed_hosts: 0,
+            alarm_stale_after_secs: None,
         }
     }
 }
@@ -544,8 +552,49 @@ pub struct Alarm {
     pub reason_text: String,
     /// Whether it affects management operations (relaxed restrictions ignore the others).
     pub mgmt_affecting: bool,
-    /// Raised at, Unix seconds.
+    /// When it was raised or last changed (severity, text, management effect), Unix
+    /// seconds.
     pub raised_at: u64,
+}
+
+/// An alarm active when a strategy was created with baseline restrictions: it blocks only if
+/// its severity gets worse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineAlarm {
+    /// e.g. `100.101`.
+    pub alarm_id: String,
+    /// e.g. `host=compute-0`.
+    pub entity_instance_id: String,
+    /// Its severity then.
+    pub severity: String,
+}
+
+impl BaselineAlarm {
+    /// The baseline entry of an active alarm.
+    pub fn of(alarm: &Alarm) -> BaselineAlarm {
+        BaselineAlarm {
+            alarm_id: alarm.alarm_id.clone(),
+            entity_instance_id: alarm.entity_instance_id.clone(),
+            severity: alarm.severity.clone(),
+        }
+    }
+
+    /// Whether `alarm` is this one, no worse than it was.
+    pub fn covers(&self, alarm: &Alarm) -> bool {
+        self.alarm_id == alarm.alarm_id
+            && self.entity_instance_id == alarm.entity_instance_id
+            && severity_rank(&alarm.severity) <= severity_rank(&self.severity)
+    }
+}
+
+/// Severities in rising order; an unknown one ranks as critical (worse is safer).
+fn severity_rank(severity: &str) -> u8 {
+    match severity {
+        "warning" => 0,
+        "minor" => 1,
+        "major" => 2,
+        _ => 3,
+    }
 }
 
 /// A strategy: the persisted unit (saved whole after every transition).
@@ -564,6 +613,9 @@ pub struct Strategy {
     /// Extra alarm ids to ignore (the VIM's `ignore_alarms`).
     #[serde(default)]
     pub ignore_alarms: Vec<String>,
+    /// The alarms active at creation, with baseline restrictions.
+    #[serde(default)]
+    pub alarm_baseline: Vec<BaselineAlarm>,
     /// State.
     pub state: StrategyState,
     /// Current phase.

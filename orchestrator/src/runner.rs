@@ -61,6 +61,7 @@ impl Strategy {
             timing,
             single_controller,
             ignore_alarms,
+            alarm_baseline: Vec::new(),
             state: StrategyState::Initial,
             current_phase: PhaseName::Initial,
             build_phase: build,
@@ -71,6 +72,16 @@ impl Strategy {
             failed_hosts: BTreeSet::new(),
             abort_requested: false,
             collected: None,
+        }
+    }
+
+    /// What makes an alarm block this strategy.
+    pub fn alarm_rules(&self) -> crate::builder::AlarmRules<'_> {
+        crate::builder::AlarmRules {
+            restrictions: self.options.alarm_restrictions,
+            ignored: &self.ignore_alarms,
+            baseline: &self.alarm_baseline,
+            stale_after_secs: self.options.alarm_stale_after_secs,
         }
     }
 
@@ -92,6 +103,7 @@ impl Strategy {
                 timing: &self.timing,
                 single_controller: self.single_controller,
                 ignore_alarms: &self.ignore_alarms,
+                alarm_baseline: &self.alarm_baseline,
                 alarms: &alarms,
                 now_secs: now_ms / 1000,
             },
@@ -403,6 +415,7 @@ impl Strategy {
                 timing: &self.timing,
                 single_controller: self.single_controller,
                 ignore_alarms: &self.ignore_alarms,
+                alarm_baseline: &self.alarm_baseline,
                 alarms: &self.nfvi_alarms,
                 now_secs: now_ms / 1000,
             },

@@ -2,7 +2,7 @@
 //! idempotently (a host already locked is not locked again; a patch-current host is not
 //! installed), and says whether the step is done.
 
-use crate::builder::{AlarmCheck, Collected, blocking_alarms};
+use crate::builder::{AlarmCheck, Collected, blocking_alarms, sort_alarms};
 use crate::cluster::{Cluster, ClusterError, InstanceOp};
 use crate::model::{PhaseName, Stage, Step, StepKind, StepResult, Strategy};
 
@@ -78,28 +78,34 @@ impl Strategy {
         let Ok(alarms) = cluster.alarms() else {
             return Poll::Done(StepResult::Failed, String::new());
         };
-        self.nfvi_alarms = alarms;
         if fail_on_alarms {
-            let blocking = blocking_alarms(
-                &self.nfvi_alarms,
-                self.options.alarm_restrictions,
-                &self.ignore_alarms,
+            let rules = self.alarm_rules();
+            let verdict = sort_alarms(
+                &alarms,
+                &rules,
                 AlarmCheck::Query,
                 &self.timing,
                 now_ms / 1000,
                 &self.failed_hosts,
             );
-            if !blocking.is_empty() {
-                let ids: Vec<String> = blocking
+            let note = verdict.stale_note(&rules);
+            if !verdict.blocking.is_empty() {
+                let ids: Vec<String> = verdict
+                    .blocking
                     .iter()
                     .map(|a| format!("'{}'", a.alarm_id))
                     .collect();
-                return Poll::Done(
-                    StepResult::Failed,
-                    format!("alarms [{}] from platform are present", ids.join(", ")),
-                );
+                let mut reason = format!("alarms [{}] from platform are present", ids.join(", "));
+                if !note.is_empty() {
+                    reason = format!("{reason}; {note}");
+                }
+                self.nfvi_alarms = alarms;
+                return Poll::Done(StepResult::Failed, reason);
             }
+            self.nfvi_alarms = alarms;
+            return Poll::Done(StepResult::Success, note);
         }
+        self.nfvi_alarms = alarms;
         Poll::Done(StepResult::Success, String::new())
     }
 
@@ -301,8 +307,7 @@ impl Strategy {
         };
         let clear = blocking_alarms(
             &alarms,
-            self.options.alarm_restrictions,
-            &self.ignore_alarms,
+            &self.alarm_rules(),
             AlarmCheck::Wait,
             &self.timing,
             now_ms / 1000,

@@ -52,6 +52,8 @@ enum InstanceAction {
 enum AlarmRestrictions {
     Strict,
     Relaxed,
+    /// Strict, except alarms already active at create (unless they get worse)
+    Baseline,
 }
 
 fn name<T: clap::ValueEnum>(v: T) -> String {
@@ -88,6 +90,9 @@ enum Command {
         /// Show the plan and its predicted duration; store nothing
         #[arg(long)]
         dry_run: bool,
+        /// An alarm unchanged for this many seconds no longer blocks (named as ignored)
+        #[arg(long, value_name = "SECONDS")]
+        alarm_stale_after: Option<u64>,
         /// Create even though the precheck warns (a failing precheck always refuses)
         #[arg(long)]
         force: bool,
@@ -165,6 +170,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 alarm_restrictions,
                 max_failed_hosts,
                 dry_run,
+                alarm_stale_after,
                 force,
                 wait,
             } => {
@@ -180,6 +186,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 });
                 if force {
                     body["force"] = json!(true);
+                }
+                if let Some(secs) = alarm_stale_after {
+                    body["alarm-stale-after"] = json!(secs);
                 }
                 if let Some(n) = max_parallel_worker_hosts {
                     body["max-parallel-worker-hosts"] = json!(n);

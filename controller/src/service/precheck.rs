@@ -306,8 +306,7 @@ impl Service {
         let config = &self.app.config;
         let blocking = blocking_alarms(
             &alarms,
-            restrictions,
-            &config.ignore_alarms,
+            &orchestrator::AlarmRules::plain(restrictions, &config.ignore_alarms),
             AlarmCheck::Query,
             &config.strategy_timing,
             now_ms() / 1000,
@@ -332,7 +331,7 @@ impl Service {
             CHECK,
             format!("{} active: {}", blocking.len(), list.join(", ")),
             match restrictions {
-                AlarmRestrictions::Strict => {
+                AlarmRestrictions::Strict | AlarmRestrictions::Baseline => {
                     "clear them (fm alarm-list), or use --alarm-restrictions relaxed to ignore those that do not affect management"
                 }
                 AlarmRestrictions::Relaxed => "clear them (fm alarm-list)",

@@ -100,7 +100,17 @@ impl Service {
             tracing::warn!(target: "audit", "patch strategy not created: {refusal}");
             return Err(StrategyError::Precheck(refusal).into());
         }
-        let strategy = self.new_strategy(options);
+        let mut strategy = self.new_strategy(options);
+        if strategy.options.alarm_restrictions == orchestrator::AlarmRestrictions::Baseline {
+            // What is active now is the baseline: only alarms new from here on (or worse) block.
+            strategy.alarm_baseline = self
+                .app
+                .alarms()
+                .list()
+                .iter()
+                .map(orchestrator::BaselineAlarm::of)
+                .collect();
+        }
         let orch = self.orch.clone();
         let created = blocking(move || {
             let saved = orch.with_strategy(|slot| match slot {
