@@ -160,6 +160,7 @@ fn plan_time(hosts: usize) -> Result<(f64, usize)> {
         timing: &timing,
         single_controller: false,
         ignore_alarms: &[],
+        alarm_baseline: &[],
         alarms: &[],
         now_secs: 0,
     };

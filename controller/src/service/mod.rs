@@ -193,3 +193,47 @@ async fn blocking<T: Send + 'static>(
     .await
     .map_err(|e| ServiceError::Task(e.to_string()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The probe from the issue: an `apply` whose client had given up ran later. Here the only
+    /// blocking thread is busy while a caller gives up; the work it asked for never runs.
+    #[test]
+    fn work_whose_caller_went_away_before_it_started_is_not_done() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        runtime.block_on(async {
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let flag = ran.clone();
+            let gave_up = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                blocking(move || {
+                    flag.store(true, Ordering::SeqCst);
+                    Ok(())
+                }),
+            )
+            .await;
+            assert!(
+                gave_up.is_err(),
+                "the caller gave up while the thread was busy"
+            );
+            release.send(()).unwrap();
+            busy.await.unwrap().unwrap();
+            // The abandoned work had its turn on the thread by now; a fresh call still runs.
+            blocking(|| Ok(())).await.unwrap();
+        });
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "abandoned work was carried out"
+        );
+    }
+}
