@@ -69,6 +69,10 @@ pub fn strategy_text(s: &Value, opts: ShowOptions) -> String {
     if s["max-failed-hosts"].as_u64().is_some_and(|n| n > 0) {
         f(&mut out, "max-failed-hosts", "max-failed-hosts");
     }
+    if s["canary-hosts"].as_u64().is_some_and(|n| n > 0) {
+        f(&mut out, "canary-hosts", "canary-hosts");
+        f(&mut out, "canary-state", "canary-state");
+    }
     f(&mut out, "current-phase", "current-phase");
     field_line(
         &mut out,

@@ -535,3 +535,121 @@ fn a_baseline_ignores_alarms_raised_before_create_and_stale_alarms_are_named() {
     );
     assert_all_patched_and_unlocked(&site);
 }
+
+#[test]
+fn canaries_are_patched_first_and_the_rest_waits_for_approval() {
+    let site = cluster();
+    apply_patch(&site, "CANARY_0001", true, &[]);
+    manager(
+        &site,
+        &["patch-strategy", "create", "--canary-hosts", "2", "--wait"],
+    );
+    let s = strategy(&site);
+    assert_eq!(s["canary-hosts"], 2);
+    assert_eq!(s["canary-state"], "in-progress");
+    // Serial workers: one canary stage per worker, before the controllers.
+    let hosts = stage_hosts(&s);
+    assert_eq!(hosts[0], ["compute-0"]);
+    assert_eq!(hosts[1], ["compute-1"]);
+    // The whole apply stops after the canaries.
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("canary-state:") && out.contains("wait-for-approval"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["state"], "applying");
+    assert_eq!(s["apply-phase"]["current-stage"], 2);
+    for h in site.hosts() {
+        let canary = h["hostname"] == "compute-0" || h["hostname"] == "compute-1";
+        assert_eq!(h["patch_current"], canary, "{h}");
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+    }
+    // Approved: the rest goes.
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    assert_eq!(strategy(&site)["canary-state"], "passed");
+    assert_all_patched_and_unlocked(&site);
+}
+
+#[test]
+fn a_failing_canary_stops_everything_whatever_the_budget() {
+    let site = cluster();
+    // compute-0, the first canary, cannot take the patch.
+    let root = site.root("compute-0");
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    std::fs::write(root.join("opt/fixdata"), "in the way\n").unwrap();
+    apply_patch(
+        &site,
+        "CANARY_0002",
+        true,
+        &[TestRpm::new("fixdata", "1.0", "1").file("/opt/fixdata/table", "rows\n")],
+    );
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--canary-hosts",
+            "1",
+            "--max-failed-hosts",
+            "3",
+            "--wait",
+        ],
+    );
+    let out = manager_fails(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("software update failed to apply on host compute-0"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["state"], "aborted", "{s:#}");
+    let stages = s["apply-phase"]["stages"].as_array().unwrap();
+    assert_eq!(stages[0]["result"], "failed");
+    assert!(stages[1..].iter().all(|st| st["result"] == "initial"));
+    // Nothing else was touched: every other host still waits for the patch, unlocked.
+    for h in site.hosts() {
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+        if h["hostname"] != "compute-0" {
+            assert_eq!(h["patch_current"], false, "{h}");
+            assert_eq!(h["patch_failed"], false, "{h}");
+        }
+    }
+}
+
+#[test]
+fn with_a_soak_the_rest_goes_on_by_itself_once_the_canaries_stayed_healthy() {
+    let site = cluster();
+    apply_patch(&site, "CANARY_0003", false, &[]);
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--canary-hosts",
+            "1",
+            "--canary-soak",
+            "2",
+            "--wait",
+        ],
+    );
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    let soak = s["apply-phase"]["stages"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(soak["step-name"], "canary-soak");
+    assert_eq!(soak["result"], "success");
+    assert_eq!(soak["entity-names"], serde_json::json!(["compute-0"]));
+    assert_all_patched_and_unlocked(&site);
+}

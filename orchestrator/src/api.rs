@@ -26,6 +26,9 @@ pub fn strategy_json(s: &Strategy) -> Value {
         "alarm-restrictions": o.alarm_restrictions.as_str(),
         "max-failed-hosts": o.max_failed_hosts,
         "alarm-stale-after": o.alarm_stale_after_secs,
+        "canary-hosts": o.canary_hosts,
+        "canary-soak": o.canary_soak_secs,
+        "canary-state": s.canary_state(),
         "failed-hosts": s.failed_hosts,
         "state": s.state.as_str(),
         "current-phase": s.current_phase.as_str(),
@@ -107,7 +110,7 @@ pub fn predicted_duration(stages: &[Stage], timing: &Timing) -> (u64, u64) {
         .iter()
         .flat_map(|s| &s.steps)
         .map(|step| match &step.kind {
-            StepKind::SystemStabilize => step.timeout,
+            StepKind::SystemStabilize | StepKind::CanarySoak => step.timeout,
             StepKind::SwactHosts => 0,
             StepKind::LockHosts {
                 wait_until_disabled: false,
@@ -236,6 +239,16 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
         Some(secs) if (1..=30 * 86_400).contains(&secs) => Some(secs),
         Some(_) => return Err(RequestError::InvalidValue("alarm-stale-after".into())),
     };
+    let canary_hosts = int_field(&obj, "canary-hosts")?.unwrap_or(0);
+    let canary_hosts = u32::try_from(canary_hosts)
+        .ok()
+        .filter(|n| *n <= 1000)
+        .ok_or_else(|| RequestError::InvalidValue("canary-hosts".into()))?;
+    let canary_soak_secs = match int_field(&obj, "canary-soak")? {
+        None => None,
+        Some(secs) if canary_hosts > 0 && (1..=7 * 86_400).contains(&secs) => Some(secs),
+        Some(_) => return Err(RequestError::InvalidValue("canary-soak".into())),
+    };
     let flag = |name: &str| match field(&obj, name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -262,6 +275,8 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
         )?,
         max_failed_hosts,
         alarm_stale_after_secs,
+        canary_hosts,
+        canary_soak_secs,
     };
     Ok(CreateRequest {
         options,

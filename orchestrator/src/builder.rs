@@ -329,6 +329,29 @@ pub fn plan(collected: &Collected, ctx: &PlanContext<'_>) -> Result<Vec<Stage>, 
         aggregate_sizes,
     };
     let mut stages = Vec::new();
+    let canaries = take_canaries(&mut classes, ctx.options.canary_hosts as usize);
+    for ((class, reboot), hosts) in &canaries {
+        if *class == "storage" {
+            planner.storage(hosts, *reboot, &mut stages)?;
+        } else {
+            planner.workers(hosts, *reboot, &mut stages)?;
+        }
+    }
+    for stage in &mut stages {
+        stage.canary = true;
+    }
+    if let (Some(soak), Some(last)) = (ctx.options.canary_soak_secs, stages.last_mut()) {
+        let all: Vec<&InventoryHost> = canaries
+            .iter()
+            .flat_map(|(_, h)| h.iter().copied())
+            .collect();
+        let mut steps = std::mem::take(&mut last.steps);
+        steps.push(Step::hosts(StepKind::CanarySoak, soak, &names(&all)));
+        *last = Stage {
+            canary: true,
+            ..Stage::new(&last.name, steps)
+        };
+    }
     for class in ["controller", "storage", "swift", "worker"] {
         for reboot in [false, true] {
             let Some(hosts) = classes.get(&(class, reboot)) else {
@@ -349,6 +372,49 @@ pub fn plan(collected: &Collected, ctx: &PlanContext<'_>) -> Result<Vec<Stage>, 
         s.id = i;
     }
     Ok(stages)
+}
+
+/// Takes up to `count` canaries out of `classes`: workers first, then storage hosts, in the
+/// patch controller's order; never a controller (an all-in-one's worker side included).
+/// Returns them grouped by class and reboot need, in that order.
+type ClassKey<'a> = (&'a str, bool);
+
+fn take_canaries<'h>(
+    classes: &mut BTreeMap<ClassKey<'static>, Vec<&'h InventoryHost>>,
+    count: usize,
+) -> Vec<(ClassKey<'static>, Vec<&'h InventoryHost>)> {
+    let mut taken = Vec::new();
+    let mut left = count;
+    for key in [
+        ("worker", false),
+        ("worker", true),
+        ("storage", false),
+        ("storage", true),
+    ] {
+        if left == 0 {
+            break;
+        }
+        let Some(hosts) = classes.get_mut(&key) else {
+            continue;
+        };
+        let mut chosen = Vec::new();
+        hosts.retain(|h| {
+            if chosen.len() < left && !h.has("controller") {
+                chosen.push(*h);
+                false
+            } else {
+                true
+            }
+        });
+        if hosts.is_empty() {
+            classes.remove(&key);
+        }
+        if !chosen.is_empty() {
+            left -= chosen.len();
+            taken.push((key, chosen));
+        }
+    }
+    taken
 }
 
 struct Planner<'a> {

@@ -721,3 +721,44 @@ fn a_baseline_ignores_alarms_that_were_there_unless_they_got_worse_and_stale_one
         "stale alarms ['100.101'] ignored (unchanged for more than 600 s)"
     );
 }
+
+#[test]
+fn canaries_come_first_workers_before_storage_and_never_a_controller() {
+    let hosts = vec![
+        host("controller-0", "controller"),
+        host("controller-1", "controller"),
+        aio("controller-2"),
+        host("storage-0", "storage"),
+        host("storage-1", "storage"),
+        host("compute-0", "worker"),
+    ];
+    let c = collected(hosts, true);
+    let mut case = Case::new();
+    case.options.canary_hosts = 2;
+    case.options.canary_soak_secs = Some(300);
+    let stages = case.plan(&c).unwrap();
+    // compute-0 (the only worker that is not a controller), then storage-0; the last canary
+    // stage's soak step watches both.
+    assert_eq!(
+        host_lists(&stages)[..2],
+        [vec!["compute-0"], vec!["storage-0", "compute-0"]]
+    );
+    assert!(stages[0].canary && stages[1].canary);
+    assert!(stages[2..].iter().all(|s| !s.canary));
+    // The soak watches both canaries at the end of the last canary stage.
+    let soak = stages[1].steps.last().unwrap();
+    assert_eq!(soak.kind, StepKind::CanarySoak);
+    assert_eq!(soak.entity_names, ["compute-0", "storage-0"]);
+    assert_eq!(soak.timeout, 300);
+    // Every other host is still planned, once.
+    let mut rest: Vec<String> = host_lists(&stages[2..]).concat();
+    rest.sort();
+    rest.dedup();
+    assert_eq!(
+        rest,
+        ["controller-0", "controller-1", "controller-2", "storage-1"]
+    );
+    // No canaries asked: the original plan.
+    let plain = Case::new().plan(&c).unwrap();
+    assert!(plain.iter().all(|s| !s.canary));
+}

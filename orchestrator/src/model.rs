@@ -213,6 +213,15 @@ pub struct StrategyOptions {
     /// the step's reason); none: every alarm counts however old.
     #[serde(default)]
     pub alarm_stale_after_secs: Option<u64>,
+    /// Hosts (workers first, then storage; never controllers) patched in stages of their
+    /// own before the rest; the apply pauses after them until `apply` is called again, or
+    /// with `canary_soak_secs` until they stayed healthy that long.
+    #[serde(default)]
+    pub canary_hosts: u32,
+    /// How long the canaries must stay healthy (patch-current, no failed install, no
+    /// blocking alarm) before the rest goes on by itself.
+    #[serde(default)]
+    pub canary_soak_secs: Option<u64>,
 }
 
 impl Default for StrategyOptions {
@@ -227,6 +236,8 @@ impl Default for StrategyOptions {
             alarm_restrictions: AlarmRestrictions::Strict,
             max_failed_hosts: 0,
             alarm_stale_after_secs: None,
+            canary_hosts: 0,
+            canary_soak_secs: None,
         }
     }
 }
@@ -273,6 +284,9 @@ pub enum StepKind {
     StopInstances,
     /// Start them again.
     StartInstances,
+    /// Watch the canaries for the soak period: fails when one stops being patch-current or
+    /// healthy, or a blocking alarm appears.
+    CanarySoak,
 }
 
 impl StepKind {
@@ -295,6 +309,7 @@ impl StepKind {
             StepKind::EnableHostServices => "enable-host-services",
             StepKind::StopInstances => "stop-instances",
             StepKind::StartInstances => "start-instances",
+            StepKind::CanarySoak => "canary-soak",
         }
     }
 
@@ -413,6 +428,9 @@ pub struct Stage {
     pub start_date_time: String,
     /// Local end time.
     pub end_date_time: String,
+    /// A canary stage: its failure stops the strategy whatever the error budget.
+    #[serde(default)]
+    pub canary: bool,
 }
 
 impl Stage {
@@ -433,6 +451,7 @@ impl Stage {
             reason: String::new(),
             start_date_time: String::new(),
             end_date_time: String::new(),
+            canary: false,
         }
     }
 

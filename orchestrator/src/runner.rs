@@ -162,7 +162,21 @@ impl Strategy {
     pub fn apply(&mut self, stage: Option<usize>, now_ms: u64) -> Result<(), ActionRefused> {
         self.check_apply(stage)?;
         let total = self.apply_phase.stages.len();
-        self.apply_phase.stop_at_stage = stage.map_or(total, |id| id + 1);
+        // Without a soak, a whole apply stops after the canaries until it is asked again.
+        let canaries = self
+            .apply_phase
+            .stages
+            .iter()
+            .take_while(|s| s.canary)
+            .count();
+        let canaries_pending = canaries > 0
+            && self.options.canary_soak_secs.is_none()
+            && self.apply_phase.current_stage < canaries;
+        self.apply_phase.stop_at_stage = match stage {
+            Some(id) => id + 1,
+            None if canaries_pending => canaries,
+            None => total,
+        };
         if self.state == StrategyState::ReadyToApply {
             self.state = StrategyState::Applying;
             self.current_phase = PhaseName::Apply;
@@ -238,6 +252,28 @@ impl Strategy {
         }
     }
 
+    /// Where the canaries stand: `None` without canaries; `in-progress` until their stages
+    /// are done; `wait-for-approval` while the apply waits after them; `passed` after.
+    pub fn canary_state(&self) -> Option<&'static str> {
+        let canaries = self
+            .apply_phase
+            .stages
+            .iter()
+            .take_while(|s| s.canary)
+            .count();
+        if canaries == 0 {
+            return None;
+        }
+        let phase = &self.apply_phase;
+        Some(if phase.current_stage < canaries {
+            "in-progress"
+        } else if self.apply_paused() && phase.current_stage == canaries {
+            "wait-for-approval"
+        } else {
+            "passed"
+        })
+    }
+
     fn apply_paused(&self) -> bool {
         let phase = &self.apply_phase;
         phase.inprogress
@@ -261,7 +297,7 @@ impl Strategy {
         }
         let t = &self.timing;
         let secs = match step.kind {
-            StepKind::SystemStabilize => step.timeout,
+            StepKind::SystemStabilize | StepKind::CanarySoak => step.timeout,
             StepKind::WaitAlarmsClear => t.alarms_first_query,
             StepKind::WaitDataSync => t.data_sync_first_query,
             StepKind::SwactHosts => t.swact_settle,
@@ -629,7 +665,7 @@ impl Strategy {
         let poll = self.poll_kind(step, cluster, now_ms, elapsed_ms);
         match poll {
             Poll::Pending { .. } if timed_out => {
-                if step.kind == StepKind::SystemStabilize {
+                if matches!(step.kind, StepKind::SystemStabilize | StepKind::CanarySoak) {
                     Poll::Done(StepResult::Success, String::new())
                 } else {
                     Poll::Done(StepResult::TimedOut, "timeout".into())

@@ -65,7 +65,60 @@ impl Strategy {
             StepKind::DisableHostServices | StepKind::EnableHostServices => {
                 self.poll_host_services(step, cluster)
             }
+            StepKind::CanarySoak => self.poll_canary_soak(step, cluster, now_ms),
         }
+    }
+
+    /// Watches the canaries until the soak period ends (the runner counts its end as
+    /// success): any canary that is no longer patch-current, or failed, or a blocking alarm,
+    /// fails the step and so the strategy.
+    fn poll_canary_soak(&mut self, step: &mut Step, cluster: &dyn Cluster, now_ms: u64) -> Poll {
+        let Ok(hosts) = cluster.patch_hosts() else {
+            return pending();
+        };
+        for name in &step.entity_names {
+            match hosts.iter().find(|h| &h.hostname == name) {
+                None => {
+                    return Poll::Done(StepResult::Failed, format!("canary {name} is gone"));
+                }
+                Some(h) if h.patch_failed => {
+                    return Poll::Done(
+                        StepResult::Failed,
+                        format!("canary {name} failed during its soak"),
+                    );
+                }
+                Some(h) if !h.patch_current => {
+                    return Poll::Done(
+                        StepResult::Failed,
+                        format!("canary {name} is no longer patch current"),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        let Ok(alarms) = cluster.alarms() else {
+            return pending();
+        };
+        let rules = self.alarm_rules();
+        let blocking = blocking_alarms(
+            &alarms,
+            &rules,
+            AlarmCheck::Query,
+            &self.timing,
+            now_ms / 1000,
+            &self.failed_hosts,
+        );
+        if !blocking.is_empty() {
+            let ids: Vec<String> = blocking
+                .iter()
+                .map(|a| format!("'{}'", a.alarm_id))
+                .collect();
+            return Poll::Done(
+                StepResult::Failed,
+                format!("alarms [{}] raised during the canary soak", ids.join(", ")),
+            );
+        }
+        pending()
     }
 
     /// Reads the alarms (the build's query, or the apply's check before a stage).
@@ -399,7 +452,13 @@ impl Strategy {
         let reason = format!("software update failed to apply on host {last_failed}");
         self.failed_hosts
             .extend(step.progress.failed.iter().cloned());
-        if self.failed_hosts.len() as u64 <= u64::from(self.options.max_failed_hosts) {
+        // A canary's failure stops the strategy whatever the budget: nothing else is touched.
+        let canary = self
+            .apply_phase
+            .stages
+            .get(self.apply_phase.current_stage)
+            .is_some_and(|s| s.canary);
+        if !canary && self.failed_hosts.len() as u64 <= u64::from(self.options.max_failed_hosts) {
             Poll::Done(StepResult::Degraded, reason)
         } else {
             Poll::Done(StepResult::Failed, reason)

@@ -90,6 +90,13 @@ enum Command {
         /// Show the plan and its predicted duration; store nothing
         #[arg(long)]
         dry_run: bool,
+        /// Patch N hosts (workers first) in stages of their own first; the apply pauses
+        /// after them until `apply` is called again (or --canary-soak passes)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        canary_hosts: u32,
+        /// Go on by itself once the canaries stayed healthy this many seconds
+        #[arg(long, value_name = "SECONDS", requires = "canary_hosts")]
+        canary_soak: Option<u64>,
         /// An alarm unchanged for this many seconds no longer blocks (named as ignored)
         #[arg(long, value_name = "SECONDS")]
         alarm_stale_after: Option<u64>,
@@ -171,6 +178,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 max_failed_hosts,
                 dry_run,
                 alarm_stale_after,
+                canary_hosts,
+                canary_soak,
                 force,
                 wait,
             } => {
@@ -189,6 +198,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
                 if let Some(secs) = alarm_stale_after {
                     body["alarm-stale-after"] = json!(secs);
+                }
+                if canary_hosts > 0 {
+                    body["canary-hosts"] = json!(canary_hosts);
+                }
+                if let Some(secs) = canary_soak {
+                    body["canary-soak"] = json!(secs);
                 }
                 if let Some(n) = max_parallel_worker_hosts {
                     body["max-parallel-worker-hosts"] = json!(n);
