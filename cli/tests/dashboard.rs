@@ -106,6 +106,30 @@ fn dashboard_reads_without_javascript_and_refuses_forged_forms() {
         );
     }
 
+    // The precheck runs when asked for, one row per check.
+    let r = http
+        .get(format!("{web}/orchestration/precheck"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().unwrap();
+    for check in [
+        "hosts-reporting",
+        "repository",
+        "required-patches",
+        "alarms",
+    ] {
+        assert!(
+            body.contains(&format!("data-check=\"{check}\" data-result=\"pass\"")),
+            "{check}: {body}"
+        );
+    }
+    assert!(
+        body.contains("id=\"precheck-result\" data-result=\"pass\""),
+        "{body}"
+    );
+
     // State-changing forms without the session's CSRF token change nothing.
     for body in [
         vec![("id", "WEB_0001")],

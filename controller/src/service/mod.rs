@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub(crate) use agents::FileArea;
 pub(crate) use alarms::AlarmFilter;
 pub(crate) use patches::{PatchView, Patches, RemoveOptions, ShowFilter, basename};
-pub(crate) use precheck::PrecheckRequest;
+pub(crate) use precheck::{Precheck, PrecheckRequest};
 pub(crate) use strategy::{Plan, StrategyError};
 pub(crate) use system::SystemInfo;
 

@@ -72,6 +72,7 @@ pub(crate) fn router(service: Service, tokens: Operators, over_tls: bool) -> Rou
         .route("/hosts", get(hosts::hosts_page))
         .route("/hosts/action/{action}", post(hosts::host_action))
         .route("/orchestration", get(orchestration::orchestration_page))
+        .route("/orchestration/precheck", get(orchestration::precheck_page))
         .route(
             "/orchestration/create",
             post(orchestration::strategy_create),

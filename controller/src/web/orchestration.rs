@@ -32,6 +32,33 @@ pub(super) async fn orchestration_page(
     web.render(&headers, &session, Page::Orchestration, body)
 }
 
+/// The precheck, run when asked for (it reads every package of the repository).
+pub(super) async fn precheck_page(State(web): Shared, headers: HeaderMap, uri: Uri) -> Response {
+    let session = session_or_login!(web, headers, uri);
+    let restrictions = uri
+        .query()
+        .and_then(|q| q.strip_prefix("alarm-restrictions="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(orchestrator::AlarmRestrictions::Strict);
+    let request = crate::service::PrecheckRequest {
+        patches: Vec::new(),
+        alarm_restrictions: restrictions,
+        for_strategy: false,
+    };
+    match web.service.precheck(request).await {
+        Ok(precheck) => web.render(
+            &headers,
+            &session,
+            Page::Orchestration,
+            precheck_view(&precheck, restrictions),
+        ),
+        Err(e) => {
+            web.sessions.flash(&session, error_flash(&e));
+            see_other("/orchestration")
+        }
+    }
+}
+
 pub(super) async fn strategy_create(
     State(web): Shared,
     Posted { session, form }: Posted,
@@ -49,7 +76,13 @@ pub(super) async fn strategy_create(
             request.insert(key.into(), json!(v));
         }
     }
-    for key in ["max-parallel-worker-hosts", "max-failed-hosts"] {
+    for key in [
+        "max-parallel-worker-hosts",
+        "max-failed-hosts",
+        "canary-hosts",
+        "canary-soak",
+        "alarm-stale-after",
+    ] {
         if let Some(v) = form.get(key).map(str::trim).filter(|v| !v.is_empty()) {
             request.insert(key.into(), json!(v));
         }
@@ -59,6 +92,7 @@ pub(super) async fn strategy_create(
         request.remove("max-parallel-worker-hosts");
     }
     let dry_run = form.get("dry-run").is_some();
+    let force = form.get("force").is_some();
     let body = Value::Object(request).to_string();
     let options = match orchestrator::api::parse_create(body.as_bytes()) {
         Ok(r) => r.options,
@@ -80,7 +114,7 @@ pub(super) async fn strategy_create(
         }
         return see_other("/orchestration");
     }
-    match service.create_strategy(options, false).await {
+    match service.create_strategy(options, force).await {
         Ok(_) => {
             tracing::info!(target: "audit", "dashboard: {} patch strategy created", session.operator.name);
             web.sessions.flash(
@@ -153,6 +187,35 @@ fn strategy_outcome(
 
 // ---- templates ----
 
+fn precheck_view(
+    precheck: &crate::service::Precheck,
+    restrictions: orchestrator::AlarmRestrictions,
+) -> Markup {
+    html! {
+        h1 { "Precheck" }
+        p id="precheck-result" data-result=(precheck.result.as_str()) {
+            "Result: " strong { (precheck.result.as_str()) }
+            " (" (restrictions.as_str()) " alarm restrictions). "
+            a href="/orchestration/precheck" { "Run again" } " · "
+            a href="/orchestration/precheck?alarm-restrictions=relaxed" { "Relaxed" } " · "
+            a href="/orchestration" { "Back to the strategy" }
+        }
+        table.list id="precheck" {
+            thead { tr { th { "Check" } th { "Result" } th { "Details" } th { "What to do" } } }
+            tbody {
+                @for c in &precheck.checks {
+                    tr data-check=(c.check) data-result=(c.result.as_str()) {
+                        td { (c.check) }
+                        td.state { (c.result.as_str()) }
+                        td { (c.detail) }
+                        td { (c.fix) }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn percent_bar(id: Option<String>, pct: u64) -> Markup {
     html! {
         span.bar {
@@ -197,9 +260,18 @@ fn create_form(csrf: &str) -> Markup {
                 label for="max-parallel-worker-hosts" { "Max Parallel Worker Hosts (parallel only)" }
                 input type="number" name="max-parallel-worker-hosts" id="max-parallel-worker-hosts" min="2" max="100" value="2";
                 (select("default-instance-action", "Default Instance Action", &["stop-start", "migrate"], "stop-start"))
-                (select("alarm-restrictions", "Alarm Restrictions", &["strict", "relaxed"], "strict"))
+                (select("alarm-restrictions", "Alarm Restrictions", &["strict", "relaxed", "baseline"], "strict"))
+                label for="alarm-stale-after" { "Ignore Alarms Unchanged For (seconds, optional)" }
+                input type="number" name="alarm-stale-after" id="alarm-stale-after" min="1";
                 label for="max-failed-hosts" { "Max Failed Hosts" }
                 input type="number" name="max-failed-hosts" id="max-failed-hosts" min="0" value="0";
+                label for="canary-hosts" { "Canary Hosts (patched first, then a pause)" }
+                input type="number" name="canary-hosts" id="canary-hosts" min="0" value="0";
+                label for="canary-soak" { "Canary Soak (seconds; go on by itself if healthy)" }
+                input type="number" name="canary-soak" id="canary-soak" min="1";
+                label for="force" { "Create despite precheck warnings" }
+                input type="checkbox" name="force" id="force" value="1";
+                p { a href="/orchestration/precheck" id="run-precheck" { "Run the precheck" } " — every strategy is created only after it." }
                 div.buttons {
                     button type="submit" id="create" { "Create Strategy" }
                     button type="submit" name="dry-run" value="1" id="dry-run" { "Dry Run (plan only)" }
@@ -256,6 +328,14 @@ fn strategy_view(s: &Strategy, csrf: &str) -> Markup {
             tr { th { "Default Instance Action" } td { (o.default_instance_action.as_str()) } }
             tr { th { "Alarm Restrictions" } td { (o.alarm_restrictions.as_str()) } }
             tr { th { "Max Failed Hosts" } td { (o.max_failed_hosts) } }
+            @if let Some(secs) = o.alarm_stale_after_secs {
+                tr { th { "Ignore Alarms Unchanged For" } td { (secs) " s" } }
+            }
+            @if let Some(canary) = s.canary_state() {
+                tr { th { "Canary Hosts" } td { (o.canary_hosts)
+                    @if let Some(soak) = o.canary_soak_secs { " (soak " (soak) " s)" } } }
+                tr id="canary-state" data-canary=(canary) { th { "Canary State" } td { (canary) } }
+            }
             tr { th { "Current Phase" } td { (s.current_phase.as_str()) } }
             tr { th { "Current Phase Completion" } td { (percent_bar(Some("strategy-progress".into()), s.completion_percentage())) } }
             tr { th { "State" } td id="strategy-state" { (state) } }
