@@ -515,3 +515,123 @@ fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
     assert_eq!(poll(&site, delivery)["order"], "none");
     assert_eq!(site.host("compute-0")["state"], "installing");
 }
+
+/// `rpm -qa` in `root` (the rpm tool's own database), sorted.
+fn rpm_query_all(root: &Path) -> Vec<String> {
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args([
+            "--dbpath",
+            "/var/lib/rpm",
+            "-qa",
+            "--qf",
+            "%{NAME}-%{VERSION}-%{RELEASE}\\n",
+        ])
+        .output()
+        .expect("the rpm tool (scripts/test.sh installs it)");
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    list.sort();
+    list
+}
+
+#[test]
+fn one_host_rolls_back_to_exactly_what_it_had_while_the_others_keep_the_patch() {
+    let mut site = Site::new();
+    site.start_agent("compute-0", "worker");
+    site.start_agent_with("compute-1", "worker", &["--installer", "rpm"]);
+    site.start_agent("compute-2", "worker");
+    site.wait_for("hosts current", |s| {
+        ["compute-0", "compute-1", "compute-2"]
+            .iter()
+            .all(|h| s.host(h)["patch_current"] == true)
+    });
+    let files_without_rpmdb = |host: &str| {
+        common::tree_snapshot(&site.root(host), |rel, _| {
+            rel.starts_with("var/lib/stx-patch") || rel.starts_with("var/lib/rpm")
+        })
+    };
+    let before_0 = common::root_snapshot(&site.root("compute-0"));
+    let before_1 = files_without_rpmdb("compute-1");
+    let before_1_rpms = rpm_query_all(&site.root("compute-1"));
+    assert_eq!(before_1_rpms, ["sysinv-1.0-230"]);
+
+    // P1 upgrades sysinv and brings a new package; every host installs it.
+    let p1 = site.patch(
+        "P1",
+        false,
+        &[
+            TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
+            TestRpm::new("newtool", "1.0", "1").file("/usr/bin/newtool", "#!/bin/sh\n"),
+        ],
+        &["newtool"],
+    );
+    site.ok(&["upload", p1.to_str().unwrap()]);
+    site.ok(&["apply", "P1"]);
+    for host in ["compute-0", "compute-1", "compute-2"] {
+        site.ok(&["host-install", host]);
+    }
+    assert_eq!(site.patch_state("P1"), "Applied");
+    assert_ne!(common::root_snapshot(&site.root("compute-0")), before_0);
+
+    // Refusals say what is wrong.
+    for (args, message) in [
+        (&["host-rollback", "compute-2"][..], "Name the patches"),
+        (
+            &["host-rollback", "compute-2", "NOPE"][..],
+            "Patch NOPE does not exist",
+        ),
+    ] {
+        let out = site.run("sw-patch", args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+
+    // compute-0 (built-in installer) and compute-1 (rpm) roll back; compute-2 keeps P1.
+    site.ok(&["host-rollback", "compute-0", "P1"]);
+    site.ok(&["host-rollback", "compute-1", "--all"]);
+    // Every file is back byte for byte (and mode); the rpm database lists what it listed.
+    // Directories the patch's packages created are left behind, empty, exactly as `rpm -e`
+    // leaves them: both installers' roots are the same tree.
+    let files = |tree: &std::collections::BTreeMap<std::path::PathBuf, (u32, Vec<u8>)>| {
+        tree.iter()
+            .filter(|(_, (mode, _))| mode & 0o170000 != 0o040000)
+            .map(|(p, v)| (p.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let after_0 = common::root_snapshot(&site.root("compute-0"));
+    let after_1 = files_without_rpmdb("compute-1");
+    assert_eq!(files(&after_0), files(&before_0), "compute-0's files");
+    assert_eq!(files(&after_1), files(&before_1), "compute-1's files");
+    assert_eq!(
+        after_0, after_1,
+        "the built-in installer left another tree than rpm"
+    );
+    assert_eq!(rpm_query_all(&site.root("compute-1")), before_1_rpms);
+    assert_eq!(
+        read(&site.root("compute-2"), "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 231\n")
+    );
+    for host in ["compute-0", "compute-1", "compute-2"] {
+        assert_eq!(site.host(host)["patch_current"], true, "{host}");
+    }
+    assert_eq!(site.patch_state("P1"), "Partial-Apply");
+    assert_eq!(
+        site.host("compute-0")["held_patches"],
+        serde_json::json!(["P1"])
+    );
+    assert!(site.host("compute-2").get("held_patches").is_none());
+
+    // Released, compute-0 takes P1 again.
+    site.ok(&["host-release", "compute-0"]);
+    assert_eq!(site.host("compute-0")["patch_current"], false);
+    site.ok(&["host-install", "compute-0"]);
+    assert_eq!(
+        read(&site.root("compute-0"), "usr/lib/sysinv/api.py").as_deref(),
+        Some("VERSION = 231\n")
+    );
+}

@@ -251,6 +251,16 @@ async fn perform(service: &Service, call: Call, headers: HeaderMap, request: Req
             reply_line(service.install(call.first(), force).await)
         }
         "drop_host" => reply_line(service.drop_host(call.first()).await),
+        // host_rollback/HOST[/PATCH…][?all=yes]; host_release/HOST.
+        "host_rollback" => {
+            let patches = ids.iter().skip(1).cloned().collect();
+            reply_line(
+                service
+                    .hold_back(call.first(), patches, call.flag("all"))
+                    .await,
+            )
+        }
+        "host_release" => reply_line(service.release(call.first()).await),
         "host_list" => ok(json!({"ihosts": service.hosts()})),
         "host_show" => match service.host(&call.first()) {
             Ok(host) => ok(json!(host)),

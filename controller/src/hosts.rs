@@ -1,7 +1,7 @@
 //! The host registry: what each agent last reported, its administrative state and pending
 //! order, persisted under `<state>/hosts/` so a controller restart keeps the inventory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use host_state::protocol::{AgentOrder, Delivery, HostReport, Workload, WorkloadVerb};
@@ -57,6 +57,10 @@ pub(crate) struct HostEntry {
     /// whose change rebuilds the snapshot or is persisted by itself).
     #[serde(default)]
     pub(crate) disk_free_bytes: Option<u64>,
+    /// Patches the host is held back from (`host-rollback`): its desired set leaves their
+    /// packages out until `host-release`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(crate) held_patches: BTreeSet<String>,
 }
 
 /// Operational state and availability for an administrative state.
@@ -166,6 +170,7 @@ impl HostRegistry {
         let workload_orders = existing
             .map(|h| h.workload_orders.clone())
             .unwrap_or_default();
+        let held_patches = existing.map(|h| h.held_patches.clone()).unwrap_or_default();
         let rebooted = !boot_id.is_empty() && boot_id != report.boot_id;
         // Still rebooting until a new boot reports (or the order was never taken: the
         // agent's own restart also counts, as it reboots by restarting).
@@ -220,6 +225,7 @@ impl HostRegistry {
             workload_orders,
             workload_in_flight: None,
             disk_free_bytes: report.disk_free_bytes,
+            held_patches,
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {
@@ -236,6 +242,24 @@ impl HostRegistry {
             .map(|h| h.facts.hostname.clone())
     }
 
+    /// Holds `hostname` back from `patches` (added to those held already), or releases it
+    /// from all of them (`None`); the record is saved. Returns the patches now held, or none
+    /// for an unknown host.
+    pub(crate) fn hold(
+        &mut self,
+        hostname: &str,
+        patches: Option<BTreeSet<String>>,
+    ) -> Option<BTreeSet<String>> {
+        let host = self.hosts.get_mut(hostname)?;
+        match patches {
+            Some(p) => host.held_patches.extend(p),
+            None => host.held_patches.clear(),
+        }
+        let held = host.held_patches.clone();
+        self.persist(hostname);
+        Some(held)
+    }
+
     /// Queues an install order; returns its sequence number.
     pub(crate) fn order_install(&mut self, hostname: &str, force: bool) -> Option<u64> {
         let host = self.hosts.get_mut(hostname)?;
@@ -244,6 +268,7 @@ impl HostRegistry {
             force,
             seq: host.install_seq,
             locked: false,
+            held: host.held_patches.clone(),
         });
         let seq = host.install_seq;
         self.persist(hostname);
@@ -328,9 +353,14 @@ impl HostRegistry {
             .pending
             .take()
             .map(|order| match order {
-                AgentOrder::Install { force, seq, .. } => {
-                    AgentOrder::Install { force, seq, locked }
-                }
+                AgentOrder::Install {
+                    force, seq, held, ..
+                } => AgentOrder::Install {
+                    force,
+                    seq,
+                    locked,
+                    held,
+                },
                 other => other,
             })
             .or_else(|| {

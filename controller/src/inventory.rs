@@ -41,6 +41,9 @@ pub(crate) struct HostRecord {
     pub(crate) subfunctions: Vec<String>,
     pub(crate) sw_version: String,
     pub(crate) to_remove: Vec<String>,
+    /// Patches the host is held back from (`host-rollback`); absent when none.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub(crate) held_patches: std::collections::BTreeSet<String>,
 }
 
 impl HostRecord {
@@ -114,6 +117,7 @@ impl HostRecord {
             subfunctions: f.subfunctions.clone(),
             sw_version: f.sw_version.clone(),
             to_remove,
+            held_patches: h.held_patches.clone(),
         }
     }
 }
@@ -162,6 +166,9 @@ pub(crate) enum HostActionError {
     /// The pair refused or failed the swact.
     #[error("{0}")]
     Swact(String),
+    /// A host rollback named no patch (and not `--all`), or one it cannot hold back.
+    #[error("{0}")]
+    Rollback(String),
 }
 
 /// Why a host cannot be locked now: the rule the API enforces and the dashboard greys its
@@ -249,6 +256,80 @@ pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, Host
     app.orders.notify_waiters();
     tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
     Ok(format!("Patch installation request sent to {hostname}.\n"))
+}
+
+/// Holds a host back from applied patches (`patches`, or with `all` every applied patch not
+/// committed): its desired set leaves their packages out, so its next install returns it to
+/// the versions it had before them while the other hosts keep them.
+pub(crate) fn hold_back(
+    app: &App,
+    name: &str,
+    patches: &[String],
+    all: bool,
+) -> Result<String, HostActionError> {
+    use patch_store::RepoState;
+    let hostname = resolve(app, name)?;
+    let snapshot = app.snapshot();
+    let store = snapshot.patches();
+    let chosen: std::collections::BTreeSet<String> = if all {
+        store
+            .values()
+            .filter(|p| p.repo_state == RepoState::Applied)
+            .map(|p| p.metadata.id.clone())
+            .collect()
+    } else {
+        if patches.is_empty() {
+            return Err(HostActionError::Rollback(
+                "Name the patches to roll the host back from, or give --all".into(),
+            ));
+        }
+        for id in patches {
+            match store.get(id).map(|p| p.repo_state) {
+                None => {
+                    return Err(HostActionError::Rollback(format!(
+                        "Patch {id} does not exist"
+                    )));
+                }
+                Some(RepoState::Committed) => {
+                    return Err(HostActionError::Rollback(format!(
+                        "Patch {id} is committed: its packages replaced the older ones for good"
+                    )));
+                }
+                Some(RepoState::Available) => {
+                    return Err(HostActionError::Rollback(format!(
+                        "Patch {id} is not applied: there is nothing to roll back"
+                    )));
+                }
+                Some(RepoState::Applied) => {}
+            }
+        }
+        patches.iter().cloned().collect()
+    };
+    let held = app
+        .with_hosts(|hosts| (hosts.hold(&hostname, Some(chosen.clone())), true))
+        .ok_or_else(|| HostActionError::UnknownHost(name.to_owned()))?;
+    tracing::info!(target: "audit", "host {hostname} held back from {chosen:?}");
+    let list =
+        |s: &std::collections::BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(" ");
+    Ok(format!(
+        "{hostname} is held back from: {}. Its next install returns it to the versions before them (sw-patch host-install {hostname}); sw-patch host-release {hostname} lets it take them again.\n",
+        if held.is_empty() {
+            "nothing".to_owned()
+        } else {
+            list(&held)
+        }
+    ))
+}
+
+/// Lets a held-back host take every applied patch again (its next install installs them).
+pub(crate) fn release(app: &App, name: &str) -> Result<String, HostActionError> {
+    let hostname = resolve(app, name)?;
+    app.with_hosts(|hosts| (hosts.hold(&hostname, None), true))
+        .ok_or_else(|| HostActionError::UnknownHost(name.to_owned()))?;
+    tracing::info!(target: "audit", "host {hostname} released");
+    Ok(format!(
+        "{hostname} takes every applied patch again; install them with sw-patch host-install {hostname}.\n"
+    ))
 }
 
 /// Forgets a host until it reports again.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use host_state::{
-    HostDiff, HostFacts, PatchInfo, PatchState, derive_patch_states, desired_packages,
+    HostDiff, HostFacts, PatchInfo, PatchState, derive_patch_states, desired_packages_holding,
 };
 use patch_store::{PatchRecord, RepoIndex, Store, StoreError};
 
@@ -78,6 +78,8 @@ pub(crate) struct HostView {
     pub(crate) workloads: Vec<host_state::protocol::Workload>,
     pub(crate) workload_actions: bool,
     pub(crate) services_disabled: bool,
+    /// Patches the host is held back from (`host-rollback`).
+    pub(crate) held_patches: std::collections::BTreeSet<String>,
 }
 
 impl HostView {
@@ -259,8 +261,13 @@ impl App {
             .values()
             .map(|entry| {
                 let (feed, repo) = store.indexes.get(&entry.facts.sw_version).unwrap_or(&empty);
-                let desired =
-                    desired_packages(entry.facts.personality, feed, repo, &entry.facts.installed);
+                let desired = desired_packages_holding(
+                    entry.facts.personality,
+                    feed,
+                    repo,
+                    &entry.facts.installed,
+                    &entry.held_patches,
+                );
                 HostView {
                     diff: HostDiff::compute(&entry.facts.installed, &desired),
                     install_state: entry.effective_install_state(),
@@ -269,9 +276,16 @@ impl App {
                     workloads: entry.workloads.clone(),
                     workload_actions: entry.workload_actions,
                     services_disabled: entry.services_disabled,
+                    held_patches: entry.held_patches.clone(),
                     facts: entry.facts.clone(),
                 }
             })
+            .collect();
+        // Patches some host is held back from (rolled back) stay Partial-Apply.
+        let held: std::collections::BTreeSet<String> = hosts
+            .hosts
+            .values()
+            .flat_map(|h| h.held_patches.iter().cloned())
             .collect();
         drop(hosts);
         let infos: Vec<PatchInfo> = store
@@ -290,7 +304,7 @@ impl App {
             .collect();
         let pairs: Vec<(&HostFacts, &HostDiff)> =
             views.iter().map(|v| (&v.facts, &v.diff)).collect();
-        let states = derive_patch_states(&infos, &pairs, &interim);
+        let states = derive_patch_states(&infos, &pairs, &interim, &held);
         let fresh = Arc::new(Snapshot {
             store,
             hosts: views,

@@ -57,6 +57,19 @@ pub fn desired_packages(
     repo: &RepoIndex,
     installed: &BTreeMap<PackageKey, InstalledPackage>,
 ) -> BTreeMap<PackageKey, DesiredPackage> {
+    desired_packages_holding(personality, feed, repo, installed, &BTreeSet::new())
+}
+
+/// [`desired_packages`] for a host held back from the patches in `held` (rolled back): their
+/// packages are not offered, so each of its packages falls back to the next version the
+/// repository or the base load has.
+pub fn desired_packages_holding(
+    personality: Personality,
+    feed: &RepoIndex,
+    repo: &RepoIndex,
+    installed: &BTreeMap<PackageKey, InstalledPackage>,
+    held: &BTreeSet<String>,
+) -> BTreeMap<PackageKey, DesiredPackage> {
     let mut desired: BTreeMap<PackageKey, DesiredPackage> = BTreeMap::new();
     let mut offer = |candidate: DesiredPackage| {
         let key = candidate.key();
@@ -75,6 +88,9 @@ pub fn desired_packages(
         }
     }
     for entry in &repo.packages {
+        if entry.patch.as_ref().is_some_and(|p| held.contains(p)) {
+            continue;
+        }
         let key = (entry.id.name.clone(), entry.id.arch.clone());
         if entry.personalities.contains(&personality) || relevant.contains(&key) {
             offer(DesiredPackage::from_entry(entry, false));

@@ -17,7 +17,9 @@ mod model;
 mod patch_state;
 pub mod protocol;
 
-pub use desired::{DesiredPackage, HostDiff, PackageChange, desired_packages};
+pub use desired::{
+    DesiredPackage, HostDiff, PackageChange, desired_packages, desired_packages_holding,
+};
 pub use model::{
     AdminState, Availability, HostFacts, InstallState, InstalledPackage, OperState, PackageKey,
 };

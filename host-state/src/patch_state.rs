@@ -77,10 +77,13 @@ pub struct PatchInfo {
 ///   so a newer patch's pending upgrade never drags an older, installed one back to
 ///   Partial-Apply (the Debian fork's bug 17).
 /// * Committed patches are never demoted.
+/// * An Applied patch some host is held back from (`held`, a host rollback) is
+///   Partial-Apply: that host runs without it on purpose.
 pub fn derive_patch_states(
     patches: &[PatchInfo],
     hosts: &[(&HostFacts, &HostDiff)],
     interim: &BTreeMap<String, BTreeSet<String>>,
+    held: &BTreeSet<String>,
 ) -> BTreeMap<String, PatchState> {
     if hosts.is_empty() {
         return patches
@@ -98,6 +101,9 @@ pub fn derive_patch_states(
             (RepoState::Available, false) => PatchState::Available,
             (RepoState::Applied, false) => PatchState::Applied,
         };
+        if state == PatchState::Applied && held.contains(&patch.id) {
+            state = PatchState::PartialApply;
+        }
         if state != PatchState::Committed {
             for (host, diff) in hosts {
                 if diff.is_empty() || host.sw_version != patch.sw_version {
@@ -323,10 +329,26 @@ mod tests {
             for (p, h) in interim {
                 interim_map.entry(p.into()).or_default().insert(h.into());
             }
-            let states = derive_patch_states(&patches, &hosts, &interim_map);
+            let states = derive_patch_states(&patches, &hosts, &interim_map, &BTreeSet::new());
             let got: Vec<PatchState> = patches.iter().map(|p| states[&p.id]).collect();
             assert_eq!(got, expected, "{case}");
         }
+    }
+
+    #[test]
+    fn a_patch_a_host_is_held_back_from_is_partial_apply_unless_committed() {
+        let patches = vec![
+            patch("P1", R::Applied, &[("a", "1-2")]),
+            patch("P2", R::Committed, &[("b", "1-2")]),
+            patch("P3", R::Applied, &[("c", "1-2")]),
+        ];
+        let h = host("h0", "19.01");
+        let current = HostDiff { changes: vec![] };
+        let held = BTreeSet::from(["P1".to_owned(), "P2".to_owned()]);
+        let states = derive_patch_states(&patches, &[(&h, &current)], &BTreeMap::new(), &held);
+        assert_eq!(states["P1"], PatchState::PartialApply);
+        assert_eq!(states["P2"], PatchState::Committed);
+        assert_eq!(states["P3"], PatchState::Applied);
     }
 
     #[test]
@@ -336,7 +358,12 @@ mod tests {
         let diff = HostDiff {
             changes: vec![up("a", "1-1", "1-2")],
         };
-        let states = derive_patch_states(&patches, &[(&h, &diff)], &BTreeMap::new());
+        let states = derive_patch_states(
+            &patches,
+            &[(&h, &diff)],
+            &BTreeMap::new(),
+            &BTreeSet::from(["HELD".to_owned()]),
+        );
         assert_eq!(states["P1"], Applied);
         assert_eq!(Applied.as_str(), "Applied");
         assert_eq!(NotApplicable.to_string(), "n/a");

@@ -163,6 +163,10 @@ pub enum AgentOrder {
         /// Whether the host is locked as the order is handed over.
         #[serde(default)]
         locked: bool,
+        /// Patches this host is held back from (rolled back): their packages are not
+        /// installed, older ones take their place.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+        held: std::collections::BTreeSet<String>,
     },
     /// Reboot (after an unlock with reboot-required changes installed).
     Reboot,
@@ -307,6 +311,7 @@ mod tests {
                 force: true,
                 seq: 2,
                 locked: false,
+                held: Default::default(),
             },
         };
         let json = serde_json::to_value(&delivery).unwrap();

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use host_state::protocol::RepoIndex;
-use host_state::{HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages};
+use host_state::{
+    HostDiff, InstallState, InstalledPackage, PackageChange, desired_packages_holding,
+};
 use sha2::{Digest, Sha256};
 
 use super::link::{MAX_SCRIPT_BYTES, read_bounded};
@@ -86,7 +88,9 @@ impl Agent {
         let installed = self
             .installed()
             .map_err(|e| failed(format!("cannot list installed packages: {e}")))?;
-        let desired = desired_packages(self.config.personality, &feed, &repo, &installed);
+        let held = self.state.lock().await.held_patches.clone();
+        let desired =
+            desired_packages_holding(self.config.personality, &feed, &repo, &installed, &held);
         let diff = HostDiff::compute(&installed, &desired);
         if diff.is_empty() {
             return Ok(false);

@@ -151,6 +151,10 @@ struct AgentState {
     /// The serial of the last signed index accepted, per index: an older one is a replay.
     #[serde(default)]
     index_serials: repo_sign::Serials,
+    /// Patches this host is held back from (rolled back), as the last install order said:
+    /// kept, so a boot-time install does not bring them back.
+    #[serde(default)]
+    held_patches: std::collections::BTreeSet<String>,
 }
 
 /// The agent.
@@ -359,7 +363,19 @@ impl Agent {
             };
             match order {
                 Ok(AgentOrder::None) => {}
-                Ok(AgentOrder::Install { force, seq, locked }) => {
+                Ok(AgentOrder::Install {
+                    force,
+                    seq,
+                    locked,
+                    held,
+                }) => {
+                    {
+                        let mut state = self.state.lock().await;
+                        if state.held_patches != held {
+                            state.held_patches = held;
+                            self.save(&state);
+                        }
+                    }
                     // Tell the controller at once that the install started.
                     self.set_state(InstallState::Installing, None).await;
                     let _ = self.report(op_counter).await;

@@ -169,6 +169,26 @@ enum Command {
         #[arg(long, default_value = "/etc/stx-patch/agent.toml")]
         config: PathBuf,
     },
+    /// Return one host to the versions it had before applied patches, while the other hosts
+    /// keep them: the host is held back from the patches, then installs and the result is
+    /// waited for (a reboot-required patch needs the host locked, as any install)
+    HostRollback {
+        /// Host name or IP address
+        host: String,
+        /// The patches to roll back from
+        patches: Vec<String>,
+        /// Every applied patch that is not committed
+        #[arg(long, conflicts_with = "patches")]
+        all: bool,
+        /// Install reboot-required changes even on an unlocked host
+        #[arg(long)]
+        force: bool,
+    },
+    /// Let a rolled-back host take every applied patch again (then host-install it)
+    HostRelease {
+        /// Host name or IP address
+        host: String,
+    },
     /// Forget a host (it reappears when its agent reports again)
     DropHost {
         /// Host name or IP address
@@ -417,6 +437,25 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 !status.success()
             }
             Command::DropHost { host } => emit(&client.post("drop_host", &[host], &[])?, json),
+            Command::HostRollback {
+                host,
+                patches,
+                all,
+                force,
+            } => {
+                let mut ids = vec![host.clone()];
+                ids.extend(patches);
+                let query: &[(&str, String)] = if all { &[("all", "yes".into())] } else { &[] };
+                let held = client.post("host_rollback", &ids, query)?;
+                if emit(&held, json) {
+                    true
+                } else {
+                    host_install(&client, host, force, json)?
+                }
+            }
+            Command::HostRelease { host } => {
+                emit(&client.post("host_release", &[host], &[])?, json)
+            }
             Command::DelRelease { release } => {
                 emit(&client.post("del_release", &[release], &[])?, json)
             }

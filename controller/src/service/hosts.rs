@@ -37,6 +37,23 @@ impl Service {
             .await
     }
 
+    /// Holds a host back from applied patches (`host-rollback`).
+    pub(crate) async fn hold_back(
+        &self,
+        name: String,
+        patches: Vec<String>,
+        all: bool,
+    ) -> Result<String, ServiceError> {
+        self.host_action(move |app| inventory::hold_back(app, &name, &patches, all))
+            .await
+    }
+
+    /// Releases a held-back host (`host-release`).
+    pub(crate) async fn release(&self, name: String) -> Result<String, ServiceError> {
+        self.host_action(move |app| inventory::release(app, &name))
+            .await
+    }
+
     /// Locks a host.
     pub(crate) async fn lock(&self, name: String, force: bool) -> Result<String, ServiceError> {
         self.host_action(move |app| inventory::lock(app, &name, force))

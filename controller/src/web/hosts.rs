@@ -178,6 +178,7 @@ mod tests {
             subfunctions: Vec::new(),
             sw_version: "19.01".into(),
             to_remove: Vec::new(),
+            held_patches: Default::default(),
         }];
         let page = hosts(&records, "tok", None, false, false).into_string();
         assert!(page.contains("lock the host first"));
