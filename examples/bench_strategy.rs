@@ -138,6 +138,7 @@ fn plan_time(hosts: usize) -> Result<(f64, usize)> {
             patch_current: false,
             patch_failed: false,
             interim_state: false,
+            last_error: None,
             state: "idle".into(),
         })
         .collect();

@@ -635,3 +635,85 @@ fn one_host_rolls_back_to_exactly_what_it_had_while_the_others_keep_the_patch() 
         Some("VERSION = 231\n")
     );
 }
+
+#[test]
+fn a_failing_health_check_rolls_the_host_back_and_fails_its_install() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut site = Site::new();
+    let health = site.path("health");
+    for (kind, name, body) in [
+        (
+            "required.d",
+            "10-api",
+            "test -f \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'sysinv api.py is gone'; exit 1; }",
+        ),
+        ("wanted.d", "10-disk", "echo 'disk almost full'; exit 1"),
+    ] {
+        std::fs::create_dir_all(health.join(kind)).unwrap();
+        let path = health.join(kind).join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    site.start_agent_with(
+        "compute-0",
+        "worker",
+        &["--health-dir", health.to_str().unwrap()],
+    );
+    site.start_agent("compute-1", "worker");
+    site.wait_for("hosts current", |s| {
+        ["compute-0", "compute-1"]
+            .iter()
+            .all(|h| s.host(h)["patch_current"] == true)
+    });
+    let patch = |id: &str, release: &str, keep_api: bool| {
+        // (TestRpm writes /usr/share/sysinv/VERSION itself.)
+        let mut rpm = TestRpm::new("sysinv", "1.0", release);
+        if keep_api {
+            rpm = rpm.file("/usr/lib/sysinv/api.py", format!("VERSION = {release}\n"));
+        }
+        let path = site.patch(id, false, &[rpm], &[]);
+        site.ok(&["upload", path.to_str().unwrap()]);
+        site.ok(&["apply", id]);
+    };
+
+    // A good patch passes the required check; the wanted one only warns.
+    patch("GOOD", "231", true);
+    site.ok(&["host-install", "compute-0"]);
+    let host = site.host("compute-0");
+    assert_eq!(host["health"]["state"], "warned", "{host}");
+    assert!(
+        host["health"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("wanted.d/10-disk failed"),
+        "{host}"
+    );
+    let before = common::root_snapshot(&site.root("compute-0"));
+
+    // A patch whose package drops the file the check looks for: the host fails its check,
+    // rolls back to exactly what it had, and is held back from the patch.
+    patch("BAD", "232", false);
+    let out = site.run("sw-patch", &["host-install", "compute-0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("health check required.d/10-api failed")
+            && err.contains("sysinv api.py is gone")
+            && err.contains("rolled back from BAD"),
+        "{err}"
+    );
+    assert_eq!(common::root_snapshot(&site.root("compute-0")), before);
+    let host = site.host("compute-0");
+    assert_eq!(host["health"]["state"], "failed", "{host}");
+    assert_eq!(host["held_patches"], serde_json::json!(["BAD"]), "{host}");
+    assert_eq!(host["patch_failed"], true, "{host}");
+    assert_eq!(host["patch_current"], true, "{host}");
+    // A host without the check takes the patch; the patch is Partial-Apply meanwhile.
+    assert_eq!(site.patch_state("BAD"), "Partial-Apply");
+    site.ok(&["host-install", "compute-1"]);
+    assert_eq!(site.patch_state("BAD"), "Partial-Apply");
+    assert_eq!(
+        read(&site.root("compute-1"), "usr/share/sysinv/VERSION").as_deref(),
+        Some("sysinv-1.0-232\n")
+    );
+}

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Site;
-use common::cluster::{HOSTS, apply_patch, fast_timing, six_hosts};
+use common::cluster::{HOSTS, apply_patch, fast_timing, six_hosts, six_hosts_with};
 use patch_format::testing::TestRpm;
 use serde_json::Value;
 
@@ -652,4 +652,107 @@ fn with_a_soak_the_rest_goes_on_by_itself_once_the_canaries_stayed_healthy() {
     assert_eq!(soak["result"], "success");
     assert_eq!(soak["entity-names"], serde_json::json!(["compute-0"]));
     assert_all_patched_and_unlocked(&site);
+}
+
+/// The 2+2+2 cluster, every host checking after an install that sysinv's api.py is there,
+/// with an in-service patch applied whose sysinv drops that file.
+fn health_checked_site() -> (Site, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let checks = tempfile::tempdir().unwrap();
+    let dir = checks.path();
+    let check = dir.join("required.d/10-api");
+    std::fs::create_dir_all(check.parent().unwrap()).unwrap();
+    std::fs::write(
+        &check,
+        "#!/bin/sh\ntest -f \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'api.py is gone'; exit 1; }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let site = six_hosts_with(
+        &fast_timing(1),
+        &[],
+        &["--health-dir", dir.to_str().unwrap()],
+    );
+    let patch = site.patch(
+        "BREAKS_0001",
+        false,
+        &[TestRpm::new("sysinv", "1.0", "231")],
+        &[],
+    );
+    site.ok(&["upload", patch.to_str().unwrap()]);
+    site.ok(&["apply", "BREAKS_0001"]);
+    site.wait_for("hosts settled on the patch", |s| {
+        s.hosts()
+            .iter()
+            .all(|h| h["interim_state"] == false && h["patch_current"] == false)
+    });
+    (site, checks)
+}
+
+/// Hosts that failed their check: rolled back (back on 230) and held back from the patch.
+fn rolled_back_hosts(site: &Site) -> Vec<String> {
+    site.hosts()
+        .into_iter()
+        .filter(|h| h["health"]["state"] == "failed")
+        .map(|h| {
+            let name = h["hostname"].as_str().unwrap().to_owned();
+            assert_eq!(h["held_patches"], serde_json::json!(["BREAKS_0001"]), "{h}");
+            assert_eq!(h["patch_failed"], true, "{h}");
+            let api = site.root(&name).join("usr/lib/sysinv/api.py");
+            assert_eq!(
+                std::fs::read_to_string(api).unwrap(),
+                "VERSION = 230\n",
+                "{name} was not rolled back"
+            );
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn a_patch_breaking_a_health_check_is_rolled_back_on_the_first_host_and_stops_the_strategy() {
+    let (site, _checks) = health_checked_site();
+    manager(&site, &["patch-strategy", "create", "--wait"]);
+    let out = manager_fails(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("software update failed to apply on host")
+            && out.contains("health check required.d/10-api failed"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["state"], "aborted");
+    let failed = rolled_back_hosts(&site);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    // Nobody else was touched.
+    for h in site.hosts() {
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+        if h["hostname"] != failed[0].as_str() {
+            assert_eq!(h["patch_current"], false, "{h}");
+        }
+    }
+}
+
+#[test]
+fn with_a_budget_of_one_the_strategy_goes_past_the_first_rolled_back_host() {
+    let (site, _checks) = health_checked_site();
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--max-failed-hosts",
+            "1",
+            "--wait",
+        ],
+    );
+    let _ = site.run("sw-manager", &["patch-strategy", "apply", "--wait"]);
+    let s = wait_strategy(&site, "the apply to end", |s| {
+        s["state"] == "aborted" || s["state"] == "applied"
+    });
+    // The first failure is within the budget: the next stage ran, and its host failed too
+    // (the same package breaks every host), which is one too many.
+    let stages = s["apply-phase"]["stages"].as_array().unwrap();
+    assert_eq!(stages[0]["result"], "degraded", "{s:#}");
+    assert_eq!(s["state"], "aborted", "{s:#}");
+    assert_eq!(rolled_back_hosts(&site).len(), 2);
 }

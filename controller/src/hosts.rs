@@ -61,6 +61,9 @@ pub(crate) struct HostEntry {
     /// packages out until `host-release`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub(crate) held_patches: BTreeSet<String>,
+    /// The host's last health check outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) health: Option<host_state::protocol::HealthReport>,
 }
 
 /// Operational state and availability for an administrative state.
@@ -170,7 +173,16 @@ impl HostRegistry {
         let workload_orders = existing
             .map(|h| h.workload_orders.clone())
             .unwrap_or_default();
-        let held_patches = existing.map(|h| h.held_patches.clone()).unwrap_or_default();
+        let mut held_patches = existing.map(|h| h.held_patches.clone()).unwrap_or_default();
+        // A host whose health check failed rolled itself back: it is held back from those
+        // patches from now on, as a host-rollback would have it.
+        let rolled_back = report
+            .health
+            .as_ref()
+            .map(|h| h.rolled_back.clone())
+            .unwrap_or_default();
+        let newly_held = !rolled_back.is_subset(&held_patches);
+        held_patches.extend(rolled_back);
         let rebooted = !boot_id.is_empty() && boot_id != report.boot_id;
         // Still rebooting until a new boot reports (or the order was never taken: the
         // agent's own restart also counts, as it reboots by restarting).
@@ -203,7 +215,9 @@ impl HostRegistry {
                 || h.workload_actions != report.workload_actions
                 || h.services_disabled != report.services_disabled
                 || h.workload_in_flight.is_some()
-        }) || rebooted;
+                || h.health != report.health
+        }) || rebooted
+            || newly_held;
         let entry = HostEntry {
             facts,
             last_error: report.last_error,
@@ -226,6 +240,7 @@ impl HostRegistry {
             workload_in_flight: None,
             disk_free_bytes: report.disk_free_bytes,
             held_patches,
+            health: report.health,
         };
         self.hosts.insert(report.hostname.clone(), entry);
         if changed {
@@ -466,6 +481,7 @@ pub(crate) mod tests {
             workload_actions: false,
             services_disabled: false,
             disk_free_bytes: Some(1 << 30),
+            health: None,
         }
     }
 

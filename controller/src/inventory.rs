@@ -44,6 +44,9 @@ pub(crate) struct HostRecord {
     /// Patches the host is held back from (`host-rollback`); absent when none.
     #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub(crate) held_patches: std::collections::BTreeSet<String>,
+    /// The host's last health check outcome; absent without health checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) health: Option<host_state::protocol::HealthReport>,
 }
 
 impl HostRecord {
@@ -118,6 +121,7 @@ impl HostRecord {
             sw_version: f.sw_version.clone(),
             to_remove,
             held_patches: h.held_patches.clone(),
+            health: h.health.clone(),
         }
     }
 }

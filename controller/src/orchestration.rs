@@ -271,6 +271,7 @@ impl Cluster for AppCluster<'_> {
                 patch_failed: h.install_state == InstallState::InstallFailed,
                 interim_state: h.interim,
                 state: h.install_state.as_str().to_owned(),
+                last_error: h.last_error.clone(),
             })
             .collect())
     }

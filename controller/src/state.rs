@@ -80,6 +80,8 @@ pub(crate) struct HostView {
     pub(crate) services_disabled: bool,
     /// Patches the host is held back from (`host-rollback`).
     pub(crate) held_patches: std::collections::BTreeSet<String>,
+    /// Its last health check outcome.
+    pub(crate) health: Option<host_state::protocol::HealthReport>,
 }
 
 impl HostView {
@@ -277,6 +279,7 @@ impl App {
                     workload_actions: entry.workload_actions,
                     services_disabled: entry.services_disabled,
                     held_patches: entry.held_patches.clone(),
+                    health: entry.health.clone(),
                     facts: entry.facts.clone(),
                 }
             })

@@ -59,6 +59,34 @@ pub struct HostReport {
     /// and the agent's downloads; none when the agent could not tell.
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    /// How the host's health checks came out after its last install that brought patches
+    /// (none: no checks configured, or nothing installed yet).
+    #[serde(default)]
+    pub health: Option<HealthReport>,
+}
+
+/// The outcome of a host's health checks (`required.d/` must pass, `wanted.d/` may warn).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Passed, warned or failed.
+    pub state: HealthState,
+    /// What failed or warned, with the check's output.
+    pub detail: String,
+    /// The patches the host rolled back from because a required check failed.
+    #[serde(default)]
+    pub rolled_back: std::collections::BTreeSet<String>,
+}
+
+/// How health checks came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthState {
+    /// Every check passed.
+    Passed,
+    /// A wanted check failed.
+    Warned,
+    /// A required check failed: the host rolled back.
+    Failed,
 }
 
 /// A workload (instance) on a host, as the host's workload hook lists it.

@@ -32,6 +32,7 @@ fn patch_host(h: &InventoryHost, reboot: bool) -> PatchHost {
         patch_current: false,
         patch_failed: false,
         interim_state: false,
+        last_error: None,
         state: "idle".into(),
     }
 }

@@ -64,6 +64,9 @@ pub struct PatchHost {
     pub interim_state: bool,
     /// The agent's install state.
     pub state: String,
+    /// Why its last install failed (a health check's words, for instance).
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A server group an instance belongs to.

@@ -31,6 +31,7 @@
 //!     patch_current: false,
 //!     patch_failed: false,
 //!     interim_state: false,
+//!     last_error: None,
 //!     state: "idle".into(),
 //! };
 //! let collected = Collected {

@@ -164,6 +164,7 @@ impl Cluster for Fake {
                 patch_current: !h.needs_patch,
                 patch_failed: h.failed && h.installing == 0,
                 interim_state: false,
+                last_error: None,
                 state: if h.installing > 0 {
                     "installing".into()
                 } else if h.failed {

@@ -449,7 +449,17 @@ impl Strategy {
         else {
             return Poll::Done(StepResult::Success, String::new());
         };
-        let reason = format!("software update failed to apply on host {last_failed}");
+        // The original's words, and why when the host said (a health check that failed).
+        let why = status
+            .iter()
+            .find(|h| &h.hostname == last_failed)
+            .and_then(|h| h.last_error.as_deref())
+            .and_then(|e| e.lines().next())
+            .filter(|e| !e.is_empty());
+        let reason = match why {
+            Some(why) => format!("software update failed to apply on host {last_failed}: {why}"),
+            None => format!("software update failed to apply on host {last_failed}"),
+        };
         self.failed_hosts
             .extend(step.progress.failed.iter().cloned());
         // A canary's failure stops the strategy whatever the budget: nothing else is touched.

@@ -45,13 +45,19 @@ impl Agent {
     /// Brings the host to its desired package set; records the outcome.
     pub async fn install(&self, force: bool, locked: bool, seq: u64) -> Result<(), String> {
         let started = Instant::now();
-        let outcome = self.install_inner(force, locked).await;
+        let mut outcome = self.install_inner(force, locked).await;
+        if let (Ok((false, brought)), Some(dir)) = (&outcome, &self.config.health_dir)
+            && !brought.is_empty()
+        {
+            let brought = brought.clone();
+            outcome = self.health_gate(dir, brought, locked).await;
+        }
         let result = outcome.as_ref().map(|_| ()).map_err(|(_, m)| m.clone());
         let mut state = self.state.lock().await;
         state.installing = false;
         state.install_done = state.install_done.max(seq);
         match outcome {
-            Ok(rebooting) => {
+            Ok((rebooting, _)) => {
                 state.install_state = InstallState::Idle;
                 state.last_error = None;
                 state.reboot_pending |= rebooting;
@@ -70,11 +76,66 @@ impl Agent {
         result
     }
 
+    /// Runs the health checks after an in-service install that brought `brought`. A failing
+    /// required check holds the host back from those patches and installs again (back to
+    /// the versions before them); the install then counts as failed, with the check's words.
+    async fn health_gate(
+        &self,
+        dir: &std::path::Path,
+        brought: std::collections::BTreeSet<String>,
+        locked: bool,
+    ) -> Result<(bool, std::collections::BTreeSet<String>), (InstallState, String)> {
+        use host_state::protocol::{HealthReport, HealthState};
+        let verdict =
+            super::health::run_checks(dir, &self.config.root, self.config.script_timeout).await;
+        let (state, detail) = match verdict {
+            super::health::Verdict::Passed => (HealthState::Passed, String::new()),
+            super::health::Verdict::Warned(w) => (HealthState::Warned, w),
+            super::health::Verdict::Failed(f) => (HealthState::Failed, f),
+        };
+        let rolled_back = if state == HealthState::Failed {
+            brought.clone()
+        } else {
+            Default::default()
+        };
+        {
+            let mut agent_state = self.state.lock().await;
+            agent_state.health = Some(HealthReport {
+                state,
+                detail: detail.clone(),
+                rolled_back: rolled_back.clone(),
+            });
+            agent_state.held_patches.extend(rolled_back.iter().cloned());
+            self.save(&agent_state);
+        }
+        if state != HealthState::Failed {
+            if state == HealthState::Warned {
+                tracing::warn!("health checks warn: {detail}");
+            }
+            return Ok((false, brought));
+        }
+        let patches: Vec<&str> = rolled_back.iter().map(String::as_str).collect();
+        tracing::warn!("health check failed, rolling back from {patches:?}: {detail}");
+        let rollback = match self.install_inner(true, locked).await {
+            Ok(_) => "rolled back".to_owned(),
+            Err((_, e)) => format!("the rollback failed too: {e}"),
+        };
+        Err((
+            InstallState::InstallFailed,
+            format!(
+                "health check {detail}; {rollback} from {}",
+                patches.join(", ")
+            ),
+        ))
+    }
+
+    /// Installs the desired set; returns whether a reboot is needed, and the patches whose
+    /// packages it installed or upgraded.
     pub(super) async fn install_inner(
         &self,
         force: bool,
         locked: bool,
-    ) -> Result<bool, (InstallState, String)> {
+    ) -> Result<(bool, std::collections::BTreeSet<String>), (InstallState, String)> {
         let failed = |m: String| (InstallState::InstallFailed, m);
         let release = &self.config.release;
         let feed: RepoIndex = self
@@ -93,8 +154,16 @@ impl Agent {
             desired_packages_holding(self.config.personality, &feed, &repo, &installed, &held);
         let diff = HostDiff::compute(&installed, &desired);
         if diff.is_empty() {
-            return Ok(false);
+            return Ok((false, Default::default()));
         }
+        let brought: std::collections::BTreeSet<String> = diff
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                PackageChange::Missing(to) | PackageChange::Upgrade { to, .. } => to.patch.clone(),
+                _ => None,
+            })
+            .collect();
         let rr = diff.requires_reboot();
         if rr && !locked && !force {
             return Err((InstallState::InstallRejected, "Node must be locked.".into()));
@@ -211,7 +280,7 @@ impl Agent {
                     .map_err(failed)?;
             }
         }
-        Ok(rr)
+        Ok((rr, brought))
     }
 
     /// Downloads a restart script, checks it against the signed sha256, runs it with the

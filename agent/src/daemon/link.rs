@@ -270,6 +270,7 @@ impl Agent {
             workload_actions: self.config.workload_hook.is_some(),
             services_disabled: state.services_disabled,
             disk_free_bytes: disk_free_bytes(&self.config.state_dir),
+            health: state.health.clone(),
         };
         let bad = |reason: String| ControllerError::BadAnswer {
             what: "report".into(),

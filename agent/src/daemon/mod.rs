@@ -1,6 +1,7 @@
 //! The agent loop: report, long-poll orders, install, reboot. Talking to the controller is
 //! in [`link`], carrying out an install in [`install`].
 
+mod health;
 mod install;
 mod link;
 
@@ -60,6 +61,9 @@ pub struct AgentConfig {
     pub ca_bundle: Option<PathBuf>,
     /// The controller's repository signing key (PEM) to pin (none: pinned on first contact).
     pub repo_key: Option<PathBuf>,
+    /// Health checks run after an in-service install that brought patches: `required.d/`
+    /// must pass (else the host rolls back from those patches), `wanted.d/` may warn.
+    pub health_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -93,6 +97,7 @@ impl AgentConfig {
             rpm_keyring: None,
             ca_bundle: None,
             repo_key: None,
+            health_dir: None,
         }
     }
 }
@@ -155,6 +160,9 @@ struct AgentState {
     /// kept, so a boot-time install does not bring them back.
     #[serde(default)]
     held_patches: std::collections::BTreeSet<String>,
+    /// The last health check outcome (reported).
+    #[serde(default)]
+    health: Option<host_state::protocol::HealthReport>,
 }
 
 /// The agent.

@@ -74,6 +74,10 @@ struct Args {
     /// <state>/repo-signing/public.pem) to pin; without it the key is pinned on first contact
     #[arg(long, value_name = "FILE")]
     repo_key: Option<PathBuf>,
+    /// Health checks after an in-service install: executables in DIR/required.d must pass
+    /// (else the host rolls back from the patches it just installed), DIR/wanted.d may warn
+    #[arg(long, value_name = "DIR")]
+    health_dir: Option<PathBuf>,
     /// Boot-time install: bring the host to its desired packages once, then exit
     #[arg(long)]
     install_local: bool,
@@ -102,6 +106,7 @@ struct FileConfig {
     rpm_keyring: Option<PathBuf>,
     cacert: Option<PathBuf>,
     repo_key: Option<PathBuf>,
+    health_dir: Option<PathBuf>,
 }
 
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
@@ -194,6 +199,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             rpm_keyring: args.rpm_keyring.clone().or(file.rpm_keyring.clone()),
             ca_bundle: args.cacert.clone().or(file.cacert.clone()),
             repo_key: args.repo_key.clone().or(file.repo_key.clone()),
+            health_dir: args.health_dir.clone().or(file.health_dir.clone()),
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         if !args.install_local {

@@ -35,12 +35,18 @@ data_sync_first_query = 0
 /// A site with the six hosts' agents running (those named in `hooks` with that workload
 /// hook), every host reporting and current.
 pub fn six_hosts(toml: &str, hooks: &[(&str, &str)]) -> Site {
+    six_hosts_with(toml, hooks, &[])
+}
+
+/// [`six_hosts`], every agent also given `agent_args`.
+pub fn six_hosts_with(toml: &str, hooks: &[(&str, &str)], agent_args: &[&str]) -> Site {
     let mut site = Site::with_toml(toml, &[]);
     for (host, personality) in HOSTS {
-        match hooks.iter().find(|(h, _)| h == host) {
-            Some((_, hook)) => site.start_agent_with(host, personality, &["--workload-hook", hook]),
-            None => site.start_agent(host, personality),
+        let mut args: Vec<&str> = agent_args.to_vec();
+        if let Some((_, hook)) = hooks.iter().find(|(h, _)| h == host) {
+            args.extend(["--workload-hook", hook]);
         }
+        site.start_agent_with(host, personality, &args);
     }
     site.wait_for("all hosts reporting and current", |s| {
         let hosts = s.hosts();

@@ -179,6 +179,7 @@ mod tests {
             sw_version: "19.01".into(),
             to_remove: Vec::new(),
             held_patches: Default::default(),
+            health: None,
         }];
         let page = hosts(&records, "tok", None, false, false).into_string();
         assert!(page.contains("lock the host first"));
