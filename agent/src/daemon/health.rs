@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::install::{ScriptRun, run_with_limit};
+use super::script_run::{ScriptRun, run_with_limit};
 
 /// What the checks found.
 #[derive(Debug, PartialEq, Eq)]

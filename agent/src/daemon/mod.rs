@@ -4,6 +4,7 @@
 mod health;
 mod install;
 mod link;
+mod script_run;
 
 pub use link::ControllerError;
 
