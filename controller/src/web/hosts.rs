@@ -104,6 +104,18 @@ fn hosts(
                                     (h.state)
                                     @if h.patch_failed { " (failed)" }
                                     @if let Some(e) = &h.last_error { br; small.error { (e) } }
+                                    // Health checks and rollbacks, where the host has them.
+                                    @if let Some(health) = &h.health {
+                                        br; small.health data-health=(health_state(health.state)) {
+                                            "health: " (health_state(health.state))
+                                        }
+                                    }
+                                    @if !h.held_patches.is_empty() {
+                                        br; small.held {
+                                            "rolled back from: "
+                                            (h.held_patches.iter().cloned().collect::<Vec<_>>().join(", "))
+                                        }
+                                    }
                                 }
                                 td.actions { (host_actions(h, csrf, active_controller, simplex, pair)) }
                             }
@@ -112,6 +124,15 @@ fn hosts(
                 }
             }
         }
+    }
+}
+
+fn health_state(state: host_state::protocol::HealthState) -> &'static str {
+    use host_state::protocol::HealthState;
+    match state {
+        HealthState::Passed => "passed",
+        HealthState::Warned => "warned",
+        HealthState::Failed => "failed",
     }
 }
 
@@ -183,5 +204,49 @@ mod tests {
         }];
         let page = hosts(&records, "tok", None, false, false).into_string();
         assert!(page.contains("lock the host first"));
+        assert!(!page.contains("health:") && !page.contains("rolled back from"));
+    }
+
+    #[test]
+    fn a_rolled_back_host_shows_its_health_and_what_it_is_held_back_from() {
+        let page = |health, held: &[&str]| {
+            let records = [HostRecord {
+                administrative: AdminState::Unlocked,
+                allow_insvc_patching: true,
+                availability: Availability::Available,
+                boot_id: String::new(),
+                duplicated_pkgs: Default::default(),
+                hostname: "compute-0".into(),
+                installed: Default::default(),
+                interim_state: false,
+                ip: "10.0.0.5".into(),
+                last_error: None,
+                missing_pkgs: Vec::new(),
+                nodetype: "worker",
+                operational: host_state::OperState::Enabled,
+                patch_current: true,
+                patch_failed: true,
+                personality: "worker",
+                reboot_pending: false,
+                requires_reboot: false,
+                secs_since_ack: 0,
+                stale_details: false,
+                state: InstallState::InstallFailed,
+                subfunctions: Vec::new(),
+                sw_version: "19.01".into(),
+                to_remove: Vec::new(),
+                held_patches: held.iter().map(|p| (*p).to_owned()).collect(),
+                health,
+            }];
+            hosts(&records, "tok", None, false, false).into_string()
+        };
+        let failed = host_state::protocol::HealthReport {
+            state: host_state::protocol::HealthState::Failed,
+            detail: "required.d/10-api failed".into(),
+            rolled_back: ["P1".to_owned()].into(),
+        };
+        let shown = page(Some(failed), &["P1", "P2"]);
+        assert!(shown.contains(r#"data-health="failed""#), "{shown}");
+        assert!(shown.contains("rolled back from: P1, P2"), "{shown}");
     }
 }
