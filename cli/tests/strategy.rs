@@ -271,10 +271,20 @@ fn abort_mid_stage_finishes_the_step_and_unlocks() {
     manager(&site, &["patch-strategy", "create", "--wait"]);
     manager(&site, &["patch-strategy", "apply"]);
     // Abort while the first controller's install step (or the settle after it) runs.
-    wait_strategy(&site, "the first install step", |s| {
+    let s = wait_strategy(&site, "the first install step", |s| {
         let stage = &s["apply-phase"]["stages"][0];
         stage["steps"][3]["result"] != "initial"
     });
+    // Before it is asked for, the strategy says what an abort would do now: wait for the
+    // running step, then unlock the host it locked.
+    let preview = &s["abort-preview"];
+    assert_eq!(preview["allowed"], true, "{s:#}");
+    assert!(preview["waits-for"].as_str().is_some(), "{s:#}");
+    assert_eq!(
+        preview["undoes"],
+        serde_json::json!(["unlock-hosts (controller-0)"]),
+        "{s:#}"
+    );
     let out = manager(
         &site,
         &["patch-strategy", "abort", "--stage-id", "0", "--wait"],

@@ -29,6 +29,12 @@ pub fn strategy_json(s: &Strategy) -> Value {
         "canary-hosts": o.canary_hosts,
         "canary-soak": o.canary_soak_secs,
         "canary-state": s.canary_state(),
+        "abort-preview": s.abort_preview().map(|p| json!({
+            "allowed": p.refused.is_none(),
+            "refused": p.refused,
+            "waits-for": p.waits_for,
+            "undoes": p.undoes,
+        })),
         "failed-hosts": s.failed_hosts,
         "state": s.state.as_str(),
         "current-phase": s.current_phase.as_str(),

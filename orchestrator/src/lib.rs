@@ -80,5 +80,5 @@ pub use model::{
     Alarm, AlarmRestrictions, ApplyType, BaselineAlarm, InstanceAction, Phase, PhaseName, Stage,
     Step, StepKind, StepResult, Strategy, StrategyOptions, StrategyState, UnknownValue,
 };
-pub use runner::{ActionRefused, DryRunError};
+pub use runner::{AbortPreview, ActionRefused, DryRunError};
 pub use timing::Timing;

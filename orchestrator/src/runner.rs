@@ -473,6 +473,52 @@ impl Strategy {
     /// current step back to its first, plus (better than the original) an unlock of every
     /// host the strategy locked and has not unlocked.
     fn begin_abort_phase(&mut self, now_ms: u64) {
+        let (name, steps) = self.abort_steps();
+        let mut abort = Phase::new(PhaseName::Abort);
+        abort.set_stages(vec![Stage::new(&name, steps)]);
+        self.abort_phase = abort;
+        self.current_phase = PhaseName::Abort;
+        self.state = StrategyState::Aborting;
+        start_phase(&mut self.abort_phase, now_ms);
+    }
+
+    /// What an abort requested now would do: whether it is accepted, the running step it
+    /// waits for (an abort never stops a step half-way), and the steps that undo what the
+    /// strategy did (unlocks, instance starts, service enables). `None` outside an apply.
+    pub fn abort_preview(&self) -> Option<AbortPreview> {
+        if self.current_phase != PhaseName::Apply {
+            return None;
+        }
+        let refused = self.check_abort(None).err().map(|e| e.to_string());
+        let phase = &self.apply_phase;
+        let waits_for = phase
+            .stages
+            .get(phase.current_stage)
+            .filter(|s| s.inprogress)
+            .and_then(|s| s.steps.get(s.current_step))
+            .filter(|s| s.result == StepResult::Inprogress)
+            .map(|s| {
+                if s.entity_names.is_empty() {
+                    s.name().to_owned()
+                } else {
+                    format!("{} ({})", s.name(), s.entity_names.join(", "))
+                }
+            });
+        let undoes = self
+            .abort_steps()
+            .1
+            .iter()
+            .map(|s| format!("{} ({})", s.name(), s.entity_names.join(", ")))
+            .collect();
+        Some(AbortPreview {
+            refused,
+            waits_for,
+            undoes,
+        })
+    }
+
+    /// The abort phase's stage name and steps, from where the apply stands.
+    fn abort_steps(&self) -> (String, Vec<Step>) {
         let phase = &self.apply_phase;
         let mut steps = Vec::new();
         let mut name = "sw-patch-abort".to_string();
@@ -522,12 +568,7 @@ impl Strategy {
                 Step::hosts(StepKind::UnlockHosts, self.timing.unlock, &pairs),
             );
         }
-        let mut abort = Phase::new(PhaseName::Abort);
-        abort.set_stages(vec![Stage::new(&name, steps)]);
-        self.abort_phase = abort;
-        self.current_phase = PhaseName::Abort;
-        self.state = StrategyState::Aborting;
-        start_phase(&mut self.abort_phase, now_ms);
+        (name, steps)
     }
 
     fn uuids_of(&self, names: &[String], hint: &Step) -> Vec<String> {
@@ -674,6 +715,17 @@ impl Strategy {
             other => other,
         }
     }
+}
+
+/// What an abort requested now would do ([`Strategy::abort_preview`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbortPreview {
+    /// Why an abort is refused now (none: it is accepted).
+    pub refused: Option<String>,
+    /// The running step the abort waits for: it finishes first, never stopped half-way.
+    pub waits_for: Option<String>,
+    /// The steps that undo what the strategy did, in order.
+    pub undoes: Vec<String>,
 }
 
 /// Why a dry run produced no plan.

@@ -331,6 +331,19 @@ fn strategy_view(s: &Strategy, csrf: &str) -> Markup {
             @if let Some(secs) = o.alarm_stale_after_secs {
                 tr { th { "Ignore Alarms Unchanged For" } td { (secs) " s" } }
             }
+            @if let Some(preview) = s.abort_preview() {
+                tr id="abort-preview" {
+                    th { "Abort Now Would" }
+                    td {
+                        @if let Some(why) = &preview.refused { "not be accepted: " (why) }
+                        @else {
+                            @if let Some(step) = &preview.waits_for { "wait for " (step) " to finish, then " }
+                            @if preview.undoes.is_empty() { "undo nothing (nothing to undo)" }
+                            @else { "run " (preview.undoes.join("; ")) }
+                        }
+                    }
+                }
+            }
             @if let Some(canary) = s.canary_state() {
                 tr { th { "Canary Hosts" } td { (o.canary_hosts)
                     @if let Some(soak) = o.canary_soak_secs { " (soak " (soak) " s)" } } }
