@@ -766,3 +766,46 @@ fn with_a_budget_of_one_the_strategy_goes_past_the_first_rolled_back_host() {
     assert_eq!(s["state"], "aborted", "{s:#}");
     assert_eq!(rolled_back_hosts(&site).len(), 2);
 }
+
+#[test]
+fn a_health_check_failing_during_the_soak_rolls_the_host_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let checks = tempfile::tempdir().unwrap();
+    let check = checks.path().join("required.d/10-flaky");
+    std::fs::create_dir_all(check.parent().unwrap()).unwrap();
+    // Passes right after the install, fails when run again: only a soak can catch it.
+    std::fs::write(
+        &check,
+        "#!/bin/sh\nruns=\"$STX_PATCH_ROOT/health-runs\"\necho x >> \"$runs\"\nif [ \"$(wc -l < \"$runs\")\" -ge 2 ]; then echo 'the service died after a while'; exit 1; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let site = six_hosts_with(
+        &fast_timing(1),
+        &[],
+        &["--health-dir", checks.path().to_str().unwrap()],
+    );
+    apply_patch(&site, "SOAK_0001", false, &[]);
+    manager(
+        &site,
+        &["patch-strategy", "create", "--soak-seconds", "3", "--wait"],
+    );
+    assert_eq!(strategy(&site)["soak-seconds"], 3);
+    let out = manager_fails(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("the service died after a while") && out.contains("(during the soak)"),
+        "{out}"
+    );
+    let failed: Vec<Value> = site
+        .hosts()
+        .into_iter()
+        .filter(|h| h["health"]["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let name = failed[0]["hostname"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(site.root(name).join("usr/lib/sysinv/api.py")).unwrap(),
+        "VERSION = 230\n",
+        "{name} was not rolled back"
+    );
+}

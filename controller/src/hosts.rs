@@ -276,7 +276,12 @@ impl HostRegistry {
     }
 
     /// Queues an install order; returns its sequence number.
-    pub(crate) fn order_install(&mut self, hostname: &str, force: bool) -> Option<u64> {
+    pub(crate) fn order_install(
+        &mut self,
+        hostname: &str,
+        force: bool,
+        soak_secs: u64,
+    ) -> Option<u64> {
         let host = self.hosts.get_mut(hostname)?;
         host.install_seq += 1;
         host.pending = Some(AgentOrder::Install {
@@ -284,6 +289,7 @@ impl HostRegistry {
             seq: host.install_seq,
             locked: false,
             held: host.held_patches.clone(),
+            soak_secs,
         });
         let seq = host.install_seq;
         self.persist(hostname);
@@ -369,12 +375,17 @@ impl HostRegistry {
             .take()
             .map(|order| match order {
                 AgentOrder::Install {
-                    force, seq, held, ..
+                    force,
+                    seq,
+                    held,
+                    soak_secs,
+                    ..
                 } => AgentOrder::Install {
                     force,
                     seq,
                     locked,
                     held,
+                    soak_secs,
                 },
                 other => other,
             })
@@ -500,7 +511,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = HostRegistry::load(dir.path()).unwrap();
         reg.report(report("a", 0), 0);
-        let seq = reg.order_install("compute-0", true).unwrap();
+        let seq = reg.order_install("compute-0", true, 0).unwrap();
         let (delivery, got) = install_of(reg.take_order("compute-0", 0)).unwrap();
         assert_eq!(got, seq);
         // The answer was lost (the controller was killed as it wrote it): after a restart
@@ -561,7 +572,7 @@ pub(crate) mod tests {
         let mut reg = HostRegistry::load(dir.path()).unwrap();
         // The agent has finished order 7 under an earlier registration (then drop-host).
         reg.report(report("a", 7), 7);
-        let seq = reg.order_install("compute-0", false).unwrap();
+        let seq = reg.order_install("compute-0", false, 0).unwrap();
         assert_eq!(seq, 8);
         assert_eq!(
             reg.hosts["compute-0"].effective_install_state(),
@@ -592,7 +603,7 @@ mod reload_tests {
         let r = super::tests::report_for_test("a", 0);
         reg.report(r, 0);
         reg.set_admin("compute-0", AdminState::Locked);
-        reg.order_install("compute-0", false);
+        reg.order_install("compute-0", false, 0);
         reg.take_order("compute-0", 0);
         reg.order_reboot("compute-0");
         let reg = HostRegistry::load(dir.path()).unwrap();

@@ -255,8 +255,18 @@ fn resolve(app: &App, name: &str) -> Result<String, HostActionError> {
 
 /// Orders an install on a host (by name or IP): the original's info line, or its refusal.
 pub(crate) fn install(app: &App, name: &str, force: bool) -> Result<String, HostActionError> {
+    install_soaking(app, name, force, 0)
+}
+
+/// [`install`], the host's health checks then to keep passing for `soak_secs`.
+pub(crate) fn install_soaking(
+    app: &App,
+    name: &str,
+    force: bool,
+    soak_secs: u64,
+) -> Result<String, HostActionError> {
     let hostname = resolve(app, name)?;
-    app.with_hosts(|hosts| (hosts.order_install(&hostname, force), true));
+    app.with_hosts(|hosts| (hosts.order_install(&hostname, force, soak_secs), true));
     app.orders.notify_waiters();
     tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
     Ok(format!("Patch installation request sent to {hostname}.\n"))

@@ -340,8 +340,8 @@ impl Cluster for AppCluster<'_> {
         Ok(())
     }
 
-    fn install(&self, host: &str) -> Result<(), ClusterError> {
-        inventory::install(self.0, host, false)
+    fn install(&self, host: &str, soak_secs: u64) -> Result<(), ClusterError> {
+        inventory::install_soaking(self.0, host, false, soak_secs)
             .map(drop)
             .map_err(|e| ClusterError::Refused(e.to_string()))
     }

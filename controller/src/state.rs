@@ -525,7 +525,7 @@ mod tests {
             })
             .collect();
         for round in 1..=300u64 {
-            let seq = app.with_hosts(|h| (h.order_install("compute-0", false), true));
+            let seq = app.with_hosts(|h| (h.order_install("compute-0", false, 0), true));
             assert_eq!(seq, Some(round));
             let snapshot = app.snapshot();
             assert_eq!(

@@ -195,6 +195,9 @@ pub enum AgentOrder {
         /// installed, older ones take their place.
         #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
         held: std::collections::BTreeSet<String>,
+        /// After the install the host's health checks must keep passing this long (0: none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        soak_secs: u64,
     },
     /// Reboot (after an unlock with reboot-required changes installed).
     Reboot,
@@ -306,6 +309,11 @@ pub struct RepoIndex {
     pub restart_scripts: Vec<RestartScriptEntry>,
 }
 
+/// Serde's "leave out when zero".
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +348,7 @@ mod tests {
                 seq: 2,
                 locked: false,
                 held: Default::default(),
+                soak_secs: 0,
             },
         };
         let json = serde_json::to_value(&delivery).unwrap();

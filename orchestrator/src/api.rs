@@ -28,6 +28,7 @@ pub fn strategy_json(s: &Strategy) -> Value {
         "alarm-stale-after": o.alarm_stale_after_secs,
         "canary-hosts": o.canary_hosts,
         "canary-soak": o.canary_soak_secs,
+        "soak-seconds": o.health_soak_secs,
         "canary-state": s.canary_state(),
         "abort-preview": s.abort_preview().map(|p| json!({
             "allowed": p.refused.is_none(),
@@ -255,6 +256,11 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
         Some(secs) if canary_hosts > 0 && (1..=7 * 86_400).contains(&secs) => Some(secs),
         Some(_) => return Err(RequestError::InvalidValue("canary-soak".into())),
     };
+    let health_soak_secs = match int_field(&obj, "soak-seconds")? {
+        None => None,
+        Some(secs) if (1..=86_400).contains(&secs) => Some(secs),
+        Some(_) => return Err(RequestError::InvalidValue("soak-seconds".into())),
+    };
     let flag = |name: &str| match field(&obj, name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -283,6 +289,7 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, RequestError> {
         alarm_stale_after_secs,
         canary_hosts,
         canary_soak_secs,
+        health_soak_secs,
     };
     Ok(CreateRequest {
         options,

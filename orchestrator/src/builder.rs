@@ -445,6 +445,13 @@ impl Planner<'_> {
         self.ctx.timing
     }
 
+    /// An install step's timeout: the install, and the health soak the hosts then hold.
+    fn install_timeout(&self) -> u64 {
+        self.timing()
+            .install
+            .saturating_add(self.ctx.options.health_soak_secs.unwrap_or(0))
+    }
+
     fn query_alarms(&self) -> Step {
         Step::plain(
             StepKind::QueryAlarms {
@@ -460,7 +467,11 @@ impl Planner<'_> {
             name,
             vec![
                 self.query_alarms(),
-                Step::hosts(StepKind::SwPatchHosts, self.timing().install, &names(hosts)),
+                Step::hosts(
+                    StepKind::SwPatchHosts,
+                    self.install_timeout(),
+                    &names(hosts),
+                ),
                 Step::plain(
                     StepKind::SystemStabilize,
                     self.timing().stabilize_in_service,
@@ -521,7 +532,7 @@ impl Planner<'_> {
                             t.lock,
                             &one,
                         ),
-                        Step::hosts(StepKind::SwPatchHosts, t.install, &one),
+                        Step::hosts(StepKind::SwPatchHosts, self.install_timeout(), &one),
                         Step::plain(StepKind::SystemStabilize, t.stabilize_after_install),
                         Step::hosts(StepKind::UnlockHosts, t.unlock, &one),
                         Step::plain(StepKind::WaitAlarmsClear, t.alarms_clear_controller),
@@ -618,7 +629,7 @@ impl Planner<'_> {
                 t.lock,
                 &all,
             ),
-            Step::hosts(StepKind::SwPatchHosts, t.install, &all),
+            Step::hosts(StepKind::SwPatchHosts, self.install_timeout(), &all),
             Step::plain(StepKind::SystemStabilize, t.stabilize_after_install),
             Step::hosts(StepKind::UnlockHosts, t.unlock, &all),
         ];
@@ -820,7 +831,11 @@ impl Planner<'_> {
                 &names(&to_lock),
             ));
         }
-        steps.push(Step::hosts(StepKind::SwPatchHosts, t.install, &names(list)));
+        steps.push(Step::hosts(
+            StepKind::SwPatchHosts,
+            self.install_timeout(),
+            &names(list),
+        ));
         steps.push(Step::plain(
             StepKind::SystemStabilize,
             t.stabilize_after_install,

@@ -76,8 +76,9 @@ pub trait Cluster {
     fn unlock(&self, host: &str) -> Result<(), ClusterError>;
     /// Reboot a locked host.
     fn reboot(&self, host: &str) -> Result<(), ClusterError>;
-    /// Start an install on a host (`host-install-async`).
-    fn install(&self, host: &str) -> Result<(), ClusterError>;
+    /// Start an install on a host (`host-install-async`); its health checks must then keep
+    /// passing for `soak_secs` before it counts as done.
+    fn install(&self, host: &str, soak_secs: u64) -> Result<(), ClusterError>;
     /// Move the active controller role away from a host.
     fn swact(&self, host: &str) -> Result<(), ClusterError>;
     /// Act on an instance (as the build found it: name and host); `Ok(true)` once it reached

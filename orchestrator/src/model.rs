@@ -222,6 +222,10 @@ pub struct StrategyOptions {
     /// blocking alarm) before the rest goes on by itself.
     #[serde(default)]
     pub canary_soak_secs: Option<u64>,
+    /// After an install, each host's health checks must keep passing this long before the
+    /// install counts as done (its install step's timeout grows by as much).
+    #[serde(default)]
+    pub health_soak_secs: Option<u64>,
 }
 
 impl Default for StrategyOptions {
@@ -238,6 +242,7 @@ impl Default for StrategyOptions {
             alarm_stale_after_secs: None,
             canary_hosts: 0,
             canary_soak_secs: None,
+            health_soak_secs: None,
         }
     }
 }

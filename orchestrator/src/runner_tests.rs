@@ -220,7 +220,7 @@ impl Cluster for Fake {
         Ok(())
     }
 
-    fn install(&self, host: &str) -> Result<(), ClusterError> {
+    fn install(&self, host: &str, _soak_secs: u64) -> Result<(), ClusterError> {
         self.with(host, |h| {
             if h.reboot_patch && h.inv.admin != AdminState::Locked {
                 return Err(ClusterError::Refused("Node must be locked.".into()));

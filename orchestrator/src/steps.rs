@@ -421,7 +421,8 @@ impl Strategy {
             if !step.progress.issued.contains(&name) {
                 // A host already patch-current (an install finished before a restart) or
                 // already installing is not asked again.
-                if !host.patch_current && !installing && cluster.install(&name).is_err() {
+                let soak = self.options.health_soak_secs.unwrap_or(0);
+                if !host.patch_current && !installing && cluster.install(&name, soak).is_err() {
                     return Poll::Done(StepResult::Failed, String::new());
                 }
                 step.progress.issued.insert(name.clone());

@@ -19,6 +19,9 @@ use crate::{Transaction, TransactionPackage};
 /// Packages downloaded in parallel during an install.
 const DOWNLOADS_AT_ONCE: usize = 4;
 
+/// How often the health checks run again during a soak.
+const SOAK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Agent {
     pub(super) async fn set_state(&self, install_state: InstallState, error: Option<String>) {
         let mut state = self.state.lock().await;
@@ -45,13 +48,26 @@ impl Agent {
 
     /// Brings the host to its desired package set; records the outcome.
     pub async fn install(&self, force: bool, locked: bool, seq: u64) -> Result<(), String> {
+        self.install_soaking(force, locked, seq, std::time::Duration::ZERO)
+            .await
+    }
+
+    /// [`Agent::install`], the health checks (when configured) then to keep passing for
+    /// `soak` before the install counts as done.
+    pub async fn install_soaking(
+        &self,
+        force: bool,
+        locked: bool,
+        seq: u64,
+        soak: std::time::Duration,
+    ) -> Result<(), String> {
         let started = Instant::now();
         let mut outcome = self.install_inner(force, locked).await;
         if let (Ok((false, brought)), Some(dir)) = (&outcome, &self.config.health_dir)
             && !brought.is_empty()
         {
             let brought = brought.clone();
-            outcome = self.health_gate(dir, brought, locked).await;
+            outcome = self.health_gate(dir, brought, locked, soak).await;
         }
         let result = outcome.as_ref().map(|_| ()).map_err(|(_, m)| m.clone());
         let mut state = self.state.lock().await;
@@ -85,10 +101,27 @@ impl Agent {
         dir: &std::path::Path,
         brought: std::collections::BTreeSet<String>,
         locked: bool,
+        soak: std::time::Duration,
     ) -> Result<(bool, std::collections::BTreeSet<String>), (InstallState, String)> {
         use host_state::protocol::{HealthReport, HealthState};
-        let verdict =
-            super::health::run_checks(dir, &self.config.root, self.config.script_timeout).await;
+        let limit = self.config.script_timeout;
+        let mut verdict = super::health::run_checks(dir, &self.config.root, limit).await;
+        // The soak: the checks run again every few seconds until it is over, and must keep
+        // passing (a warning is kept, a failure ends it).
+        let soak_end = Instant::now() + soak;
+        while !matches!(verdict, super::health::Verdict::Failed(_)) && Instant::now() < soak_end {
+            let pause = soak_end
+                .saturating_duration_since(Instant::now())
+                .min(SOAK_INTERVAL);
+            tokio::time::sleep(pause).await;
+            match super::health::run_checks(dir, &self.config.root, limit).await {
+                super::health::Verdict::Failed(f) => {
+                    verdict = super::health::Verdict::Failed(format!("{f} (during the soak)"))
+                }
+                super::health::Verdict::Warned(w) => verdict = super::health::Verdict::Warned(w),
+                super::health::Verdict::Passed => {}
+            }
+        }
         let (state, detail) = match verdict {
             super::health::Verdict::Passed => (HealthState::Passed, String::new()),
             super::health::Verdict::Warned(w) => (HealthState::Warned, w),

@@ -377,6 +377,7 @@ impl Agent {
                     seq,
                     locked,
                     held,
+                    soak_secs,
                 }) => {
                     {
                         let mut state = self.state.lock().await;
@@ -389,7 +390,8 @@ impl Agent {
                     self.set_state(InstallState::Installing, None).await;
                     let _ = self.report(op_counter).await;
                     // The outcome is reported (install state and last error) by the next report.
-                    let _ = self.install(force, locked, seq).await;
+                    let soak = Duration::from_secs(soak_secs);
+                    let _ = self.install_soaking(force, locked, seq, soak).await;
                 }
                 Ok(AgentOrder::Reboot) => self.reboot().await,
                 Ok(AgentOrder::Workload { verb, target }) => self.workload(verb, &target).await,

@@ -97,6 +97,9 @@ enum Command {
         /// Go on by itself once the canaries stayed healthy this many seconds
         #[arg(long, value_name = "SECONDS", requires = "canary_hosts")]
         canary_soak: Option<u64>,
+        /// After each host's install its health checks must keep passing this long
+        #[arg(long, value_name = "SECONDS")]
+        soak_seconds: Option<u64>,
         /// An alarm unchanged for this many seconds no longer blocks (named as ignored)
         #[arg(long, value_name = "SECONDS")]
         alarm_stale_after: Option<u64>,
@@ -180,6 +183,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 alarm_stale_after,
                 canary_hosts,
                 canary_soak,
+                soak_seconds,
                 force,
                 wait,
             } => {
@@ -204,6 +208,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
                 if let Some(secs) = canary_soak {
                     body["canary-soak"] = json!(secs);
+                }
+                if let Some(secs) = soak_seconds {
+                    body["soak-seconds"] = json!(secs);
                 }
                 if let Some(n) = max_parallel_worker_hosts {
                     body["max-parallel-worker-hosts"] = json!(n);

@@ -81,6 +81,7 @@ pub(super) async fn strategy_create(
         "max-failed-hosts",
         "canary-hosts",
         "canary-soak",
+        "soak-seconds",
         "alarm-stale-after",
     ] {
         if let Some(v) = form.get(key).map(str::trim).filter(|v| !v.is_empty()) {
@@ -269,6 +270,8 @@ fn create_form(csrf: &str) -> Markup {
                 input type="number" name="canary-hosts" id="canary-hosts" min="0" value="0";
                 label for="canary-soak" { "Canary Soak (seconds; go on by itself if healthy)" }
                 input type="number" name="canary-soak" id="canary-soak" min="1";
+                label for="soak-seconds" { "Health Soak (seconds each host's checks must keep passing)" }
+                input type="number" name="soak-seconds" id="soak-seconds" min="1";
                 label for="force" { "Create despite precheck warnings" }
                 input type="checkbox" name="force" id="force" value="1";
                 p { a href="/orchestration/precheck" id="run-precheck" { "Run the precheck" } " — every strategy is created only after it." }
