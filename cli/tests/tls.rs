@@ -369,12 +369,19 @@ fn idle_and_dripping_connections_are_closed_while_operators_are_served() {
         b"POST /v1/upload?filename=a.patch HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
     )
     .unwrap();
+    // The bytes are a real gzip stream's ("hello"), so the verifier keeps waiting for more
+    // and only the pace can end the upload (dripping junk was refused as "not gzip" when
+    // its second byte came in just under the pace's grace period).
+    const GZIP_HELLO: [u8; 25] = [
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9,
+        0x07, 0x00, 0x86, 0xa6, 0x10, 0x36, 0x05, 0x00, 0x00, 0x00,
+    ];
     let started = Instant::now();
     slow.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut answer = Vec::new();
-    while started.elapsed() < Duration::from_secs(15) {
-        if slow.write_all(b"x").is_err() {
+    for byte in GZIP_HELLO {
+        if started.elapsed() >= Duration::from_secs(15) || slow.write_all(&[byte]).is_err() {
             break;
         }
         let mut buf = [0u8; 4096];
