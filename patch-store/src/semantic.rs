@@ -35,12 +35,10 @@ pub(crate) fn run_semantic_checks(
     // A group of its own, so a check that never ends is stopped with everything it started
     // (a child left behind would hold the pipes, and the store's lock, open).
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(StoreError::io(&script))?;
+        .stderr(Stdio::piped());
+    let mut child = spawn_retrying_busy(&mut cmd).map_err(StoreError::io(&script))?;
     // Both pipes drain on their own threads, so a chatty script never blocks on a full pipe.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -96,6 +94,23 @@ pub(crate) fn run_semantic_checks(
             timeout.as_secs_f64(),
             text.trim_end()
         ))),
+    }
+}
+
+/// Spawns `cmd`, trying again for a while when the script is "busy" (ETXTBSY): a file just
+/// written can still be open for writing in a child another thread forked meanwhile, until
+/// that child execs.
+fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    const ETXTBSY: i32 = 26;
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -25,9 +25,19 @@ pub(super) async fn run_with_limit(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => return ScriptRun::Failed(e),
+    // A script just written may still be open for writing in a child another thread forked
+    // meanwhile, until that child execs ("text file busy"): try again for a while.
+    const ETXTBSY: i32 = 26;
+    let mut tries = 0;
+    let child = loop {
+        match command.spawn() {
+            Ok(child) => break child,
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => return ScriptRun::Failed(e),
+        }
     };
     let group = child
         .id()
