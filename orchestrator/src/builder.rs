@@ -124,22 +124,30 @@ pub struct AlarmVerdict<'a> {
 }
 
 impl AlarmVerdict<'_> {
+    /// The blocking alarms' ids as a step's reason lists them: `'100.101', '100.102'`.
+    pub fn blocking_ids(&self) -> String {
+        quoted_ids(&self.blocking)
+    }
+
     /// What a step says about the stale alarms it ignored (empty when none).
     pub fn stale_note(&self, rules: &AlarmRules<'_>) -> String {
         if self.stale.is_empty() {
             return String::new();
         }
-        let ids: Vec<String> = self
-            .stale
-            .iter()
-            .map(|a| format!("'{}'", a.alarm_id))
-            .collect();
         format!(
             "stale alarms [{}] ignored (unchanged for more than {} s)",
-            ids.join(", "),
+            quoted_ids(&self.stale),
             rules.stale_after_secs.unwrap_or(0)
         )
     }
+}
+
+fn quoted_ids(alarms: &[&Alarm]) -> String {
+    alarms
+        .iter()
+        .map(|a| format!("'{}'", a.alarm_id))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The alarms that block, after the ignore rules. `budgeted_hosts` are hosts whose install

@@ -163,12 +163,7 @@ impl Strategy {
         self.check_apply(stage)?;
         let total = self.apply_phase.stages.len();
         // Without a soak, a whole apply stops after the canaries until it is asked again.
-        let canaries = self
-            .apply_phase
-            .stages
-            .iter()
-            .take_while(|s| s.canary)
-            .count();
+        let canaries = self.canary_stages();
         let canaries_pending = canaries > 0
             && self.options.canary_soak_secs.is_none()
             && self.apply_phase.current_stage < canaries;
@@ -255,12 +250,7 @@ impl Strategy {
     /// Where the canaries stand: `None` without canaries; `in-progress` until their stages
     /// are done; `wait-for-approval` while the apply waits after them; `passed` after.
     pub fn canary_state(&self) -> Option<&'static str> {
-        let canaries = self
-            .apply_phase
-            .stages
-            .iter()
-            .take_while(|s| s.canary)
-            .count();
+        let canaries = self.canary_stages();
         if canaries == 0 {
             return None;
         }
@@ -272,6 +262,15 @@ impl Strategy {
         } else {
             "passed"
         })
+    }
+
+    /// How many leading apply stages are canary stages.
+    fn canary_stages(&self) -> usize {
+        self.apply_phase
+            .stages
+            .iter()
+            .take_while(|s| s.canary)
+            .count()
     }
 
     fn apply_paused(&self) -> bool {

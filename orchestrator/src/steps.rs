@@ -2,9 +2,9 @@
 //! idempotently (a host already locked is not locked again; a patch-current host is not
 //! installed), and says whether the step is done.
 
-use crate::builder::{AlarmCheck, Collected, blocking_alarms, sort_alarms};
+use crate::builder::{AlarmCheck, AlarmVerdict, Collected, sort_alarms};
 use crate::cluster::{Cluster, ClusterError, InstanceOp};
-use crate::model::{PhaseName, Stage, Step, StepKind, StepResult, Strategy};
+use crate::model::{Alarm, PhaseName, Stage, Step, StepKind, StepResult, Strategy};
 
 /// What one step's poll concluded.
 pub(crate) enum Poll {
@@ -99,26 +99,34 @@ impl Strategy {
         let Ok(alarms) = cluster.alarms() else {
             return pending();
         };
-        let rules = self.alarm_rules();
-        let blocking = blocking_alarms(
-            &alarms,
-            &rules,
-            AlarmCheck::Query,
-            &self.timing,
-            now_ms / 1000,
-            &self.failed_hosts,
-        );
-        if !blocking.is_empty() {
-            let ids: Vec<String> = blocking
-                .iter()
-                .map(|a| format!("'{}'", a.alarm_id))
-                .collect();
+        let verdict = self.sort_alarms_now(&alarms, AlarmCheck::Query, now_ms);
+        if !verdict.blocking.is_empty() {
             return Poll::Done(
                 StepResult::Failed,
-                format!("alarms [{}] raised during the canary soak", ids.join(", ")),
+                format!(
+                    "alarms [{}] raised during the canary soak",
+                    verdict.blocking_ids()
+                ),
             );
         }
         pending()
+    }
+
+    /// `alarms` as this strategy's rules sort them now.
+    fn sort_alarms_now<'a>(
+        &self,
+        alarms: &'a [Alarm],
+        check: AlarmCheck,
+        now_ms: u64,
+    ) -> AlarmVerdict<'a> {
+        sort_alarms(
+            alarms,
+            &self.alarm_rules(),
+            check,
+            &self.timing,
+            now_ms / 1000,
+            &self.failed_hosts,
+        )
     }
 
     /// Reads the alarms (the build's query, or the apply's check before a stage).
@@ -131,35 +139,28 @@ impl Strategy {
         let Ok(alarms) = cluster.alarms() else {
             return Poll::Done(StepResult::Failed, String::new());
         };
-        if fail_on_alarms {
-            let rules = self.alarm_rules();
-            let verdict = sort_alarms(
-                &alarms,
-                &rules,
-                AlarmCheck::Query,
-                &self.timing,
-                now_ms / 1000,
-                &self.failed_hosts,
-            );
-            let note = verdict.stale_note(&rules);
-            if !verdict.blocking.is_empty() {
-                let ids: Vec<String> = verdict
-                    .blocking
-                    .iter()
-                    .map(|a| format!("'{}'", a.alarm_id))
-                    .collect();
-                let mut reason = format!("alarms [{}] from platform are present", ids.join(", "));
-                if !note.is_empty() {
-                    reason = format!("{reason}; {note}");
-                }
-                self.nfvi_alarms = alarms;
-                return Poll::Done(StepResult::Failed, reason);
+        let (result, reason) = if fail_on_alarms {
+            let verdict = self.sort_alarms_now(&alarms, AlarmCheck::Query, now_ms);
+            let note = verdict.stale_note(&self.alarm_rules());
+            if verdict.blocking.is_empty() {
+                (StepResult::Success, note)
+            } else {
+                let present = format!(
+                    "alarms [{}] from platform are present",
+                    verdict.blocking_ids()
+                );
+                let reason = if note.is_empty() {
+                    present
+                } else {
+                    format!("{present}; {note}")
+                };
+                (StepResult::Failed, reason)
             }
-            self.nfvi_alarms = alarms;
-            return Poll::Done(StepResult::Success, note);
-        }
+        } else {
+            (StepResult::Success, String::new())
+        };
         self.nfvi_alarms = alarms;
-        Poll::Done(StepResult::Success, String::new())
+        Poll::Done(result, reason)
     }
 
     /// Counts the patches.
@@ -358,15 +359,10 @@ impl Strategy {
         let Ok(alarms) = cluster.alarms() else {
             return Poll::Done(StepResult::Failed, String::new());
         };
-        let clear = blocking_alarms(
-            &alarms,
-            &self.alarm_rules(),
-            AlarmCheck::Wait,
-            &self.timing,
-            now_ms / 1000,
-            &self.failed_hosts,
-        )
-        .is_empty();
+        let clear = self
+            .sort_alarms_now(&alarms, AlarmCheck::Wait, now_ms)
+            .blocking
+            .is_empty();
         if clear {
             Poll::Done(StepResult::Success, String::new())
         } else {
