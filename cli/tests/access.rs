@@ -354,3 +354,36 @@ fn parallel_dashboard_logins_from_one_source_are_throttled() {
     let form = http.get(format!("{web}/login")).send().unwrap();
     assert_eq!(form.status().as_u16(), 429);
 }
+
+/// A host's report may say it rolled back from patches (a failed health check); only the
+/// patches applied here are taken, so a host cannot fill its record with made-up ones.
+#[test]
+fn a_host_can_say_it_rolled_back_only_from_applied_patches() {
+    let site = Site::new();
+    let patch = site.patch(
+        "P1",
+        false,
+        &[TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "231\n")],
+        &[],
+    );
+    site.ok(&["upload", patch.to_str().unwrap()]);
+    site.ok(&["apply", "P1"]);
+    let credential = site.enrol("compute-1");
+    let mut report = common::report_json("compute-1");
+    report["health"] = json!({
+        "state": "failed",
+        "detail": "required.d/10-api failed",
+        "rolled_back": ["P1", "MADE_UP", "../../etc/passwd"]
+    });
+    let answer = site
+        .http()
+        .post(format!("{}/agent/v1/report", site.agent_url))
+        .bearer_auth(&credential)
+        .json(&report)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let host = site.host("compute-1");
+    assert_eq!(host["held_patches"], json!(["P1"]), "{host}");
+    assert_eq!(host["health"]["state"], "failed", "{host}");
+}

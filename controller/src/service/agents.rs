@@ -55,6 +55,18 @@ impl Service {
     /// Takes a host's report: what it reports is what the controller knows of it.
     pub(crate) async fn report(&self, report: HostReport) -> Result<ReportReply, ServiceError> {
         self.must_be_active()?;
+        let mut report = report;
+        // A host may say it rolled back only from patches that are applied here: anything
+        // else would be held (and persisted) for it without bound.
+        if let Some(health) = report.health.as_mut() {
+            let snapshot = self.app.snapshot();
+            health.rolled_back.retain(|id| {
+                snapshot
+                    .patches()
+                    .get(id)
+                    .is_some_and(|p| p.repo_state == patch_store::RepoState::Applied)
+            });
+        }
         let app = self.app.clone();
         let hostname = report.hostname.clone();
         let done = report.install_done;
