@@ -14,6 +14,28 @@ fn read(root: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(root.join(file)).ok()
 }
 
+/// `rpm -qa` in `root` (the rpm tool's own database), sorted.
+fn rpm_query_all(root: &Path) -> Vec<String> {
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args([
+            "--dbpath",
+            "/var/lib/rpm",
+            "-qa",
+            "--qf",
+            "%{NAME}-%{VERSION}-%{RELEASE}\\n",
+        ])
+        .output()
+        .expect("the rpm tool (scripts/test.sh installs it)");
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    list.sort();
+    list
+}
+
 #[test]
 fn install_reboot_required_lock_unlock_and_remove_on_real_agents() {
     let mut site = Site::new();
@@ -352,27 +374,7 @@ fn the_rpm_tool_installer_installs_upgrades_and_removes() {
         s.host("compute-1")["patch_current"] == true
     });
     let root = site.root("compute-1");
-    let rpm_qa = |root: &Path| {
-        let out = Command::new("rpm")
-            .arg("--root")
-            .arg(root)
-            .args([
-                "--dbpath",
-                "/var/lib/rpm",
-                "-qa",
-                "--qf",
-                "%{NAME}-%{VERSION}-%{RELEASE}\\n",
-            ])
-            .output()
-            .expect("the rpm tool (scripts/test.sh installs it)");
-        let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        list.sort();
-        list
-    };
-    assert_eq!(rpm_qa(&root), ["sysinv-1.0-230"]);
+    assert_eq!(rpm_query_all(&root), ["sysinv-1.0-230"]);
     assert_eq!(
         read(&root, "usr/lib/sysinv/api.py").as_deref(),
         Some("VERSION = 230\n")
@@ -390,7 +392,7 @@ fn the_rpm_tool_installer_installs_upgrades_and_removes() {
     site.ok(&["upload", p1.to_str().unwrap()]);
     site.ok(&["apply", "P1"]);
     site.ok(&["host-install", "compute-1"]);
-    assert_eq!(rpm_qa(&root), ["newpkg-1.0-1", "sysinv-1.0-231"]);
+    assert_eq!(rpm_query_all(&root), ["newpkg-1.0-1", "sysinv-1.0-231"]);
     assert_eq!(
         read(&root, "usr/lib/sysinv/api.py").as_deref(),
         Some("VERSION = 231\n")
@@ -399,7 +401,7 @@ fn the_rpm_tool_installer_installs_upgrades_and_removes() {
 
     site.ok(&["remove", "P1"]);
     site.ok(&["host-install", "compute-1"]);
-    assert_eq!(rpm_qa(&root), ["sysinv-1.0-230"]);
+    assert_eq!(rpm_query_all(&root), ["sysinv-1.0-230"]);
     assert_eq!(
         read(&root, "usr/lib/sysinv/api.py").as_deref(),
         Some("VERSION = 230\n")
@@ -516,28 +518,6 @@ fn an_order_answer_lost_with_the_controller_is_handed_over_again() {
     assert_eq!(site.host("compute-0")["state"], "installing");
 }
 
-/// `rpm -qa` in `root` (the rpm tool's own database), sorted.
-fn rpm_query_all(root: &Path) -> Vec<String> {
-    let out = Command::new("rpm")
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--dbpath",
-            "/var/lib/rpm",
-            "-qa",
-            "--qf",
-            "%{NAME}-%{VERSION}-%{RELEASE}\\n",
-        ])
-        .output()
-        .expect("the rpm tool (scripts/test.sh installs it)");
-    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    list.sort();
-    list
-}
-
 #[test]
 fn one_host_rolls_back_to_exactly_what_it_had_while_the_others_keep_the_patch() {
     let mut site = Site::new();
@@ -638,22 +618,16 @@ fn one_host_rolls_back_to_exactly_what_it_had_while_the_others_keep_the_patch() 
 
 #[test]
 fn a_failing_health_check_rolls_the_host_back_and_fails_its_install() {
-    use std::os::unix::fs::PermissionsExt;
     let mut site = Site::new();
     let health = site.path("health");
-    for (kind, name, body) in [
-        (
-            "required.d",
-            "10-api",
-            "test -f \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'sysinv api.py is gone'; exit 1; }",
-        ),
-        ("wanted.d", "10-disk", "echo 'disk almost full'; exit 1"),
-    ] {
-        std::fs::create_dir_all(health.join(kind)).unwrap();
-        let path = health.join(kind).join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    common::write_script(
+        &health.join("required.d/10-api"),
+        "test -f \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'sysinv api.py is gone'; exit 1; }",
+    );
+    common::write_script(
+        &health.join("wanted.d/10-disk"),
+        "echo 'disk almost full'; exit 1",
+    );
     site.start_agent_with(
         "compute-0",
         "worker",

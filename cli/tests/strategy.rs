@@ -667,17 +667,12 @@ fn with_a_soak_the_rest_goes_on_by_itself_once_the_canaries_stayed_healthy() {
 /// The 2+2+2 cluster, every host checking after an install that sysinv's api.py is there,
 /// with an in-service patch applied whose sysinv drops that file.
 fn health_checked_site() -> (Site, tempfile::TempDir) {
-    use std::os::unix::fs::PermissionsExt;
     let checks = tempfile::tempdir().unwrap();
     let dir = checks.path();
-    let check = dir.join("required.d/10-api");
-    std::fs::create_dir_all(check.parent().unwrap()).unwrap();
-    std::fs::write(
-        &check,
-        "#!/bin/sh\ntest -f \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'api.py is gone'; exit 1; }\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_script(
+        &dir.join("required.d/10-api"),
+        "test -f \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'api.py is gone'; exit 1; }",
+    );
     let site = six_hosts_with(
         &fast_timing(1),
         &[],
@@ -769,17 +764,12 @@ fn with_a_budget_of_one_the_strategy_goes_past_the_first_rolled_back_host() {
 
 #[test]
 fn a_health_check_failing_during_the_soak_rolls_the_host_back() {
-    use std::os::unix::fs::PermissionsExt;
     let checks = tempfile::tempdir().unwrap();
-    let check = checks.path().join("required.d/10-flaky");
-    std::fs::create_dir_all(check.parent().unwrap()).unwrap();
     // Passes right after the install, fails when run again: only a soak can catch it.
-    std::fs::write(
-        &check,
-        "#!/bin/sh\nruns=\"$STX_PATCH_ROOT/health-runs\"\necho x >> \"$runs\"\nif [ \"$(wc -l < \"$runs\")\" -ge 2 ]; then echo 'the service died after a while'; exit 1; fi\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_script(
+        &checks.path().join("required.d/10-flaky"),
+        "runs=\"$STX_PATCH_ROOT/health-runs\"\necho x >> \"$runs\"\nif [ \"$(wc -l < \"$runs\")\" -ge 2 ]; then echo 'the service died after a while'; exit 1; fi",
+    );
     let site = six_hosts_with(
         &fast_timing(1),
         &[],

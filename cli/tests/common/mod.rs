@@ -195,6 +195,14 @@ pub fn report_json(host: &str) -> Value {
     })
 }
 
+/// Writes an executable `/bin/sh` script running `body` at `path` (directories made).
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// The `value` of the first hidden `csrf` field of a dashboard page.
 pub fn csrf_of(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;

@@ -172,11 +172,11 @@ mod tests {
     use super::*;
     use host_state::{AdminState, Availability, InstallState};
 
-    #[test]
-    fn a_host_needing_a_reboot_must_be_locked_to_install() {
-        let records = [HostRecord {
+    /// A worker as `query-hosts` shows it, unlocked, idle and current.
+    fn worker() -> HostRecord {
+        HostRecord {
             administrative: AdminState::Unlocked,
-            allow_insvc_patching: false,
+            allow_insvc_patching: true,
             availability: Availability::Available,
             boot_id: String::new(),
             duplicated_pkgs: Default::default(),
@@ -188,11 +188,11 @@ mod tests {
             missing_pkgs: Vec::new(),
             nodetype: "worker",
             operational: host_state::OperState::Enabled,
-            patch_current: false,
+            patch_current: true,
             patch_failed: false,
             personality: "worker",
             reboot_pending: false,
-            requires_reboot: true,
+            requires_reboot: false,
             secs_since_ack: 0,
             stale_details: false,
             state: InstallState::Idle,
@@ -201,6 +201,16 @@ mod tests {
             to_remove: Vec::new(),
             held_patches: Default::default(),
             health: None,
+        }
+    }
+
+    #[test]
+    fn a_host_needing_a_reboot_must_be_locked_to_install() {
+        let records = [HostRecord {
+            allow_insvc_patching: false,
+            patch_current: false,
+            requires_reboot: true,
+            ..worker()
         }];
         let page = hosts(&records, "tok", None, false, false).into_string();
         assert!(page.contains("lock the host first"));
@@ -209,43 +219,19 @@ mod tests {
 
     #[test]
     fn a_rolled_back_host_shows_its_health_and_what_it_is_held_back_from() {
-        let page = |health, held: &[&str]| {
-            let records = [HostRecord {
-                administrative: AdminState::Unlocked,
-                allow_insvc_patching: true,
-                availability: Availability::Available,
-                boot_id: String::new(),
-                duplicated_pkgs: Default::default(),
-                hostname: "compute-0".into(),
-                installed: Default::default(),
-                interim_state: false,
-                ip: "10.0.0.5".into(),
-                last_error: None,
-                missing_pkgs: Vec::new(),
-                nodetype: "worker",
-                operational: host_state::OperState::Enabled,
-                patch_current: true,
-                patch_failed: true,
-                personality: "worker",
-                reboot_pending: false,
-                requires_reboot: false,
-                secs_since_ack: 0,
-                stale_details: false,
-                state: InstallState::InstallFailed,
-                subfunctions: Vec::new(),
-                sw_version: "19.01".into(),
-                to_remove: Vec::new(),
-                held_patches: held.iter().map(|p| (*p).to_owned()).collect(),
-                health,
-            }];
-            hosts(&records, "tok", None, false, false).into_string()
-        };
         let failed = host_state::protocol::HealthReport {
             state: host_state::protocol::HealthState::Failed,
             detail: "required.d/10-api failed".into(),
             rolled_back: ["P1".to_owned()].into(),
         };
-        let shown = page(Some(failed), &["P1", "P2"]);
+        let records = [HostRecord {
+            patch_failed: true,
+            state: InstallState::InstallFailed,
+            held_patches: ["P1".to_owned(), "P2".to_owned()].into(),
+            health: Some(failed),
+            ..worker()
+        }];
+        let shown = hosts(&records, "tok", None, false, false).into_string();
         assert!(shown.contains(r#"data-health="failed""#), "{shown}");
         assert!(shown.contains("rolled back from: P1, P2"), "{shown}");
     }
