@@ -1,11 +1,9 @@
 //! Whether a repository's files are what its index says (the precheck's consistency check):
 //! every entry present, with its size and SHA-256. Each file is read once, streaming.
 
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use host_state::protocol::RepoIndex;
-use sha2::{Digest, Sha256};
 
 /// A package the index lists that the repository does not hold as listed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -77,18 +75,11 @@ fn check_entry(dir: &Path, relative: &str, size: u64, sha256: &str) -> Option<Re
             actual,
         });
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Some(unreadable(e)),
-        }
-    }
-    (!hex::encode(hasher.finalize()).eq_ignore_ascii_case(sha256))
-        .then_some(RepoProblem::Checksum(path))
+    let digest = match patch_sign::sha256_of(&mut file) {
+        Ok((_, digest)) => digest,
+        Err(e) => return Some(unreadable(e)),
+    };
+    (!hex::encode(digest).eq_ignore_ascii_case(sha256)).then_some(RepoProblem::Checksum(path))
 }
 
 #[cfg(test)]
@@ -100,7 +91,7 @@ mod tests {
         IndexEntry {
             id: patch_format::PackageId::new("p", patch_format::Evr::new(0, "1", "1"), "x86_64"),
             size: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
+            sha256: hex::encode(patch_sign::sha256_of(data).unwrap().1),
             path: path.into(),
             patch: None,
             reboot_required: false,
