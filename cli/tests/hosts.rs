@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::Site;
-use patch_format::testing::TestRpm;
+use patch_format::testing::{SpecRpm, TestRpm, rpmbuild_available};
 use patch_format::{PatchBuilder, PatchMetadata, Personality, Status};
 
 fn read(root: &Path, file: &str) -> Option<String> {
@@ -34,6 +34,29 @@ fn rpm_query_all(root: &Path) -> Vec<String> {
         .collect();
     list.sort();
     list
+}
+
+/// A signed in-service patch of packages built by the real `rpmbuild` (`new`: packages every
+/// node type installs).
+fn rpmbuild_patch(site: &Site, id: &str, rpms: &[SpecRpm], new: &[&str]) -> std::path::PathBuf {
+    assert!(
+        rpmbuild_available(),
+        "rpmbuild is not installed (./scripts/test.sh installs rpm)"
+    );
+    let mut m = PatchMetadata::new(id, "19.01");
+    m.status = Status::Released;
+    m.reboot_required = false;
+    let mut b = PatchBuilder::new(m);
+    for rpm in rpms {
+        let personalities: &[Personality] = if new.contains(&rpm.name.as_str()) {
+            &Personality::ALL
+        } else {
+            &[]
+        };
+        b.add_rpm(&rpm.build(&site.path("rpms")), personalities)
+            .unwrap();
+    }
+    b.write_to_dir(&site.path("patches"), &site.key).unwrap().0
 }
 
 #[test]
@@ -539,13 +562,23 @@ fn one_host_rolls_back_to_exactly_what_it_had_while_the_others_keep_the_patch() 
     let before_1_rpms = rpm_query_all(&site.root("compute-1"));
     assert_eq!(before_1_rpms, ["sysinv-1.0-230"]);
 
-    // P1 upgrades sysinv and brings a new package; every host installs it.
-    let p1 = site.patch(
+    // P1 upgrades sysinv and brings a new package (built by rpmbuild: xz payloads, an
+    // executable, a noreplace config); every host installs it.
+    let p1 = rpmbuild_patch(
+        &site,
         "P1",
-        false,
         &[
-            TestRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
-            TestRpm::new("newtool", "1.0", "1").file("/usr/bin/newtool", "#!/bin/sh\n"),
+            SpecRpm::new("sysinv", "1.0", "231").file("/usr/lib/sysinv/api.py", "VERSION = 231\n"),
+            SpecRpm::new("newtool", "1.0", "1")
+                .file_with("/usr/bin/newtool", "#!/bin/sh\n", 0o755, "root", "root", "")
+                .file_with(
+                    "/etc/newtool.conf",
+                    "level = 1\n",
+                    0o644,
+                    "root",
+                    "root",
+                    "%config(noreplace)",
+                ),
         ],
         &["newtool"],
     );
@@ -640,12 +673,14 @@ fn a_failing_health_check_rolls_the_host_back_and_fails_its_install() {
             .all(|h| s.host(h)["patch_current"] == true)
     });
     let patch = |id: &str, release: &str, keep_api: bool| {
-        // (TestRpm writes /usr/share/sysinv/VERSION itself.)
-        let mut rpm = TestRpm::new("sysinv", "1.0", release);
+        let mut rpm = SpecRpm::new("sysinv", "1.0", release).file(
+            "/usr/share/sysinv/VERSION",
+            format!("sysinv-1.0-{release}\n"),
+        );
         if keep_api {
             rpm = rpm.file("/usr/lib/sysinv/api.py", format!("VERSION = {release}\n"));
         }
-        let path = site.patch(id, false, &[rpm], &[]);
+        let path = rpmbuild_patch(&site, id, &[rpm], &[]);
         site.ok(&["upload", path.to_str().unwrap()]);
         site.ok(&["apply", id]);
     };
