@@ -667,6 +667,11 @@ fn with_a_soak_the_rest_goes_on_by_itself_once_the_canaries_stayed_healthy() {
 /// The 2+2+2 cluster, every host checking after an install that sysinv's api.py is there,
 /// with an in-service patch applied whose sysinv drops that file.
 fn health_checked_site() -> (Site, tempfile::TempDir) {
+    health_checked_site_with("BREAKS_0001", false)
+}
+
+/// [`health_checked_site`] with patch `id`, reboot-required or not.
+fn health_checked_site_with(id: &str, reboot_required: bool) -> (Site, tempfile::TempDir) {
     let checks = tempfile::tempdir().unwrap();
     let dir = checks.path();
     common::write_script(
@@ -679,13 +684,13 @@ fn health_checked_site() -> (Site, tempfile::TempDir) {
         &["--health-dir", dir.to_str().unwrap()],
     );
     let patch = site.patch(
-        "BREAKS_0001",
-        false,
+        id,
+        reboot_required,
         &[TestRpm::new("sysinv", "1.0", "231")],
         &[],
     );
     site.ok(&["upload", patch.to_str().unwrap()]);
-    site.ok(&["apply", "BREAKS_0001"]);
+    site.ok(&["apply", id]);
     site.wait_for("hosts settled on the patch", |s| {
         s.hosts()
             .iter()
@@ -696,12 +701,17 @@ fn health_checked_site() -> (Site, tempfile::TempDir) {
 
 /// Hosts that failed their check: rolled back (back on 230) and held back from the patch.
 fn rolled_back_hosts(site: &Site) -> Vec<String> {
+    rolled_back_from(site, "BREAKS_0001")
+}
+
+/// [`rolled_back_hosts`] for patch `id`.
+fn rolled_back_from(site: &Site, id: &str) -> Vec<String> {
     site.hosts()
         .into_iter()
         .filter(|h| h["health"]["state"] == "failed")
         .map(|h| {
             let name = h["hostname"].as_str().unwrap().to_owned();
-            assert_eq!(h["held_patches"], serde_json::json!(["BREAKS_0001"]), "{h}");
+            assert_eq!(h["held_patches"], serde_json::json!([id]), "{h}");
             assert_eq!(h["patch_failed"], true, "{h}");
             let api = site.root(&name).join("usr/lib/sysinv/api.py");
             assert_eq!(
@@ -798,4 +808,60 @@ fn a_health_check_failing_during_the_soak_rolls_the_host_back() {
         "VERSION = 230\n",
         "{name} was not rolled back"
     );
+}
+
+#[test]
+fn a_reboot_required_patch_breaking_a_health_check_is_rolled_back_after_its_reboot() {
+    let (site, _checks) = health_checked_site_with("RR_BREAKS_0001", true);
+    let before: Vec<_> = HOSTS
+        .iter()
+        .map(|(h, _)| common::root_snapshot(&site.root(h)))
+        .collect();
+    manager(&site, &["patch-strategy", "create", "--wait"]);
+    let out = manager_fails(&site, &["patch-strategy", "apply", "--wait"]);
+    // The check ran after the reboot into the patch; the host rolled back and rebooted again.
+    assert!(
+        out.contains("software update failed to apply on host")
+            && out.contains("health check required.d/10-api failed")
+            && out.contains("api.py is gone (after the reboot)")
+            && out.contains("rolled back from RR_BREAKS_0001 and rebooting"),
+        "{out}"
+    );
+    let s = strategy(&site);
+    assert_eq!(s["state"], "aborted", "{s:#}");
+    let failed = rolled_back_from(&site, "RR_BREAKS_0001");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    // Every root is as before, the failed host's too (byte for byte); every host is unlocked,
+    // and the failed one runs what it had (no reboot left pending).
+    for ((host, _), before) in HOSTS.iter().zip(&before) {
+        assert_eq!(&common::root_snapshot(&site.root(host)), before, "{host}");
+    }
+    for h in site.hosts() {
+        assert_eq!(h["administrative"], "unlocked", "{h}");
+        let failed_host = h["hostname"] == failed[0].as_str();
+        assert_eq!(h["patch_current"], failed_host, "{h}");
+        assert_eq!(h["requires_reboot"], !failed_host, "{h}");
+    }
+}
+
+#[test]
+fn a_good_reboot_required_patch_passes_its_health_checks_after_each_reboot() {
+    let checks = tempfile::tempdir().unwrap();
+    common::write_script(
+        &checks.path().join("required.d/10-api"),
+        "grep -q 'VERSION = 231' \"$STX_PATCH_ROOT/usr/lib/sysinv/api.py\" || { echo 'not on 231'; exit 1; }",
+    );
+    let site = six_hosts_with(
+        &fast_timing(1),
+        &[],
+        &["--health-dir", checks.path().to_str().unwrap()],
+    );
+    apply_patch(&site, "RR_GOOD_0001", true, &[]);
+    manager(&site, &["patch-strategy", "create", "--wait"]);
+    manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert_eq!(strategy(&site)["state"], "applied");
+    assert_all_patched_and_unlocked(&site);
+    for h in site.hosts() {
+        assert_eq!(h["health"]["state"], "passed", "{h}");
+    }
 }

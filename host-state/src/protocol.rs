@@ -87,6 +87,8 @@ pub enum HealthState {
     Warned,
     /// A required check failed: the host rolled back.
     Failed,
+    /// The checks run once the host has rebooted into a reboot-required patch.
+    AfterReboot,
 }
 
 /// A workload (instance) on a host, as the host's workload hook lists it.

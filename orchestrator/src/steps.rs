@@ -438,6 +438,17 @@ impl Strategy {
         if waiting {
             return Poll::Pending { changed };
         }
+        self.hosts_failed_verdict(step, &status)
+    }
+
+    /// How a step whose hosts are done ends: success, or the original's words for the last
+    /// host that failed (with why, when the host said: a health check's output); degraded
+    /// while the failed hosts are within the budget.
+    fn hosts_failed_verdict(
+        &mut self,
+        step: &Step,
+        status: &[crate::collected::PatchHost],
+    ) -> Poll {
         let Some(last_failed) = step
             .entity_names
             .iter()
@@ -446,7 +457,6 @@ impl Strategy {
         else {
             return Poll::Done(StepResult::Success, String::new());
         };
-        // The original's words, and why when the host said (a health check that failed).
         let why = status
             .iter()
             .find(|h| &h.hostname == last_failed)
@@ -502,11 +512,23 @@ impl Strategy {
                 changed = true;
             }
         }
-        if done {
-            Poll::Done(StepResult::Success, String::new())
-        } else {
-            Poll::Pending { changed }
+        if !done {
+            return Poll::Pending { changed };
         }
+        // Back from the reboot, a host whose health checks failed has rolled back (and
+        // rebooted again): it failed, as an install does, unless it had failed already.
+        let Ok(status) = cluster.patch_hosts() else {
+            return Poll::Pending { changed };
+        };
+        for name in &step.entity_names {
+            let failed_now = status
+                .iter()
+                .any(|p| &p.hostname == name && p.patch_failed && p.state != "installing");
+            if failed_now && !self.failed_hosts.contains(name) {
+                step.progress.failed.insert(name.clone());
+            }
+        }
+        self.hosts_failed_verdict(step, &status)
     }
 
     fn poll_instances(&mut self, step: &mut Step, cluster: &dyn Cluster, op: InstanceOp) -> Poll {

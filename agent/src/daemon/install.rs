@@ -63,12 +63,28 @@ impl Agent {
     ) -> Result<(), String> {
         let started = Instant::now();
         let mut outcome = self.install_inner(force, locked).await;
-        if let (Ok((false, brought)), Some(dir)) = (&outcome, &self.config.health_dir)
+        if let (Ok((rebooting, brought)), Some(dir)) = (&outcome, &self.config.health_dir)
             && !brought.is_empty()
         {
             let brought = brought.clone();
-            outcome = self.health_gate(dir, brought, locked, soak).await;
+            if *rebooting {
+                // The new packages are in use only once the host has rebooted: the checks
+                // run then (see `after_boot`).
+                self.check_after_boot(brought, soak).await;
+            } else {
+                outcome = self.health_gate(dir, brought, locked, soak, false).await;
+            }
         }
+        self.record_outcome(seq, started, outcome).await
+    }
+
+    /// Records how an install order ended (what the next report carries).
+    async fn record_outcome(
+        &self,
+        seq: u64,
+        started: Instant,
+        outcome: Result<(bool, std::collections::BTreeSet<String>), (InstallState, String)>,
+    ) -> Result<(), String> {
         let result = outcome.as_ref().map(|_| ()).map_err(|(_, m)| m.clone());
         let mut state = self.state.lock().await;
         state.installing = false;
@@ -93,15 +109,72 @@ impl Agent {
         result
     }
 
-    /// Runs the health checks after an in-service install that brought `brought`. A failing
-    /// required check holds the host back from those patches and installs again (back to
-    /// the versions before them); the install then counts as failed, with the check's words.
+    /// Remembers that the health checks are due once the host has rebooted into `brought`.
+    async fn check_after_boot(
+        &self,
+        brought: std::collections::BTreeSet<String>,
+        soak: std::time::Duration,
+    ) {
+        use host_state::protocol::{HealthReport, HealthState};
+        let mut state = self.state.lock().await;
+        state.health_after_boot = Some(super::BootHealth {
+            boot_id: state.boot_id.clone(),
+            patches: brought,
+            soak_secs: soak.as_secs(),
+        });
+        state.health = Some(HealthReport {
+            state: HealthState::AfterReboot,
+            detail: "the health checks run after the reboot".into(),
+            rolled_back: Default::default(),
+        });
+        self.save(&state);
+    }
+
+    /// After a boot: runs the health checks a reboot-required install left due. A failing
+    /// required check rolls the host back from those patches and reboots it again, so that
+    /// it runs the versions it had; the install then counts as failed, with the check's words.
+    pub(super) async fn after_boot(&self) {
+        let due = {
+            let state = self.state.lock().await;
+            match &state.health_after_boot {
+                Some(due) if due.boot_id != state.boot_id => due.clone(),
+                _ => return,
+            }
+        };
+        let started = Instant::now();
+        let outcome = match &self.config.health_dir {
+            Some(dir) => {
+                let soak = std::time::Duration::from_secs(due.soak_secs);
+                self.health_gate(dir, due.patches, true, soak, true).await
+            }
+            // Configured away since the install: nothing to check.
+            None => Ok((false, Default::default())),
+        };
+        let reboot_again = outcome.is_err() && self.state.lock().await.reboot_pending;
+        {
+            let mut state = self.state.lock().await;
+            state.health_after_boot = None;
+            self.save(&state);
+        }
+        let _ = self.record_outcome(0, started, outcome).await;
+        if reboot_again {
+            self.restart_host("back to the versions before the rolled back patches")
+                .await;
+        }
+    }
+
+    /// Runs the health checks after an install that brought `brought` is in use (at once for
+    /// an in-service one, `after_reboot` for a reboot-required one). A failing required check
+    /// holds the host back from those patches and installs again (back to the versions before
+    /// them); the install then counts as failed, with the check's words. A rollback that
+    /// needs a reboot leaves the reboot pending.
     async fn health_gate(
         &self,
         dir: &std::path::Path,
         brought: std::collections::BTreeSet<String>,
         locked: bool,
         soak: std::time::Duration,
+        after_reboot: bool,
     ) -> Result<(bool, std::collections::BTreeSet<String>), (InstallState, String)> {
         use host_state::protocol::{HealthReport, HealthState};
         let limit = self.config.script_timeout;
@@ -150,16 +223,22 @@ impl Agent {
         }
         let patches: Vec<&str> = rolled_back.iter().map(String::as_str).collect();
         tracing::warn!("health check failed, rolling back from {patches:?}: {detail}");
+        let when = if after_reboot {
+            " (after the reboot)"
+        } else {
+            ""
+        };
         let rollback = match self.install_inner(true, locked).await {
-            Ok(_) => "rolled back".to_owned(),
-            Err((_, e)) => format!("the rollback failed too: {e}"),
+            Ok((true, _)) => {
+                self.state.lock().await.reboot_pending = true;
+                format!("rolled back from {} and rebooting", patches.join(", "))
+            }
+            Ok((false, _)) => format!("rolled back from {}", patches.join(", ")),
+            Err((_, e)) => format!("the rollback from {} failed too: {e}", patches.join(", ")),
         };
         Err((
             InstallState::InstallFailed,
-            format!(
-                "health check {detail}; {rollback} from {}",
-                patches.join(", ")
-            ),
+            format!("health check {detail}{when}; {rollback}"),
         ))
     }
 

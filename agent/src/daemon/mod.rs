@@ -164,6 +164,20 @@ struct AgentState {
     /// The last health check outcome (reported).
     #[serde(default)]
     health: Option<host_state::protocol::HealthReport>,
+    /// Health checks due once the host has rebooted into a reboot-required install.
+    #[serde(default)]
+    health_after_boot: Option<BootHealth>,
+}
+
+/// Health checks due after the next boot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BootHealth {
+    /// The boot the install happened in: the checks run in any later one.
+    boot_id: String,
+    /// The patches the install brought (rolled back from if a required check fails).
+    patches: std::collections::BTreeSet<String>,
+    /// How long the checks must keep passing.
+    soak_secs: u64,
 }
 
 /// The agent.
@@ -256,14 +270,17 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => AgentState::default(),
             Err(e) => return Err(unreadable(e.to_string())),
         };
-        if state.boot_id.is_empty() {
-            state.boot_id = if config.root == Path::new("/") {
-                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                    .map(|s| s.trim().to_owned())
-                    .or_else(|_| new_boot_id())?
-            } else {
-                new_boot_id()?
-            };
+        // On the real root each boot has the kernel's id (read afresh: a reboot is how the
+        // controller sees a reboot-required install take effect); a test root keeps its own.
+        let kernel_boot_id = (config.root == Path::new("/"))
+            .then(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+            .flatten()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if let Some(id) = kernel_boot_id {
+            state.boot_id = id;
+        } else if state.boot_id.is_empty() {
+            state.boot_id = new_boot_id()?;
         }
         if state.installing
             || recovery == Recovery::RolledBack
@@ -347,6 +364,8 @@ impl Agent {
     /// Runs until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut op_counter = 0;
+        // Checks a reboot-required install left due, before the host reports in.
+        self.after_boot().await;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -435,40 +454,51 @@ impl Agent {
     }
 
     /// Reboots: the configured command on a real host; otherwise a soft reboot (new boot id,
-    /// pending reboot cleared).
+    /// pending reboot cleared, what is pending installed, the health checks due run).
     pub async fn reboot(&self) {
-        if self.config.root == Path::new("/")
-            && let Some(command) = &self.config.reboot_command
-        {
-            tracing::info!("rebooting with {command}");
-            let _ = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .status()
-                .await;
+        if !self.restart_host("into the installed patches").await {
             return;
-        }
-        {
-            let boot_id = match new_boot_id() {
-                Ok(id) => id,
-                Err(e) => {
-                    tracing::error!("soft reboot not done: {e}");
-                    return;
-                }
-            };
-            let mut state = self.state.lock().await;
-            state.boot_id = boot_id;
-            state.reboot_pending = false;
-            self.save(&state);
-            tracing::info!("simulated reboot: new boot id {}", state.boot_id);
         }
         // The boot path: install whatever is pending before the host comes up (as the
         // original's sw-patch-init does); it is active from this boot on. A failure is in
         // the install state and last error the next report carries.
         let _ = self.install(true, true, 0).await;
+        {
+            let mut state = self.state.lock().await;
+            state.reboot_pending = false;
+            self.save(&state);
+        }
+        self.after_boot().await;
+    }
+
+    /// Restarts the host: runs the reboot command on a real host (this process ends with
+    /// it; returns false), or starts a new simulated boot (new boot id, the pending reboot
+    /// cleared; returns true).
+    async fn restart_host(&self, why: &str) -> bool {
+        if self.config.root == Path::new("/")
+            && let Some(command) = &self.config.reboot_command
+        {
+            tracing::info!("rebooting {why} with {command}");
+            let _ = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .status()
+                .await;
+            return false;
+        }
+        let boot_id = match new_boot_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!("soft reboot not done: {e}");
+                return false;
+            }
+        };
         let mut state = self.state.lock().await;
+        state.boot_id = boot_id;
         state.reboot_pending = false;
         self.save(&state);
+        tracing::info!("simulated reboot {why}: new boot id {}", state.boot_id);
+        true
     }
 }
 

@@ -133,6 +133,7 @@ fn health_state(state: host_state::protocol::HealthState) -> &'static str {
         HealthState::Passed => "passed",
         HealthState::Warned => "warned",
         HealthState::Failed => "failed",
+        HealthState::AfterReboot => "after reboot",
     }
 }
 
