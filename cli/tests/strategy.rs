@@ -468,6 +468,66 @@ fn workloads_are_stopped_before_the_lock_and_started_after() {
     assert_all_patched_and_unlocked(&site);
 }
 
+/// A hook that also migrates (the instance leaves the host) and disables or enables the
+/// host's compute services.
+const MIGRATING_HOOK: &str = r#"dir="$1"; verb="$2"; target="$3"
+case "$verb" in
+  list)
+    printf '['; sep=''
+    for f in "$dir"/vms/*; do
+      [ -e "$f" ] || continue
+      name=$(basename "$f")
+      printf '%s{"name":"%s","uuid":"uuid-%s","locked":false}' "$sep" "$name" "$name"
+      sep=','
+    done
+    printf ']\n';;
+  migrate) rm "$dir/vms/$target"; echo "migrate $target" >> "$dir/log";;
+  disable-services|enable-services) echo "$verb $target" >> "$dir/log";;
+  *) echo "unexpected $verb" >> "$dir/log"; exit 1;;
+esac
+"#;
+
+/// Workers patched in parallel have their workloads migrated away after their compute
+/// services are disabled; the unlock gives the services back (as the original's does), so
+/// no host stays out of scheduling after a strategy.
+#[test]
+fn migrated_hosts_get_their_compute_services_back_after_the_unlock() {
+    let hook_dir = tempfile::tempdir().unwrap();
+    std::fs::write(hook_dir.path().join("hook.sh"), MIGRATING_HOOK).unwrap();
+    let wl = hook_dir.path().join("workloads-compute-1");
+    std::fs::create_dir_all(wl.join("vms")).unwrap();
+    std::fs::write(wl.join("vms/db-1"), "running\n").unwrap();
+    let hook = format!(
+        "sh {} {}",
+        hook_dir.path().join("hook.sh").display(),
+        wl.display()
+    );
+    let site = six_hosts(&fast_timing(1), &[("compute-1", &hook)]);
+    apply_patch(&site, "RR_0006", true, &[]);
+    manager(
+        &site,
+        &[
+            "patch-strategy",
+            "create",
+            "--worker-apply-type",
+            "parallel",
+            "--instance-action",
+            "migrate",
+            "--wait",
+        ],
+    );
+    let out = manager(&site, &["patch-strategy", "apply", "--wait"]);
+    assert!(
+        out.contains("  state:                                  applied\n"),
+        "{out}"
+    );
+    assert_all_patched_and_unlocked(&site);
+    site.wait_for("compute-1's services enabled again", |_| {
+        std::fs::read_to_string(wl.join("log")).unwrap_or_default()
+            == "disable-services compute-1\nmigrate db-1\nenable-services compute-1\n"
+    });
+}
+
 #[test]
 fn a_baseline_ignores_alarms_raised_before_create_and_stale_alarms_are_named() {
     let site = cluster();

@@ -338,7 +338,9 @@ impl HostRegistry {
 
     /// Unlocks a host, queueing the reboot a reboot-required install waits for in the same
     /// write (a crash between two writes would leave it unlocked, in service and unrebooted);
-    /// returns whether a reboot was queued.
+    /// returns whether a reboot was queued. A host whose compute services were disabled
+    /// (a strategy migrating its workloads away) gets them enabled again once back, as the
+    /// original's unlock does.
     pub(crate) fn unlock(&mut self, hostname: &str) -> bool {
         let Some(host) = self.hosts.get_mut(hostname) else {
             return false;
@@ -347,6 +349,13 @@ impl HostRegistry {
         let reboot = host.facts.reboot_pending;
         if reboot {
             Self::queue_reboot(host);
+        }
+        let enable = AgentOrder::Workload {
+            verb: WorkloadVerb::EnableServices,
+            target: hostname.to_owned(),
+        };
+        if host.services_disabled && !host.workload_orders.contains(&enable) {
+            host.workload_orders.push_back(enable);
         }
         self.persist(hostname);
         reboot

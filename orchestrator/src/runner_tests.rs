@@ -38,6 +38,8 @@ struct State {
     local: Option<String>,
     /// Swacts of the local controller asked for.
     swacts: u32,
+    /// Hosts whose compute services are disabled.
+    services_disabled: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -203,6 +205,8 @@ impl Cluster for Fake {
     }
 
     fn unlock(&self, host: &str) -> Result<(), ClusterError> {
+        // As the controller: an unlocked host gets its compute services back.
+        self.0.borrow_mut().services_disabled.remove(host);
         self.with(host, |h| {
             h.inv.admin = AdminState::Unlocked;
             if h.reboot_pending {
@@ -267,8 +271,16 @@ impl Cluster for Fake {
         })
     }
 
-    fn host_services(&self, _host: &str, _enable: bool) -> Result<bool, ClusterError> {
-        Ok(true)
+    fn host_services(&self, host: &str, enable: bool) -> Result<bool, ClusterError> {
+        let disabled = &mut self.0.borrow_mut().services_disabled;
+        // Done by the next poll, as the host's hook takes a moment.
+        let done = disabled.contains(host) != enable;
+        if enable {
+            disabled.remove(host);
+        } else {
+            disabled.insert(host.to_owned());
+        }
+        Ok(done)
     }
 }
 
@@ -302,7 +314,11 @@ struct Run {
 
 impl Run {
     fn new(fake: Fake, options: StrategyOptions) -> Run {
-        let mut strategy = Strategy::new(options, fast_timing(), false, vec![]);
+        Run::with_timing(fake, options, fast_timing())
+    }
+
+    fn with_timing(fake: Fake, options: StrategyOptions, timing: Timing) -> Run {
+        let mut strategy = Strategy::new(options, timing, false, vec![]);
         strategy.start_build(0);
         Run {
             fake,
@@ -762,4 +778,193 @@ fn the_local_controller_is_swacted_away_before_it_is_locked() {
     assert_eq!(swact(1).result, StepResult::Success);
     assert_eq!(swact(1).reason, "");
     assert!(run.fake.installs().values().all(|&n| n == 1));
+}
+
+/// Clusters whose strategies between them hold every step kind an apply phase can have.
+fn every_step_kind_clusters() -> Vec<(&'static str, Fake, StrategyOptions)> {
+    let vm = |name: &str, host: &str| Instance {
+        name: name.into(),
+        uuid: format!("u-{name}"),
+        host: host.into(),
+        locked: false,
+        groups: vec![],
+    };
+    // Reboot-required, the orchestrator on controller-0 (swacted away), storage in a
+    // replication group, a stopped-and-started instance on worker-1.
+    let hosts = &[
+        ("controller-0", "controller"),
+        ("controller-1", "controller"),
+        ("storage-0", "storage"),
+        ("storage-1", "storage"),
+        ("worker-0", "worker"),
+        ("worker-1", "worker"),
+    ];
+    let stop_start = Fake::new(hosts, true);
+    {
+        let mut s = stop_start.0.borrow_mut();
+        s.local = Some("controller-0".into());
+        s.instances = vec![vm("vm-1", "worker-1")];
+        for h in &mut s.hosts {
+            if h.inv.personality == "storage" {
+                h.inv.replication_group = Some("group-0".into());
+            }
+        }
+    }
+    // OpenStack computes patched in parallel whose instances migrate: their services are
+    // disabled first.
+    let migrate = Fake::new(CLUSTER, true);
+    {
+        let mut s = migrate.0.borrow_mut();
+        s.instances = vec![vm("vm-2", "worker-0")];
+        for h in &mut s.hosts {
+            h.inv.openstack_compute = h.inv.personality == "worker";
+        }
+    }
+    // In service, one canary watched for a soak before the rest.
+    let canary = Fake::new(CLUSTER, false);
+    vec![
+        ("stop-start", stop_start, StrategyOptions::default()),
+        (
+            "migrate",
+            migrate,
+            StrategyOptions {
+                default_instance_action: crate::model::InstanceAction::Migrate,
+                worker_apply_type: ApplyType::Parallel,
+                ..StrategyOptions::default()
+            },
+        ),
+        (
+            "canary",
+            canary,
+            StrategyOptions {
+                canary_hosts: 1,
+                canary_soak_secs: Some(3),
+                ..StrategyOptions::default()
+            },
+        ),
+    ]
+}
+
+/// An abort asked for while any step of any kind runs ends with the cluster consistent: no
+/// host left locked, installing or waiting for its reboot, no compute service left
+/// disabled, no instance left stopped; and the abort waited for the running step.
+#[test]
+fn an_abort_at_every_step_of_every_kind_leaves_the_cluster_consistent() {
+    let mut kinds_seen = BTreeSet::new();
+    let mut kinds_planned = BTreeSet::new();
+    // Timed waits long enough (in audits) to be caught running.
+    let timing = Timing {
+        stabilize_after_install: 3,
+        stabilize_in_service: 3,
+        stabilize_final: 3,
+        alarms_first_query: 2,
+        data_sync_first_query: 2,
+        ..fast_timing()
+    };
+    for (name, fake, options) in every_step_kind_clusters() {
+        let plan = Run::with_timing(fake, options.clone(), timing.clone()).built();
+        let positions: Vec<(usize, usize)> = plan
+            .strategy
+            .apply_phase
+            .stages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, stage)| (0..stage.steps.len()).map(move |j| (i, j)))
+            .collect();
+        for stage in &plan.strategy.apply_phase.stages {
+            kinds_planned.extend(stage.steps.iter().map(|s| s.name()));
+        }
+        let (_, fake, _) = every_step_kind_clusters()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .unwrap();
+        drop(plan);
+        let mut template = Some(fake);
+        for (i, j) in positions {
+            let fake = template.take().unwrap_or_else(|| {
+                every_step_kind_clusters()
+                    .into_iter()
+                    .find(|(n, _, _)| *n == name)
+                    .unwrap()
+                    .1
+            });
+            let mut run = Run::with_timing(fake, options.clone(), timing.clone()).built();
+            run.strategy.apply(None, run.now_ms).unwrap();
+            let mut running = None;
+            for _ in 0..500 {
+                let phase = &run.strategy.apply_phase;
+                let stage = &phase.stages[phase.current_stage.min(phase.stages.len() - 1)];
+                if phase.current_stage == i
+                    && stage.current_step == j
+                    && stage.steps[j].result == StepResult::Inprogress
+                {
+                    running = Some(stage.steps[j].name());
+                    break;
+                }
+                if run.strategy.state != StrategyState::Applying {
+                    break;
+                }
+                run.tick();
+            }
+            let at = format!("{name}: stage {i} step {j}");
+            let Some(kind) = running else {
+                // A step that starts and ends within one audit is never seen running.
+                continue;
+            };
+            kinds_seen.insert(kind);
+            run.strategy
+                .abort(None, run.now_ms)
+                .unwrap_or_else(|e| panic!("{at} ({kind}): abort refused: {e}"));
+            run.until_idle();
+            let s = &run.strategy;
+            assert_eq!(s.state, StrategyState::Aborted, "{at} ({kind})");
+            // The running step was let finish, never cut short.
+            let step = &s.apply_phase.stages[i].steps[j];
+            assert_ne!(step.result, StepResult::Inprogress, "{at} ({kind})");
+            assert_ne!(step.result, StepResult::Initial, "{at} ({kind})");
+            let state = run.fake.0.borrow();
+            for h in &state.hosts {
+                let host = &h.inv.name;
+                assert_eq!(h.inv.admin, AdminState::Unlocked, "{at} ({kind}): {host}");
+                assert_eq!(h.installing, 0, "{at} ({kind}): {host} installing");
+                assert!(!h.reboot_pending, "{at} ({kind}): {host} awaits its reboot");
+                assert_eq!(h.rebooting, 0, "{at} ({kind}): {host} rebooting");
+                assert_eq!(
+                    h.inv.availability,
+                    Availability::Available,
+                    "{at} ({kind}): {host}"
+                );
+            }
+            assert!(
+                state.services_disabled.is_empty(),
+                "{at} ({kind}): services left disabled on {:?}",
+                state.services_disabled
+            );
+            for vm in &state.instances {
+                assert!(!vm.locked, "{at} ({kind}): {} left stopped", vm.name);
+            }
+        }
+    }
+    // Every kind planned was caught running at least once (the instant ones aside).
+    let instant = BTreeSet::from(["query-alarms"]);
+    let missed: Vec<_> = kinds_planned
+        .difference(&kinds_seen)
+        .filter(|k| !instant.contains(*k))
+        .collect();
+    assert!(missed.is_empty(), "never aborted during {missed:?}");
+    for kind in [
+        "swact-hosts",
+        "lock-hosts",
+        "stop-instances",
+        "disable-host-services",
+        "migrate-instances-from-host",
+        "sw-patch-hosts",
+        "system-stabilize",
+        "unlock-hosts",
+        "start-instances",
+        "wait-data-sync",
+        "canary-soak",
+    ] {
+        assert!(kinds_planned.contains(kind), "no strategy plans {kind}");
+    }
 }
