@@ -124,7 +124,8 @@ fn mutations_reach_the_standby_before_they_return_and_swact_goes_both_ways() {
 }
 
 /// In controller-1's place (it must be down): an endpoint that reports itself standby at term
-/// 1 and answers every other request with `status_line` and `{"error": error}`.
+/// 1 (holding some other state than the active's) and answers every other request with
+/// `status_line` and `{"error": error}`.
 fn fake_standby(pair: &Pair, status_line: &'static str, error: &'static str) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind(pair.peer_addr(1)).unwrap();
@@ -148,7 +149,7 @@ fn fake_standby(pair: &Pair, status_line: &'static str, error: &'static str) {
             let (status, answer) = if request_line.starts_with("GET /ha/v1/status") {
                 (
                     "200 OK",
-                    r#"{"host":"controller-1","term":1,"role":"standby","active":"controller-0","urls":{}}"#
+                    r#"{"host":"controller-1","term":1,"role":"standby","active":"controller-0","urls":{},"digest":"an-older-state"}"#
                         .to_owned(),
                 )
             } else {
@@ -164,6 +165,72 @@ fn fake_standby(pair: &Pair, status_line: &'static str, error: &'static str) {
             );
         }
     });
+}
+
+/// The precheck's controllers-in-sync row, asked of controller-0.
+fn precheck_sync_row(pair: &Pair) -> Value {
+    let out = pair.run_at(
+        "sw-patch",
+        &pair.api_url(0),
+        &["precheck", "--format", "json"],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "precheck answered {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let row = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "controllers-in-sync")
+        .cloned()
+        .unwrap();
+    // The command's exit status follows the verdict.
+    assert_eq!(out.status.success(), report["result"] != "fail", "{report}");
+    row
+}
+
+/// Precheck: a pair in sync passes; a standby that is down, or up with another state, fails
+/// the check with what to do (and so the strategy create that runs it).
+#[test]
+fn the_precheck_fails_while_the_standby_is_down_or_out_of_sync() {
+    let mut pair = Pair::plain("");
+    let row = precheck_sync_row(&pair);
+    assert_eq!(row["result"], "pass", "{row}");
+    assert_eq!(
+        row["detail"], "controller-1 answers and is in sync",
+        "{row}"
+    );
+
+    pair.kill(1);
+    let row = precheck_sync_row(&pair);
+    assert_eq!(row["result"], "fail", "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the other controller does not answer"),
+        "{row}"
+    );
+    assert!(row["fix"].as_str().unwrap().contains("start it"), "{row}");
+
+    fake_standby(&pair, "500 Internal Server Error", "not taken");
+    let row = precheck_sync_row(&pair);
+    assert_eq!(row["result"], "fail", "{row}");
+    assert_eq!(
+        row["detail"], "controller-1 is not in sync with this controller",
+        "{row}"
+    );
+    assert!(
+        row["fix"]
+            .as_str()
+            .unwrap()
+            .contains("wait for replication"),
+        "{row}"
+    );
 }
 
 /// A standby that is up but fails every exchange: the change is not acknowledged, and the

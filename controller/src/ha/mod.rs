@@ -345,6 +345,12 @@ impl Ha {
         Some((message, url))
     }
 
+    /// The peer's status asked now, with the digest of its state (compare with
+    /// [`Ha::digest_now`]), or why it did not answer.
+    pub(crate) fn peer_now(&self) -> Result<Status, String> {
+        self.get_peer_status(true)
+    }
+
     /// Whether the peer holds the same state as this controller now (`None` when it cannot
     /// be asked). Asks the peer: for `system show`, not for anything frequent.
     pub(crate) fn in_sync(&self) -> Option<bool> {

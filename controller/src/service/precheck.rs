@@ -157,20 +157,21 @@ impl Service {
                 "single controller (no standby to keep in sync)",
             );
         };
-        match (ha.peer_status(), ha.in_sync()) {
-            (None, _) => fail(
+        // Asked now: the background check's last answer may predate a standby that died.
+        match ha.peer_now() {
+            Err(why) => fail(
                 "controllers-in-sync",
-                "the other controller does not answer".into(),
+                format!("the other controller does not answer ({why})"),
                 "start it, or check the pair endpoint and its TLS (system show lists both controllers)",
             ),
-            (Some(peer), Some(false)) => fail(
+            Ok(peer) if peer.digest.as_deref() == Some(ha.digest_now().as_str()) => pass(
+                "controllers-in-sync",
+                &format!("{} answers and is in sync", peer.host),
+            ),
+            Ok(peer) => fail(
                 "controllers-in-sync",
                 format!("{} is not in sync with this controller", peer.host),
                 "wait for replication to catch up (system show: in_sync), then run the precheck again",
-            ),
-            (Some(peer), _) => pass(
-                "controllers-in-sync",
-                &format!("{} answers and is in sync", peer.host),
             ),
         }
     }
