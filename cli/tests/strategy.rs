@@ -905,7 +905,7 @@ fn a_reboot_required_patch_breaking_a_health_check_is_rolled_back_after_its_rebo
 }
 
 #[test]
-fn a_good_reboot_required_patch_passes_its_health_checks_after_each_reboot() {
+fn a_good_reboot_required_patch_passes_its_health_checks_and_soak_after_each_reboot() {
     let checks = tempfile::tempdir().unwrap();
     common::write_script(
         &checks.path().join("required.d/10-api"),
@@ -917,7 +917,10 @@ fn a_good_reboot_required_patch_passes_its_health_checks_after_each_reboot() {
         &["--health-dir", checks.path().to_str().unwrap()],
     );
     apply_patch(&site, "RR_GOOD_0001", true, &[]);
-    manager(&site, &["patch-strategy", "create", "--wait"]);
+    manager(
+        &site,
+        &["patch-strategy", "create", "--soak-seconds", "1", "--wait"],
+    );
     manager(&site, &["patch-strategy", "apply", "--wait"]);
     assert_eq!(strategy(&site)["state"], "applied");
     assert_all_patched_and_unlocked(&site);
