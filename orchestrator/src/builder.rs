@@ -615,7 +615,8 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// A storage or swift stage: lock, install, settle, unlock, then wait for data sync.
+    /// A storage or swift stage: lock, install, settle, unlock, then wait for data sync
+    /// (storage) or settle again (swift).
     fn locked_stage(
         &self,
         name: &str,
@@ -641,10 +642,12 @@ impl Planner<'_> {
             Step::plain(StepKind::SystemStabilize, t.stabilize_after_install),
             Step::hosts(StepKind::UnlockHosts, t.unlock, &all),
         ];
+        // Storage waits for its data to sync; swift only settles (the original's 60 s
+        // system-stabilize).
         steps.push(if data_sync {
             Step::plain(StepKind::WaitDataSync, t.data_sync)
         } else {
-            Step::plain(StepKind::WaitAlarmsClear, t.alarms_clear_worker)
+            Step::plain(StepKind::SystemStabilize, t.stabilize_final)
         });
         Stage::new(name, steps)
     }
@@ -692,14 +695,14 @@ impl Planner<'_> {
             return Err(BuildRefusal::PersonalityMismatch("worker".into()));
         }
         if reboot {
-            for host in hosts {
-                for instance in self.instances_on(&host.name).filter(|i| i.locked) {
-                    if let Some(group) = instance.groups.first() {
-                        return Err(BuildRefusal::StoppedGroupInstance {
-                            instance: instance.name.clone(),
-                            group: group.name.clone(),
-                        });
-                    }
+            // Any stopped instance in a server group, wherever it runs: the group's other
+            // members are about to be stopped or moved (the original's rule).
+            for instance in self.collected.instances.iter().filter(|i| i.locked) {
+                if let Some(group) = instance.groups.first() {
+                    return Err(BuildRefusal::StoppedGroupInstance {
+                        instance: instance.name.clone(),
+                        group: group.name.clone(),
+                    });
                 }
             }
         }
@@ -727,7 +730,15 @@ impl Planner<'_> {
             let max = options.max_parallel_worker_hosts.max(1) as usize;
             let bucket = lists.len();
             lists.push(Vec::new());
-            let ratio = (max as f64 / hosts.len().max(1) as f64).min(0.5);
+            // The original's ratio: over every worker in the inventory (patch-current ones
+            // too), at most half of an aggregate.
+            let workers = self
+                .collected
+                .inventory
+                .iter()
+                .filter(|h| h.has("worker"))
+                .count();
+            let ratio = (max as f64 / workers.max(1) as f64).min(0.5);
             let aggregate_limit = |name: &str| {
                 let size = self.aggregate_sizes.get(name).copied().unwrap_or(0);
                 if size <= 1 {

@@ -763,3 +763,105 @@ fn canaries_come_first_workers_before_storage_and_never_a_controller() {
     let plain = Case::new().plan(&c).unwrap();
     assert!(plain.iter().all(|s| !s.canary));
 }
+
+/// The original's aggregate limit is `max_parallel / every worker in the inventory`, the
+/// patch-current ones too: 10 computes in two aggregates of five, instances on 0–4, 5–9
+/// patch-current, parallel max 2 → ratio 0.2, limit int(5 × 0.2) = 1 per aggregate, so the
+/// five busy hosts of one aggregate go one per stage.
+#[test]
+fn the_aggregate_limit_counts_every_worker_in_the_inventory() {
+    let mut hosts = vec![
+        host("controller-0", "controller"),
+        host("controller-1", "controller"),
+    ];
+    for i in 0..10 {
+        let mut w = host(&format!("compute-{i}"), "worker");
+        w.aggregates = vec![if i < 5 { "agg-a" } else { "agg-b" }.into()];
+        hosts.push(w);
+    }
+    let mut c = collected(hosts, true);
+    for p in &mut c.patch_hosts {
+        let n: usize = p
+            .hostname
+            .strip_prefix("compute-")
+            .map_or(99, |n| n.parse().unwrap());
+        p.patch_current = n >= 5;
+    }
+    c.instances = (0..5)
+        .map(|i| vm(&format!("vm{i}"), &format!("compute-{i}")))
+        .collect();
+    let mut case = Case::new();
+    case.options.worker_apply_type = ApplyType::Parallel;
+    case.options.max_parallel_worker_hosts = 2;
+    let stages = case.plan(&c).unwrap();
+    assert_eq!(
+        host_lists(&stages),
+        (0..5)
+            .map(|i| vec![format!("compute-{i}")])
+            .collect::<Vec<_>>()
+    );
+}
+
+/// For a reboot-required patch any stopped instance in a server group refuses the build,
+/// wherever it runs (here on a host that needs nothing).
+#[test]
+fn a_stopped_group_instance_anywhere_refuses_a_reboot_required_build() {
+    let hosts = vec![
+        host("controller-0", "controller"),
+        host("controller-1", "controller"),
+        host("compute-0", "worker"),
+        host("compute-1", "worker"),
+    ];
+    let mut c = collected(hosts, true);
+    c.patch_hosts[3].patch_current = true;
+    let mut stopped = vm("db-1", "compute-1");
+    stopped.locked = true;
+    stopped.groups = vec![ServerGroup {
+        name: "db".into(),
+        policies: vec!["anti-affinity".into()],
+    }];
+    c.instances = vec![stopped];
+    assert_eq!(
+        Case::new().refusal(&c),
+        "instance db-1 in group db must not be shut down"
+    );
+    // An in-service patch stops nothing: no refusal.
+    let mut in_service = c.clone();
+    for p in &mut in_service.patch_hosts {
+        p.requires_reboot = false;
+    }
+    assert!(Case::new().plan(&in_service).is_ok());
+}
+
+/// A swift host's reboot stage ends with the original's 60 s system-stabilize, not a wait
+/// for alarms to clear.
+#[test]
+fn a_swift_reboot_stage_ends_with_system_stabilize() {
+    let mut hosts = vec![
+        host("controller-0", "controller"),
+        host("controller-1", "controller"),
+    ];
+    hosts.push(host("swift-0", "swift"));
+    hosts.push(host("swift-1", "swift"));
+    let mut c = collected(hosts, true);
+    c.patch_hosts[0].patch_current = true;
+    c.patch_hosts[1].patch_current = true;
+    let mut case = Case::new();
+    case.options.swift_apply_type = ApplyType::Serial;
+    let stages = case.plan(&c).unwrap();
+    assert_eq!(stages.len(), 2);
+    for stage in &stages {
+        assert_eq!(stage.name, "sw-patch-swift-hosts");
+        assert_eq!(
+            step_names(stage),
+            [
+                "query-alarms(60)",
+                "lock-hosts(900)",
+                "sw-patch-hosts(1800)",
+                "system-stabilize(15)",
+                "unlock-hosts(1800)",
+                "system-stabilize(60)"
+            ]
+        );
+    }
+}
