@@ -469,21 +469,29 @@ case "$verb" in
 esac
 "#;
 
-#[test]
-fn workloads_are_stopped_before_the_lock_and_started_after() {
+/// The 2+2+2 cluster with `hook` (a workload hook script) on compute-1, which runs the
+/// instance db-1, and the reboot-required patch `id` applied; the hook's directory (its
+/// `log` says what it was asked) is returned with the site.
+fn hooked_site(hook: &str, id: &str) -> (Site, tempfile::TempDir, std::path::PathBuf) {
     // The hook lives outside the site, which is created with the agents already running.
     let hook_dir = tempfile::tempdir().unwrap();
-    std::fs::write(hook_dir.path().join("hook.sh"), HOOK).unwrap();
+    std::fs::write(hook_dir.path().join("hook.sh"), hook).unwrap();
     let wl = hook_dir.path().join("workloads-compute-1");
     std::fs::create_dir_all(wl.join("vms")).unwrap();
     std::fs::write(wl.join("vms/db-1"), "running\n").unwrap();
-    let hook = format!(
+    let command = format!(
         "sh {} {}",
         hook_dir.path().join("hook.sh").display(),
         wl.display()
     );
-    let site = six_hosts(&fast_timing(1), &[("compute-1", &hook)]);
-    apply_patch(&site, "RR_0004", true, &[]);
+    let site = six_hosts(&fast_timing(1), &[("compute-1", &command)]);
+    apply_patch(&site, id, true, &[]);
+    (site, hook_dir, wl)
+}
+
+#[test]
+fn workloads_are_stopped_before_the_lock_and_started_after() {
+    let (site, _hook_dir, wl) = hooked_site(HOOK, "RR_0004");
     manager(&site, &["patch-strategy", "create", "--wait"]);
     let s = strategy(&site);
     let stage = s["apply-phase"]["stages"]
@@ -553,18 +561,7 @@ esac
 /// no host stays out of scheduling after a strategy.
 #[test]
 fn migrated_hosts_get_their_compute_services_back_after_the_unlock() {
-    let hook_dir = tempfile::tempdir().unwrap();
-    std::fs::write(hook_dir.path().join("hook.sh"), MIGRATING_HOOK).unwrap();
-    let wl = hook_dir.path().join("workloads-compute-1");
-    std::fs::create_dir_all(wl.join("vms")).unwrap();
-    std::fs::write(wl.join("vms/db-1"), "running\n").unwrap();
-    let hook = format!(
-        "sh {} {}",
-        hook_dir.path().join("hook.sh").display(),
-        wl.display()
-    );
-    let site = six_hosts(&fast_timing(1), &[("compute-1", &hook)]);
-    apply_patch(&site, "RR_0006", true, &[]);
+    let (site, _hook_dir, wl) = hooked_site(MIGRATING_HOOK, "RR_0006");
     manager(
         &site,
         &[

@@ -17,6 +17,14 @@ fn host(name: &str, personality: &str) -> InventoryHost {
     }
 }
 
+/// controller-0 and controller-1.
+fn two_controllers() -> Vec<InventoryHost> {
+    vec![
+        host("controller-0", "controller"),
+        host("controller-1", "controller"),
+    ]
+}
+
 fn aio(name: &str) -> InventoryHost {
     InventoryHost {
         subfunctions: vec!["controller".into(), "worker".into()],
@@ -74,6 +82,14 @@ impl Case {
         }
     }
 
+    /// Workers in parallel, at most `max` at once.
+    fn parallel(max: u32) -> Case {
+        let mut case = Case::new();
+        case.options.worker_apply_type = ApplyType::Parallel;
+        case.options.max_parallel_worker_hosts = max;
+        case
+    }
+
     fn plan(&self, c: &Collected) -> Result<Vec<Stage>, BuildRefusal> {
         plan(
             c,
@@ -121,10 +137,7 @@ fn alarm(id: &str, mgmt_affecting: bool, raised_at: u64) -> Alarm {
 /// The original's unit test: 10 computes, 8 with one instance each, max 2.
 #[test]
 fn ten_workers_eight_with_instances_parallel_max_two() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     hosts.extend((0..10).map(|i| host(&format!("c{i}"), "worker")));
     let mut c = collected(hosts, true);
     // Only the workers need patching.
@@ -135,9 +148,7 @@ fn ten_workers_eight_with_instances_parallel_max_two() {
         .iter()
         .map(|i| vm(&format!("vm{i}"), &format!("c{i}")))
         .collect();
-    let mut case = Case::new();
-    case.options.worker_apply_type = ApplyType::Parallel;
-    case.options.max_parallel_worker_hosts = 2;
+    let case = Case::parallel(2);
     let stages = case.plan(&c).unwrap();
     assert_eq!(
         host_lists(&stages),
@@ -349,10 +360,7 @@ fn single_controller_aio_locks_without_waiting_for_disabled_and_never_swacts() {
 
 #[test]
 fn migrate_in_parallel_disables_services_then_migrates() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     for i in 0..3 {
         let mut w = host(&format!("w{i}"), "worker");
         w.openstack_compute = true;
@@ -380,10 +388,7 @@ fn migrate_in_parallel_disables_services_then_migrates() {
 
 #[test]
 fn anti_affinity_peers_and_aggregates_are_split() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     for i in 0..4 {
         let mut w = host(&format!("w{i}"), "worker");
         if i < 2 {
@@ -403,9 +408,7 @@ fn anti_affinity_peers_and_aggregates_are_split() {
         .collect();
     c.instances[2].groups = vec![group.clone()];
     c.instances[3].groups = vec![group];
-    let mut case = Case::new();
-    case.options.worker_apply_type = ApplyType::Parallel;
-    case.options.max_parallel_worker_hosts = 4;
+    let case = Case::parallel(4);
     let stages = case.plan(&c).unwrap();
     // w0 and w1 share a 2-host aggregate (limit max(1, int(2 * 0.5)) = 1); w2 and w3 share
     // an anti-affinity group.
@@ -414,10 +417,7 @@ fn anti_affinity_peers_and_aggregates_are_split() {
 
 #[test]
 fn storage_parallel_packs_one_host_per_replication_group() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     for (i, g) in ["g0", "g0", "g1", "g1"].iter().enumerate() {
         let mut s = host(&format!("storage-{i}"), "storage");
         s.replication_group = Some((*g).into());
@@ -447,17 +447,12 @@ fn storage_parallel_packs_one_host_per_replication_group() {
 
 #[test]
 fn max_parallel_splits_the_idle_bucket() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     hosts.extend((0..5).map(|i| host(&format!("w{i}"), "worker")));
     let mut c = collected(hosts, false);
     c.patch_hosts[0].patch_current = true;
     c.patch_hosts[1].patch_current = true;
-    let mut case = Case::new();
-    case.options.worker_apply_type = ApplyType::Parallel;
-    case.options.max_parallel_worker_hosts = 2;
+    let case = Case::parallel(2);
     assert_eq!(
         host_lists(&case.plan(&c).unwrap()),
         [vec!["w0", "w1"], vec!["w2", "w3"], vec!["w4"]]
@@ -770,10 +765,7 @@ fn canaries_come_first_workers_before_storage_and_never_a_controller() {
 /// five busy hosts of one aggregate go one per stage.
 #[test]
 fn the_aggregate_limit_counts_every_worker_in_the_inventory() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     for i in 0..10 {
         let mut w = host(&format!("compute-{i}"), "worker");
         w.aggregates = vec![if i < 5 { "agg-a" } else { "agg-b" }.into()];
@@ -790,9 +782,7 @@ fn the_aggregate_limit_counts_every_worker_in_the_inventory() {
     c.instances = (0..5)
         .map(|i| vm(&format!("vm{i}"), &format!("compute-{i}")))
         .collect();
-    let mut case = Case::new();
-    case.options.worker_apply_type = ApplyType::Parallel;
-    case.options.max_parallel_worker_hosts = 2;
+    let case = Case::parallel(2);
     let stages = case.plan(&c).unwrap();
     assert_eq!(
         host_lists(&stages),
@@ -837,10 +827,7 @@ fn a_stopped_group_instance_anywhere_refuses_a_reboot_required_build() {
 /// for alarms to clear.
 #[test]
 fn a_swift_reboot_stage_ends_with_system_stabilize() {
-    let mut hosts = vec![
-        host("controller-0", "controller"),
-        host("controller-1", "controller"),
-    ];
+    let mut hosts = two_controllers();
     hosts.push(host("swift-0", "swift"));
     hosts.push(host("swift-1", "swift"));
     let mut c = collected(hosts, true);
