@@ -14,6 +14,7 @@ command -v rpmbuild >/dev/null || need+=(rpm)      # builds real packages, rpm i
 if ! { [ -x /bin/busybox ] && LC_ALL=C ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; }; then
     need+=(busybox-static)
 fi
+command -v groff >/dev/null || need+=(groff-base)  # renders the generated man pages
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The original StarlingX sw-patch client (cli/tests/original/) runs on the system's Python.

@@ -11,6 +11,7 @@ use patch_format::VerifiedPatch;
 use serde::Serialize;
 
 pub mod client;
+pub mod docs;
 pub mod strategy_text;
 pub mod tables;
 pub mod tools;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             println!("cli {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        "generate-docs" => generate_docs(args.get(2)),
         name => match find(name) {
             // The tool sees its own name as the program name.
             Some(tool) => tool(args[1..].to_vec()),
@@ -44,13 +45,38 @@ fn main() -> ExitCode {
 }
 
 fn find(name: &str) -> Option<Entry> {
-    TOOLS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    TOOLS.iter().find(|t| t.name == name).map(|t| t.main)
 }
 
 fn usage() -> String {
-    let names: Vec<&str> = TOOLS.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
     format!(
-        "Usage: cli <TOOL> [ARGS]...\n\nTools: {}\n\n`cli <TOOL> --help` shows a tool's options.",
+        "Usage: cli <TOOL> [ARGS]...\n\nTools: {}\n\n`cli <TOOL> --help` shows a tool's options; `cli generate-docs DIR` writes every tool's man\npage and bash, zsh and fish completions under DIR (the layout of /usr/share).",
         names.join(", ")
     )
+}
+
+/// `cli generate-docs DIR`: man pages and completions of every tool.
+fn generate_docs(dir: Option<&OsString>) -> ExitCode {
+    let Some(dir) = dir else {
+        eprintln!("error: give the directory to write into: cli generate-docs DIR");
+        return ExitCode::from(2);
+    };
+    match stx_patch_cli::docs::write_docs(Path::new(dir)) {
+        Ok(files) => {
+            println!(
+                "wrote {} files under {}",
+                files.len(),
+                Path::new(dir).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write under {}: {e}",
+                Path::new(dir).display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

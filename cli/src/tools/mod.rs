@@ -13,17 +13,61 @@ pub mod system;
 /// A tool's entry point: its arguments, program name first.
 pub type Entry = fn(Vec<std::ffi::OsString>) -> std::process::ExitCode;
 
-/// Every tool by the name it is installed under, with its entry point.
-pub const TOOLS: &[(&str, Entry)] = &[
-    ("fm", |args| fm::main(args)),
-    ("patch-build", |args| patch_build::main(args)),
-    ("patch-modify", |args| patch_modify::main(args)),
-    ("patch-query", |args| patch_query::main(args)),
-    ("sw-manager", |args| sw_manager::main(args)),
-    ("sw-patch-agent", |args| sw_patch_agent::main(args)),
-    ("sw-patch-controller", |args| {
-        sw_patch_controller::main(args)
-    }),
-    ("sw-patch", |args| sw_patch::main(args)),
-    ("system", |args| system::main(args)),
+/// One tool: the name it is installed under, its entry point and its command line.
+pub struct Tool {
+    /// The program name (`sw-patch`).
+    pub name: &'static str,
+    /// Runs it.
+    pub main: Entry,
+    /// Its command line, for man pages and shell completions.
+    pub command: fn() -> clap::Command,
+}
+
+/// Every tool.
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        name: "fm",
+        main: |args| fm::main(args),
+        command: fm::command,
+    },
+    Tool {
+        name: "patch-build",
+        main: |args| patch_build::main(args),
+        command: patch_build::command,
+    },
+    Tool {
+        name: "patch-modify",
+        main: |args| patch_modify::main(args),
+        command: patch_modify::command,
+    },
+    Tool {
+        name: "patch-query",
+        main: |args| patch_query::main(args),
+        command: patch_query::command,
+    },
+    Tool {
+        name: "sw-manager",
+        main: |args| sw_manager::main(args),
+        command: sw_manager::command,
+    },
+    Tool {
+        name: "sw-patch-agent",
+        main: |args| sw_patch_agent::main(args),
+        command: sw_patch_agent::command,
+    },
+    Tool {
+        name: "sw-patch-controller",
+        main: |args| sw_patch_controller::main(args),
+        command: sw_patch_controller::command,
+    },
+    Tool {
+        name: "sw-patch",
+        main: |args| sw_patch::main(args),
+        command: sw_patch::command,
+    },
+    Tool {
+        name: "system",
+        main: |args| system::main(args),
+        command: system::command,
+    },
 ];

@@ -149,6 +149,11 @@ enum Command {
 
 const STRATEGY: &str = "/api/orchestration/sw-patch/strategy";
 
+/// The tool's command line (for its man page and shell completions).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     crate::run(|| {
