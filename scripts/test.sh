@@ -15,6 +15,7 @@ if ! { [ -x /bin/busybox ] && LC_ALL=C ldd /bin/busybox 2>&1 | grep -q "not a dy
     need+=(busybox-static)
 fi
 command -v groff >/dev/null || need+=(groff-base)  # renders the generated man pages
+command -v systemd-analyze >/dev/null || need+=(systemd)  # verifies the service units
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The original StarlingX sw-patch client (cli/tests/original/) runs on the system's Python.

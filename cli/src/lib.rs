@@ -12,6 +12,7 @@ use serde::Serialize;
 
 pub mod client;
 pub mod docs;
+pub mod service_manager;
 pub mod strategy_text;
 pub mod tables;
 pub mod tools;

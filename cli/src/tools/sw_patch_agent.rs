@@ -220,7 +220,11 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             }
             let (stop, rx) = tokio::sync::watch::channel(false);
             let running = tokio::spawn(agent.clone().run(rx));
+            // Its state is loaded (an interrupted install recovered): it serves from here.
+            crate::service_manager::ready();
+            crate::service_manager::spawn_watchdog();
             crate::shutdown_signal().await;
+            crate::service_manager::stopping();
             let _ = stop.send(true);
             let _ = running.await;
             Ok(())

@@ -164,19 +164,27 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             }
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("listening for SIGHUP")?;
+            // Every listener is bound and serving from here on.
+            crate::service_manager::ready();
+            crate::service_manager::spawn_watchdog();
             let stop = crate::shutdown_signal();
             tokio::pin!(stop);
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = hangup.recv() => match controller.reload_tls() {
-                        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Ok(false) => tracing::info!("SIGHUP: no TLS certificate configured"),
-                        Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the previous one stays: {e}"),
-                    },
+                    _ = hangup.recv() => {
+                        crate::service_manager::reloading();
+                        match controller.reload_tls() {
+                            Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                            Ok(false) => tracing::info!("SIGHUP: no TLS certificate configured"),
+                            Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the previous one stays: {e}"),
+                        }
+                        crate::service_manager::ready();
+                    }
                 }
             }
             tracing::info!("shutting down");
+            crate::service_manager::stopping();
             controller.stop().await;
             Ok(())
         })
