@@ -33,6 +33,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "generate-docs" => generate_docs(args.get(2)),
+        "list-tools" => {
+            for tool in TOOLS {
+                println!("{}", tool.name);
+            }
+            ExitCode::SUCCESS
+        }
         name => match find(name) {
             // The tool sees its own name as the program name.
             Some(tool) => tool(args[1..].to_vec()),
@@ -51,7 +57,7 @@ fn find(name: &str) -> Option<Entry> {
 fn usage() -> String {
     let names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
     format!(
-        "Usage: cli <TOOL> [ARGS]...\n\nTools: {}\n\n`cli <TOOL> --help` shows a tool's options; `cli generate-docs DIR` writes every tool's man\npage and bash, zsh and fish completions under DIR (the layout of /usr/share).",
+        "Usage: cli <TOOL> [ARGS]...\n\nTools: {}\n\n`cli <TOOL> --help` shows a tool's options; `cli generate-docs DIR` writes every tool's man\npage and bash, zsh and fish completions under DIR (the layout of /usr/share); `cli list-tools`\nnames the tools, one a line.",
         names.join(", ")
     )
 }
