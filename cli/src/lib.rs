@@ -320,12 +320,54 @@ pub async fn shutdown_signal() {
 }
 
 /// Logs to stderr, filtered by `$STX_PATCH_LOG` (default `info`) — for the daemons.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STX_PATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+pub fn init_logging(format: LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("STX_PATCH_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if format == LogFormat::Json {
+        // One JSON object a line: time, level, target and the event's fields at the top
+        // level (an audit event's user, from, action and outcome).
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
+    // Plain text; under journald (JOURNAL_STREAM set) without the time and colours journald
+    // adds itself, and the audit events' fields only in their message, as the original
+    // words them ("User: … From: … Action: … Outcome: …").
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fields =
+        tracing_subscriber::fmt::format::debug_fn(|writer, field, value| match field.name() {
+            "message" => write!(writer, "{value:?}"),
+            name if AUDIT_FIELDS.contains(&name) => Ok(()),
+            name => write!(writer, " {name}={value:?}"),
+        });
+    let builder = tracing_subscriber::fmt()
+        .fmt_fields(fields)
+        .with_env_filter(filter())
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
 }
+
+/// How a daemon writes its log (`--log-format`, `STX_PATCH_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Plain text, one event a line (journald-friendly under systemd).
+    #[default]
+    Text,
+    /// One JSON object a line, every field at the top level.
+    Json,
+}
+
+/// The structured fields of an audit event, which its text message already says.
+const AUDIT_FIELDS: &[&str] = &["user", "from", "action", "outcome"];

@@ -148,6 +148,9 @@ fn the_controller_is_ready_only_once_it_accepts_connections() {
             "19.01",
             "--listen",
             "127.0.0.1:0",
+            // Never the well-known VIM port (4545): tests run in parallel.
+            "--vim-listen",
+            "127.0.0.1:0",
             "--print-addresses",
         ],
     );

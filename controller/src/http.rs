@@ -180,11 +180,26 @@ pub(crate) async fn audited_mutation(
 ) -> Response {
     let who = operator.map_or("local", |o| o.name.as_str());
     if let Some(reader) = operator.filter(|o| !o.may_mutate()) {
-        tracing::warn!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: refused (reader)");
+        tracing::warn!(
+            target: "audit",
+            user = who,
+            from,
+            action,
+            outcome = "refused (reader)",
+            "User: {who} From: {from} Action: {action} Outcome: refused (reader)"
+        );
         return refuse(&crate::auth::reader_refusal(reader));
     }
     let (response, outcome) = outcome(run.await).await;
-    tracing::info!(target: "audit", "User: {who} From: {from} Action: {action} Outcome: {}", log_text(&outcome));
+    let outcome = log_text(&outcome);
+    tracing::info!(
+        target: "audit",
+        user = who,
+        from,
+        action,
+        outcome = %outcome,
+        "User: {who} From: {from} Action: {action} Outcome: {outcome}"
+    );
     response
 }
 

@@ -78,6 +78,9 @@ struct Args {
     /// (else the host rolls back from the patches it just installed), DIR/wanted.d may warn
     #[arg(long, value_name = "DIR")]
     health_dir: Option<PathBuf>,
+    /// Log as plain text (journald-friendly) or one JSON object a line
+    #[arg(long, env = "STX_PATCH_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: crate::LogFormat,
     /// Boot-time install: bring the host to its desired packages once, then exit
     #[arg(long)]
     install_local: bool,
@@ -116,9 +119,9 @@ pub fn command() -> clap::Command {
 
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    crate::init_logging();
+    let args = Args::parse_from(args);
+    crate::init_logging(args.log_format);
     crate::run(|| {
-        let args = Args::parse_from(args);
         let file: FileConfig = match &args.config {
             Some(path) => toml::from_str(
                 &std::fs::read_to_string(path)

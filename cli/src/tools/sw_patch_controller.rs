@@ -108,6 +108,9 @@ struct Args {
     /// Print the bound addresses as JSON on stdout once listening (for scripts and tests)
     #[arg(long)]
     print_addresses: bool,
+    /// Log as plain text (journald-friendly) or one JSON object a line
+    #[arg(long, env = "STX_PATCH_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: crate::LogFormat,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -131,9 +134,9 @@ pub fn command() -> clap::Command {
 
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    crate::init_logging();
+    let args = Args::parse_from(args);
+    crate::init_logging(args.log_format);
     crate::run(|| {
-        let args = Args::parse_from(args);
         if let Some(Command::TlsInit { dir, names }) = &args.command {
             let ca = tls::dev_ca::create(dir, names)?;
             println!(
