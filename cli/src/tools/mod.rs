@@ -23,51 +23,26 @@ pub struct Tool {
     pub command: fn() -> clap::Command,
 }
 
+/// A [`Tool`] entry for the module `$module`, installed as `$name`.
+macro_rules! tool {
+    ($name:literal, $module:ident) => {
+        Tool {
+            name: $name,
+            main: |args| $module::main(args),
+            command: $module::command,
+        }
+    };
+}
+
 /// Every tool.
 pub const TOOLS: &[Tool] = &[
-    Tool {
-        name: "fm",
-        main: |args| fm::main(args),
-        command: fm::command,
-    },
-    Tool {
-        name: "patch-build",
-        main: |args| patch_build::main(args),
-        command: patch_build::command,
-    },
-    Tool {
-        name: "patch-modify",
-        main: |args| patch_modify::main(args),
-        command: patch_modify::command,
-    },
-    Tool {
-        name: "patch-query",
-        main: |args| patch_query::main(args),
-        command: patch_query::command,
-    },
-    Tool {
-        name: "sw-manager",
-        main: |args| sw_manager::main(args),
-        command: sw_manager::command,
-    },
-    Tool {
-        name: "sw-patch-agent",
-        main: |args| sw_patch_agent::main(args),
-        command: sw_patch_agent::command,
-    },
-    Tool {
-        name: "sw-patch-controller",
-        main: |args| sw_patch_controller::main(args),
-        command: sw_patch_controller::command,
-    },
-    Tool {
-        name: "sw-patch",
-        main: |args| sw_patch::main(args),
-        command: sw_patch::command,
-    },
-    Tool {
-        name: "system",
-        main: |args| system::main(args),
-        command: system::command,
-    },
+    tool!("fm", fm),
+    tool!("patch-build", patch_build),
+    tool!("patch-modify", patch_modify),
+    tool!("patch-query", patch_query),
+    tool!("sw-manager", sw_manager),
+    tool!("sw-patch-agent", sw_patch_agent),
+    tool!("sw-patch-controller", sw_patch_controller),
+    tool!("sw-patch", sw_patch),
+    tool!("system", system),
 ];
