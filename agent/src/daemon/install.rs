@@ -150,12 +150,12 @@ impl Agent {
             // Configured away since the install: nothing to check.
             None => Ok((false, Default::default())),
         };
-        let reboot_again = outcome.is_err() && self.state.lock().await.reboot_pending;
-        {
+        let reboot_again = {
+            // Cleared here, saved with the outcome: one write.
             let mut state = self.state.lock().await;
             state.health_after_boot = None;
-            self.save(&state);
-        }
+            outcome.is_err() && state.reboot_pending
+        };
         let _ = self.record_outcome(0, started, outcome).await;
         if reboot_again {
             self.restart_host("back to the versions before the rolled back patches")
