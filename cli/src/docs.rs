@@ -25,9 +25,7 @@ pub fn write_docs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&man)?;
     for tool in TOOLS {
         let command = (tool.command)().name(tool.name);
-        let before: std::collections::BTreeSet<PathBuf> = list(&man)?;
         clap_mangen::generate_to(command.clone(), &man)?;
-        written.extend(list(&man)?.difference(&before).cloned());
         for (shell, pattern) in SHELLS {
             let path = dir.join(pattern.replace("{}", tool.name));
             if let Some(parent) = path.parent() {
@@ -39,13 +37,10 @@ pub fn write_docs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             written.push(path);
         }
     }
+    for page in std::fs::read_dir(&man)? {
+        written.push(page?.path());
+    }
     Ok(written)
-}
-
-fn list(dir: &Path) -> std::io::Result<std::collections::BTreeSet<PathBuf>> {
-    std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect()
 }
 
 #[cfg(test)]
