@@ -2,38 +2,24 @@
 //! object a line with `STX_PATCH_LOG_FORMAT=json`, and one audit event per operation with
 //! who asked, from where, what and the outcome, as fields in JSON.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 
 /// Starts a controller with `env`, refuses one apply through it, stops it and returns what
 /// it logged.
 fn log_of_a_refused_apply(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("controller.log");
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_sw-patch-controller"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args([
-            "--release",
-            "19.01",
-            "--listen",
-            "127.0.0.1:0",
-            // Never the well-known VIM port (4545): tests run in parallel.
-            "--vim-listen",
-            "127.0.0.1:0",
-            "--print-addresses",
-        ])
-        .env("STX_PATCH_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(controller.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (mut controller, addresses) = common::spawn_with_addresses(
+        common::controller()
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--release", "19.01", "--listen", "127.0.0.1:0"])
+            .env("STX_PATCH_LOG", "info")
+            .envs(env.iter().copied())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
     let url = format!("http://{}", addresses["api"].as_str().unwrap());
     let out = Command::new(env!("CARGO_BIN_EXE_sw-patch"))
         .args(["--url", &url, "apply", "NOPE_0001"])

@@ -2,6 +2,8 @@
 //! .deb installed by `dpkg` into a throwaway root whose tools then run; the controller
 //! starts on the configuration the packages ship.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -156,26 +158,23 @@ fn the_deb_and_rpm_hold_everything_and_the_deb_installs_into_a_root() {
     // The shipped controller configuration starts a controller (its state elsewhere and a
     // free port: this is a test); the agent's names what is missing.
     let state = dir.path().join("state");
-    let mut controller = Command::new(root.join("usr/bin/sw-patch-controller"))
-        .arg("--config")
-        .arg(root.join("etc/stx-patch/controller.toml"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", "127.0.0.1:0", "--vim-listen", "127.0.0.1:0"])
-        .arg("--print-addresses")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(controller.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut controller, addresses) = common::spawn_with_addresses(
+        Command::new(root.join("usr/bin/sw-patch-controller"))
+            .arg("--config")
+            .arg(root.join("etc/stx-patch/controller.toml"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--listen", "127.0.0.1:0", "--vim-listen", "127.0.0.1:0"])
+            .arg("--print-addresses")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let _ = controller.kill();
     let _ = controller.wait();
-    assert!(line.contains("\"api\":\"127.0.0.1:"), "{line}");
+    assert!(
+        addresses["api"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{addresses}"
+    );
     let agent = Command::new(root.join("usr/bin/sw-patch-agent"))
         .arg("--config")
         .arg(root.join("etc/stx-patch/agent.toml"))
