@@ -18,9 +18,10 @@ command -v groff >/dev/null || need+=(groff-base)  # renders the generated man p
 command -v systemd-analyze >/dev/null || need+=(systemd)  # verifies the service units
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
-# The original StarlingX sw-patch client (cli/tests/original/) runs on the system's Python.
+# The original StarlingX sw-patch client (cli/tests/original/) runs on the system's Python;
+# jsonschema checks the API descriptions against the OpenAPI 3.1 schema.
 for module in requests:python3-requests requests_toolbelt:python3-requests-toolbelt \
-    netaddr:python3-netaddr six:python3-six; do
+    netaddr:python3-netaddr six:python3-six jsonschema:python3-jsonschema; do
     /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null || need+=("${module#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

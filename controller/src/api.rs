@@ -21,27 +21,99 @@ use serde_json::json;
 use std::sync::Arc;
 
 use crate::auth::Operators;
-use crate::http::{log_text, ok, parse_query};
+use crate::http::{Routes, log_text, ok, parse_query};
 use crate::json;
 use crate::service::{RemoveOptions, Service, ServiceError, ShowFilter};
 
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     service: Service,
     /// `Some` on the authenticated listener.
     tokens: Option<Arc<Operators>>,
 }
 
+/// The routes besides the actions (`/v1/<action>`, [`ACTIONS`]).
+pub(crate) fn routes() -> Routes<Api> {
+    Routes::new()
+        .get("/", banner)
+        .get("/v1", banner)
+        .get("/metrics", metrics)
+        .get("/openapi.json", openapi_json)
+        .get("/openapi.yaml", openapi_yaml)
+}
+
 pub(crate) fn router(service: Service, tokens: Option<Arc<Operators>>) -> Router {
-    Router::new()
-        .route("/", any(banner))
-        .route("/v1", any(banner))
+    routes()
+        .into_router()
         .route("/v1/{*rest}", any(dispatch))
         .route("/patch/{*rest}", any(dispatch))
         .fallback(not_found)
         // Uploads are streamed to disk with their own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(Api { service, tokens })
+}
+
+/// Every action the API serves under `/v1/` (and `/patch/`): an action not listed is
+/// answered 404 before it is looked at, so this list is what the API description
+/// (`openapi/patching.yaml`) is checked against.
+pub(crate) const ACTIONS: &[&str] = &[
+    "query",
+    "show",
+    "upload",
+    "upload_dir",
+    "apply",
+    "remove",
+    "delete",
+    "what_requires",
+    "query_dependencies",
+    "commit_dry_run",
+    "commit",
+    "is_applied",
+    "is_available",
+    "report_app_dependencies",
+    "query_app_dependencies",
+    "query_hosts",
+    "precheck",
+    "host_install",
+    "host_install_async",
+    "drop_host",
+    "host_rollback",
+    "host_release",
+    "host_list",
+    "host_show",
+    "host_lock",
+    "host_unlock",
+    "host_swact",
+    "init_release",
+    "del_release",
+    "isystems",
+];
+
+/// `GET /metrics`: on the authenticated listener any operator's token (reader or admin),
+/// as `X-Auth-Token` or `Authorization: Bearer` (what Prometheus sends).
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(tokens) = &api.tokens
+        && tokens.identify_auth_token(&headers).is_none()
+        && tokens.identify_bearer(&headers).is_none()
+    {
+        return http_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: send an operator's token as X-Auth-Token or Authorization: Bearer",
+        );
+    }
+    let service = api.service.clone();
+    match tokio::task::spawn_blocking(move || service.metrics_text()).await {
+        Ok(text) => crate::metrics::response(text),
+        Err(e) => http_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("metrics: {e}")),
+    }
+}
+
+async fn openapi_json() -> Response {
+    crate::openapi::PATCHING.json()
+}
+
+async fn openapi_yaml() -> Response {
+    crate::openapi::PATCHING.yaml()
 }
 
 async fn banner() -> &'static str {
@@ -145,6 +217,9 @@ async fn dispatch(
     let Some(action) = segments.next() else {
         return not_found().await;
     };
+    if !ACTIONS.contains(&action.as_str()) {
+        return http_error(StatusCode::NOT_FOUND, &format!("unknown action {action:?}"));
+    }
     let ids: Vec<String> = segments.collect();
     let options = match parse_query(raw_query.as_deref().unwrap_or("")) {
         Ok(pairs) => pairs.into_iter().collect(),

@@ -142,6 +142,15 @@ impl Operators {
         found
     }
 
+    /// The operator of the request's `Authorization: Bearer` token.
+    pub(crate) fn identify_bearer(&self, headers: &HeaderMap) -> Option<Operator> {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| self.identify(t))
+    }
+
     /// The operator of the request's `X-Auth-Token`.
     pub(crate) fn identify_auth_token(&self, headers: &HeaderMap) -> Option<Operator> {
         headers

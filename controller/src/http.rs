@@ -203,6 +203,78 @@ pub(crate) async fn audited_mutation(
     response
 }
 
+/// A router that remembers what it mounts (method and path pattern), so the API
+/// description can be checked against the routes actually served.
+pub(crate) struct Routes<S> {
+    router: axum::Router<S>,
+    mounted: Vec<(axum::http::Method, &'static str)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub(crate) fn new() -> Routes<S> {
+        Routes {
+            router: axum::Router::new(),
+            mounted: Vec::new(),
+        }
+    }
+
+    /// Mounts `handler` for `method` on `path` (several methods on one path merge).
+    pub(crate) fn at<H, T>(
+        mut self,
+        method: axum::http::Method,
+        path: &'static str,
+        handler: H,
+    ) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone())
+            .expect("routes are mounted for GET, POST, PUT or DELETE");
+        self.router = self.router.route(path, axum::routing::on(filter, handler));
+        self.mounted.push((method, path));
+        self
+    }
+
+    /// `GET path`.
+    pub(crate) fn get<H: axum::handler::Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Self {
+        self.at(axum::http::Method::GET, path, handler)
+    }
+
+    /// `POST path`.
+    pub(crate) fn post<H: axum::handler::Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Self {
+        self.at(axum::http::Method::POST, path, handler)
+    }
+
+    /// `DELETE path`.
+    pub(crate) fn delete<H: axum::handler::Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Self {
+        self.at(axum::http::Method::DELETE, path, handler)
+    }
+
+    /// What is mounted: (method, path pattern).
+    #[cfg(test)]
+    pub(crate) fn mounted(&self) -> &[(axum::http::Method, &'static str)] {
+        &self.mounted
+    }
+
+    /// The router.
+    pub(crate) fn into_router(self) -> axum::Router<S> {
+        self.router
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,6 +267,7 @@ pub(crate) fn install_soaking(
 ) -> Result<String, HostActionError> {
     let hostname = resolve(app, name)?;
     app.with_hosts(|hosts| (hosts.order_install(&hostname, force, soak_secs), true));
+    app.metrics.install_ordered(&hostname);
     app.orders.notify_waiters();
     tracing::info!(target: "audit", "install ordered on {hostname} (force: {force})");
     Ok(format!("Patch installation request sent to {hostname}.\n"))

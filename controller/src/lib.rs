@@ -23,6 +23,8 @@ mod http;
 mod inventory;
 mod json;
 mod listener;
+mod metrics;
+mod openapi;
 mod orchestration;
 mod pair;
 mod service;

@@ -159,6 +159,14 @@ pub(crate) struct Addrs {
     pub(crate) web: Option<SocketAddr>,
 }
 
+/// `router` with its requests counted for the metrics, as `listener`.
+fn counted(router: axum::Router, app: &Arc<App>, listener: &'static str) -> axum::Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        (app.clone(), listener),
+        crate::metrics::count_requests,
+    ))
+}
+
 /// The certificate the remote listeners serve, if TLS is configured.
 pub(crate) fn load_tls(
     config: &ControllerConfig,
@@ -235,7 +243,11 @@ impl Servers {
     ) -> Result<Addrs, StartError> {
         let service = Service::new(app.clone(), orch.clone());
         let api = self
-            .serve_on(&config.listen, api::router(service.clone(), None), false)
+            .serve_on(
+                &config.listen,
+                counted(api::router(service.clone(), None), app, "api"),
+                false,
+            )
             .await?;
         // The operators' tokens, read only when a listener needs them.
         let tokens = if config.auth_listen.is_some()
@@ -249,7 +261,7 @@ impl Servers {
         let auth_api = match &config.auth_listen {
             Some(addr) => {
                 let router = api::router(service.clone(), Some(Arc::new(tokens.clone())));
-                Some(self.serve(addr, router).await?)
+                Some(self.serve(addr, counted(router, app, "auth-api")).await?)
             }
             None => None,
         };
@@ -264,7 +276,7 @@ impl Servers {
         let agent = match &agent_listen {
             Some(addr) => {
                 let router = agent_api::router(service.clone(), config.agent_token()?);
-                Some(self.serve(addr, router).await?)
+                Some(self.serve(addr, counted(router, app, "agent")).await?)
             }
             None => None,
         };
@@ -272,8 +284,11 @@ impl Servers {
             Some(addr) => {
                 let vim_tokens = (!tokens.is_empty()).then(|| Arc::new(tokens.clone()));
                 Some(
-                    self.serve(addr, vim_api::router(service.clone(), vim_tokens))
-                        .await?,
+                    self.serve(
+                        addr,
+                        counted(vim_api::router(service.clone(), vim_tokens), app, "vim"),
+                    )
+                    .await?,
                 )
             }
             None => None,
@@ -281,7 +296,7 @@ impl Servers {
         let web = match &config.web_listen {
             Some(addr) => {
                 let router = web::router(service.clone(), tokens.clone(), self.tls.is_some());
-                Some(self.serve(addr, router).await?)
+                Some(self.serve(addr, counted(router, app, "web")).await?)
             }
             None => None,
         };

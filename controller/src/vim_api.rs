@@ -10,39 +10,50 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use orchestrator::Strategy;
 use orchestrator::api as strategy_api;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::alarms::{AlarmError, NewAlarm};
+use crate::http::Routes;
 use crate::service::{AlarmFilter, Service, ServiceError, StrategyError};
 
 #[derive(Clone)]
-struct Vim {
+pub(crate) struct Vim {
     service: Service,
     tokens: Option<Arc<Operators>>,
 }
 
+/// The strategy resource of either kind (`sw-patch`, `sw-update`).
+const STRATEGY: &str = "/api/orchestration/{kind}/strategy";
+
+/// Every route the API serves (the description, `openapi/vim.yaml`, is checked against it).
+pub(crate) fn routes() -> Routes<Vim> {
+    Routes::new()
+        .get("/", root)
+        .get("/api", api_links)
+        .get("/api/orchestration", orchestration_links)
+        .get("/api/orchestration/{kind}", kind_links)
+        .get(STRATEGY, get_strategy)
+        .post(STRATEGY, create)
+        .delete(STRATEGY, delete_strategy)
+        .post("/api/orchestration/{kind}/strategy/actions", action)
+        .get(
+            "/api/orchestration/{kind}/strategy/{uuid}",
+            get_strategy_by_uuid,
+        )
+        .get("/v1/alarms", list_alarms)
+        .post("/v1/alarms", raise_alarm)
+        .delete("/v1/alarms", clear_alarms)
+        .delete("/v1/alarms/{uuid}", clear_alarm)
+        .get("/openapi.json", || async { crate::openapi::VIM.json() })
+        .get("/openapi.yaml", || async { crate::openapi::VIM.yaml() })
+}
+
 pub(crate) fn router(service: Service, tokens: Option<Arc<Operators>>) -> Router {
-    let strategy = "/api/orchestration/{kind}/strategy";
-    Router::new()
-        .route("/", get(root))
-        .route("/api", get(api_links))
-        .route("/api/orchestration", get(orchestration_links))
-        .route("/api/orchestration/{kind}", get(kind_links))
-        .route(
-            strategy,
-            get(get_strategy).post(create).delete(delete_strategy),
-        )
-        .route(&format!("{strategy}/actions"), post(action))
-        .route(&format!("{strategy}/{{uuid}}"), get(get_strategy_by_uuid))
-        .route(
-            "/v1/alarms",
-            get(list_alarms).post(raise_alarm).delete(clear_alarms),
-        )
-        .route("/v1/alarms/{uuid}", delete(clear_alarm))
+    routes()
+        .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             service.clone(),

@@ -26,6 +26,9 @@ macro_rules! string_enum {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),* }
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$v),*];
+
             /// The original's spelling.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$v => $s),* }

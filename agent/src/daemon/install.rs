@@ -86,6 +86,7 @@ impl Agent {
         outcome: Result<(bool, std::collections::BTreeSet<String>), (InstallState, String)>,
     ) -> Result<(), String> {
         let result = outcome.as_ref().map(|_| ()).map_err(|(_, m)| m.clone());
+        self.metrics.install_finished(started, result.is_ok());
         let mut state = self.state.lock().await;
         state.installing = false;
         state.install_done = state.install_done.max(seq);

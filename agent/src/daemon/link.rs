@@ -235,6 +235,12 @@ impl Agent {
 
     /// Sends a report; returns the controller's reply.
     pub async fn report(&self, op_counter: u64) -> Result<ReportReply, ControllerError> {
+        let result = self.send_report(op_counter).await;
+        self.metrics.reported(result.is_ok());
+        result
+    }
+
+    async fn send_report(&self, op_counter: u64) -> Result<ReportReply, ControllerError> {
         let workloads = match &self.config.workload_hook {
             None => Vec::new(),
             Some(hook) => {

@@ -4,6 +4,7 @@
 mod health;
 mod install;
 mod link;
+mod metrics;
 mod script_run;
 
 pub use link::ControllerError;
@@ -196,6 +197,8 @@ pub struct Agent {
     repo_key: Mutex<Option<repo_sign::Verifier>>,
     /// This host's own credential, once enrolled.
     credential: Mutex<Option<String>>,
+    /// Installs and reports counted for `/metrics`.
+    metrics: metrics::AgentMetrics,
 }
 
 /// Where the agent keeps its credential (readable by its owner only).
@@ -320,6 +323,7 @@ impl Agent {
         let agent = Agent {
             repo_key: Mutex::new(repo_key),
             credential: Mutex::new(None),
+            metrics: metrics::AgentMetrics::default(),
             rpm_keyring,
             instance: new_boot_id()?,
             http: http_builder(&config)?

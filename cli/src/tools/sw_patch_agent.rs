@@ -84,6 +84,10 @@ struct Args {
     /// Boot-time install: bring the host to its desired packages once, then exit
     #[arg(long)]
     install_local: bool,
+    /// Serve Prometheus metrics at GET /metrics on this loopback address (e.g.
+    /// 127.0.0.1:5489; port 0 picks one and logs it)
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// The agent's TOML configuration file (every key is also a flag).
@@ -110,6 +114,7 @@ struct FileConfig {
     cacert: Option<PathBuf>,
     repo_key: Option<PathBuf>,
     health_dir: Option<PathBuf>,
+    metrics_listen: Option<String>,
 }
 
 /// The tool's command line (for its man page and shell completions).
@@ -222,6 +227,24 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 return installed.map_err(|e| anyhow::anyhow!("boot-time install failed: {e}"));
             }
             let (stop, rx) = tokio::sync::watch::channel(false);
+            if let Some(addr) = args.metrics_listen.as_ref().or(file.metrics_listen.as_ref()) {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics_listen {addr}"))?;
+                let bound = listener.local_addr()?;
+                if !bound.ip().is_loopback() {
+                    anyhow::bail!(
+                        "metrics_listen {addr} is not a loopback address: the agent's metrics have no authentication (scrape them with a node-local Prometheus agent)"
+                    );
+                }
+                tracing::info!("metrics on http://{bound}/metrics");
+                let served = agent.clone().serve_metrics(listener, rx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = served.await {
+                        tracing::error!("metrics endpoint: {e}");
+                    }
+                });
+            }
             let running = tokio::spawn(agent.clone().run(rx));
             // Its state is loaded (an interrupted install recovered): it serves from here.
             crate::service_manager::ready();

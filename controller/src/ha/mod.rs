@@ -136,6 +136,23 @@ struct Rounds {
     outcome: Option<RoundOutcome>,
     /// The digest the standby confirmed last.
     acked_digest: Option<String>,
+    /// Rounds run, by outcome: replicated, peer down, refused.
+    counts: [u64; 3],
+    /// Since when a change has waited for the standby (none: it holds everything).
+    behind_since: Option<Instant>,
+}
+
+/// How replication has gone since this controller started (for the metrics).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReplicationStats {
+    /// Rounds after which the standby held the state.
+    pub(crate) replicated: u64,
+    /// Rounds that found the standby unreachable.
+    pub(crate) peer_down: u64,
+    /// Rounds the standby refused or failed.
+    pub(crate) refused: u64,
+    /// How long the oldest change the standby lacks has waited.
+    pub(crate) lag: Duration,
 }
 
 /// The redundancy of one controller.
@@ -430,6 +447,7 @@ impl Ha {
         }
         let mut rounds = lock(&self.rounds);
         rounds.requested += 1;
+        rounds.behind_since.get_or_insert_with(Instant::now);
         let target = rounds.requested;
         self.rounds_changed.notify_all();
         let deadline = Instant::now() + BARRIER_TIMEOUT;
@@ -463,6 +481,17 @@ impl Ha {
         }
     }
 
+    /// Replication rounds by outcome, and the lag (for the metrics).
+    pub(crate) fn replication_stats(&self) -> ReplicationStats {
+        let rounds = lock(&self.rounds);
+        ReplicationStats {
+            replicated: rounds.counts[0],
+            peer_down: rounds.counts[1],
+            refused: rounds.counts[2],
+            lag: rounds.behind_since.map_or(Duration::ZERO, |t| t.elapsed()),
+        }
+    }
+
     /// The replication and peer-check loop (a thread of its own; returns when `stop` is set).
     pub(crate) fn run(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_check = Instant::now() - TICK;
@@ -485,6 +514,15 @@ impl Ha {
                 continue;
             }
             let (outcome, acked) = self.round();
+            {
+                let mut rounds = lock(&self.rounds);
+                let slot = match outcome {
+                    RoundOutcome::Replicated => 0,
+                    RoundOutcome::PeerDown(_) => 1,
+                    RoundOutcome::Refused(_) => 2,
+                };
+                rounds.counts[slot] += 1;
+            }
             self.finish(target, outcome, acked);
         }
     }
@@ -495,6 +533,9 @@ impl Ha {
             rounds.acked_digest = acked;
         }
         rounds.finished = rounds.finished.max(target);
+        if outcome == RoundOutcome::Replicated && rounds.finished >= rounds.requested {
+            rounds.behind_since = None;
+        }
         rounds.outcome = Some(outcome);
         self.rounds_changed.notify_all();
     }

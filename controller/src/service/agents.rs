@@ -73,7 +73,16 @@ impl Service {
         let locked = blocking(move || {
             let was_interim = app.host_reported(&hostname);
             Ok(app.with_hosts(|hosts| {
+                let before = hosts.hosts.get(&hostname).map(|h| h.install_done);
+                let failed = matches!(
+                    report.install_state,
+                    host_state::InstallState::InstallFailed
+                        | host_state::InstallState::InstallRejected
+                );
                 let changed = hosts.report(report, done);
+                if before.is_some_and(|b| done > b) {
+                    app.metrics.install_finished(&hostname, !failed);
+                }
                 let locked = hosts
                     .hosts
                     .get(&hostname)

@@ -142,6 +142,21 @@ impl Service {
         })
     }
 
+    /// The metrics, as a scrape reads them (OpenMetrics text).
+    pub(crate) fn metrics_text(&self) -> String {
+        let hosts = self.hosts();
+        let patches = self.patches();
+        let patch_states = patches.iter().map(|p| p.state).collect();
+        let strategy = self.strategy();
+        let reading = crate::metrics::Reading {
+            hosts: &hosts,
+            patch_states,
+            strategy: strategy.as_ref(),
+            replication: self.app.ha.as_ref().map(|ha| ha.replication_stats()),
+        };
+        self.app.metrics.render(&reading)
+    }
+
     /// Refuses a mutation on a controller that is not active.
     fn must_be_active(&self) -> Result<(), ServiceError> {
         match self.not_active(|u| u.api.clone()) {

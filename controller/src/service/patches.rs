@@ -337,8 +337,11 @@ impl Service {
             drain(&mut stream, DRAIN_AFTER_REFUSAL).await;
             return Err(e);
         }
+        let started = std::time::Instant::now();
         let result = self.import_stream(stream, name, declared_len).await;
-        self.settled(result.map_err(ServiceError::from)).await
+        let result = self.settled(result.map_err(ServiceError::from)).await;
+        self.app.metrics.upload_finished(started, result.is_ok());
+        result
     }
 
     async fn import_stream(
