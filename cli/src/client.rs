@@ -207,8 +207,8 @@ pub fn print_outcome(value: &Value) -> bool {
 }
 
 /// [`print_outcome`] unless the caller printed JSON already; returns whether it failed.
-pub fn print_outcome_unless(value: &Value, json: bool) -> bool {
-    if json {
+pub fn print_outcome_unless(value: &Value, json: crate::OutputFormat) -> bool {
+    if json.structured() {
         return value
             .get("error")
             .and_then(Value::as_str)

@@ -26,6 +26,42 @@ pub enum OutputFormat {
     Text,
     /// JSON on stdout.
     Json,
+    /// YAML on stdout (as the OpenStack clients' `-f yaml`).
+    Yaml,
+    /// The original `sw-patch --debug`: the answer's `pd` or `data` (else all of it) as
+    /// sorted JSON indented by four.
+    #[value(skip)]
+    Debug,
+}
+
+impl OutputFormat {
+    /// Whether the output is for machines (JSON or YAML), not the text tables.
+    pub fn structured(self) -> bool {
+        self != OutputFormat::Text
+    }
+
+    /// `value` as this format prints it: YAML when asked for, else pretty JSON.
+    pub fn render<T: Serialize + ?Sized>(self, value: &T) -> anyhow::Result<String> {
+        Ok(match self {
+            OutputFormat::Yaml => serde_yaml_ng::to_string(value)?
+                .trim_end_matches('\n')
+                .to_owned(),
+            OutputFormat::Text | OutputFormat::Json => serde_json::to_string_pretty(value)?,
+            OutputFormat::Debug => {
+                let value = serde_json::to_value(value)?;
+                let shown = ["pd", "data"]
+                    .iter()
+                    .find_map(|k| value.get(k))
+                    .unwrap_or(&value);
+                // serde_json's maps are sorted, as the original's `sort_keys=True`.
+                let mut text = Vec::new();
+                let indent = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+                let mut serializer = serde_json::Serializer::with_formatter(&mut text, indent);
+                shown.serialize(&mut serializer)?;
+                String::from_utf8(text)?
+            }
+        })
+    }
 }
 
 /// How the API clients reach the controller (`sw-patch`, `system`).
@@ -120,6 +156,9 @@ pub struct VimConnectionArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 }
+
+/// The exit statuses every client tool uses (shown under `--help` and in the man pages).
+pub const EXIT_CODES: &str = "Exit status: 0 when the operation succeeded; 1 when it failed or was refused (the reason is on stderr, or in \"error\" with --format json|yaml) or a check reports a failure (sw-patch precheck); 2 when the command line is wrong. is-applied and is-available exit 0 whichever they answer.";
 
 /// Runs a command body; prints `error: …` (with causes) and exits 1 on failure.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {

@@ -238,6 +238,17 @@ fn the_seed_sequence_through_sw_patch() {
             .unwrap();
     assert_eq!(index["packages"].as_array().unwrap().len(), 2);
 
+    // --format yaml says what --format json says (as the OpenStack clients' -f yaml).
+    let json_query: Value = serde_json::from_str(&c.ok(&["query", "--format", "json"])).unwrap();
+    let yaml_query: Value = serde_yaml_ng::from_str(&c.ok(&["query", "--format", "yaml"])).unwrap();
+    assert_eq!(yaml_query, json_query);
+    assert!(json_query["pd"]["001"].is_object(), "{json_query}");
+    let json_show: Value =
+        serde_json::from_str(&c.ok(&["show", "001", "--format", "json"])).unwrap();
+    let yaml_show: Value =
+        serde_yaml_ng::from_str(&c.ok(&["show", "001", "--format", "yaml"])).unwrap();
+    assert_eq!(yaml_show, json_show);
+
     let out = c.ok(&["remove", "001"]);
     assert_eq!(out, "001 has been removed from the repo\n\n");
     let out = c.ok(&["delete", "001"]);
@@ -256,6 +267,12 @@ fn the_seed_sequence_through_sw_patch() {
     let system = String::from_utf8(system.stdout).unwrap();
     assert!(system.contains("| software_version | 19.01 "), "{system}");
     assert!(system.starts_with("+------------------+"), "{system}");
+    let system = Command::new(env!("CARGO_BIN_EXE_system"))
+        .args(["--url", &c.url, "show", "--format", "yaml"])
+        .output()
+        .unwrap();
+    let system: Value = serde_yaml_ng::from_slice(&system.stdout).unwrap();
+    assert_eq!(system["software_version"], "19.01", "{system}");
 }
 
 #[test]

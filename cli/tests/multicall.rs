@@ -46,3 +46,28 @@ fn called_by_a_tools_name_it_is_that_tool() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: sw-manager "));
 }
+
+#[test]
+fn exit_statuses_are_the_documented_ones() {
+    let status = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sw-patch"))
+            .args(args)
+            .env_remove("SW_PATCH_URL")
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    // A wrong command line: 2.
+    assert_eq!(status(&["--no-such-flag"]), Some(2));
+    assert_eq!(status(&["query", "--format", "xml"]), Some(2));
+    // A controller that does not answer: the operation failed, 1.
+    assert_eq!(status(&["--url", "http://127.0.0.1:1", "query"]), Some(1));
+    // A refused region: 1.
+    assert_eq!(status(&["--os-region-name", "RegionOne", "query"]), Some(1));
+    let help = Command::new(env!("CARGO_BIN_EXE_sw-patch"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains(stx_patch_cli::EXIT_CODES));
+}

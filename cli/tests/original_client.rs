@@ -67,6 +67,10 @@ fn the_original_client_drives_the_controller_and_prints_what_ours_prints() {
         vec!["show", "ORIG_0001"],
         vec!["query-hosts"],
         vec!["what-requires", "ORIG_0001"],
+        // --debug prints the answers as JSON (sorted, indented by four).
+        vec!["--debug", "query"],
+        vec!["--debug", "show", "ORIG_0001"],
+        vec!["--debug", "what-requires", "ORIG_0001"],
     ] {
         let theirs = original(&site, &args);
         assert!(theirs.status.success(), "{args:?}: {}", text(&theirs));
@@ -79,6 +83,22 @@ fn the_original_client_drives_the_controller_and_prints_what_ours_prints() {
         }
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
+
+    // A region other than the system controller's is refused by both, with one message.
+    let theirs = original(&site, &["--os-region-name", "RegionOne", "query"]);
+    let mine = site.run("sw-patch", &["--os-region-name", "RegionOne", "query"]);
+    assert!(!theirs.status.success() && !mine.status.success());
+    assert_eq!(text(&theirs), "Unsupported region name: RegionOne\n");
+    assert_eq!(text(&mine), "error: Unsupported region name: RegionOne\n");
+    let refused = site.run(
+        "sw-patch",
+        &["--os-region-name", "SystemController", "query-hosts"],
+    );
+    assert!(!refused.status.success());
+    assert_eq!(
+        text(&refused),
+        "error: query-hosts command is not allowed in SystemController region\n"
+    );
 
     let applied = original(&site, &["apply", "ORIG_0001"]);
     assert!(applied.status.success(), "{}", text(&applied));

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use crate::OutputFormat;
 use crate::client::percent_encode;
 use crate::tables::grid;
 use crate::vim_client::VimClient;
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 /// Fault management: active alarms.
 #[derive(Parser, Debug)]
-#[command(name = "fm", version)]
+#[command(name = "fm", version, after_help = crate::EXIT_CODES)]
 struct Args {
     #[command(flatten)]
     connection: crate::VimConnectionArgs,
@@ -86,12 +85,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             args.connection.token.clone(),
             args.connection.tls.trust().as_ref(),
         )?;
-        let json_out = args.connection.format == OutputFormat::Json;
+        let out = args.connection.format;
         match args.command {
             Command::List { uuid } => {
                 let reply = client.get("/v1/alarms")?;
-                if json_out {
-                    println!("{}", serde_json::to_string_pretty(&reply)?);
+                if out.structured() {
+                    println!("{}", out.render(&reply)?);
                     return Ok(());
                 }
                 let s = |a: &Value, k: &str| a[k].as_str().unwrap_or("").to_owned();
@@ -145,8 +144,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                         "mgmt_affecting": !not_mgmt_affecting,
                     }),
                 )?;
-                if json_out {
-                    println!("{}", serde_json::to_string_pretty(&reply)?);
+                if out.structured() {
+                    println!("{}", out.render(&reply)?);
                 } else {
                     println!("{}", reply["uuid"].as_str().unwrap_or(""));
                 }

@@ -17,7 +17,7 @@ use patch_sign::PrivateKey;
 /// RPMs are upgrades of packages already installed. The patch is signed with an RSA key
 /// (signature.v2, RSA-PSS) and carries the md5 signature of the original format.
 #[derive(Parser, Debug)]
-#[command(name = "patch-build", version, verbatim_doc_comment)]
+#[command(name = "patch-build", version, after_help = crate::EXIT_CODES, verbatim_doc_comment)]
 struct Args {
     /// Patch ID (required), e.g. STX_19.01_PATCH_0001
     #[arg(long, required_unless_present_any = ["generate_key", "generate_rpm_key"])]
@@ -142,14 +142,14 @@ fn generate_key(dir: &Path, bits: usize, format: OutputFormat) -> anyhow::Result
     durable_fs::write_new(&private, key.to_pkcs8_pem()?.as_bytes(), 0o600)?;
     durable_fs::write_new(&public, key.public_key().to_spki_pem()?.as_bytes(), 0o644)?;
     match format {
-        OutputFormat::Json => println!(
+        f @ (OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Debug) => println!(
             "{}",
-            serde_json::json!({
+            f.render(&serde_json::json!({
                 "private_key": private,
                 "public_key": public,
                 "bits": bits,
                 "fingerprint": key.public_key().fingerprint(),
-            })
+            }))?
         ),
         OutputFormat::Text => {
             println!("Private key: {} (keep it secret)", private.display());
@@ -178,10 +178,7 @@ fn generate_rpm_key(dir: &Path, format: OutputFormat) -> anyhow::Result<()> {
     durable_fs::write_new(&secret, key.secret_asc.as_bytes(), 0o600)?;
     durable_fs::write_new(&public, key.public_asc.as_bytes(), 0o644)?;
     match format {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::json!({"secret_key": secret, "public_key": public, "key_id": key.key_id})
-        ),
+        f @ (OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Debug) => println!("{}", f.render(&serde_json::json!({"secret_key": secret, "public_key": public, "key_id": key.key_id}))?),
         OutputFormat::Text => {
             println!("Secret key: {} (keep it secret)", secret.display());
             println!(
@@ -271,9 +268,9 @@ fn build(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.output_dir.display()))?;
     let (path, summary) = builder.write_to_dir(&args.output_dir, &key)?;
     match args.format {
-        OutputFormat::Json => println!(
+        f @ (OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Debug) => println!(
             "{}",
-            serde_json::json!({
+            f.render(&serde_json::json!({
                 "patch": path,
                 "id": summary.metadata.id,
                 "rpms": summary.metadata.contents,
@@ -281,7 +278,7 @@ fn build(args: Args) -> anyhow::Result<()> {
                 "inner_sha256": summary.inner_sha256,
                 "signature": summary.md5_signature,
                 "signed_by": summary.signer,
-            })
+            }))?
         ),
         OutputFormat::Text => println!(
             "{} built: {} RPM(s), {} bytes, signed by {}",

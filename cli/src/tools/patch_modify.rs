@@ -15,7 +15,7 @@ use patch_sign::{Keyring, PrivateKey};
 /// that re-signing never launders an untrusted patch. Its RPMs, scripts and other metadata
 /// are carried over unchanged.
 #[derive(Parser, Debug)]
-#[command(name = "patch-modify", version)]
+#[command(name = "patch-modify", version, after_help = crate::EXIT_CODES)]
 struct Args {
     /// The .patch file (rewritten in place, crash-safely)
     file: PathBuf,
@@ -87,15 +87,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         }
         let summary = builder.write_to_path(&args.file, &key)?;
         match args.format {
-            OutputFormat::Json => println!(
+            f @ (OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Debug) => println!(
                 "{}",
-                serde_json::json!({
+                f.render(&serde_json::json!({
                     "patch": args.file,
                     "id": summary.metadata.id,
                     "old_status": old.as_str(),
                     "status": status.as_str(),
                     "signed_by": summary.signer,
-                })
+                }))?
             ),
             OutputFormat::Text => println!(
                 "{}: status {old} -> {status}, re-signed by {}",

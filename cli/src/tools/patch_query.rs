@@ -12,7 +12,7 @@ use patch_sign::Keyring;
 /// Verify a patch (both signatures, contents, RPM headers) and print its metadata, its
 /// contents and which trusted key signed it. Exits non-zero if the patch is not valid.
 #[derive(Parser, Debug)]
-#[command(name = "patch-query", version)]
+#[command(name = "patch-query", version, after_help = crate::EXIT_CODES)]
 struct Args {
     /// The .patch file
     file: PathBuf,
@@ -41,10 +41,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             .read_file(&args.file)
             .with_context(|| format!("{} is not a valid patch", args.file.display()))?;
         match args.format {
-            OutputFormat::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&PatchReport::new(&patch))?
-            ),
+            f @ (OutputFormat::Json | OutputFormat::Yaml | OutputFormat::Debug) => {
+                println!("{}", f.render(&PatchReport::new(&patch))?)
+            }
             OutputFormat::Text => print!("{}", describe_patch(&patch)),
         }
         Ok(())

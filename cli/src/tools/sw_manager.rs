@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::OutputFormat;
 use crate::strategy_text::{ShowOptions, plan_text, strategy_text};
 use crate::vim_client::{VimClient, VimError};
 use anyhow::bail;
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 
 /// Software update orchestration.
 #[derive(Parser, Debug)]
-#[command(name = "sw-manager", version)]
+#[command(name = "sw-manager", version, after_help = crate::EXIT_CODES)]
 struct Args {
     #[command(flatten)]
     connection: crate::VimConnectionArgs,
@@ -164,13 +163,10 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             args.connection.tls.trust().as_ref(),
         )?;
         let Top::PatchStrategy(command) = args.command;
-        let json_out = args.connection.format == OutputFormat::Json;
+        let out = args.connection.format;
         let print = |strategy: &Value, opts: ShowOptions| {
-            if json_out {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(strategy).unwrap_or_default()
-                );
+            if out.structured() {
+                println!("{}", out.render(strategy).unwrap_or_default());
             } else {
                 print!("{}", strategy_text(strategy, opts));
             }
@@ -222,8 +218,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
                 let reply = client.post(STRATEGY, &body).map_err(explain)?;
                 if dry_run {
-                    if json_out {
-                        println!("{}", serde_json::to_string_pretty(&reply)?);
+                    if out.structured() {
+                        println!("{}", out.render(&reply)?);
                     } else if reply["dry-run"].is_null() {
                         bail!(
                             "the strategy cannot be built: {}",
@@ -307,7 +303,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             } => {
                 let reply = client.get(STRATEGY).map_err(explain)?;
                 if reply["strategy"].is_null() {
-                    if json_out {
+                    if out.structured() {
                         println!("null");
                     } else {
                         println!("No strategy available");

@@ -8,17 +8,45 @@ use crate::client::{ApiClient, print_outcome};
 use crate::tables::{app_table, hosts_table, query_table, show_text};
 use crate::{ConnectionArgs, OutputFormat, run};
 use anyhow::bail;
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 
 /// Manage software patches on a StarlingX system through the controller's patching API.
 #[derive(Parser, Debug)]
-#[command(name = "sw-patch", version)]
+#[command(name = "sw-patch", version, after_help = crate::EXIT_CODES)]
 struct Args {
     #[command(flatten)]
     connection: ConnectionArgs,
+    /// Print the controller's answers as they come (JSON), as the original's --debug
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Send the request to a specified region: SystemController, the distributed cloud's
+    /// system controller (the only region the original accepts)
+    #[arg(long = "os-region-name", global = true, value_name = "REGION")]
+    region: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The region of a distributed cloud's system controller.
+const SYSTEM_CONTROLLER_REGION: &str = "SystemController";
+
+/// The original's rules for `--os-region-name`: only the system controller's region, and
+/// not the commands that act on the system controller's own hosts.
+fn check_region(region: Option<&str>, action: &str) -> anyhow::Result<()> {
+    let Some(region) = region else {
+        return Ok(());
+    };
+    if region != SYSTEM_CONTROLLER_REGION {
+        bail!("Unsupported region name: {region}");
+    }
+    if matches!(
+        action,
+        "query-hosts" | "host-install" | "host-install-async" | "install-local" | "drop-host"
+    ) {
+        bail!("{action} command is not allowed in {SYSTEM_CONTROLLER_REGION} region");
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,19 +249,28 @@ pub fn command() -> clap::Command {
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     run(|| {
-        let args = Args::parse_from(args);
+        let matches = command().get_matches_from(args);
+        let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        check_region(
+            args.region.as_deref(),
+            matches.subcommand_name().unwrap_or_default(),
+        )?;
         let client = ApiClient::new(
             &args.connection.url,
             args.connection.token.clone(),
             args.connection.tls.trust().as_ref(),
         )?;
-        let json = args.connection.format == OutputFormat::Json;
+        let out = if args.debug {
+            OutputFormat::Debug
+        } else {
+            args.connection.format
+        };
         let failed = match args.command {
             Command::Upload { files } => {
                 let mut failed = false;
                 for file in dedup(files) {
                     let value = client.upload(&file)?;
-                    failed |= emit(&value, json);
+                    failed |= emit(&value, out);
                 }
                 failed
             }
@@ -249,7 +286,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                         )
                     })
                     .collect();
-                emit(&client.post("upload_dir", &[], &query)?, json)
+                emit(&client.post("upload_dir", &[], &query)?, out)
             }
             Command::Apply {
                 mut ids,
@@ -267,7 +304,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                         &ids,
                         &yes_flags(&[("skip-semantic", skip_semantic)]),
                     )?,
-                    json,
+                    out,
                 )
             }
             Command::Remove {
@@ -285,17 +322,17 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                         ("removeunremovable", removeunremovable),
                     ]),
                 )?,
-                json,
+                out,
             ),
-            Command::Delete { ids } => emit(&client.post("delete", &ids, &[])?, json),
+            Command::Delete { ids } => emit(&client.post("delete", &ids, &[])?, out),
             Command::Query { which, release } => {
                 let mut query = vec![("show", which)];
                 if let Some(r) = release {
                     query.push(("release", r));
                 }
                 let value = client.get("query", &[], &query)?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     print!("{}", query_table(&value));
                 }
@@ -303,8 +340,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             }
             Command::Show { ids } => {
                 let value = client.post("show", &ids, &[])?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     print!("{}", show_text(&value, &ids));
                 }
@@ -314,15 +351,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
                 !error.is_empty()
             }
-            Command::WhatRequires { ids } => emit(&client.get("what_requires", &ids, &[])?, json),
+            Command::WhatRequires { ids } => emit(&client.get("what_requires", &ids, &[])?, out),
             Command::QueryDependencies { ids, recursive } => {
                 let value = client.get(
                     "query_dependencies",
                     &ids,
                     &yes_flags(&[("recursive", recursive)]),
                 )?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     for id in value
                         .get("patches")
@@ -339,9 +376,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
                 !error.is_empty()
             }
-            Command::IsApplied { ids } => print_bool(&client.post("is_applied", &ids, &[])?, json),
+            Command::IsApplied { ids } => print_bool(&client.post("is_applied", &ids, &[])?, out),
             Command::IsAvailable { ids } => {
-                print_bool(&client.post("is_available", &ids, &[])?, json)
+                print_bool(&client.post("is_available", &ids, &[])?, out)
             }
             Command::Commit {
                 ids,
@@ -349,22 +386,22 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 release,
                 dry_run,
                 yes,
-            } => commit(&client, ids, all, release, dry_run, yes, json)?,
+            } => commit(&client, ids, all, release, dry_run, yes, out)?,
             Command::ReportAppDependencies { ids, app } => {
                 let value = client.post("report_app_dependencies", &ids, &[("app", app)])?;
-                if json {
+                if out.structured() {
                     println!("{value}");
                 }
                 if value.as_bool() == Some(true) {
                     false
                 } else {
-                    emit(&value, json)
+                    emit(&value, out)
                 }
             }
             Command::QueryAppDependencies => {
                 let value = client.post("query_app_dependencies", &[], &[])?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     print!("{}", app_table(&value));
                 }
@@ -386,12 +423,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     let abs = std::path::absolute(&feed).unwrap_or(feed);
                     query.push(("feed", abs.to_string_lossy().into_owned()));
                 }
-                emit(&client.post("init_release", &[release], &query)?, json)
+                emit(&client.post("init_release", &[release], &query)?, out)
             }
             Command::QueryHosts => {
                 let value = client.get("query_hosts", &[], &[])?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     print!("{}", hosts_table(&value));
                 }
@@ -409,8 +446,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 if let Some(error) = value["error"].as_str().filter(|e| !e.is_empty()) {
                     bail!("{}", error.trim_end());
                 }
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     print!("{}", crate::tables::precheck_table(&value));
                 }
@@ -421,9 +458,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 if force {
                     ids.push("force".into());
                 }
-                emit(&client.post("host_install_async", &ids, &[])?, json)
+                emit(&client.post("host_install_async", &ids, &[])?, out)
             }
-            Command::HostInstall { host, force } => host_install(&client, host, force, json)?,
+            Command::HostInstall { host, force } => host_install(&client, host, force, out)?,
             Command::InstallLocal { config } => {
                 let agent = std::env::current_exe()
                     .ok()
@@ -436,12 +473,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     .arg("--install-local")
                     .status()
                     .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", agent.display()))?;
-                if status.success() && !json {
+                if status.success() && !out.structured() {
                     println!("Patch installation is complete.");
                 }
                 !status.success()
             }
-            Command::DropHost { host } => emit(&client.post("drop_host", &[host], &[])?, json),
+            Command::DropHost { host } => emit(&client.post("drop_host", &[host], &[])?, out),
             Command::HostRollback {
                 host,
                 patches,
@@ -452,17 +489,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 ids.extend(patches);
                 let query: &[(&str, String)] = if all { &[("all", "yes".into())] } else { &[] };
                 let held = client.post("host_rollback", &ids, query)?;
-                if emit(&held, json) {
+                if emit(&held, out) {
                     true
                 } else {
-                    host_install(&client, host, force, json)?
+                    host_install(&client, host, force, out)?
                 }
             }
-            Command::HostRelease { host } => {
-                emit(&client.post("host_release", &[host], &[])?, json)
-            }
+            Command::HostRelease { host } => emit(&client.post("host_release", &[host], &[])?, out),
             Command::DelRelease { release } => {
-                emit(&client.post("del_release", &[release], &[])?, json)
+                emit(&client.post("del_release", &[release], &[])?, out)
             }
         };
         if failed {
@@ -507,12 +542,9 @@ fn yes_flags(flags: &[(&'static str, bool)]) -> Vec<(&'static str, String)> {
 }
 
 /// Prints a `{info, warning, error}` result; returns whether it failed.
-fn emit(value: &Value, json: bool) -> bool {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+fn emit(value: &Value, out: OutputFormat) -> bool {
+    if out.structured() {
+        println!("{}", out.render(value).unwrap_or_default());
         return value
             .get("error")
             .and_then(Value::as_str)
@@ -521,9 +553,9 @@ fn emit(value: &Value, json: bool) -> bool {
     print_outcome(value)
 }
 
-fn print_bool(value: &Value, json: bool) -> bool {
+fn print_bool(value: &Value, out: OutputFormat) -> bool {
     let b = value.as_bool().unwrap_or(false);
-    if json {
+    if out.structured() {
         println!("{b}");
     } else {
         // The original client prints Python's bool.
@@ -533,7 +565,12 @@ fn print_bool(value: &Value, json: bool) -> bool {
 }
 
 /// `host-install`: order the install, then poll `query_hosts` until the host is done.
-fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> anyhow::Result<bool> {
+fn host_install(
+    client: &ApiClient,
+    host: String,
+    force: bool,
+    out: OutputFormat,
+) -> anyhow::Result<bool> {
     let mut ids = vec![host.clone()];
     if force {
         ids.push("force".into());
@@ -544,12 +581,12 @@ fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> an
         .get("error")
         .and_then(Value::as_str)
         .is_some_and(|e| !e.is_empty());
-    if (json || refused) && emit(&ordered, json) {
+    if (out.structured() || refused) && emit(&ordered, out) {
         return Ok(true);
     }
     let started = std::time::Instant::now();
     let mut misses = 0;
-    let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
+    let spinner = (!out.structured() && std::io::stderr().is_terminal()).then(|| {
         let s = indicatif::ProgressBar::new_spinner();
         s.set_message(format!("installing on {host}"));
         s.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -611,7 +648,7 @@ fn host_install(client: &ApiClient, host: String, force: bool, json: bool) -> an
                 true
             }
             _ => {
-                if !json {
+                if !out.structured() {
                     // The original ends its line of progress dots with the newline first.
                     println!("\nInstallation was successful.");
                 }
@@ -639,7 +676,7 @@ fn commit(
     release: Option<String>,
     dry_run: bool,
     yes: bool,
-    json: bool,
+    out: OutputFormat,
 ) -> anyhow::Result<bool> {
     let patches: Vec<String> = if all {
         let release = match release {
@@ -685,14 +722,14 @@ fn commit(
         bail!("There are no patches to commit.");
     }
     let dry = client.post("commit_dry_run", &patches, &[])?;
-    if !json {
+    if !out.structured() {
         println!("The following patches will be committed:");
         for id in &patches {
             println!("    {id}");
         }
         println!();
     }
-    if emit(&dry, json) || dry_run {
+    if emit(&dry, out) || dry_run {
         return Ok(dry
             .get("error")
             .and_then(Value::as_str)
@@ -713,5 +750,5 @@ fn commit(
             return Ok(false);
         }
     }
-    Ok(emit(&client.post("commit", &patches, &[])?, json))
+    Ok(emit(&client.post("commit", &patches, &[])?, out))
 }

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use crate::client::ApiClient;
 use crate::tables::{grid, property_table};
-use crate::{ConnectionArgs, OutputFormat, run};
+use crate::{ConnectionArgs, run};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 /// System inventory commands.
 #[derive(Parser, Debug)]
-#[command(name = "system", version)]
+#[command(name = "system", version, after_help = crate::EXIT_CODES)]
 struct Args {
     #[command(flatten)]
     connection: ConnectionArgs,
@@ -68,12 +68,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             args.connection.token,
             args.connection.tls.trust().as_ref(),
         )?;
-        let json = args.connection.format == OutputFormat::Json;
+        let out = args.connection.format;
         let outcome = |value: Value| -> anyhow::Result<()> {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+            if out.structured() {
+                println!("{}", out.render(&value)?);
             }
-            if crate::client::print_outcome_unless(&value, json) {
+            if crate::client::print_outcome_unless(&value, out) {
                 anyhow::bail!("the operation failed");
             }
             Ok(())
@@ -81,8 +81,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         match args.command {
             Command::HostList => {
                 let value = client.get("host_list", &[], &[])?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     let hosts = value["ihosts"].as_array().cloned().unwrap_or_default();
                     let rows: Vec<Vec<String>> = hosts
@@ -121,8 +121,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 if value.get("hostname").is_none() {
                     return outcome(value);
                 }
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                if out.structured() {
+                    println!("{}", out.render(&value)?);
                 } else {
                     print!("{}", object_table(&value));
                 }
@@ -147,8 +147,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             Command::Show => {
                 let value = client.get("isystems", &[], &[])?;
                 let mut system = value.pointer("/isystems/0").cloned().unwrap_or(Value::Null);
-                if args.connection.format == OutputFormat::Json {
-                    println!("{}", serde_json::to_string_pretty(&system)?);
+                if out.structured() {
+                    println!("{}", out.render(&system)?);
                 } else {
                     // A pair's controllers, one line each.
                     let controllers = system
