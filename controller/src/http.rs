@@ -263,10 +263,13 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.at(axum::http::Method::DELETE, path, handler)
     }
 
-    /// What is mounted: (method, path pattern).
+    /// What is mounted: (method, path pattern), as text.
     #[cfg(test)]
-    pub(crate) fn mounted(&self) -> &[(axum::http::Method, &'static str)] {
-        &self.mounted
+    pub(crate) fn mounted_pairs(&self) -> Vec<(String, String)> {
+        self.mounted
+            .iter()
+            .map(|(method, path)| (method.to_string(), (*path).to_owned()))
+            .collect()
     }
 
     /// The router.

@@ -19,8 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::inventory::HostRecord;
-
 /// The content type of the OpenMetrics text format.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -106,9 +104,21 @@ impl Default for Metrics {
     }
 }
 
+/// One host's conditions, as the metrics count them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HostConditions {
+    pub(crate) patch_current: bool,
+    /// A reboot-required change waits for the host, or is installed and waits for the reboot.
+    pub(crate) reboot_required: bool,
+    pub(crate) installing: bool,
+    pub(crate) install_failed: bool,
+    pub(crate) offline: bool,
+    pub(crate) locked: bool,
+}
+
 /// What a scrape reads besides the recorded events.
 pub(crate) struct Reading<'a> {
-    pub(crate) hosts: &'a [HostRecord],
+    pub(crate) hosts: Vec<HostConditions>,
     pub(crate) patch_states: Vec<host_state::PatchState>,
     pub(crate) strategy: Option<&'a orchestrator::Strategy>,
     pub(crate) replication: Option<crate::ha::ReplicationStats>,
@@ -134,22 +144,15 @@ const HOST_STATES: [&str; 7] = [
     "locked",
 ];
 
-fn host_in(host: &HostRecord, state: &str) -> bool {
-    use host_state::{AdminState, Availability, InstallState};
+fn host_in(host: &HostConditions, state: &str) -> bool {
     match state {
         "all" => true,
         "patch-current" => host.patch_current,
-        "reboot-required" => host.requires_reboot || host.reboot_pending,
-        "installing" => host.state == InstallState::Installing,
-        "install-failed" => {
-            host.patch_failed
-                || matches!(
-                    host.state,
-                    InstallState::InstallFailed | InstallState::InstallRejected
-                )
-        }
-        "offline" => host.availability == Availability::Offline,
-        "locked" => host.administrative == AdminState::Locked,
+        "reboot-required" => host.reboot_required,
+        "installing" => host.installing,
+        "install-failed" => host.install_failed,
+        "offline" => host.offline,
+        "locked" => host.locked,
         _ => false,
     }
 }
@@ -206,7 +209,7 @@ impl Metrics {
     /// The OpenMetrics text of everything.
     pub(crate) fn render(&self, reading: &Reading<'_>) -> String {
         let mut now = Registry::default();
-        register_hosts(&mut now, reading.hosts);
+        register_hosts(&mut now, &reading.hosts);
         register_patches(&mut now, &reading.patch_states);
         register_strategy(&mut now, reading.strategy);
         register_replication(&mut now, reading.replication.as_ref());
@@ -223,7 +226,7 @@ fn outcome(succeeded: bool) -> &'static str {
     if succeeded { "success" } else { "failure" }
 }
 
-fn register_hosts(registry: &mut Registry, hosts: &[HostRecord]) {
+fn register_hosts(registry: &mut Registry, hosts: &[HostConditions]) {
     let family = Family::<StateLabel, Gauge>::default();
     for state in HOST_STATES {
         let count = hosts.iter().filter(|h| host_in(h, state)).count();
@@ -359,25 +362,37 @@ fn register_replication(registry: &mut Registry, stats: Option<&crate::ha::Repli
     );
 }
 
+/// What the request-counting middleware needs: where to count, the listener's name, and
+/// the patching API's actions (`/v1/<action>` is counted by action; others as unknown).
+#[derive(Clone)]
+pub(crate) struct RequestCounting {
+    pub(crate) metrics: std::sync::Arc<Metrics>,
+    pub(crate) listener: &'static str,
+    pub(crate) actions: &'static [&'static str],
+}
+
 /// Counts each request a listener answers, with the route it matched (the patching API's
 /// known action, never the raw path: the label set stays bounded).
 pub(crate) async fn count_requests(
-    State((metrics, listener)): State<(std::sync::Arc<crate::state::App>, &'static str)>,
+    State(counting): State<RequestCounting>,
     request: Request,
     next: Next,
 ) -> Response {
     let method = request.method().as_str().to_owned();
-    let route = route_label(&request);
+    let route = route_label(&request, counting.actions);
     let response = next.run(request).await;
-    metrics
-        .metrics
-        .count_request(listener, &method, route, response.status().as_u16());
+    counting.metrics.count_request(
+        counting.listener,
+        &method,
+        route,
+        response.status().as_u16(),
+    );
     response
 }
 
 /// The route a request matched: its pattern, or for the patching API's `/v1/{*rest}` the
 /// action it names (`/v1/{unknown}` for others).
-fn route_label(request: &Request) -> String {
+fn route_label(request: &Request, actions: &[&str]) -> String {
     let Some(matched) = request.extensions().get::<MatchedPath>() else {
         return "unmatched".into();
     };
@@ -391,7 +406,7 @@ fn route_label(request: &Request) -> String {
         .strip_prefix(prefix)
         .and_then(|rest| rest.trim_start_matches('/').split('/').next())
         .unwrap_or("");
-    if crate::api::ACTIONS.contains(&action) {
+    if actions.contains(&action) {
         format!("{prefix}/{action}")
     } else {
         format!("{prefix}/{{unknown}}")

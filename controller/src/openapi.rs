@@ -80,22 +80,14 @@ mod tests {
 
     #[test]
     fn the_vim_description_holds_exactly_the_mounted_routes() {
-        let mut mounted: Vec<(String, String)> = crate::vim_api::routes()
-            .mounted()
-            .iter()
-            .map(|(m, p)| (m.to_string(), (*p).to_owned()))
-            .collect();
+        let mut mounted = crate::vim_api::routes().mounted_pairs();
         mounted.sort();
         assert_eq!(operations(&VIM), mounted);
     }
 
     #[test]
     fn the_patching_description_holds_exactly_the_mounted_routes_and_actions() {
-        let mut served: Vec<(String, String)> = crate::api::routes()
-            .mounted()
-            .iter()
-            .map(|(m, p)| (m.to_string(), (*p).to_owned()))
-            .collect();
+        let mut served = crate::api::routes().mounted_pairs();
         let described = operations(&PATCHING);
         // Each action is described once, under `/v1/<action>` (with its path parameters).
         for action in crate::api::ACTIONS {

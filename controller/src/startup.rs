@@ -161,8 +161,13 @@ pub(crate) struct Addrs {
 
 /// `router` with its requests counted for the metrics, as `listener`.
 fn counted(router: axum::Router, app: &Arc<App>, listener: &'static str) -> axum::Router {
+    let counting = crate::metrics::RequestCounting {
+        metrics: app.metrics.clone(),
+        listener,
+        actions: api::ACTIONS,
+    };
     router.layer(axum::middleware::from_fn_with_state(
-        (app.clone(), listener),
+        counting,
         crate::metrics::count_requests,
     ))
 }

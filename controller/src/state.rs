@@ -167,7 +167,7 @@ pub(crate) struct App {
     /// The pair this controller belongs to, if it is one of two.
     pub(crate) ha: Option<Arc<crate::ha::Ha>>,
     /// The events the metrics count (requests, uploads, installs).
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where the repository signing key lives in the state directory.
@@ -207,7 +207,7 @@ impl App {
             orders: tokio::sync::Notify::new(),
             host_changes: tokio::sync::Notify::new(),
             alarms: Mutex::new(alarms),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
             config,
             ha,
         };

@@ -144,12 +144,28 @@ impl Service {
 
     /// The metrics, as a scrape reads them (OpenMetrics text).
     pub(crate) fn metrics_text(&self) -> String {
-        let hosts = self.hosts();
+        use host_state::{AdminState, Availability, InstallState};
+        let hosts = self
+            .hosts()
+            .iter()
+            .map(|h| crate::metrics::HostConditions {
+                patch_current: h.patch_current,
+                reboot_required: h.requires_reboot || h.reboot_pending,
+                installing: h.state == InstallState::Installing,
+                install_failed: h.patch_failed
+                    || matches!(
+                        h.state,
+                        InstallState::InstallFailed | InstallState::InstallRejected
+                    ),
+                offline: h.availability == Availability::Offline,
+                locked: h.administrative == AdminState::Locked,
+            })
+            .collect();
         let patches = self.patches();
         let patch_states = patches.iter().map(|p| p.state).collect();
         let strategy = self.strategy();
         let reading = crate::metrics::Reading {
-            hosts: &hosts,
+            hosts,
             patch_states,
             strategy: strategy.as_ref(),
             replication: self.app.ha.as_ref().map(|ha| ha.replication_stats()),
