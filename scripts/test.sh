@@ -16,6 +16,9 @@ if ! { [ -x /bin/busybox ] && LC_ALL=C ldd /bin/busybox 2>&1 | grep -q "not a dy
 fi
 command -v groff >/dev/null || need+=(groff-base)  # renders the generated man pages
 command -v systemd-analyze >/dev/null || need+=(systemd)  # verifies the service units
+# A real PostgreSQL server, started by the tests on a temporary directory and port (the
+# distributed cloud controller's database; SQLite is the default).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The original StarlingX sw-patch client (cli/tests/original/) runs on the system's Python;
