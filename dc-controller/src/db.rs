@@ -398,6 +398,28 @@ impl Db {
         }
     }
 
+    /// Every managed subcloud with how to reach it (one query: the audit then talks to
+    /// the subclouds without holding a connection).
+    pub async fn managed(&self) -> Result<Vec<(Subcloud, Access)>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SUBCLOUD_COLUMNS}, token, ca_pem FROM subclouds WHERE management = $1 ORDER BY id"
+        ))
+        .bind(Management::Managed.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let s = subcloud(row)?;
+                let access = Access {
+                    url: s.url.clone(),
+                    token: row.try_get("token")?,
+                    ca_pem: row.try_get("ca_pem")?,
+                };
+                Ok((s, access))
+            })
+            .collect()
+    }
+
     /// How to reach a subcloud.
     pub async fn access(&self, id: i64) -> Result<Access, DbError> {
         let row = sqlx::query("SELECT url, token, ca_pem FROM subclouds WHERE id = $1")

@@ -1,6 +1,6 @@
 //! The client side: whom a client trusts when it talks to a controller over TLS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -17,6 +17,14 @@ pub enum Trust {
     /// Any server (`--insecure`): the channel is encrypted but anyone in the middle can read
     /// it. For a first look at a lab system only.
     Insecure,
+    /// Servers whose certificate chains to a CA in this PEM text (kept in a database rather
+    /// than a file); `name` says where it came from, for the errors.
+    CaPem {
+        /// Where the text came from (e.g. `subcloud1's CA`).
+        name: String,
+        /// The PEM text.
+        pem: Vec<u8>,
+    },
 }
 
 impl Trust {
@@ -42,6 +50,13 @@ impl Trust {
                     roots
                         .add(cert)
                         .map_err(rustls_error(format!("CA bundle {}", path.display())))?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Trust::CaPem { name, pem } => {
+                let mut roots = RootCertStore::empty();
+                for cert in pem::certificates_in(pem, Path::new(name))? {
+                    roots.add(cert).map_err(rustls_error(name.clone()))?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }

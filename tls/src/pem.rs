@@ -26,8 +26,15 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Every certificate in a PEM file, in order (a chain: leaf first).
 pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    certificates_in(&read(path)?, path)
+}
+
+/// Every certificate in PEM text that came from `path` (a name for the errors).
+pub(crate) fn certificates_in(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),

@@ -1,5 +1,7 @@
 //! The tools, one module each: every binary (and the multi-call `cli`) calls `main` of one.
 
+pub mod dc_controller;
+pub mod dcmanager;
 pub mod fm;
 pub mod patch_build;
 pub mod patch_modify;
@@ -36,6 +38,8 @@ macro_rules! tool {
 
 /// Every tool.
 pub const TOOLS: &[Tool] = &[
+    tool!("dc-controller", dc_controller),
+    tool!("dcmanager", dcmanager),
     tool!("fm", fm),
     tool!("patch-build", patch_build),
     tool!("patch-modify", patch_modify),

@@ -1,0 +1,246 @@
+//! The distributed cloud system controller end to end: `dc-controller` and `dcmanager`
+//! against real subcloud controllers (each its own `sw-patch-controller`, reached over TLS
+//! with its own CA and operator token), on SQLite and on a real PostgreSQL server. The audit
+//! finds each managed subcloud's patches and compares them with the system controller's.
+
+mod common;
+
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use common::Site;
+use patch_format::testing::TestRpm;
+use serde_json::Value;
+
+const TOKEN: &str = "dc-operator";
+const SUBCLOUD_TOKEN: &str = "subcloud-admin";
+
+struct Dc {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("dc.log")).unwrap_or_default();
+            eprintln!("dc-controller log:\n{log}");
+        }
+    }
+}
+
+impl Dc {
+    fn start(system_controller: &Site, database_url: Option<&str>) -> Dc {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dc-controller"));
+        cmd.args(["--listen", "127.0.0.1:0", "--print-addresses"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--system-controller-url", &system_controller.url])
+            .arg("--tokens-file")
+            .arg(dir.path().join("tokens"))
+            .args(["--audit-interval", "1"])
+            .env("STX_PATCH_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("dc.log")).unwrap());
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let (child, addresses) = common::spawn_with_addresses(&mut cmd);
+        let url = format!("http://{}", addresses["api"].as_str().unwrap());
+        Dc { child, url, dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dcmanager"))
+            .args(["--dcmanager-url", &self.url, "--token", TOKEN])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dcmanager {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn subcloud(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["subcloud", "show", name, "--format", "json"])).unwrap()
+    }
+
+    fn wait_for(&self, name: &str, availability: &str, sync: &str) -> Value {
+        self.wait_until(name, &format!("{availability}/{sync}"), |s| {
+            s["availability-status"] == availability && s["sync_status"] == sync
+        })
+    }
+
+    fn wait_until(&self, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.subcloud(name);
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} never became {what}: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A subcloud: a controller with an authenticated (TLS) patching API.
+fn subcloud() -> Site {
+    Site::with_toml(
+        &format!("auth_listen = \"127.0.0.1:0\"\nauth_tokens = [\"{SUBCLOUD_TOKEN}\"]\n"),
+        &[],
+    )
+}
+
+/// Uploads and applies a patch `id` of sysinv `release` on `site` (built with that site's
+/// own key).
+fn apply(site: &Site, id: &str, release: &str) {
+    let patch = site.patch(
+        id,
+        false,
+        &[TestRpm::new("sysinv", "1.0", release).file("/usr/lib/sysinv/api.py", "VERSION\n")],
+        &[],
+    );
+    site.ok(&["upload", patch.to_str().unwrap()]);
+    site.ok(&["apply", id]);
+}
+
+fn add(dc: &Dc, name: &str, site: &Site, group: Option<&str>) {
+    let token_file = dc.dir.path().join(format!("{name}.token"));
+    std::fs::write(&token_file, format!("{SUBCLOUD_TOKEN}\n")).unwrap();
+    let mut args = vec![
+        "subcloud".to_owned(),
+        "add".into(),
+        "--name".into(),
+        name.into(),
+        "--url".into(),
+        site.auth_url.clone().unwrap(),
+        "--token-file".into(),
+        token_file.display().to_string(),
+        "--ca-file".into(),
+        site.ca.ca_cert.display().to_string(),
+    ];
+    if let Some(g) = group {
+        args.extend(["--group".into(), g.into()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    dc.ok(&args);
+}
+
+fn the_audit_reports_availability_and_sync(database_url: Option<&str>) {
+    let system_controller = Site::new();
+    apply(&system_controller, "DC_0001", "231");
+    let east = subcloud();
+    let west = subcloud();
+    let dc = Dc::start(&system_controller, database_url);
+
+    dc.ok(&[
+        "subcloud-group",
+        "add",
+        "--name",
+        "east",
+        "--update-apply-type",
+        "serial",
+        "--max-parallel-subclouds",
+        "3",
+    ]);
+    add(&dc, "subcloud1", &east, Some("east"));
+    add(&dc, "subcloud2", &west, None);
+    // A subcloud whose controller is gone: reported offline, never waited on.
+    let gone = subcloud();
+    add(&dc, "subcloud3", &gone, None);
+    drop(gone);
+
+    let list = dc.ok(&["subcloud", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        lines[1],
+        "| id | name      | management | availability | deploy status | sync    | backup status | prestage status |",
+        "{list}"
+    );
+    assert_eq!(
+        lines[3],
+        "| 1  | subcloud1 | unmanaged  | offline      | complete      | unknown | None          | None            |",
+        "{list}"
+    );
+    assert!(
+        dc.ok(&["subcloud-group", "list-subclouds", "east"])
+            .contains("subcloud1")
+    );
+
+    for name in ["subcloud1", "subcloud2", "subcloud3"] {
+        dc.ok(&["subcloud", "manage", name]);
+    }
+    let s1 = dc.wait_for("subcloud1", "online", "out-of-sync");
+    assert_eq!(s1["sync-detail"], "missing: DC_0001", "{s1}");
+    dc.wait_for("subcloud2", "online", "out-of-sync");
+    let s3 = dc.wait_for("subcloud3", "offline", "unknown");
+    assert!(
+        s3["sync-detail"].as_str().unwrap().starts_with("offline: "),
+        "{s3}"
+    );
+
+    // Once subcloud1 has the system controller's patches, it is in sync; one with a patch
+    // the system controller lacks is not.
+    apply(&east, "DC_0001", "231");
+    dc.wait_for("subcloud1", "online", "in-sync");
+    apply(&west, "DC_0001", "231");
+    apply(&west, "DC_0002", "232");
+    dc.wait_until("subcloud2", "out of sync by DC_0002", |s| {
+        s["sync_status"] == "out-of-sync" && s["sync-detail"] == "extra: DC_0002"
+    });
+    let shown = dc.ok(&["subcloud", "show", "subcloud2", "--detail"]);
+    assert!(
+        shown.contains("| patching_sync_detail | extra: DC_0002"),
+        "{shown}"
+    );
+
+    // Unmanaged: unknown; a managed subcloud cannot be deleted.
+    let refused = dc.run(&["subcloud", "delete", "subcloud3"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unmanage subcloud3 first"),
+        "{refused:?}"
+    );
+    dc.ok(&["subcloud", "unmanage", "subcloud3"]);
+    assert_eq!(dc.subcloud("subcloud3")["sync_status"], "unknown");
+    dc.ok(&["subcloud", "delete", "subcloud3"]);
+    // Deleting a group moves its subclouds to Default.
+    dc.ok(&["subcloud-group", "delete", "east"]);
+    assert_eq!(dc.subcloud("subcloud1")["group_id"], 1);
+
+    // Without a token nothing is answered.
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_dcmanager"))
+        .args(["--dcmanager-url", &dc.url, "subcloud", "list"])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("authentication required"));
+}
+
+#[test]
+fn the_audit_reports_availability_and_sync_on_sqlite() {
+    the_audit_reports_availability_and_sync(None);
+}
+
+#[test]
+fn the_audit_reports_availability_and_sync_on_postgresql() {
+    let server = dc_controller::test_postgres::Postgres::start();
+    the_audit_reports_availability_and_sync(Some(&server.url()));
+}

@@ -1,0 +1,377 @@
+//! The dcmanager REST API (`/v1.0/subclouds`, `/v1.0/subcloud-groups`), as the original's
+//! paths and JSON keys have it. Every request needs an operator's `X-Auth-Token`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::db::{Db, DbError, GroupUpdate};
+use crate::model::{Access, ApplyType, Group, Management, NewSubcloud, Subcloud};
+
+/// The largest request body (a subcloud's CA bundle is the largest part).
+const MAX_BODY: usize = 1 << 20;
+
+#[derive(Clone)]
+struct Api {
+    db: Db,
+    tokens: Arc<Vec<Vec<u8>>>,
+}
+
+/// The router over `db`, accepting `tokens`.
+pub(crate) fn router(db: Db, tokens: Vec<String>) -> Router {
+    let tokens = Arc::new(
+        tokens
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(String::into_bytes)
+            .collect(),
+    );
+    let api = Api { db, tokens };
+    Router::new()
+        .route("/v1.0/subclouds", get(list_subclouds).post(add_subcloud))
+        .route(
+            "/v1.0/subclouds/{subcloud}",
+            get(show_subcloud)
+                .patch(update_subcloud)
+                .delete(delete_subcloud),
+        )
+        .route("/v1.0/subcloud-groups", get(list_groups).post(add_group))
+        .route(
+            "/v1.0/subcloud-groups/{group}",
+            get(show_group).patch(update_group).delete(delete_group),
+        )
+        .route(
+            "/v1.0/subcloud-groups/{group}/subclouds",
+            get(group_subclouds),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such resource".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Refuses a request without a valid operator token; every token is compared in constant
+/// time.
+async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get("x-auth-token")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let mut known = false;
+    for token in api.tokens.iter() {
+        known |= bool::from(token.as_slice().ct_eq(&presented));
+    }
+    if !known || presented.is_empty() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: send an operator's token as X-Auth-Token".into(),
+        );
+    }
+    next.run(request).await
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
+}
+
+fn failure(e: DbError) -> Response {
+    match e {
+        DbError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        DbError::Refused(m) => error(StatusCode::BAD_REQUEST, m),
+        e => {
+            tracing::error!("{e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// The request body as `T`, or why not (a 400's message).
+fn body<T: for<'a> Deserialize<'a>>(bytes: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("bad request body: {e}"))
+}
+
+/// A subcloud as the original's API shows it (no credential).
+pub fn subcloud_json(s: &Subcloud) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "location": s.location,
+        "url": s.url,
+        "management-state": s.management.as_str(),
+        "availability-status": s.availability.as_str(),
+        "deploy-status": "complete",
+        "group_id": s.group_id,
+        "sync_status": s.sync_status.as_str(),
+        "sync-detail": s.sync_detail,
+        "endpoint_sync_status": [
+            {"endpoint_type": "patching", "sync_status": s.sync_status.as_str()}
+        ],
+        "created-at": s.created_at,
+        "updated-at": s.updated_at,
+        "audited-at": s.audited_at,
+    })
+}
+
+/// A group as the original's API shows it.
+pub fn group_json(g: &Group) -> Value {
+    json!({
+        "id": g.id,
+        "name": g.name,
+        "description": g.description,
+        "update_apply_type": g.update_apply_type.as_str(),
+        "max_parallel_subclouds": g.max_parallel_subclouds,
+    })
+}
+
+async fn list_subclouds(State(api): State<Api>) -> Response {
+    match api.db.subclouds().await {
+        Ok(list) => axum::Json(json!({
+            "subclouds": list.iter().map(subcloud_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn show_subcloud(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.db.subcloud(&name).await {
+        Ok(s) => axum::Json(subcloud_json(&s)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSubcloud {
+    name: String,
+    url: String,
+    token: String,
+    #[serde(rename = "ca-pem", default)]
+    ca_pem: Option<String>,
+    #[serde(default)]
+    group_id: Option<Value>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    location: String,
+}
+
+/// A group named by name or number.
+fn group_ref(value: Option<Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+async fn add_subcloud(State(api): State<Api>, bytes: Bytes) -> Response {
+    let add: AddSubcloud = match body(&bytes) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    if add.token.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "token: the subcloud controller's operator token is required".into(),
+        );
+    }
+    let new = NewSubcloud {
+        name: add.name,
+        access: Access {
+            url: add.url,
+            token: add.token,
+            ca_pem: add.ca_pem.filter(|p| !p.trim().is_empty()),
+        },
+        group: group_ref(add.group_id),
+        description: add.description,
+        location: add.location,
+    };
+    // A CA that does not parse is refused now, not at the first audit.
+    if let Some(pem) = &new.access.ca_pem {
+        let trust = tls::Trust::CaPem {
+            name: "ca-pem".into(),
+            pem: pem.as_bytes().to_vec(),
+        };
+        if let Err(e) = trust.client_config() {
+            return error(StatusCode::BAD_REQUEST, format!("ca-pem: {e}"));
+        }
+    }
+    match api.db.add_subcloud(new).await {
+        Ok(s) => {
+            tracing::info!(target: "audit", "subcloud {} added", s.name);
+            axum::Json(subcloud_json(&s)).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSubcloud {
+    #[serde(rename = "management-state", default)]
+    management: Option<String>,
+    #[serde(default)]
+    group_id: Option<Value>,
+}
+
+async fn update_subcloud(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let update: UpdateSubcloud = match body(&bytes) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    if update.management.is_none() && update.group_id.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to update: give management-state or group_id".into(),
+        );
+    }
+    let mut result = api.db.subcloud(&name).await;
+    if let Some(group) = group_ref(update.group_id) {
+        result = api.db.set_group(&name, &group).await;
+    }
+    if let Some(m) = update.management {
+        let management: Management = match m.parse() {
+            Ok(m) => m,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        result = api.db.set_management(&name, management).await;
+        if result.is_ok() {
+            tracing::info!(target: "audit", "subcloud {name} {management}");
+        }
+    }
+    match result {
+        Ok(s) => axum::Json(subcloud_json(&s)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn delete_subcloud(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.db.delete_subcloud(&name).await {
+        Ok(()) => {
+            tracing::info!(target: "audit", "subcloud {name} deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+async fn list_groups(State(api): State<Api>) -> Response {
+    match api.db.groups().await {
+        Ok(list) => axum::Json(json!({
+            "subcloud_groups": list.iter().map(group_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn show_group(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.db.group(&name).await {
+        Ok(g) => axum::Json(group_json(&g)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn group_subclouds(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.db.group_subclouds(&name).await {
+        Ok(list) => axum::Json(json!({
+            "subclouds": list.iter().map(subcloud_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    update_apply_type: Option<String>,
+    #[serde(default)]
+    max_parallel_subclouds: Option<i64>,
+}
+
+fn apply_type(value: Option<String>) -> Result<Option<ApplyType>, String> {
+    value
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|e: crate::model::BadValue| e.to_string())
+}
+
+async fn add_group(State(api): State<Api>, bytes: Bytes) -> Response {
+    let add: GroupBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let Some(name) = add.name else {
+        return error(StatusCode::BAD_REQUEST, "name is required".into());
+    };
+    let apply = match apply_type(add.update_apply_type) {
+        Ok(a) => a.unwrap_or(ApplyType::Parallel),
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let result = api
+        .db
+        .add_group(
+            &name,
+            add.description.as_deref().unwrap_or_default(),
+            apply,
+            add.max_parallel_subclouds.unwrap_or(2),
+        )
+        .await;
+    match result {
+        Ok(g) => axum::Json(group_json(&g)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn update_group(State(api): State<Api>, Path(name): Path<String>, bytes: Bytes) -> Response {
+    let update: GroupBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let update_apply_type = match apply_type(update.update_apply_type) {
+        Ok(a) => a,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let update = GroupUpdate {
+        name: update.name,
+        description: update.description,
+        update_apply_type,
+        max_parallel_subclouds: update.max_parallel_subclouds,
+    };
+    match api.db.update_group(&name, update).await {
+        Ok(g) => axum::Json(group_json(&g)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn delete_group(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    match api.db.delete_group(&name).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => failure(e),
+    }
+}
