@@ -205,6 +205,54 @@ fn the_audit_reports_availability_and_sync(database_url: Option<&str>) {
     dc.wait_until("subcloud2", "out of sync by DC_0002", |s| {
         s["sync_status"] == "out-of-sync" && s["sync-detail"] == "extra: DC_0002"
     });
+    // A subcloud's region reaches its controller through the system controller: a query,
+    // then an upload streamed through and applied there (DC_0003, a patch only subcloud2
+    // has), which the next audit sees.
+    let region = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sw-patch"))
+            .args(["--dcmanager-url", &dc.url, "--token", TOKEN])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let query = region(&["--os-region-name", "subcloud2", "query"]);
+    let listed = String::from_utf8_lossy(&query.stdout);
+    assert!(query.status.success(), "{query:?}");
+    assert!(
+        listed.contains("DC_0002") && listed.contains("DC_0001"),
+        "{listed}"
+    );
+    let own = west.patch(
+        "DC_0003",
+        false,
+        &[TestRpm::new("sysinv", "1.0", "233").file("/usr/lib/sysinv/api.py", "VERSION\n")],
+        &[],
+    );
+    let uploaded = region(&[
+        "--os-region-name",
+        "subcloud2",
+        "upload",
+        own.to_str().unwrap(),
+    ]);
+    assert!(uploaded.status.success(), "{uploaded:?}");
+    assert!(
+        String::from_utf8_lossy(&uploaded.stdout).contains("DC_0003 is now available"),
+        "{uploaded:?}"
+    );
+    assert!(
+        region(&["--os-region-name", "subcloud2", "apply", "DC_0003"])
+            .status
+            .success()
+    );
+    dc.wait_until("subcloud2", "out of sync by DC_0002 and DC_0003", |s| {
+        s["sync-detail"] == "extra: DC_0002, DC_0003"
+    });
+    let unknown = region(&["--os-region-name", "nosuch", "query"]);
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr),
+        "error: Unsupported region name: nosuch\n"
+    );
+
     let shown = dc.ok(&["subcloud", "show", "subcloud2", "--detail"]);
     assert!(
         shown.contains("| patching_sync_detail | extra: DC_0002"),

@@ -64,7 +64,16 @@ fn exit_statuses_are_the_documented_ones() {
     // A controller that does not answer: the operation failed, 1.
     assert_eq!(status(&["--url", "http://127.0.0.1:1", "query"]), Some(1));
     // A refused region: 1.
-    assert_eq!(status(&["--os-region-name", "RegionOne", "query"]), Some(1));
+    assert_eq!(
+        status(&[
+            "--dcmanager-url",
+            "http://127.0.0.1:1",
+            "--os-region-name",
+            "RegionOne",
+            "query"
+        ]),
+        Some(1)
+    );
     let help = Command::new(env!("CARGO_BIN_EXE_sw-patch"))
         .arg("--help")
         .output()

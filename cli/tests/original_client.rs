@@ -86,10 +86,25 @@ fn the_original_client_drives_the_controller_and_prints_what_ours_prints() {
 
     // A region other than the system controller's is refused by both, with one message.
     let theirs = original(&site, &["--os-region-name", "RegionOne", "query"]);
-    let mine = site.run("sw-patch", &["--os-region-name", "RegionOne", "query"]);
+    // Ours asks the distributed cloud system controller whether it is a subcloud; none
+    // answers here.
+    let mine = site.run(
+        "sw-patch",
+        &[
+            "--dcmanager-url",
+            "http://127.0.0.1:1",
+            "--os-region-name",
+            "RegionOne",
+            "query",
+        ],
+    );
     assert!(!theirs.status.success() && !mine.status.success());
     assert_eq!(text(&theirs), "Unsupported region name: RegionOne\n");
-    assert_eq!(text(&mine), "error: Unsupported region name: RegionOne\n");
+    assert!(
+        text(&mine).starts_with("error: Unsupported region name: RegionOne (no distributed cloud system controller answers at http://127.0.0.1:1"),
+        "{}",
+        text(&mine)
+    );
     let refused = site.run(
         "sw-patch",
         &["--os-region-name", "SystemController", "query-hosts"],

@@ -44,6 +44,10 @@ pub(crate) fn router(db: Db, tokens: Vec<String>) -> Router {
                 .patch(update_subcloud)
                 .delete(delete_subcloud),
         )
+        .route(
+            "/v1.0/subclouds/{subcloud}/patching/{*rest}",
+            axum::routing::any(patching_proxy),
+        )
         .route("/v1.0/subcloud-groups", get(list_groups).post(add_group))
         .route(
             "/v1.0/subcloud-groups/{group}",
@@ -374,4 +378,75 @@ async fn delete_group(State(api): State<Api>, Path(name): Path<String>) -> Respo
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => failure(e),
     }
+}
+
+/// `/v1.0/subclouds/<name>/patching/<rest>`: the request passed on to that subcloud's own
+/// patching API (with the credential and CA the system controller holds for it), the
+/// answer passed back; bodies stream both ways. This is how `sw-patch --os-region-name
+/// <subcloud>` reaches a subcloud through the system controller.
+async fn patching_proxy(
+    State(api): State<Api>,
+    Path((name, rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let subcloud = match api.db.subcloud(&name).await {
+        Ok(s) => s,
+        Err(e) => return failure(e),
+    };
+    if subcloud.management != Management::Managed {
+        return error(
+            StatusCode::CONFLICT,
+            format!("subcloud {name} is unmanaged: manage it before sending it requests"),
+        );
+    }
+    let access = match api.db.access(subcloud.id).await {
+        Ok(a) => a,
+        Err(e) => return failure(e),
+    };
+    let client = match crate::audit::client_for(&access, &name, None) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
+    };
+    let mut url = format!("{}/{rest}", access.url.trim_end_matches('/'));
+    if let Some(query) = request.uri().query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let method = request.method().clone();
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .cloned();
+    let length = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .cloned();
+    let body = reqwest::Body::wrap_stream(request.into_body().into_data_stream());
+    let mut forward = client
+        .request(method, &url)
+        .header("X-Auth-Token", &access.token)
+        .body(body);
+    if let Some(v) = content_type {
+        forward = forward.header(axum::http::header::CONTENT_TYPE, v);
+    }
+    if let Some(v) = length {
+        forward = forward.header(axum::http::header::CONTENT_LENGTH, v);
+    }
+    let answer = match forward.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("subcloud {name} does not answer: {e}"),
+            );
+        }
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::builder().status(status);
+    if let Some(v) = answer.headers().get(reqwest::header::CONTENT_TYPE) {
+        response = response.header(axum::http::header::CONTENT_TYPE, v.as_bytes());
+    }
+    response
+        .body(axum::body::Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, e.to_string()))
 }

@@ -41,20 +41,7 @@ pub enum QueryError {
 /// The applied and committed patches (id → `Applied`/`Committed`) of the controller at
 /// `access`, from its patching API's `query`.
 pub async fn patches_of(access: &Access, name: &str) -> Result<PatchSet, QueryError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(QUERY_TIMEOUT)
-        .connect_timeout(QUERY_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(3));
-    if let Some(pem) = &access.ca_pem {
-        let trust = tls::Trust::CaPem {
-            name: format!("{name}'s CA"),
-            pem: pem.as_bytes().to_vec(),
-        };
-        builder = builder.tls_backend_preconfigured(trust.client_config()?);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| QueryError::Http(e.to_string()))?;
+    let client = client_for(access, name, Some(QUERY_TIMEOUT))?;
     let url = format!("{}/v1/query?show=all", access.url.trim_end_matches('/'));
     let response = client
         .get(&url)
@@ -93,6 +80,30 @@ pub async fn patches_of(access: &Access, name: &str) -> Result<PatchSet, QueryEr
             matches!(state, "Applied" | "Committed").then(|| (id.clone(), state.to_owned()))
         })
         .collect())
+}
+
+/// An HTTP client for the controller at `access` (named `name` in errors): it trusts the
+/// CA given for it, follows no redirect to elsewhere than a pair's active controller, and
+/// gives up after `timeout` (none: uploads may take long).
+pub fn client_for(
+    access: &Access,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Result<reqwest::Client, QueryError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(QUERY_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(3));
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    if let Some(pem) = &access.ca_pem {
+        let trust = tls::Trust::CaPem {
+            name: format!("{name}'s CA"),
+            pem: pem.as_bytes().to_vec(),
+        };
+        builder = builder.tls_backend_preconfigured(trust.client_config()?);
+    }
+    builder.build().map_err(|e| QueryError::Http(e.to_string()))
 }
 
 /// How a subcloud's patches compare with the system controller's: in sync, or out of sync
