@@ -64,6 +64,94 @@ impl OutputFormat {
     }
 }
 
+/// The region of a distributed cloud's system controller.
+pub const SYSTEM_CONTROLLER_REGION: &str = "SystemController";
+
+/// Which of a subcloud's APIs a region request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionApi {
+    /// The patching API (`sw-patch`, `system`).
+    Patching,
+    /// The orchestration and alarm API (`sw-manager`, `fm`).
+    Vim,
+}
+
+/// `--os-region-name`, as the OpenStack clients take it, and where the distributed cloud's
+/// system controller is.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RegionArgs {
+    /// Send the request to a specified region: SystemController (the distributed cloud's
+    /// system controller) or a subcloud's name (reached through the system controller at
+    /// --dcmanager-url, with --token its operator token)
+    #[arg(long = "os-region-name", global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// The distributed cloud system controller's dcmanager API, for subcloud regions
+    #[arg(
+        long,
+        global = true,
+        env = "DCMANAGER_URL",
+        default_value = "http://127.0.0.1:8119",
+        value_name = "URL"
+    )]
+    pub dcmanager_url: String,
+}
+
+impl RegionArgs {
+    /// Where requests go: no region and the system controller's region are `local` (the
+    /// controller the tool was pointed at); a subcloud's name goes through the system
+    /// controller, which passes it on to that subcloud's `api`. A region the system
+    /// controller does not know is refused with the original's message.
+    pub fn base_url(
+        &self,
+        api: RegionApi,
+        local: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let region = match self.region.as_deref() {
+            None | Some(SYSTEM_CONTROLLER_REGION) => return Ok(local.to_owned()),
+            Some(r) => r,
+        };
+        let safe = !region.is_empty()
+            && region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !safe {
+            anyhow::bail!("Unsupported region name: {region}");
+        }
+        let base = format!(
+            "{}/v1.0/subclouds/{region}",
+            self.dcmanager_url.trim_end_matches('/')
+        );
+        let http = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let mut probe = http.get(&base);
+        if let Some(token) = token {
+            probe = probe.header("X-Auth-Token", token);
+        }
+        match probe.send() {
+            Err(e) => anyhow::bail!(
+                "Unsupported region name: {region} (no distributed cloud system controller answers at {}: {e})",
+                self.dcmanager_url
+            ),
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                anyhow::bail!("Unsupported region name: {region}")
+            }
+            Ok(r) if !r.status().is_success() => {
+                let body = read_answer(r).unwrap_or_default();
+                anyhow::bail!("the system controller refused region {region}: {body:.200}")
+            }
+            Ok(_) => Ok(format!(
+                "{base}/{}",
+                match api {
+                    RegionApi::Patching => "patching",
+                    RegionApi::Vim => "vim",
+                }
+            )),
+        }
+    }
+}
+
 /// How the API clients reach the controller (`sw-patch`, `system`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ConnectionArgs {
@@ -83,6 +171,8 @@ pub struct ConnectionArgs {
     pub format: OutputFormat,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub region: RegionArgs,
 }
 
 /// Whom the clients trust for `https://` URLs, as the OpenStack clients take it.
@@ -155,6 +245,8 @@ pub struct VimConnectionArgs {
     pub format: OutputFormat,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub region: RegionArgs,
 }
 
 /// The exit statuses every client tool uses (shown under `--help` and in the man pages).

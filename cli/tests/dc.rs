@@ -135,6 +135,8 @@ fn add(dc: &Dc, name: &str, site: &Site, group: Option<&str>) {
         token_file.display().to_string(),
         "--ca-file".into(),
         site.ca.ca_cert.display().to_string(),
+        "--vim-url".into(),
+        site.vim_url.clone(),
     ];
     if let Some(g) = group {
         args.extend(["--group".into(), g.into()]);
@@ -247,6 +249,53 @@ fn the_audit_reports_availability_and_sync(database_url: Option<&str>) {
     dc.wait_until("subcloud2", "out of sync by DC_0002 and DC_0003", |s| {
         s["sync-detail"] == "extra: DC_0002, DC_0003"
     });
+    // sw-manager and fm reach the subcloud's orchestration and alarm API the same way.
+    let manager = Command::new(env!("CARGO_BIN_EXE_sw-manager"))
+        .args(["--dcmanager-url", &dc.url, "--token", TOKEN])
+        .args(["--os-region-name", "subcloud2", "patch-strategy", "show"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&manager.stdout),
+        "No strategy available\n",
+        "{manager:?}"
+    );
+    let fm = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fm"))
+            .args(["--dcmanager-url", &dc.url, "--token", TOKEN])
+            .args(["--os-region-name", "subcloud2"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let raised = fm(&[
+        "alarm-raise",
+        "--alarm-id",
+        "100.101",
+        "--entity-instance-id",
+        "host=controller-0",
+    ]);
+    assert!(raised.status.success(), "{raised:?}");
+    let alarms: Value =
+        serde_json::from_slice(&fm(&["alarm-list", "--format", "json"]).stdout).unwrap();
+    assert_eq!(alarms["alarms"][0]["alarm_id"], "100.101", "{alarms}");
+    // ... on subcloud2 only.
+    let local = Command::new(env!("CARGO_BIN_EXE_fm"))
+        .args([
+            "--url",
+            &east.vim_url,
+            "--token",
+            SUBCLOUD_TOKEN,
+            "--format",
+            "json",
+        ])
+        .env("OS_CACERT", &east.ca.ca_cert)
+        .arg("alarm-list")
+        .output()
+        .unwrap();
+    let local: Value = serde_json::from_slice(&local.stdout).unwrap();
+    assert_eq!(local["alarms"].as_array().map(Vec::len), Some(0), "{local}");
+
     let unknown = region(&["--os-region-name", "nosuch", "query"]);
     assert_eq!(
         String::from_utf8_lossy(&unknown.stderr),

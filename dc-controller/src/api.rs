@@ -45,8 +45,8 @@ pub(crate) fn router(db: Db, tokens: Vec<String>) -> Router {
                 .delete(delete_subcloud),
         )
         .route(
-            "/v1.0/subclouds/{subcloud}/patching/{*rest}",
-            axum::routing::any(patching_proxy),
+            "/v1.0/subclouds/{subcloud}/{api}/{*rest}",
+            axum::routing::any(proxy),
         )
         .route("/v1.0/subcloud-groups", get(list_groups).post(add_group))
         .route(
@@ -115,6 +115,7 @@ pub fn subcloud_json(s: &Subcloud) -> Value {
         "description": s.description,
         "location": s.location,
         "url": s.url,
+        "vim-url": s.vim_url,
         "management-state": s.management.as_str(),
         "availability-status": s.availability.as_str(),
         "deploy-status": "complete",
@@ -166,6 +167,8 @@ struct AddSubcloud {
     token: String,
     #[serde(rename = "ca-pem", default)]
     ca_pem: Option<String>,
+    #[serde(rename = "vim-url", default)]
+    vim_url: Option<String>,
     #[serde(default)]
     group_id: Option<Value>,
     #[serde(default)]
@@ -200,6 +203,7 @@ async fn add_subcloud(State(api): State<Api>, bytes: Bytes) -> Response {
             url: add.url,
             token: add.token,
             ca_pem: add.ca_pem.filter(|p| !p.trim().is_empty()),
+            vim_url: add.vim_url.filter(|u| !u.is_empty()),
         },
         group: group_ref(add.group_id),
         description: add.description,
@@ -380,13 +384,14 @@ async fn delete_group(State(api): State<Api>, Path(name): Path<String>) -> Respo
     }
 }
 
-/// `/v1.0/subclouds/<name>/patching/<rest>`: the request passed on to that subcloud's own
-/// patching API (with the credential and CA the system controller holds for it), the
-/// answer passed back; bodies stream both ways. This is how `sw-patch --os-region-name
-/// <subcloud>` reaches a subcloud through the system controller.
-async fn patching_proxy(
+/// `/v1.0/subclouds/<name>/<api>/<rest>`: the request passed on to that subcloud's own
+/// patching API (`patching`) or orchestration and alarm API (`vim`), with the credential
+/// and CA the system controller holds for it, the answer passed back; bodies stream both
+/// ways. This is how `sw-patch`, `system`, `sw-manager` and `fm` with `--os-region-name
+/// <subcloud>` reach a subcloud through the system controller.
+async fn proxy(
     State(api): State<Api>,
-    Path((name, rest)): Path<(String, String)>,
+    Path((name, which, rest)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
     let subcloud = match api.db.subcloud(&name).await {
@@ -403,11 +408,31 @@ async fn patching_proxy(
         Ok(a) => a,
         Err(e) => return failure(e),
     };
+    let base = match which.as_str() {
+        "patching" => access.url.clone(),
+        "vim" => match &access.vim_url {
+            Some(url) => url.clone(),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "subcloud {name} has no orchestration API URL (subcloud add --vim-url)"
+                    ),
+                );
+            }
+        },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no such subcloud API {other:?}: patching or vim"),
+            );
+        }
+    };
     let client = match crate::audit::client_for(&access, &name, None) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    let mut url = format!("{}/{rest}", access.url.trim_end_matches('/'));
+    let mut url = format!("{}/{rest}", base.trim_end_matches('/'));
     if let Some(query) = request.uri().query() {
         url.push('?');
         url.push_str(query);

@@ -68,6 +68,7 @@ fn schema(backend: Backend) -> [String; 2] {
                 url TEXT NOT NULL,
                 token TEXT NOT NULL,
                 ca_pem TEXT,
+                vim_url TEXT,
                 description TEXT NOT NULL,
                 location TEXT NOT NULL,
                 group_id BIGINT NOT NULL REFERENCES subcloud_groups(id),
@@ -83,7 +84,7 @@ fn schema(backend: Backend) -> [String; 2] {
     ]
 }
 
-const SUBCLOUD_COLUMNS: &str = "id, name, url, description, location, group_id, management, \
+const SUBCLOUD_COLUMNS: &str = "id, name, url, vim_url, description, location, group_id, management, \
      availability, sync_status, sync_detail, created_at, updated_at, audited_at";
 
 const GROUP_COLUMNS: &str = "id, name, description, update_apply_type, max_parallel_subclouds";
@@ -99,6 +100,7 @@ fn subcloud(row: &AnyRow) -> Result<Subcloud, DbError> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         url: row.try_get("url")?,
+        vim_url: row.try_get("vim_url")?,
         description: row.try_get("description")?,
         location: row.try_get("location")?,
         group_id: row.try_get("group_id")?,
@@ -414,6 +416,7 @@ impl Db {
                     url: s.url.clone(),
                     token: row.try_get("token")?,
                     ca_pem: row.try_get("ca_pem")?,
+                    vim_url: s.vim_url.clone(),
                 };
                 Ok((s, access))
             })
@@ -422,7 +425,7 @@ impl Db {
 
     /// How to reach a subcloud.
     pub async fn access(&self, id: i64) -> Result<Access, DbError> {
-        let row = sqlx::query("SELECT url, token, ca_pem FROM subclouds WHERE id = $1")
+        let row = sqlx::query("SELECT url, token, ca_pem, vim_url FROM subclouds WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -431,17 +434,19 @@ impl Db {
             url: row.try_get("url")?,
             token: row.try_get("token")?,
             ca_pem: row.try_get("ca_pem")?,
+            vim_url: row.try_get("vim_url")?,
         })
     }
 
     /// Adds a subcloud (unmanaged, offline, sync unknown until managed and audited).
     pub async fn add_subcloud(&self, new: NewSubcloud) -> Result<Subcloud, DbError> {
         crate::model::validate_name("subcloud", &new.name).map_err(DbError::Refused)?;
-        if !(new.access.url.starts_with("https://") || new.access.url.starts_with("http://")) {
-            return Err(DbError::Refused(format!(
-                "the subcloud's URL must be http:// or https://, not {:?}",
-                new.access.url
-            )));
+        for url in std::iter::once(&new.access.url).chain(new.access.vim_url.as_ref()) {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(DbError::Refused(format!(
+                    "the subcloud's URLs must be http:// or https://, not {url:?}"
+                )));
+            }
         }
         let group = self
             .group(new.group.as_deref().unwrap_or(DEFAULT_GROUP))
@@ -449,8 +454,8 @@ impl Db {
         let t = now();
         let made = sqlx::query(
             "INSERT INTO subclouds (name, url, token, ca_pem, description, location, group_id, \
-             management, availability, sync_status, sync_detail, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             management, availability, sync_status, sync_detail, created_at, updated_at, vim_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&new.name)
         .bind(&new.access.url)
@@ -465,6 +470,7 @@ impl Db {
         .bind("not audited yet")
         .bind(t)
         .bind(t)
+        .bind(new.access.vim_url.clone())
         .execute(&self.pool)
         .await;
         match made {
@@ -581,6 +587,7 @@ mod tests {
                 url: "https://10.0.0.2:5491".into(),
                 token: "secret".into(),
                 ca_pem: None,
+                vim_url: None,
             },
             group: None,
             description: String::new(),

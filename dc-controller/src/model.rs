@@ -104,6 +104,8 @@ pub struct Subcloud {
     pub name: String,
     /// Its controller's patching API URL.
     pub url: String,
+    /// Its orchestration and alarm API URL, when given.
+    pub vim_url: Option<String>,
     /// Free text.
     pub description: String,
     /// Free text.
@@ -135,6 +137,8 @@ pub struct Access {
     pub token: String,
     /// The CA (PEM) its certificate chains to, for `https://` URLs.
     pub ca_pem: Option<String>,
+    /// Its orchestration and alarm API URL (same CA and token), when given.
+    pub vim_url: Option<String>,
 }
 
 /// A subcloud group.

@@ -107,6 +107,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 url: args.system_controller_url.clone(),
                 token,
                 ca_pem,
+                vim_url: None,
             },
             tokens: secrets(&args.tokens_file)?,
             audit_interval: Duration::from_secs(args.audit_interval.max(1)),

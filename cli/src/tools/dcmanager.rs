@@ -59,6 +59,10 @@ enum SubcloudCommand {
         /// CA (PEM) the subcloud controller's certificate chains to
         #[arg(long, value_name = "FILE")]
         ca_file: Option<PathBuf>,
+        /// Its controller's orchestration and alarm API URL (for sw-manager and fm
+        /// through the system controller, and subcloud strategies)
+        #[arg(long, value_name = "URL")]
+        vim_url: Option<String>,
         /// Group name or id [default: Default]
         #[arg(long)]
         group: Option<String>,
@@ -279,6 +283,7 @@ fn subcloud_fields(s: &Value, detail: bool) -> String {
     ];
     if detail {
         rows.push(("url", text(&s["url"])));
+        rows.push(("vim_url", text(&s["vim-url"])));
         rows.push(("patching_sync_detail", text(&s["sync-detail"])));
         rows.push(("audited_at", time(&s["audited-at"])));
     }
@@ -324,6 +329,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     url,
                     token_file,
                     ca_file,
+                    vim_url,
                     group,
                     description,
                     location,
@@ -343,7 +349,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                         None => None,
                     };
                     let body = json!({
-                        "name": name, "url": url, "token": token, "ca-pem": ca,
+                        "name": name, "url": url, "token": token, "ca-pem": ca, "vim-url": vim_url,
                         "group_id": group, "description": description, "location": location,
                     });
                     let added = client.call(Method::POST, "subclouds", Some(&body))?;

@@ -80,8 +80,13 @@ pub fn command() -> clap::Command {
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     crate::run(|| {
         let args = Args::parse_from(args);
-        let client = VimClient::new(
+        let url = args.connection.region.base_url(
+            crate::RegionApi::Vim,
             &args.connection.url,
+            args.connection.token.as_deref(),
+        )?;
+        let client = VimClient::new(
+            &url,
             args.connection.token.clone(),
             args.connection.tls.trust().as_ref(),
         )?;

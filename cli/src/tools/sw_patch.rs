@@ -20,83 +20,25 @@ struct Args {
     /// Print the controller's answers as they come (JSON), as the original's --debug
     #[arg(long, global = true)]
     debug: bool,
-    /// Send the request to a specified region: SystemController (the distributed cloud's
-    /// system controller, as in the original) or a subcloud's name (reached through the
-    /// system controller at --dcmanager-url, with --token its operator token)
-    #[arg(long = "os-region-name", global = true, value_name = "REGION")]
-    region: Option<String>,
-    /// The distributed cloud system controller's dcmanager API, for subcloud regions
-    #[arg(
-        long,
-        global = true,
-        env = "DCMANAGER_URL",
-        default_value = "http://127.0.0.1:8119",
-        value_name = "URL"
-    )]
-    dcmanager_url: String,
     #[command(subcommand)]
     command: Command,
 }
 
-/// The region of a distributed cloud's system controller.
-const SYSTEM_CONTROLLER_REGION: &str = "SystemController";
-
-/// Where a request for `region` goes: no region is the controller at `url`; the system
-/// controller's region is the same, with the original's rules (the commands that act on the
-/// system controller's own hosts are refused); a subcloud's name goes through the
-/// distributed cloud system controller at `dcmanager_url`, which passes it on to that
-/// subcloud's controller. A region the system controller does not know is refused with
-/// the original's message.
-fn region_url(
-    region: Option<&str>,
-    action: &str,
-    url: &str,
-    dcmanager_url: &str,
-    token: Option<&str>,
-) -> anyhow::Result<String> {
-    let Some(region) = region else {
-        return Ok(url.to_owned());
-    };
-    if region == SYSTEM_CONTROLLER_REGION {
-        if matches!(
+/// The original's rule for the system controller's region: the commands that act on the
+/// system controller's own hosts are refused in it.
+fn check_system_controller_region(region: Option<&str>, action: &str) -> anyhow::Result<()> {
+    if region == Some(crate::SYSTEM_CONTROLLER_REGION)
+        && matches!(
             action,
             "query-hosts" | "host-install" | "host-install-async" | "install-local" | "drop-host"
-        ) {
-            bail!("{action} command is not allowed in {SYSTEM_CONTROLLER_REGION} region");
-        }
-        return Ok(url.to_owned());
+        )
+    {
+        bail!(
+            "{action} command is not allowed in {} region",
+            crate::SYSTEM_CONTROLLER_REGION
+        );
     }
-    let safe = !region.is_empty()
-        && region
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !safe {
-        bail!("Unsupported region name: {region}");
-    }
-    let base = format!(
-        "{}/v1.0/subclouds/{region}",
-        dcmanager_url.trim_end_matches('/')
-    );
-    let http = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
-    let mut probe = http.get(&base);
-    if let Some(token) = token {
-        probe = probe.header("X-Auth-Token", token);
-    }
-    match probe.send() {
-        Err(e) => bail!(
-            "Unsupported region name: {region} (no distributed cloud system controller answers at {dcmanager_url}: {e})"
-        ),
-        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
-            bail!("Unsupported region name: {region}")
-        }
-        Ok(r) if !r.status().is_success() => {
-            let body = crate::read_answer(r).unwrap_or_default();
-            bail!("the system controller refused region {region}: {body:.200}")
-        }
-        Ok(_) => Ok(format!("{base}/patching")),
-    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,11 +243,13 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     run(|| {
         let matches = command().get_matches_from(args);
         let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        let url = region_url(
-            args.region.as_deref(),
+        check_system_controller_region(
+            args.connection.region.region.as_deref(),
             matches.subcommand_name().unwrap_or_default(),
+        )?;
+        let url = args.connection.region.base_url(
+            crate::RegionApi::Patching,
             &args.connection.url,
-            &args.dcmanager_url,
             args.connection.token.as_deref(),
         )?;
         let client = ApiClient::new(

@@ -63,8 +63,13 @@ pub fn command() -> clap::Command {
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     run(|| {
         let args = Args::parse_from(args);
-        let client = ApiClient::new(
+        let url = args.connection.region.base_url(
+            crate::RegionApi::Patching,
             &args.connection.url,
+            args.connection.token.as_deref(),
+        )?;
+        let client = ApiClient::new(
+            &url,
             args.connection.token,
             args.connection.tls.trust().as_ref(),
         )?;
