@@ -100,10 +100,16 @@ impl Dc {
     }
 }
 
-/// A subcloud: a controller with an authenticated (TLS) patching API.
+/// A subcloud: a controller with an authenticated (TLS) patching API, on a port of its own
+/// that a restart keeps.
 fn subcloud() -> Site {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     Site::with_toml(
-        &format!("auth_listen = \"127.0.0.1:0\"\nauth_tokens = [\"{SUBCLOUD_TOKEN}\"]\n"),
+        &format!("auth_listen = \"127.0.0.1:{port}\"\nauth_tokens = [\"{SUBCLOUD_TOKEN}\"]\n"),
         &[],
     )
 }
@@ -119,6 +125,17 @@ fn apply(site: &Site, id: &str, release: &str) {
     );
     site.ok(&["upload", patch.to_str().unwrap()]);
     site.ok(&["apply", id]);
+}
+
+/// Makes `site` trust the patches `signer` signs (its key in the keyring; a restart
+/// reads it).
+fn trust(site: &mut Site, signer: &Site) {
+    std::fs::copy(
+        signer.path("keyring/dev.pem"),
+        site.path("keyring/system-controller.pem"),
+    )
+    .unwrap();
+    site.restart_controller();
 }
 
 fn add(dc: &Dc, name: &str, site: &Site, group: Option<&str>) {
@@ -148,7 +165,7 @@ fn add(dc: &Dc, name: &str, site: &Site, group: Option<&str>) {
 fn the_audit_reports_availability_and_sync(database_url: Option<&str>) {
     let system_controller = Site::new();
     apply(&system_controller, "DC_0001", "231");
-    let east = subcloud();
+    let mut east = subcloud();
     let west = subcloud();
     let dc = Dc::start(&system_controller, database_url);
 
@@ -302,9 +319,37 @@ fn the_audit_reports_availability_and_sync(database_url: Option<&str>) {
         "error: Unsupported region name: nosuch\n"
     );
 
+    // Prestage: the system controller's signed file of a patch subcloud1 lacks is passed
+    // on to it and verified there (the subclouds trust the system controller's signing key,
+    // as a real distributed cloud's share one); nothing is applied.
+    apply(&system_controller, "DC_0004", "234");
+    dc.wait_until("subcloud1", "missing DC_0004", |s| {
+        s["sync-detail"] == "missing: DC_0004"
+    });
+    let refused = dc.run(&["subcloud", "prestage", "subcloud1"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("Failed: DC_0004: "),
+        "{refused:?}"
+    );
+    trust(&mut east, &system_controller);
+    assert_eq!(
+        dc.ok(&["subcloud", "prestage", "subcloud1"]),
+        "Uploaded to subcloud1: DC_0004\n"
+    );
+    let query: Value = serde_json::from_str(&east.ok(&["query", "--format", "json"])).unwrap();
+    assert_eq!(query["pd"]["DC_0004"]["repostate"], "Available", "{query}");
+    assert_eq!(
+        dc.ok(&["subcloud", "prestage", "subcloud1"]),
+        "subcloud1 lacks no patch of the system controller\n"
+    );
+
+    dc.wait_until("subcloud2", "missing DC_0004", |s| {
+        s["sync-detail"] == "missing: DC_0004; extra: DC_0002, DC_0003"
+    });
     let shown = dc.ok(&["subcloud", "show", "subcloud2", "--detail"]);
     assert!(
-        shown.contains("| patching_sync_detail | extra: DC_0002"),
+        shown.contains("| patching_sync_detail | missing: DC_0004; extra: DC_0002, DC_0003 |"),
         "{shown}"
     );
 

@@ -87,6 +87,7 @@ pub(crate) const ACTIONS: &[&str] = &[
     "init_release",
     "del_release",
     "isystems",
+    "patch_file",
 ];
 
 /// `GET /metrics`: on the authenticated listener any operator's token (reader or admin),
@@ -190,6 +191,7 @@ fn is_read(action: &str) -> bool {
             | "query_app_dependencies"
             | "commit_dry_run"
             | "precheck"
+            | "patch_file"
     )
 }
 
@@ -350,7 +352,28 @@ async fn perform(service: &Service, call: Call, headers: HeaderMap, request: Req
             Ok(system) => ok(json!({"isystems": [system]})),
             Err(e) => failure(e),
         },
+        "patch_file" => patch_file(service, &call.first()).await,
         other => http_error(StatusCode::NOT_FOUND, &format!("unknown action {other:?}")),
+    }
+}
+
+/// `patch_file/ID`: the patch's signed file as it was uploaded, streamed.
+async fn patch_file(service: &Service, id: &str) -> Response {
+    let path = match service.patch_file(id) {
+        Ok(p) => p,
+        Err(e) if e.is_refusal() => return http_error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => return failure(e),
+    };
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        )
+            .into_response(),
+        Err(e) => http_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("{}: {e}", path.display()),
+        ),
     }
 }
 

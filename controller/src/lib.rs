@@ -30,6 +30,7 @@ mod pair;
 mod service;
 mod startup;
 mod state;
+mod vault;
 mod vim_api;
 mod web;
 

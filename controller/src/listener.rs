@@ -297,6 +297,9 @@ fn paced(
             }
         },
     )
+    // Readers may poll again after the end (an upload drains what follows a refusal);
+    // `unfold` panics then, a fused stream says "ended" again.
+    .fuse()
 }
 
 /// Lets the daemon hold as many connections as the system allows: the soft limit on open
@@ -319,6 +322,16 @@ pub(crate) fn raise_open_files_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_paced_body_can_be_polled_after_its_end() {
+        let pace = BodyPace::from(&ListenerLimits::default());
+        let mut body = std::pin::pin!(paced(Body::from("a patch"), pace));
+        assert_eq!(body.next().await.unwrap().unwrap(), "a patch");
+        // What the upload's drain does after a whole body: no panic, still the end.
+        assert!(body.next().await.is_none());
+        assert!(body.next().await.is_none());
+    }
 
     fn throttle(max_failures: u32) -> FailedAuth {
         FailedAuth::new(&ListenerLimits {

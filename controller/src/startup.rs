@@ -117,6 +117,8 @@ pub(crate) async fn open_app(
         path: hosts_dir.clone(),
         source: e,
     })?;
+    // What a crash mid-upload left in the vault (no upload runs yet).
+    crate::vault::Vault::new(&config.state_dir).sweep();
     let app =
         App::new(store, hosts, config.clone(), ha).map_err(|e| StartError::State(e.to_string()))?;
     // The repository signing key is made once, by the active controller; a standby gets it

@@ -24,10 +24,12 @@ const MAX_BODY: usize = 1 << 20;
 struct Api {
     db: Db,
     tokens: Arc<Vec<Vec<u8>>>,
+    /// The system controller's own patching API.
+    reference: Arc<Access>,
 }
 
 /// The router over `db`, accepting `tokens`.
-pub(crate) fn router(db: Db, tokens: Vec<String>) -> Router {
+pub(crate) fn router(db: Db, tokens: Vec<String>, reference: Access) -> Router {
     let tokens = Arc::new(
         tokens
             .into_iter()
@@ -35,7 +37,11 @@ pub(crate) fn router(db: Db, tokens: Vec<String>) -> Router {
             .map(String::into_bytes)
             .collect(),
     );
-    let api = Api { db, tokens };
+    let api = Api {
+        db,
+        tokens,
+        reference: Arc::new(reference),
+    };
     Router::new()
         .route("/v1.0/subclouds", get(list_subclouds).post(add_subcloud))
         .route(
@@ -43,6 +49,10 @@ pub(crate) fn router(db: Db, tokens: Vec<String>) -> Router {
             get(show_subcloud)
                 .patch(update_subcloud)
                 .delete(delete_subcloud),
+        )
+        .route(
+            "/v1.0/subclouds/{subcloud}/prestage",
+            axum::routing::post(prestage),
         )
         .route(
             "/v1.0/subclouds/{subcloud}/{api}/{*rest}",
@@ -474,4 +484,39 @@ async fn proxy(
     response
         .body(axum::body::Body::from_stream(answer.bytes_stream()))
         .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, e.to_string()))
+}
+
+/// `POST /v1.0/subclouds/<name>/prestage`: uploads the patches it lacks (see
+/// [`crate::prestage`]).
+async fn prestage(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    let subcloud = match api.db.subcloud(&name).await {
+        Ok(s) => s,
+        Err(e) => return failure(e),
+    };
+    if subcloud.management != Management::Managed {
+        return error(
+            StatusCode::CONFLICT,
+            format!("subcloud {name} is unmanaged: manage it before prestaging"),
+        );
+    }
+    let access = match api.db.access(subcloud.id).await {
+        Ok(a) => a,
+        Err(e) => return failure(e),
+    };
+    match crate::prestage::prestage(&api.reference, &access, &name).await {
+        Ok(done) => {
+            tracing::info!(
+                target: "audit",
+                "subcloud {name} prestaged: uploaded {:?}, failed {:?}",
+                done.uploaded,
+                done.failed
+            );
+            axum::Json(json!({
+                "uploaded": done.uploaded,
+                "failed": done.failed.iter().map(|(id, why)| json!({"patch": id, "reason": why})).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
 }

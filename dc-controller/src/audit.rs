@@ -21,8 +21,13 @@ const CONCURRENT_QUERIES: usize = 64;
 /// The largest query answer read (thousands of patches are a few MiB).
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
-/// A patch's state where it counts for sync.
+/// Patches by id, with their repository state (`Available`, `Applied`, `Committed`).
 pub type PatchSet = BTreeMap<String, String>;
+
+/// Whether a repository state counts for sync.
+fn counts(state: &str) -> bool {
+    matches!(state, "Applied" | "Committed")
+}
 
 /// Why a controller's patches could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +43,8 @@ pub enum QueryError {
     BadAnswer(String),
 }
 
-/// The applied and committed patches (id → `Applied`/`Committed`) of the controller at
-/// `access`, from its patching API's `query`.
+/// Every patch (id → repository state) of the controller at `access`, from its patching
+/// API's `query`.
 pub async fn patches_of(access: &Access, name: &str) -> Result<PatchSet, QueryError> {
     let client = client_for(access, name, Some(QUERY_TIMEOUT))?;
     let url = format!("{}/v1/query?show=all", access.url.trim_end_matches('/'));
@@ -77,7 +82,7 @@ pub async fn patches_of(access: &Access, name: &str) -> Result<PatchSet, QueryEr
         .iter()
         .filter_map(|(id, meta)| {
             let state = meta.get("repostate").and_then(Value::as_str)?;
-            matches!(state, "Applied" | "Committed").then(|| (id.clone(), state.to_owned()))
+            Some((id.clone(), state.to_owned()))
         })
         .collect())
 }
@@ -109,6 +114,13 @@ pub fn client_for(
 /// How a subcloud's patches compare with the system controller's: in sync, or out of sync
 /// with what it lacks, has beyond and has in another state.
 pub fn compare(reference: &PatchSet, subcloud: &PatchSet) -> (SyncStatus, String) {
+    let only = |set: &PatchSet| -> PatchSet {
+        set.iter()
+            .filter(|(_, state)| counts(state))
+            .map(|(id, state)| (id.clone(), state.clone()))
+            .collect()
+    };
+    let (reference, subcloud) = (&only(reference), &only(subcloud));
     let missing: Vec<&str> = reference
         .keys()
         .filter(|id| !subcloud.contains_key(*id))
@@ -218,7 +230,7 @@ mod tests {
 
     #[test]
     fn sync_compares_applied_and_committed_patches_both_ways() {
-        let ours = set(&[("P1", "Committed"), ("P2", "Applied")]);
+        let ours = set(&[("P1", "Committed"), ("P2", "Applied"), ("P9", "Available")]);
         assert_eq!(
             compare(&ours, &ours.clone()),
             (SyncStatus::InSync, String::new())

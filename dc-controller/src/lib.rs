@@ -8,6 +8,7 @@ mod api;
 pub mod audit;
 pub mod db;
 pub mod model;
+pub mod prestage;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_postgres;
 
@@ -96,7 +97,11 @@ impl DcController {
             return Err(DcError::NotLoopback(config.listen));
         }
         let (stop, stopped) = watch::channel(false);
-        let router = api::router(db.clone(), config.tokens.clone());
+        let router = api::router(
+            db.clone(),
+            config.tokens.clone(),
+            config.system_controller.clone(),
+        );
         let mut serve_stop = stopped.clone();
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, router)

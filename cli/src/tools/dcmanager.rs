@@ -101,6 +101,12 @@ enum SubcloudCommand {
         #[arg(long)]
         group: String,
     },
+    /// Upload the patches it lacks (the system controller's applied and committed ones)
+    /// ahead of the maintenance window; nothing is applied
+    Prestage {
+        /// Name or id
+        subcloud: String,
+    },
     /// Delete an unmanaged subcloud
     Delete {
         /// Name or id
@@ -390,6 +396,32 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                         Some(&body),
                     )?;
                     print(&s, &|s| subcloud_fields(s, false))?;
+                }
+                SubcloudCommand::Prestage { subcloud } => {
+                    let done = client.call(
+                        Method::POST,
+                        &format!("subclouds/{}/prestage", enc(&subcloud)),
+                        None,
+                    )?;
+                    let names = |v: &Value| -> Vec<String> {
+                        v.as_array().into_iter().flatten().map(text).collect()
+                    };
+                    print(&done, &|d| {
+                        let uploaded = names(&d["uploaded"]);
+                        let mut out = if uploaded.is_empty() {
+                            format!("{subcloud} lacks no patch of the system controller\n")
+                        } else {
+                            format!("Uploaded to {subcloud}: {}\n", uploaded.join(", "))
+                        };
+                        for f in d["failed"].as_array().into_iter().flatten() {
+                            out +=
+                                &format!("Failed: {}: {}\n", text(&f["patch"]), text(&f["reason"]));
+                        }
+                        out
+                    })?;
+                    if done["failed"].as_array().is_some_and(|f| !f.is_empty()) {
+                        bail!("some patches could not be uploaded to {subcloud}");
+                    }
                 }
                 SubcloudCommand::Delete { subcloud } => {
                     client.call(

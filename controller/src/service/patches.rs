@@ -216,7 +216,15 @@ impl Service {
     pub(crate) async fn delete(&self, ids: Vec<String>) -> Result<Outcome, ServiceError> {
         self.change(move |app| {
             let states = app.snapshot().patch_states();
-            Ok(app.mutate(|s| s.delete(&ids, &states))?)
+            let outcome = app.mutate(|s| s.delete(&ids, &states))?;
+            let vault = crate::vault::Vault::new(&app.config.state_dir);
+            let snapshot = app.snapshot();
+            for id in &ids {
+                if !snapshot.patches().contains_key(id) {
+                    vault.remove(id);
+                }
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -313,7 +321,9 @@ impl Service {
                 .iter()
                 .map(|path| {
                     let name = basename(&path.to_string_lossy());
-                    Ok(app.mutate(|s| s.import(path, &name))?)
+                    let outcome = app.mutate(|s| s.import(path, &name))?;
+                    keep_copy(app, path, &name);
+                    Ok(outcome)
                 })
                 .collect())
         })
@@ -395,6 +405,16 @@ impl Service {
                 ));
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the upload thread: {e}")))?;
+        // The signed file as it came, for the vault (a system controller passes it on).
+        let vault = crate::vault::Vault::new(&app.config.state_dir);
+        let kept = vault
+            .temp()
+            .map_err(|e| StoreError::Corrupt(format!("the patch vault: {e}")))?;
+        let mut copy = tokio::fs::File::from_std(
+            kept.reopen()
+                .map_err(|e| StoreError::Corrupt(format!("the patch vault: {e}")))?,
+        );
+        let mut copy_failed = None;
         let mut received = 0u64;
         let mut over_limit = false;
         while let Some(chunk) = stream.next().await {
@@ -419,6 +439,11 @@ impl Service {
                     .await;
                 break;
             }
+            if copy_failed.is_none()
+                && let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut copy, &chunk).await
+            {
+                copy_failed = Some(e);
+            }
             if tx.send(Ok(chunk)).await.is_err() {
                 // The reader stopped early (the patch was refused); it will say why.
                 break;
@@ -433,10 +458,57 @@ impl Service {
             return Err(too_big(max));
         }
         let upload = verified?;
+        if let Some(e) = copy_failed {
+            return Err(StoreError::Corrupt(format!(
+                "the patch vault: writing the upload failed: {e}"
+            )));
+        }
+        let _ = tokio::io::AsyncWriteExt::flush(&mut copy).await;
+        drop(copy);
+        let id = upload.id().to_owned();
         let app = app.clone();
-        tokio::task::spawn_blocking(move || app.mutate(|s| s.import_verified(upload)))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let outcome = app.mutate(|s| s.import_verified(upload))?;
+            vault.keep(kept, &id).map_err(|e| {
+                StoreError::Corrupt(format!("{id} was imported but not kept in the vault: {e}"))
+            })?;
+            Ok(outcome)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))?
+    }
+}
+
+/// Keeps a server-side file just imported in the vault (a copy: the file is the
+/// operator's). A failure is logged: the patch is imported, only passing it on to
+/// subclouds needs the copy, and that says so.
+fn keep_copy(app: &crate::state::App, path: &std::path::Path, name: &str) {
+    let id = name.strip_suffix(".patch").unwrap_or(name);
+    let vault = crate::vault::Vault::new(&app.config.state_dir);
+    let kept = vault.temp().and_then(|mut temp| {
+        std::io::copy(&mut std::fs::File::open(path)?, &mut temp)?;
+        Ok(temp)
+    });
+    let result = kept
+        .map_err(|e| e.to_string())
+        .and_then(|temp| vault.keep(temp, id));
+    if let Err(e) = result {
+        tracing::warn!("{id} was imported but not kept in the vault: {e}");
+    }
+}
+
+/// The file of an imported patch, as it was uploaded (for a system controller to pass on).
+impl super::Service {
+    pub(crate) fn patch_file(&self, id: &str) -> Result<std::path::PathBuf, ServiceError> {
+        let patches = self.patches();
+        patches.get(id)?;
+        crate::vault::Vault::new(&self.app.config.state_dir)
+            .file(id)
+            .ok_or_else(|| {
+                ServiceError::from(StoreError::Refused(format!(
+                    "{id} was imported before this controller kept uploaded files: upload it again to pass it on"
+                )))
+            })
     }
 }
 
