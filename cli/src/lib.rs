@@ -263,6 +263,28 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The secrets in a file, one per line (blank lines and `#` comments skipped): tokens are
+/// passed in files, never on command lines other users can read.
+pub fn read_secrets(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The first secret in a file (see [`read_secrets`]).
+pub fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    read_secrets(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} holds no token", path.display()))
+}
+
 /// The default keyring directory: `$STX_PATCH_KEYRING`, else `/etc/stx-patch/keyring`.
 pub fn default_keyring_dir() -> PathBuf {
     std::env::var_os("STX_PATCH_KEYRING")

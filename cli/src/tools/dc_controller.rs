@@ -58,18 +58,6 @@ pub fn command() -> clap::Command {
     <Args as clap::CommandFactory>::command()
 }
 
-/// The non-comment, non-empty lines of a secrets file.
-fn secrets(path: &PathBuf) -> anyhow::Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect())
-}
-
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args = Args::parse_from(args);
@@ -87,10 +75,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             }
         };
         let token = match &args.system_controller_token_file {
-            Some(path) => secrets(path)?
-                .into_iter()
-                .next()
-                .with_context(|| format!("{} holds no token", path.display()))?,
+            Some(path) => crate::read_secret(path)?,
             None => String::new(),
         };
         let ca_pem = match &args.system_controller_ca {
@@ -109,7 +94,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 ca_pem,
                 vim_url: None,
             },
-            tokens: secrets(&args.tokens_file)?,
+            tokens: crate::read_secrets(&args.tokens_file)?,
             audit_interval: Duration::from_secs(args.audit_interval.max(1)),
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

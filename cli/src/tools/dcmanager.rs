@@ -328,6 +328,13 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         };
         let enc = crate::client::percent_encode;
         use reqwest::Method;
+        let patch_subcloud = |subcloud: &str, body: Value| {
+            client.call(
+                Method::PATCH,
+                &format!("subclouds/{}", enc(subcloud)),
+                Some(&body),
+            )
+        };
         match args.command {
             Top::Subcloud(command) => match command {
                 SubcloudCommand::Add {
@@ -340,13 +347,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     description,
                     location,
                 } => {
-                    let token = std::fs::read_to_string(&token_file)
-                        .with_context(|| format!("reading {}", token_file.display()))?
-                        .lines()
-                        .map(str::trim)
-                        .find(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(str::to_owned)
-                        .with_context(|| format!("{} holds no token", token_file.display()))?;
+                    let token = crate::read_secret(&token_file)?;
                     let ca = match &ca_file {
                         Some(path) => Some(
                             std::fs::read_to_string(path)
@@ -371,30 +372,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     print(&s, &|s| subcloud_fields(s, detail))?;
                 }
                 SubcloudCommand::Manage { subcloud } => {
-                    let body = json!({"management-state": "managed"});
-                    let s = client.call(
-                        Method::PATCH,
-                        &format!("subclouds/{}", enc(&subcloud)),
-                        Some(&body),
-                    )?;
+                    let s = patch_subcloud(&subcloud, json!({"management-state": "managed"}))?;
                     print(&s, &|s| subcloud_fields(s, false))?;
                 }
                 SubcloudCommand::Unmanage { subcloud } => {
-                    let body = json!({"management-state": "unmanaged"});
-                    let s = client.call(
-                        Method::PATCH,
-                        &format!("subclouds/{}", enc(&subcloud)),
-                        Some(&body),
-                    )?;
+                    let s = patch_subcloud(&subcloud, json!({"management-state": "unmanaged"}))?;
                     print(&s, &|s| subcloud_fields(s, false))?;
                 }
                 SubcloudCommand::Update { subcloud, group } => {
-                    let body = json!({"group_id": group});
-                    let s = client.call(
-                        Method::PATCH,
-                        &format!("subclouds/{}", enc(&subcloud)),
-                        Some(&body),
-                    )?;
+                    let s = patch_subcloud(&subcloud, json!({"group_id": group}))?;
                     print(&s, &|s| subcloud_fields(s, false))?;
                 }
                 SubcloudCommand::Prestage { subcloud } => {

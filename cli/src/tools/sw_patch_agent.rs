@@ -173,13 +173,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         if installer != "builtin" && installer != "rpm" {
             anyhow::bail!("installer must be builtin or rpm, not {installer:?}");
         }
-        let token = std::fs::read_to_string(&token_file)
-            .with_context(|| format!("reading {}", token_file.display()))?
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .context("the token file holds no token")?;
+        let token = crate::read_secret(&token_file)?;
         let state_dir = args
             .state_dir
             .clone()
