@@ -111,11 +111,7 @@ impl RegionArgs {
             None | Some(SYSTEM_CONTROLLER_REGION) => return Ok(local.to_owned()),
             Some(r) => r,
         };
-        let safe = !region.is_empty()
-            && region
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !safe {
+        if dc_controller::model::validate_name("subcloud", region).is_err() {
             anyhow::bail!("Unsupported region name: {region}");
         }
         let base = format!(

@@ -394,6 +394,25 @@ async fn delete_group(State(api): State<Api>, Path(name): Path<String>) -> Respo
     }
 }
 
+/// A managed subcloud and how to reach it, or the answer refusing `what` (unknown or
+/// unmanaged subcloud).
+async fn managed_access(api: &Api, name: &str, what: &str) -> Result<Access, (StatusCode, String)> {
+    let subcloud = api.db.subcloud(name).await.map_err(|e| match e {
+        DbError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+        e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    })?;
+    if subcloud.management != Management::Managed {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("subcloud {name} is unmanaged: manage it before {what}"),
+        ));
+    }
+    api.db
+        .access(subcloud.id)
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// `/v1.0/subclouds/<name>/<api>/<rest>`: the request passed on to that subcloud's own
 /// patching API (`patching`) or orchestration and alarm API (`vim`), with the credential
 /// and CA the system controller holds for it, the answer passed back; bodies stream both
@@ -404,19 +423,9 @@ async fn proxy(
     Path((name, which, rest)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
-    let subcloud = match api.db.subcloud(&name).await {
-        Ok(s) => s,
-        Err(e) => return failure(e),
-    };
-    if subcloud.management != Management::Managed {
-        return error(
-            StatusCode::CONFLICT,
-            format!("subcloud {name} is unmanaged: manage it before sending it requests"),
-        );
-    }
-    let access = match api.db.access(subcloud.id).await {
+    let access = match managed_access(&api, &name, "sending it requests").await {
         Ok(a) => a,
-        Err(e) => return failure(e),
+        Err((status, message)) => return error(status, message),
     };
     let base = match which.as_str() {
         "patching" => access.url.clone(),
@@ -489,19 +498,9 @@ async fn proxy(
 /// `POST /v1.0/subclouds/<name>/prestage`: uploads the patches it lacks (see
 /// [`crate::prestage`]).
 async fn prestage(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    let subcloud = match api.db.subcloud(&name).await {
-        Ok(s) => s,
-        Err(e) => return failure(e),
-    };
-    if subcloud.management != Management::Managed {
-        return error(
-            StatusCode::CONFLICT,
-            format!("subcloud {name} is unmanaged: manage it before prestaging"),
-        );
-    }
-    let access = match api.db.access(subcloud.id).await {
+    let access = match managed_access(&api, &name, "prestaging").await {
         Ok(a) => a,
-        Err(e) => return failure(e),
+        Err((status, message)) => return error(status, message),
     };
     match crate::prestage::prestage(&api.reference, &access, &name).await {
         Ok(done) => {

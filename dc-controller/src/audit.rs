@@ -53,25 +53,12 @@ pub async fn patches_of(access: &Access, name: &str) -> Result<PatchSet, QueryEr
         .header("X-Auth-Token", &access.token)
         .send()
         .await
-        .map_err(|e| QueryError::Http(format!("{url}: {e}")))?;
+        .map_err(|e| QueryError::Http(format!("{url}: {}", chain(&e))))?;
     let status = response.status();
     if !status.is_success() {
         return Err(QueryError::Http(format!("{url}: HTTP {status}")));
     }
-    let mut response = response;
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| QueryError::Http(format!("{url}: {e}")))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(QueryError::BadAnswer(format!(
-                "{url}: more than {MAX_ANSWER_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_bounded(response, &url).await?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| QueryError::BadAnswer(format!("{url}: {e}")))?;
     let pd = value
@@ -109,6 +96,39 @@ pub fn client_for(
         builder = builder.tls_backend_preconfigured(trust.client_config()?);
     }
     builder.build().map_err(|e| QueryError::Http(e.to_string()))
+}
+
+/// An answer's body, refused beyond [`MAX_ANSWER_BYTES`] (whoever answers cannot make the
+/// system controller exhaust its memory).
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    url: &str,
+) -> Result<Vec<u8>, QueryError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| QueryError::Http(format!("{url}: {}", chain(&e))))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(QueryError::BadAnswer(format!(
+                "{url}: more than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error with its causes (reqwest's own message leaves out why a connection failed).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// How a subcloud's patches compare with the system controller's: in sync, or out of sync

@@ -223,30 +223,35 @@ impl Db {
 
     /// One group, by name or id.
     pub async fn group(&self, name_or_id: &str) -> Result<Group, DbError> {
-        let row = match name_or_id.parse::<i64>() {
-            Ok(id) => {
-                sqlx::query(&format!(
-                    "SELECT {GROUP_COLUMNS} FROM subcloud_groups WHERE id = $1"
-                ))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-            Err(_) => {
-                sqlx::query(&format!(
-                    "SELECT {GROUP_COLUMNS} FROM subcloud_groups WHERE name = $1"
-                ))
-                .bind(name_or_id)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-        };
-        match row {
+        match self
+            .row_by_name_or_id("subcloud_groups", GROUP_COLUMNS, name_or_id)
+            .await?
+        {
             Some(row) => group(&row),
             None => Err(DbError::NotFound(format!(
                 "Subcloud Group not found: {name_or_id}"
             ))),
         }
+    }
+
+    /// The row of `table` whose id (a number) or name (anything else) is `key`.
+    async fn row_by_name_or_id(
+        &self,
+        table: &str,
+        columns: &str,
+        key: &str,
+    ) -> Result<Option<AnyRow>, DbError> {
+        let (column, id) = match key.parse::<i64>() {
+            Ok(id) => ("id", Some(id)),
+            Err(_) => ("name", None),
+        };
+        let query = format!("SELECT {columns} FROM {table} WHERE {column} = $1");
+        let query = sqlx::query(&query);
+        let query = match id {
+            Some(id) => query.bind(id),
+            None => query.bind(key),
+        };
+        Ok(query.fetch_optional(&self.pool).await?)
     }
 
     /// Adds a group.
@@ -373,26 +378,10 @@ impl Db {
 
     /// One subcloud, by name or id.
     pub async fn subcloud(&self, name_or_id: &str) -> Result<Subcloud, DbError> {
-        let (column, id) = match name_or_id.parse::<i64>() {
-            Ok(id) => ("id", Some(id)),
-            Err(_) => ("name", None),
-        };
-        let query = format!("SELECT {SUBCLOUD_COLUMNS} FROM subclouds WHERE {column} = $1");
-        let row = match id {
-            Some(id) => {
-                sqlx::query(&query)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query(&query)
-                    .bind(name_or_id)
-                    .fetch_optional(&self.pool)
-                    .await?
-            }
-        };
-        match row {
+        match self
+            .row_by_name_or_id("subclouds", SUBCLOUD_COLUMNS, name_or_id)
+            .await?
+        {
             Some(row) => subcloud(&row),
             None => Err(DbError::NotFound(format!(
                 "Subcloud not found: {name_or_id}"

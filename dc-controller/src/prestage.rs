@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::audit::{QueryError, client_for, patches_of};
+use crate::audit::{QueryError, chain, client_for, patches_of, read_bounded};
 use crate::model::Access;
 
 /// What a prestage did.
@@ -60,10 +60,10 @@ async fn pass_on(
         .map_err(|e| format!("the system controller does not give {id}: {}", chain(&e)))?;
     if !file.status().is_success() {
         let status = file.status();
-        let body = file.text().await.unwrap_or_default();
+        let body = read_bounded(file, id).await.unwrap_or_default();
         return Err(format!(
             "the system controller does not give {id} ({status}): {}",
-            body.trim()
+            String::from_utf8_lossy(&body).trim()
         ));
     }
     let length = file.content_length();
@@ -83,24 +83,12 @@ async fn pass_on(
         .await
         .map_err(|e| format!("the subcloud does not take {id}: {}", chain(&e)))?;
     let status = answer.status();
-    let body: serde_json::Value = answer
-        .json()
-        .await
+    let body = read_bounded(answer, id).await.map_err(|e| e.to_string())?;
+    let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("the subcloud answered {status} to {id}'s upload: {e}"))?;
     match body.get("error").and_then(serde_json::Value::as_str) {
         Some(error) if !error.trim().is_empty() => Err(error.trim().to_owned()),
         _ if !status.is_success() => Err(format!("the subcloud answered {status}")),
         _ => Ok(()),
     }
-}
-
-/// An error with its causes (reqwest's own message leaves out why a connection failed).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
