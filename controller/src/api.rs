@@ -364,9 +364,17 @@ async fn patch_file(service: &Service, id: &str) -> Response {
         Err(e) if e.is_refusal() => return http_error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e) => return failure(e),
     };
-    match tokio::fs::File::open(&path).await {
-        Ok(file) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
+    let opened = match tokio::fs::File::open(&path).await {
+        Ok(file) => file.metadata().await.map(|m| (file, m.len())),
+        Err(e) => Err(e),
+    };
+    match opened {
+        // The length lets a client size a transfer before it starts (a dry run's bytes).
+        Ok((file, length)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CONTENT_LENGTH, length.to_string()),
+            ],
             axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
         )
             .into_response(),

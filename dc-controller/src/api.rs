@@ -16,20 +16,28 @@ use subtle::ConstantTimeEq;
 
 use crate::db::{Db, DbError, GroupUpdate};
 use crate::model::{Access, ApplyType, Group, Management, NewSubcloud, Subcloud};
+use crate::strategy_api;
 
 /// The largest request body (a subcloud's CA bundle is the largest part).
 const MAX_BODY: usize = 1 << 20;
 
 #[derive(Clone)]
-struct Api {
-    db: Db,
+pub(crate) struct Api {
+    pub(crate) db: Db,
     tokens: Arc<Vec<Vec<u8>>>,
     /// The system controller's own patching API.
-    reference: Arc<Access>,
+    pub(crate) reference: Arc<Access>,
+    /// Makes the strategy runner look at once.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
 /// The router over `db`, accepting `tokens`.
-pub(crate) fn router(db: Db, tokens: Vec<String>, reference: Access) -> Router {
+pub(crate) fn router(
+    db: Db,
+    tokens: Vec<String>,
+    reference: Access,
+    wake: Arc<tokio::sync::Notify>,
+) -> Router {
     let tokens = Arc::new(
         tokens
             .into_iter()
@@ -41,6 +49,7 @@ pub(crate) fn router(db: Db, tokens: Vec<String>, reference: Access) -> Router {
         db,
         tokens,
         reference: Arc::new(reference),
+        wake,
     };
     Router::new()
         .route("/v1.0/subclouds", get(list_subclouds).post(add_subcloud))
@@ -66,6 +75,32 @@ pub(crate) fn router(db: Db, tokens: Vec<String>, reference: Access) -> Router {
         .route(
             "/v1.0/subcloud-groups/{group}/subclouds",
             get(group_subclouds),
+        )
+        .route(
+            "/v1.0/sw-update-strategy",
+            get(strategy_api::show)
+                .post(strategy_api::create)
+                .delete(strategy_api::delete),
+        )
+        .route(
+            "/v1.0/sw-update-strategy/",
+            axum::routing::post(strategy_api::create),
+        )
+        .route(
+            "/v1.0/sw-update-strategy/actions",
+            axum::routing::post(strategy_api::action),
+        )
+        .route("/v1.0/sw-update-strategy/steps", get(strategy_api::steps))
+        .route(
+            "/v1.0/sw-update-strategy/steps/{cloud}",
+            get(strategy_api::step),
+        )
+        .route("/v1.0/sw-update-options", get(strategy_api::list_options))
+        .route(
+            "/v1.0/sw-update-options/{cloud}",
+            get(strategy_api::show_options)
+                .post(strategy_api::update_options)
+                .delete(strategy_api::delete_options),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such resource".into()) })
         .layer(axum::middleware::from_fn_with_state(
@@ -97,11 +132,11 @@ async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> R
     next.run(request).await
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }
 
-fn failure(e: DbError) -> Response {
+pub(crate) fn failure(e: DbError) -> Response {
     match e {
         DbError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
         DbError::Refused(m) => error(StatusCode::BAD_REQUEST, m),

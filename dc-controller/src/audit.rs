@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::Value;
 
 use crate::db::{AuditResult, Db, DbError};
 use crate::model::{Access, Availability, SyncStatus};
@@ -43,35 +42,16 @@ pub enum QueryError {
     BadAnswer(String),
 }
 
-/// Every patch (id → repository state) of the controller at `access`, from its patching
-/// API's `query`.
+/// Every patch (id → repository state) of the controller at `access` (either of a pair's),
+/// from its patching API's `query`.
 pub async fn patches_of(access: &Access, name: &str) -> Result<PatchSet, QueryError> {
-    let client = client_for(access, name, Some(QUERY_TIMEOUT))?;
-    let url = format!("{}/v1/query?show=all", access.url.trim_end_matches('/'));
-    let response = client
-        .get(&url)
-        .header("X-Auth-Token", &access.token)
-        .send()
+    crate::remote::Remote::new(access, name, QUERY_TIMEOUT)?
+        .patches()
         .await
-        .map_err(|e| QueryError::Http(format!("{url}: {}", chain(&e))))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(QueryError::Http(format!("{url}: HTTP {status}")));
-    }
-    let body = read_bounded(response, &url).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| QueryError::BadAnswer(format!("{url}: {e}")))?;
-    let pd = value
-        .get("pd")
-        .and_then(Value::as_object)
-        .ok_or_else(|| QueryError::BadAnswer(format!("{url}: no \"pd\" in the answer")))?;
-    Ok(pd
-        .iter()
-        .filter_map(|(id, meta)| {
-            let state = meta.get("repostate").and_then(Value::as_str)?;
-            Some((id.clone(), state.to_owned()))
+        .map_err(|e| match e {
+            crate::remote::RemoteError::BadAnswer(m) => QueryError::BadAnswer(m),
+            other => QueryError::Http(other.to_string()),
         })
-        .collect())
 }
 
 /// An HTTP client for the controller at `access` (named `name` in errors): it trusts the
@@ -82,12 +62,16 @@ pub fn client_for(
     name: &str,
     timeout: Option<Duration>,
 ) -> Result<reqwest::Client, QueryError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(QUERY_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(3));
+    let mut builder = client_builder(access, name)?.redirect(reqwest::redirect::Policy::limited(3));
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
     }
+    builder.build().map_err(|e| QueryError::Http(e.to_string()))
+}
+
+/// A client builder trusting the CA given for `access` (named `name` in errors).
+pub fn client_builder(access: &Access, name: &str) -> Result<reqwest::ClientBuilder, QueryError> {
+    let mut builder = reqwest::Client::builder().connect_timeout(QUERY_TIMEOUT);
     if let Some(pem) = &access.ca_pem {
         let trust = tls::Trust::CaPem {
             name: format!("{name}'s CA"),
@@ -95,7 +79,7 @@ pub fn client_for(
         };
         builder = builder.tls_backend_preconfigured(trust.client_config()?);
     }
-    builder.build().map_err(|e| QueryError::Http(e.to_string()))
+    Ok(builder)
 }
 
 /// An answer's body, refused beyond [`MAX_ANSWER_BYTES`] (whoever answers cannot make the

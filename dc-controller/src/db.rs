@@ -41,17 +41,17 @@ pub enum Backend {
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
 /// The tables, per backend (only the id columns differ).
-fn schema(backend: Backend) -> [String; 2] {
+fn schema(backend: Backend) -> Vec<String> {
     let id = match backend {
         Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
         Backend::Postgres => "BIGSERIAL PRIMARY KEY",
     };
-    [
+    let mut tables = vec![
         format!(
             "CREATE TABLE IF NOT EXISTS subcloud_groups (
                 id {id},
@@ -81,7 +81,9 @@ fn schema(backend: Backend) -> [String; 2] {
                 audited_at BIGINT
             )"
         ),
-    ]
+    ];
+    tables.extend(crate::db_strategy::SCHEMA.iter().map(|t| (*t).to_owned()));
+    tables
 }
 
 const SUBCLOUD_COLUMNS: &str = "id, name, url, vim_url, description, location, group_id, management, \
@@ -89,7 +91,7 @@ const SUBCLOUD_COLUMNS: &str = "id, name, url, vim_url, description, location, g
 
 const GROUP_COLUMNS: &str = "id, name, description, update_apply_type, max_parallel_subclouds";
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -125,7 +127,7 @@ fn group(row: &AnyRow) -> Result<Group, DbError> {
 }
 
 /// A unique-constraint violation: the name is taken.
-fn is_duplicate(e: &sqlx::Error) -> bool {
+pub(crate) fn is_duplicate(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
@@ -523,6 +525,12 @@ impl Db {
         if old.management == Management::Managed {
             return Err(DbError::Refused(format!(
                 "Cannot delete a subcloud that is \"managed\" status: unmanage {} first",
+                old.name
+            )));
+        }
+        if self.in_strategy(old.id).await? {
+            return Err(DbError::Refused(format!(
+                "subcloud {} is in the patch strategy: delete the strategy first",
                 old.name
             )));
         }

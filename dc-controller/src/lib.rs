@@ -7,8 +7,13 @@
 mod api;
 pub mod audit;
 pub mod db;
+mod db_strategy;
 pub mod model;
+pub mod orchestrate;
 pub mod prestage;
+pub mod remote;
+mod strategy_api;
+pub mod sw_update;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_postgres;
 
@@ -20,10 +25,12 @@ use tokio::task::JoinHandle;
 
 pub use api::{group_json, subcloud_json};
 pub use db::{AuditResult, Backend, Db, DbError, GroupUpdate};
+pub use db_strategy::OptionsUpdate;
 pub use model::{
     Access, ApplyType, Availability, DEFAULT_GROUP, Group, Management, NewSubcloud, Subcloud,
     SyncStatus,
 };
+pub use strategy_api::{step_json, strategy_json};
 
 /// The original dcmanager API's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8119";
@@ -42,6 +49,8 @@ pub struct DcConfig {
     pub tokens: Vec<String>,
     /// How often the subclouds are audited.
     pub audit_interval: Duration,
+    /// How the subcloud strategy runner paces itself.
+    pub strategy_timing: orchestrate::Timing,
 }
 
 /// Why the system controller could not start.
@@ -97,10 +106,12 @@ impl DcController {
             return Err(DcError::NotLoopback(config.listen));
         }
         let (stop, stopped) = watch::channel(false);
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let router = api::router(
             db.clone(),
             config.tokens.clone(),
             config.system_controller.clone(),
+            wake.clone(),
         );
         let mut serve_stop = stopped.clone();
         let server = tokio::spawn(async move {
@@ -117,12 +128,19 @@ impl DcController {
             db.clone(),
             config.system_controller.clone(),
             config.audit_interval,
+            stopped.clone(),
+        ));
+        let runner = tokio::spawn(orchestrate::run(
+            db.clone(),
+            config.system_controller.clone(),
+            config.strategy_timing.clone(),
+            wake,
             stopped,
         ));
         Ok(DcController {
             addr,
             stop,
-            tasks: vec![server, auditor],
+            tasks: vec![server, auditor, runner],
             db,
         })
     }

@@ -1,9 +1,6 @@
 //! Subclouds and subcloud groups as the system controller keeps them, with the original
 //! dcmanager's state names.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::Serialize;
 
 /// A value that is not one of a field's names.
@@ -29,17 +26,17 @@ macro_rules! named {
                 match self { $(Self::$v => $s),* }
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
-        impl FromStr for $name {
-            type Err = BadValue;
-            fn from_str(s: &str) -> Result<Self, BadValue> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::model::BadValue;
+            fn from_str(s: &str) -> Result<Self, $crate::model::BadValue> {
                 match s {
                     $($s => Ok(Self::$v),)*
-                    _ => Err(BadValue {
+                    _ => Err($crate::model::BadValue {
                         field: $field,
                         value: s.to_owned(),
                         valid: &[$($s),*],
@@ -49,6 +46,7 @@ macro_rules! named {
         }
     };
 }
+pub(crate) use named;
 
 named!(
     /// Whether the system controller acts on a subcloud.

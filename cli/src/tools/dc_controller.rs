@@ -45,6 +45,13 @@ struct Args {
     /// Seconds between audits of the subclouds
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     audit_interval: u64,
+    /// Milliseconds between the strategy runner's looks at the strategy and at each
+    /// subcloud's own strategy
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    strategy_poll_ms: u64,
+    /// Seconds a subcloud may not answer during a strategy before its step fails as offline
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    offline_grace: u64,
     /// Print the bound address as JSON on stdout once listening (for scripts and tests)
     #[arg(long)]
     print_addresses: bool,
@@ -96,6 +103,11 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             },
             tokens: crate::read_secrets(&args.tokens_file)?,
             audit_interval: Duration::from_secs(args.audit_interval.max(1)),
+            strategy_timing: dc_controller::orchestrate::Timing {
+                poll: Duration::from_millis(args.strategy_poll_ms.max(10)),
+                offline_grace: Duration::from_secs(args.offline_grace),
+                ..Default::default()
+            },
         };
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(async {

@@ -41,6 +41,118 @@ enum Top {
     /// Subcloud groups
     #[command(name = "subcloud-group", subcommand)]
     SubcloudGroup(GroupCommand),
+    /// The subcloud patch strategy: every subcloud synced with the system controller's
+    /// patches and patched by its own strategy
+    #[command(name = "patch-strategy", subcommand)]
+    PatchStrategy(StrategyCommand),
+    /// Each subcloud's step of the patch strategy
+    #[command(name = "strategy-step", subcommand)]
+    StrategyStep(StepCommand),
+    /// The options each subcloud's own patch strategy is created with
+    #[command(name = "sw-update-options", subcommand)]
+    SwUpdateOptions(OptionsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum StrategyCommand {
+    /// Create the patch strategy
+    Create {
+        /// Subcloud apply type [default: each group's]
+        #[arg(long, value_parser = ["serial", "parallel"])]
+        subcloud_apply_type: Option<String>,
+        /// Maximum number of parallel subclouds [default: each group's]
+        #[arg(long)]
+        max_parallel_subclouds: Option<i64>,
+        /// Do not update any additional subclouds after a failure
+        #[arg(long, conflicts_with = "max_failed_subclouds")]
+        stop_on_failure: bool,
+        /// Start no more subclouds once more than N have failed (the error budget)
+        #[arg(long, value_name = "N")]
+        max_failed_subclouds: Option<i64>,
+        /// Update N subclouds first, alone, then pause until applied again
+        #[arg(long, value_name = "N")]
+        canary: Option<i64>,
+        /// Only upload the patches each subcloud lacks (nothing applied or installed)
+        #[arg(long)]
+        upload_only: bool,
+        /// Say what it would do (stages, patches per subcloud, bytes to transfer, predicted
+        /// duration) and create nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Name or ID of subcloud group to update
+        #[arg(long, conflicts_with_all = ["cloud_name", "subcloud_apply_type", "max_parallel_subclouds"])]
+        group: Option<String>,
+        /// Name of a single cloud to update
+        cloud_name: Option<String>,
+    },
+    /// Apply the strategy (again after the canary to go on with the rest)
+    Apply {
+        /// Wait until it is complete, failed, aborted or paused (exit status 1 unless
+        /// complete or paused)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Abort the strategy: no more subclouds start; those under way finish
+    Abort {
+        /// Wait until it is aborted
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the strategy
+    Show {
+        /// Also list each subcloud's step
+        #[arg(long)]
+        details: bool,
+    },
+    /// Delete the strategy
+    Delete,
+}
+
+#[derive(Subcommand, Debug)]
+enum StepCommand {
+    /// List the strategy's steps
+    List,
+    /// Show one subcloud's step
+    Show {
+        /// Subcloud name
+        cloud_name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OptionsCommand {
+    /// List the default options and each subcloud's own
+    List,
+    /// Show a subcloud's options (none: the default)
+    Show {
+        /// Subcloud name or id
+        subcloud: Option<String>,
+    },
+    /// Update a subcloud's options (none: the default)
+    Update {
+        /// Storage hosts one at a time or in parallel
+        #[arg(long, value_parser = ["parallel", "serial"])]
+        storage_apply_type: Option<String>,
+        /// Workers one at a time or in parallel
+        #[arg(long, value_parser = ["parallel", "serial"])]
+        worker_apply_type: Option<String>,
+        /// At most this many workers at once (2 to 100)
+        #[arg(long)]
+        max_parallel_workers: Option<i64>,
+        /// Alarms tolerated
+        #[arg(long, value_parser = ["strict", "relaxed"])]
+        alarm_restriction_type: Option<String>,
+        /// Instances on a locked worker
+        #[arg(long, value_parser = ["stop-start", "migrate"])]
+        default_instance_action: Option<String>,
+        /// Subcloud name or id
+        subcloud: Option<String>,
+    },
+    /// Delete a subcloud's own options (it then has the default's)
+    Delete {
+        /// Subcloud name or id
+        subcloud: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -306,6 +418,196 @@ fn group_fields(g: &Value) -> String {
     ])
 }
 
+/// The original's strategy fields, plus the error budget, canary and progress.
+fn strategy_fields(s: &Value) -> String {
+    let p = &s["progress"];
+    let mut rows = vec![
+        ("strategy type", text(&s["type"])),
+        ("subcloud apply type", text(&s["subcloud-apply-type"])),
+        ("max parallel subclouds", text(&s["max-parallel-subclouds"])),
+        ("stop on failure", text(&s["stop-on-failure"])),
+        ("max failed subclouds", text(&s["max-failed-subclouds"])),
+        ("canary", text(&s["canary"])),
+        ("upload only", text(&s["extra-args"]["upload-only"])),
+        ("state", text(&s["state"])),
+        (
+            "progress",
+            format!(
+                "{} of {} complete, {} failed, {} in progress, {} aborted ({} stages)",
+                text(&p["complete"]),
+                text(&p["total"]),
+                text(&p["failed"]),
+                text(&p["in-progress"]),
+                text(&p["aborted"]),
+                text(&p["stages"])
+            ),
+        ),
+        ("created_at", time(&s["created-at"])),
+        ("updated_at", time(&s["updated-at"])),
+    ];
+    for f in s["failed-subclouds"].as_array().into_iter().flatten() {
+        rows.push((
+            "failed",
+            format!("{}: {}", text(&f["cloud"]), text(&f["reason"])),
+        ));
+    }
+    for f in s["skipped-subclouds"].as_array().into_iter().flatten() {
+        rows.push((
+            "skipped",
+            format!("{}: {}", text(&f["cloud"]), text(&f["reason"])),
+        ));
+    }
+    field_table(rows)
+}
+
+/// The original's `strategy-step list` columns.
+fn step_rows(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                text(&s["cloud"]),
+                text(&s["stage"]),
+                text(&s["state"]),
+                text(&s["details"]),
+                time(&s["started-at"]),
+                time(&s["finished-at"]),
+            ]
+        })
+        .collect();
+    grid(
+        &[
+            "cloud",
+            "stage",
+            "state",
+            "details",
+            "started_at",
+            "finished_at",
+        ],
+        &rows,
+    )
+}
+
+fn step_fields(s: &Value) -> String {
+    field_table(vec![
+        ("cloud", text(&s["cloud"])),
+        ("stage", text(&s["stage"])),
+        ("state", text(&s["state"])),
+        ("details", text(&s["details"])),
+        ("started_at", time(&s["started-at"])),
+        ("finished_at", time(&s["finished-at"])),
+        ("created_at", time(&s["created-at"])),
+        ("updated_at", time(&s["updated-at"])),
+    ])
+}
+
+fn options_rows(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            vec![
+                text(&o["name"]),
+                text(&o["storage-apply-type"]),
+                text(&o["worker-apply-type"]),
+                text(&o["max-parallel-workers"]),
+                text(&o["alarm-restriction-type"]),
+                text(&o["default-instance-action"]),
+            ]
+        })
+        .collect();
+    grid(
+        &[
+            "cloud",
+            "storage apply type",
+            "worker apply type",
+            "max parallel workers",
+            "alarm restriction type",
+            "default instance action",
+        ],
+        &rows,
+    )
+}
+
+fn options_fields(o: &Value) -> String {
+    field_table(vec![
+        ("cloud", text(&o["name"])),
+        ("storage apply type", text(&o["storage-apply-type"])),
+        ("worker apply type", text(&o["worker-apply-type"])),
+        ("max parallel workers", text(&o["max-parallel-workers"])),
+        ("alarm restriction type", text(&o["alarm-restriction-type"])),
+        (
+            "default instance action",
+            text(&o["default-instance-action"]),
+        ),
+        ("created_at", time(&o["created-at"])),
+        ("updated_at", time(&o["updated-at"])),
+    ])
+}
+
+fn dry_run_text(d: &Value) -> String {
+    let d = &d["dry-run"];
+    let mut out = format!(
+        "Would update {} subclouds in {} stages, transferring {} bytes\nPredicted duration: {} ({})\n",
+        text(&d["total-subclouds"]),
+        text(&d["total-stages"]),
+        text(&d["bytes-to-transfer"]),
+        d["predicted-duration-seconds"]
+            .as_i64()
+            .map_or_else(|| "unknown".to_owned(), |s| format!("{s} s")),
+        text(&d["predicted-duration-basis"]),
+    );
+    let list = |v: &Value| -> String {
+        let items: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
+        if items.is_empty() {
+            "-".into()
+        } else {
+            items.join(" ")
+        }
+    };
+    let rows: Vec<Vec<String>> = d["subclouds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                text(&s["cloud"]),
+                text(&s["stage"]),
+                list(&s["upload"]),
+                list(&s["apply"]),
+                list(&s["remove"]),
+                if s["error"].is_null() {
+                    text(&s["bytes"])
+                } else {
+                    text(&s["error"])
+                },
+            ]
+        })
+        .collect();
+    out += &grid(
+        &["cloud", "stage", "upload", "apply", "remove", "bytes"],
+        &rows,
+    );
+    for f in d["skipped-subclouds"].as_array().into_iter().flatten() {
+        out += &format!("Skipped {}: {}\n", text(&f["cloud"]), text(&f["reason"]));
+    }
+    out
+}
+
+/// Polls the strategy until it is in one of `until`; its last document.
+fn wait_for_strategy(client: &Client, until: &[&str]) -> anyhow::Result<Value> {
+    loop {
+        let s = client.call(reqwest::Method::GET, "sw-update-strategy?type=patch", None)?;
+        if until.contains(&s["state"].as_str().unwrap_or_default()) {
+            return Ok(s);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Runs the tool on `args` (the first one is the program name, as `std::env::args_os`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     crate::run(|| {
@@ -503,6 +805,168 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     print(&list, &|l| subcloud_rows(&l["subclouds"]))?;
                 }
             },
+            Top::PatchStrategy(command) => match command {
+                StrategyCommand::Create {
+                    subcloud_apply_type,
+                    max_parallel_subclouds,
+                    stop_on_failure,
+                    max_failed_subclouds,
+                    canary,
+                    upload_only,
+                    dry_run,
+                    group,
+                    cloud_name,
+                } => {
+                    let mut body = json!({"type": "patch"});
+                    for (k, v) in [
+                        ("subcloud-apply-type", subcloud_apply_type.map(Value::from)),
+                        (
+                            "max-parallel-subclouds",
+                            max_parallel_subclouds.map(Value::from),
+                        ),
+                        (
+                            "stop-on-failure",
+                            stop_on_failure.then(|| Value::from("true")),
+                        ),
+                        (
+                            "max-failed-subclouds",
+                            max_failed_subclouds.map(Value::from),
+                        ),
+                        ("canary", canary.map(Value::from)),
+                        ("upload-only", upload_only.then_some(Value::Bool(true))),
+                        ("dry-run", dry_run.then_some(Value::Bool(true))),
+                        ("subcloud_group", group.map(Value::from)),
+                        ("cloud_name", cloud_name.map(Value::from)),
+                    ] {
+                        if let Some(v) = v {
+                            body[k] = v;
+                        }
+                    }
+                    let made = client.call(Method::POST, "sw-update-strategy/", Some(&body))?;
+                    if dry_run {
+                        print(&made, &dry_run_text)?;
+                    } else {
+                        print(&made, &strategy_fields)?;
+                    }
+                }
+                StrategyCommand::Apply { wait } => {
+                    let mut s = client.call(
+                        Method::POST,
+                        "sw-update-strategy/actions?type=patch",
+                        Some(&json!({"action": "apply"})),
+                    )?;
+                    if wait {
+                        s = wait_for_strategy(
+                            &client,
+                            &["complete", "failed", "aborted", "paused"],
+                        )?;
+                    }
+                    print(&s, &strategy_fields)?;
+                    if wait && !matches!(s["state"].as_str(), Some("complete" | "paused")) {
+                        bail!("the patch strategy is {}", text(&s["state"]));
+                    }
+                }
+                StrategyCommand::Abort { wait } => {
+                    let mut s = client.call(
+                        Method::POST,
+                        "sw-update-strategy/actions?type=patch",
+                        Some(&json!({"action": "abort"})),
+                    )?;
+                    if wait {
+                        s = wait_for_strategy(&client, &["complete", "failed", "aborted"])?;
+                    }
+                    print(&s, &strategy_fields)?;
+                }
+                StrategyCommand::Show { details } => {
+                    let s = client.call(Method::GET, "sw-update-strategy?type=patch", None)?;
+                    if details && !out.structured() {
+                        let steps = client.call(Method::GET, "sw-update-strategy/steps", None)?;
+                        print!("{}", strategy_fields(&s));
+                        print!("{}", step_rows(&steps["strategy-steps"]));
+                    } else {
+                        print(&s, &strategy_fields)?;
+                    }
+                }
+                StrategyCommand::Delete => {
+                    let s = client.call(Method::DELETE, "sw-update-strategy?type=patch", None)?;
+                    print(&s, &strategy_fields)?;
+                }
+            },
+            Top::StrategyStep(command) => match command {
+                StepCommand::List => {
+                    let list = client.call(Method::GET, "sw-update-strategy/steps", None)?;
+                    print(&list, &|l| step_rows(&l["strategy-steps"]))?;
+                }
+                StepCommand::Show { cloud_name } => {
+                    let s = client.call(
+                        Method::GET,
+                        &format!("sw-update-strategy/steps/{}", enc(&cloud_name)),
+                        None,
+                    )?;
+                    print(&s, &step_fields)?;
+                }
+            },
+            Top::SwUpdateOptions(command) => {
+                let reference =
+                    |s: &Option<String>| enc(s.as_deref().unwrap_or("SystemController"));
+                match command {
+                    OptionsCommand::List => {
+                        let list = client.call(Method::GET, "sw-update-options", None)?;
+                        print(&list, &|l| options_rows(&l["sw-update-options"]))?;
+                    }
+                    OptionsCommand::Show { subcloud } => {
+                        let o = client.call(
+                            Method::GET,
+                            &format!("sw-update-options/{}", reference(&subcloud)),
+                            None,
+                        )?;
+                        print(&o, &options_fields)?;
+                    }
+                    OptionsCommand::Update {
+                        storage_apply_type,
+                        worker_apply_type,
+                        max_parallel_workers,
+                        alarm_restriction_type,
+                        default_instance_action,
+                        subcloud,
+                    } => {
+                        let mut body = serde_json::Map::new();
+                        for (k, v) in [
+                            ("storage-apply-type", storage_apply_type.map(Value::from)),
+                            ("worker-apply-type", worker_apply_type.map(Value::from)),
+                            (
+                                "max-parallel-workers",
+                                max_parallel_workers.map(Value::from),
+                            ),
+                            (
+                                "alarm-restriction-type",
+                                alarm_restriction_type.map(Value::from),
+                            ),
+                            (
+                                "default-instance-action",
+                                default_instance_action.map(Value::from),
+                            ),
+                        ] {
+                            if let Some(v) = v {
+                                body.insert(k.into(), v);
+                            }
+                        }
+                        let o = client.call(
+                            Method::POST,
+                            &format!("sw-update-options/{}", reference(&subcloud)),
+                            Some(&Value::Object(body)),
+                        )?;
+                        print(&o, &options_fields)?;
+                    }
+                    OptionsCommand::Delete { subcloud } => {
+                        client.call(
+                            Method::DELETE,
+                            &format!("sw-update-options/{}", enc(&subcloud)),
+                            None,
+                        )?;
+                    }
+                }
+            }
         }
         Ok(())
     })

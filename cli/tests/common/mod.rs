@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod dc;
 pub mod pair;
 mod site;
 #[allow(unused_imports)]

@@ -1,0 +1,355 @@
+//! The subcloud patch strategy end to end, with real parts only: a system controller
+//! (`sw-patch-controller` + `dc-controller`) and real subclouds, each its own
+//! `sw-patch-controller` with real agents installing into their roots — a 2+2 duplex whose
+//! controllers are a pair, and simplex ones. Patches are uploaded once on the system
+//! controller; `dcmanager patch-strategy` syncs, applies and installs them everywhere.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Site;
+use common::cluster::fast_timing;
+use common::dc::{Dc, SUBCLOUD_TOKEN, add, add_at, subcloud_with};
+use common::pair::Pair;
+use patch_format::testing::TestRpm;
+use serde_json::Value;
+
+fn sysinv(release: &str) -> TestRpm {
+    TestRpm::new("sysinv", "1.0", release)
+        .file("/usr/lib/sysinv/api.py", format!("VERSION = {release}\n"))
+}
+
+/// Makes `site` trust patches signed with the key whose public half is at `pem` (a
+/// restart reads the keyring).
+fn trust_key(site: &mut Site, pem: &Path) {
+    std::fs::copy(pem, site.path("keyring/system-controller.pem")).unwrap();
+    site.restart_controller();
+}
+
+/// A simplex subcloud (one controller host with its agent) trusting `pem`.
+fn simplex(pem: &Path, obstacle: bool) -> Site {
+    let mut site = subcloud_with(&format!("single_controller = true\n{}", fast_timing(1)));
+    trust_key(&mut site, pem);
+    if obstacle {
+        // A file where a patch's new package needs a directory: its install fails.
+        let root = site.root("controller-0");
+        std::fs::create_dir_all(root.join("opt")).unwrap();
+        std::fs::write(root.join("opt/fixdata"), "in the way\n").unwrap();
+    }
+    site.start_agent("controller-0", "controller");
+    site.wait_for("controller-0 reporting and current", |s| {
+        let hosts = s.hosts();
+        hosts.len() == 1 && hosts[0]["patch_current"] == true
+    });
+    site
+}
+
+/// The 2+2 duplex: a controller pair, two controller hosts and two workers.
+fn duplex() -> Pair {
+    let mut pair = Pair::new(&fast_timing(1));
+    for (host, personality) in [
+        ("controller-0", "controller"),
+        ("controller-1", "controller"),
+        ("compute-0", "worker"),
+        ("compute-1", "worker"),
+    ] {
+        pair.start_agent(host, personality);
+    }
+    pair.wait_for("the duplex's hosts reporting and current", |p| {
+        let hosts = p.hosts();
+        hosts.len() == 4 && hosts.iter().all(|h| h["patch_current"] == true)
+    });
+    pair
+}
+
+fn strategy(dc: &Dc) -> Value {
+    serde_json::from_str(&dc.ok(&["patch-strategy", "show", "--format", "json"])).unwrap()
+}
+
+fn steps(dc: &Dc) -> Vec<Value> {
+    let v: Value =
+        serde_json::from_str(&dc.ok(&["strategy-step", "list", "--format", "json"])).unwrap();
+    v["strategy-steps"].as_array().cloned().unwrap_or_default()
+}
+
+fn step<'a>(steps: &'a [Value], cloud: &str) -> &'a Value {
+    steps.iter().find(|s| s["cloud"] == cloud).unwrap()
+}
+
+/// `apply --wait`; the strategy's last document (whatever the exit status).
+fn apply_and_wait(dc: &Dc) -> Value {
+    let out = dc.run(&["patch-strategy", "apply", "--wait", "--format", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "apply --wait: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn version(root: &Path) -> String {
+    std::fs::read_to_string(root.join("usr/lib/sysinv/api.py")).unwrap_or_default()
+}
+
+fn upload_on_system_controller(
+    sc: &Site,
+    pair: &Pair,
+    id: &str,
+    rr: bool,
+    rpms: &[TestRpm],
+    new: &[&str],
+) {
+    // Signed with the duplex's key, which every site trusts.
+    let patch = pair.patch(id, rr, rpms, new);
+    sc.ok(&["upload", patch.to_str().unwrap()]);
+    sc.ok(&["apply", id]);
+}
+
+#[test]
+fn a_subcloud_strategy_patches_every_subcloud_and_keeps_to_its_rules() {
+    let pair = duplex();
+    let pem = pair.path("keyring/dev.pem");
+    let mut sc = Site::new();
+    trust_key(&mut sc, &pem);
+    let failing = simplex(&pem, true);
+    let simplex1 = simplex(&pem, false);
+    let simplex2 = simplex(&pem, false);
+    let gone = subcloud_with("");
+    let dc = Dc::start_with(
+        &sc,
+        None,
+        &["--strategy-poll-ms", "200", "--offline-grace", "10"],
+    );
+    add(&dc, "failing", &failing, None);
+    add_at(
+        &dc,
+        "duplex",
+        &pair.api_urls(),
+        &pair.vim_urls(),
+        &pair.ca.ca_cert,
+        None,
+    );
+    add(&dc, "simplex1", &simplex1, None);
+    add(&dc, "simplex2", &simplex2, None);
+    add(&dc, "gone", &gone, None);
+    for name in ["failing", "duplex", "simplex1", "simplex2", "gone"] {
+        dc.ok(&["subcloud", "manage", name]);
+    }
+    drop(gone);
+    dc.ok(&[
+        "sw-update-options",
+        "update",
+        "--worker-apply-type",
+        "serial",
+        "duplex",
+    ]);
+    let options = dc.ok(&["sw-update-options", "list"]);
+    assert!(
+        options.contains("| all clouds default | parallel "),
+        "{options}"
+    );
+    assert!(
+        options.contains("| duplex             | parallel           | serial "),
+        "{options}"
+    );
+
+    // 1. A reboot-required patch, uploaded once on the system controller, rolled out in
+    //    parallel two at a time: every subcloud in sync, every host patched.
+    upload_on_system_controller(&sc, &pair, "DC_RR_0001", true, &[sysinv("231")], &[]);
+    dc.wait_for("gone", "offline", "unknown");
+    for name in ["failing", "duplex", "simplex1", "simplex2"] {
+        dc.wait_for(name, "online", "out-of-sync");
+    }
+    let dry: Value = serde_json::from_str(&dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "parallel",
+        "--max-parallel-subclouds",
+        "2",
+        "--dry-run",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let dry = &dry["dry-run"];
+    assert_eq!(dry["total-stages"], 2, "{dry:#}");
+    assert_eq!(dry["subclouds"][0]["upload"][0], "DC_RR_0001", "{dry:#}");
+    assert!(dry["bytes-to-transfer"].as_u64().unwrap() > 1000, "{dry:#}");
+    assert!(dry["predicted-duration-seconds"].is_null(), "{dry:#}");
+    assert_eq!(dry["skipped-subclouds"][0]["cloud"], "gone", "{dry:#}");
+    assert!(dc.run(&["patch-strategy", "show"]).status.code() == Some(1));
+
+    let created = dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "parallel",
+        "--max-parallel-subclouds",
+        "2",
+    ]);
+    assert!(created.contains("| skipped "), "{created}");
+    assert!(created.contains("gone: offline"), "{created}");
+    let list = dc.ok(&["strategy-step", "list"]);
+    assert!(
+        list.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("| cloud    | stage | state   | details | started_at | finished_at |"),
+        "{list}"
+    );
+    let s = apply_and_wait(&dc);
+    assert_eq!(
+        s["state"],
+        "complete",
+        "{s:#}\n{}",
+        dc.ok(&["strategy-step", "list"])
+    );
+    for st in steps(&dc) {
+        assert_eq!(st["state"], "complete", "{st}");
+        assert!(st["finished-at"].as_i64().is_some(), "{st}");
+    }
+    for name in ["failing", "duplex", "simplex1", "simplex2"] {
+        assert_eq!(dc.subcloud(name)["sync_status"], "in-sync", "{name}");
+    }
+    for site in [&failing, &simplex1, &simplex2] {
+        assert_eq!(version(&site.root("controller-0")), "VERSION = 231\n");
+        assert!(site.hosts().iter().all(|h| h["patch_current"] == true));
+    }
+    for host in ["controller-0", "controller-1", "compute-0", "compute-1"] {
+        assert_eq!(version(&pair.root(host)), "VERSION = 231\n", "{host}");
+    }
+    assert!(pair.hosts().iter().all(|h| h["patch_current"] == true));
+    // The subclouds' own strategies are gone; a completed strategy can be deleted.
+    let own = simplex1.run(
+        "sw-manager",
+        &["--token", SUBCLOUD_TOKEN, "patch-strategy", "show"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&own.stdout),
+        "No strategy available\n",
+        "{own:?}"
+    );
+    dc.ok(&["patch-strategy", "delete"]);
+    // The rest runs on the simplex subclouds (a non-reboot-required patch on the pair trips
+    // its repository serials: see the issue note).
+    dc.ok(&["subcloud", "unmanage", "duplex"]);
+    // The next dry run predicts from the steps just timed.
+    upload_on_system_controller(
+        &sc,
+        &pair,
+        "DC_0002",
+        false,
+        &[
+            sysinv("232"),
+            TestRpm::new("fixdata", "1.0", "1").file("/opt/fixdata/table", "rows\n"),
+        ],
+        &["fixdata"],
+    );
+    let dry: Value = serde_json::from_str(&dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "serial",
+        "--dry-run",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(dry["dry-run"]["total-stages"], 3);
+    assert!(
+        dry["dry-run"]["predicted-duration-seconds"]
+            .as_i64()
+            .is_some(),
+        "{dry:#}"
+    );
+
+    // 2. One subcloud's install fails. With --stop-on-failure, serial: no further subcloud
+    //    starts, and the failed one is named with its own strategy's reason.
+    dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "serial",
+        "--stop-on-failure",
+    ]);
+    let s = apply_and_wait(&dc);
+    assert_eq!(s["state"], "failed", "{s:#}");
+    assert_eq!(s["failed-subclouds"][0]["cloud"], "failing", "{s:#}");
+    let reason = s["failed-subclouds"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("its patch strategy is "), "{reason}");
+    let all = steps(&dc);
+    for name in ["simplex1", "simplex2"] {
+        let st = step(&all, name);
+        assert_eq!(st["state"], "aborted", "{st}");
+        assert!(
+            st["details"]
+                .as_str()
+                .unwrap()
+                .contains("stopped after 1 failed"),
+            "{st}"
+        );
+    }
+    assert_eq!(version(&simplex1.root("controller-0")), "VERSION = 231\n");
+    assert!(!simplex1.ok(&["query"]).contains("DC_0002"));
+    let shown = dc.ok(&["strategy-step", "show", "failing"]);
+    assert!(shown.contains("| state       | failed "), "{shown}");
+    dc.ok(&["patch-strategy", "delete"]);
+
+    // 3. With an error budget of one, the rest finish.
+    dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "parallel",
+        "--max-parallel-subclouds",
+        "2",
+        "--max-failed-subclouds",
+        "1",
+    ]);
+    let s = apply_and_wait(&dc);
+    assert_eq!(s["state"], "failed", "{s:#}");
+    assert_eq!(s["progress"]["complete"], 2, "{s:#}");
+    assert_eq!(s["failed-subclouds"][0]["cloud"], "failing", "{s:#}");
+    for site in [&simplex1, &simplex2] {
+        assert_eq!(version(&site.root("controller-0")), "VERSION = 232\n");
+    }
+    dc.ok(&["patch-strategy", "delete"]);
+
+    // 4. Abort mid-way: the subcloud under way finishes, the others are not touched.
+    dc.ok(&["subcloud", "unmanage", "failing"]);
+    upload_on_system_controller(&sc, &pair, "DC_0003", false, &[sysinv("233")], &[]);
+    dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "serial",
+    ]);
+    dc.ok(&["patch-strategy", "apply"]);
+    let start = Instant::now();
+    while step(&steps(&dc), "simplex1")["state"] == "initial" {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dc.ok(&["patch-strategy", "abort"]);
+    let out = dc.run(&["patch-strategy", "abort", "--wait", "--format", "json"]);
+    assert!(!out.status.success(), "a second abort is refused");
+    let s: Value = loop {
+        let s = strategy(&dc);
+        if s["state"] == "aborted" {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{s:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let all = steps(&dc);
+    assert_eq!(step(&all, "simplex1")["state"], "complete", "{s:#}");
+    assert_eq!(step(&all, "simplex2")["state"], "aborted", "{s:#}");
+    assert_eq!(version(&simplex1.root("controller-0")), "VERSION = 233\n");
+    assert_eq!(version(&simplex2.root("controller-0")), "VERSION = 232\n");
+    assert!(!simplex2.ok(&["query"]).contains("DC_0003"));
+    dc.ok(&["patch-strategy", "delete"]);
+}
