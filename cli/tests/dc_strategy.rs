@@ -30,7 +30,15 @@ fn trust_key(site: &mut Site, pem: &Path) {
 
 /// A simplex subcloud (one controller host with its agent) trusting `pem`.
 fn simplex(pem: &Path, obstacle: bool) -> Site {
-    let mut site = subcloud_with(&format!("single_controller = true\n{}", fast_timing(1)));
+    simplex_settling(pem, obstacle, 1)
+}
+
+/// [`simplex`] whose strategies wait `settle` seconds after an install.
+fn simplex_settling(pem: &Path, obstacle: bool, settle: u64) -> Site {
+    let mut site = subcloud_with(&format!(
+        "single_controller = true\n{}",
+        fast_timing(settle)
+    ));
     trust_key(&mut site, pem);
     if obstacle {
         // A file where a patch's new package needs a directory: its install fails.
@@ -352,4 +360,137 @@ fn a_subcloud_strategy_patches_every_subcloud_and_keeps_to_its_rules() {
     assert_eq!(version(&simplex2.root("controller-0")), "VERSION = 232\n");
     assert!(!simplex2.ok(&["query"]).contains("DC_0003"));
     dc.ok(&["patch-strategy", "delete"]);
+}
+
+/// How many times the subcloud at `url` answered a create of its patch strategy with
+/// success (its controller's own request counter).
+fn strategies_created(url: &str) -> u64 {
+    let text = reqwest::blocking::get(format!("{url}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("stx_patch_http_requests_total{"))
+        .filter(|l| {
+            l.contains("listener=\"vim\"")
+                && l.contains("route=\"/api/orchestration/{kind}/strategy\"")
+                && l.contains("method=\"POST\"")
+                && l.contains("status=\"200\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A pseudo-random number in `range` (xorshift, seeded from the OS through `RandomState`;
+/// the seed is printed so a failure can be replayed).
+struct Moments(u64);
+
+impl Moments {
+    fn new() -> Moments {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        let seed = h.finish() | 1;
+        eprintln!("kill moments seed: {seed}");
+        Moments(seed)
+    }
+
+    fn next_ms(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        low + self.0 % (high - low)
+    }
+}
+
+#[test]
+fn a_system_controller_killed_at_random_moments_resumes_on_sqlite() {
+    killed_at_random_moments(None);
+}
+
+#[test]
+fn a_system_controller_killed_at_random_moments_resumes_on_postgresql() {
+    let server = dc_controller::test_postgres::Postgres::start();
+    killed_at_random_moments(Some(&server.url()));
+}
+
+/// SIGKILLs the system controller at random moments of a subcloud strategy: it resumes and
+/// finishes, and no subcloud's own strategy is created twice.
+fn killed_at_random_moments(database_url: Option<&str>) {
+    let sc = Site::new();
+    let pem = sc.path("keyring/dev.pem");
+    // The system controller signs with its own key; the subclouds trust it. Each one's own
+    // strategy takes a few seconds, so the whole spans many kills.
+    let subclouds: Vec<Site> = (0..4).map(|_| simplex_settling(&pem, false, 4)).collect();
+    let patch = sc.patch("DC_CRASH_0001", true, &[sysinv("231")], &[]);
+    sc.ok(&["upload", patch.to_str().unwrap()]);
+    sc.ok(&["apply", "DC_CRASH_0001"]);
+    let mut dc = Dc::start_with(
+        &sc,
+        database_url,
+        &["--strategy-poll-ms", "100", "--offline-grace", "60"],
+    );
+    for (i, site) in subclouds.iter().enumerate() {
+        let name = format!("subcloud{i}");
+        add(&dc, &name, site, None);
+        dc.ok(&["subcloud", "manage", &name]);
+        dc.wait_for(&name, "online", "out-of-sync");
+    }
+    dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "serial",
+    ]);
+    dc.ok(&["patch-strategy", "apply"]);
+    let mut moments = Moments::new();
+    let mut kills = 0;
+    let mut killed_in = std::collections::BTreeSet::new();
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(moments.next_ms(50, 700)));
+        let out = dc.run(&["patch-strategy", "show", "--format", "json"]);
+        let state = serde_json::from_slice::<Value>(&out.stdout)
+            .map(|v| v["state"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        if state == "complete" {
+            break;
+        }
+        assert!(
+            !matches!(state.as_str(), "failed" | "aborted"),
+            "the strategy {state} after {kills} kills: {}",
+            dc.ok(&["strategy-step", "list"])
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "not finished after {kills} kills: {}",
+            dc.ok(&["strategy-step", "list"])
+        );
+        for st in steps(&dc) {
+            killed_in.insert(st["state"].as_str().unwrap_or_default().to_owned());
+        }
+        dc.restart();
+        kills += 1;
+    }
+    assert!(
+        killed_in.contains("applying VIM patch strategy"),
+        "never killed while a subcloud's strategy applied: {killed_in:?}"
+    );
+    assert!(
+        kills >= 20,
+        "only {kills} kills before the strategy finished: make it longer"
+    );
+    for (i, site) in subclouds.iter().enumerate() {
+        let name = format!("subcloud{i}");
+        assert_eq!(dc.subcloud(&name)["sync_status"], "in-sync", "{name}");
+        assert_eq!(version(&site.root("controller-0")), "VERSION = 231\n");
+        assert!(site.hosts().iter().all(|h| h["patch_current"] == true));
+        assert_eq!(
+            strategies_created(&site.url),
+            1,
+            "{name}'s patch strategy was created more than once"
+        );
+    }
+    eprintln!("{kills} kills, with steps in {killed_in:?}");
 }
