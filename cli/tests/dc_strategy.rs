@@ -231,6 +231,47 @@ fn a_subcloud_strategy_patches_every_subcloud_and_keeps_to_its_rules() {
         assert_eq!(version(&pair.root(host)), "VERSION = 231\n", "{host}");
     }
     assert!(pair.hosts().iter().all(|h| h["patch_current"] == true));
+    // The system controller's dashboard shows the subclouds and the strategy's steps.
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token_file = dc.dir.path().join("dashboard.token");
+    std::fs::write(&token_file, format!("{}\n", common::dc::TOKEN)).unwrap();
+    let mut toml = std::fs::read_to_string(sc.path("controller.toml")).unwrap();
+    toml += &format!(
+        "auth_tokens = [\"sc-operator\"]\nweb_listen = \"127.0.0.1:{web_port}\"\n\
+         dcmanager_url = \"{}\"\ndcmanager_token_file = {:?}\n",
+        dc.url, token_file
+    );
+    std::fs::write(sc.path("controller.toml"), toml).unwrap();
+    sc.restart_controller();
+    let web = format!("https://127.0.0.1:{web_port}");
+    let http = sc.http();
+    let login = common::http_login(&http, &web, "sc-operator");
+    let (session, _) = common::cookie(&login, "stx_session").expect("a session");
+    let page = http
+        .get(format!("{web}/dc"))
+        .header("cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for name in ["failing", "duplex", "simplex1", "simplex2", "gone"] {
+        assert!(
+            page.contains(&format!("data-subcloud=\"{name}\"")),
+            "{page}"
+        );
+        if name != "gone" {
+            assert!(page.contains(&format!("data-step=\"{name}\"")), "{page}");
+        }
+    }
+    assert!(page.contains("5 subclouds, 4 in sync"), "{page}");
+    assert!(
+        page.contains("id=\"dc-strategy-state\">complete<"),
+        "{page}"
+    );
     // The subclouds' own strategies are gone; a completed strategy can be deleted.
     let own = simplex1.run(
         "sw-manager",

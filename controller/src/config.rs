@@ -113,6 +113,13 @@ pub struct ControllerConfig {
     /// operators log in with one of the auth tokens, so it needs at least one.
     #[serde(default)]
     pub web_listen: Option<String>,
+    /// On a distributed cloud's system controller: its dcmanager API (`dc-controller`), whose
+    /// subclouds, groups and subcloud strategy the dashboard's Distributed Cloud page shows.
+    #[serde(default)]
+    pub dcmanager_url: Option<String>,
+    /// A file holding an operator token of that dcmanager API.
+    #[serde(default)]
+    pub dcmanager_token_file: Option<PathBuf>,
     /// This controller's host name in a pair (`controller-0`); with `peer`, makes the daemon
     /// one of two controllers.
     #[serde(default)]
@@ -293,6 +300,8 @@ impl ControllerConfig {
             require_signed_rpms: false,
             rpm_keyring: None,
             web_listen: None,
+            dcmanager_url: None,
+            dcmanager_token_file: None,
             web_session_idle_minutes: default_web_idle(),
             host_name: None,
             peer: None,
@@ -386,6 +395,12 @@ impl ControllerConfig {
             return Err(ConfigError::Invalid(format!(
                 "web_listen {addr}: operators log in with a token, so it needs auth tokens (auth_tokens or auth_tokens_file)"
             )));
+        }
+        if self.dcmanager_url.is_some() != self.dcmanager_token_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "dcmanager_url and dcmanager_token_file go together (the dcmanager API needs a token)"
+                    .into(),
+            ));
         }
         if !(1..=24 * 60).contains(&self.web_session_idle_minutes) {
             return Err(ConfigError::Invalid(

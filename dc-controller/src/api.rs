@@ -307,8 +307,17 @@ async fn update_subcloud(
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         result = api.db.set_management(&name, management).await;
-        if result.is_ok() {
+        if let Ok(s) = &result {
             tracing::info!(target: "audit", "subcloud {name} {management}");
+            if management == Management::Managed {
+                // Its status is known at once rather than at the next audit round.
+                let (db, reference, id) = (api.db.clone(), api.reference.clone(), s.id);
+                tokio::spawn(async move {
+                    if let Err(e) = crate::audit::audit_subcloud(&db, &reference, id).await {
+                        tracing::warn!("audit of subcloud {id}: {e}");
+                    }
+                });
+            }
         }
     }
     match result {

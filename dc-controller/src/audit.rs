@@ -162,6 +162,25 @@ pub fn compare(reference: &PatchSet, subcloud: &PatchSet) -> (SyncStatus, String
 /// Returns how many subclouds were audited.
 pub async fn audit_once(db: &Db, reference: &Access) -> Result<usize, DbError> {
     let managed = db.managed().await?;
+    audit_these(db, reference, managed).await
+}
+
+/// Audits one subcloud now (as it becomes managed), not at the next round.
+pub async fn audit_subcloud(db: &Db, reference: &Access, id: i64) -> Result<usize, DbError> {
+    let managed = db
+        .managed()
+        .await?
+        .into_iter()
+        .filter(|(s, _)| s.id == id)
+        .collect();
+    audit_these(db, reference, managed).await
+}
+
+async fn audit_these(
+    db: &Db,
+    reference: &Access,
+    managed: Vec<(crate::model::Subcloud, Access)>,
+) -> Result<usize, DbError> {
     let ours = patches_of(reference, "the system controller").await;
     if let Err(e) = &ours {
         tracing::warn!("audit: the system controller's patches cannot be read: {e}");

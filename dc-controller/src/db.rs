@@ -171,9 +171,27 @@ impl Db {
                 url.split(':').next().unwrap_or_default()
             )));
         };
+        let sqlite = backend == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             // SQLite allows one writer; a pool of one avoids "database is locked".
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            .max_connections(if sqlite { 1 } else { 8 })
+            // A write-ahead log commits with one fsync (a rollback journal needs several),
+            // which a hundred subclouds' steps changing at once need; FULL keeps every
+            // commit durable, not just up to the last checkpoint.
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect(url)
             .await?;

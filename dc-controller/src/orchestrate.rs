@@ -50,7 +50,14 @@ impl Default for Timing {
 struct Ctx {
     db: Db,
     reference: Access,
+    /// The system controller's own patching API, as a client made once.
+    reference_api: Remote,
+    /// A client fetching the system controller's patch files (no overall timeout: files
+    /// may be large).
+    files: reqwest::Client,
     timing: Timing,
+    /// Wakes the runner (a step ended: the next stage may start at once).
+    wake: Arc<Notify>,
 }
 
 /// Runs strategies until `stop`; `wake` makes it look at once (after an API action).
@@ -61,10 +68,22 @@ pub(crate) async fn run(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let clients = Remote::new(&reference, "the system controller", QUERY_TIMEOUT)
+        .and_then(|api| Ok((api, client_for(&reference, "the system controller", None)?)));
+    let (reference_api, files) = match clients {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("subcloud strategies cannot run: the system controller's API: {e}");
+            return;
+        }
+    };
     let ctx = Arc::new(Ctx {
         db,
         reference,
+        reference_api,
+        files,
         timing,
+        wake: wake.clone(),
     });
     let mut in_flight: HashMap<i64, JoinHandle<()>> = HashMap::new();
     loop {
@@ -113,6 +132,7 @@ async fn tick(ctx: &Arc<Ctx>, in_flight: &mut HashMap<i64, JoinHandle<()>>) -> R
                 if let Err(e) = drive(&ctx, id).await {
                     tracing::warn!("subcloud {id}'s step: {e} (retried at the next look)");
                 }
+                ctx.wake.notify_one();
             })
         });
     }
@@ -208,7 +228,8 @@ where
 
 /// The system controller's own patches.
 async fn reference_patches(ctx: &Ctx) -> Result<PatchSet, String> {
-    crate::audit::patches_of(&ctx.reference, "the system controller")
+    ctx.reference_api
+        .patches()
         .await
         .map_err(|e| format!("the system controller's patches cannot be read: {e}"))
 }
@@ -227,12 +248,10 @@ async fn update_patches(ctx: &Ctx, remote: &Remote, upload_only: bool) -> Outcom
         .filter(|(_, state)| counts(state))
         .map(|(id, _)| id)
         .collect();
-    let from =
-        client_for(&ctx.reference, "the system controller", None).map_err(|e| e.to_string())?;
     let mut uploaded = Vec::new();
     for id in wanted.iter().filter(|id| !theirs.contains_key(id.as_str())) {
         remote
-            .upload_from(&ctx.reference, &from, id)
+            .upload_from(&ctx.reference, &ctx.files, id)
             .await
             .map_err(|why| format!("cannot upload {id}: {why}"))?;
         uploaded.push(id.as_str());

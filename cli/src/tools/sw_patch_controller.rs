@@ -59,6 +59,13 @@ struct Args {
     /// serves it on 0.0.0.0:8080 [default: off]
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "0.0.0.0:8080")]
     web_listen: Option<String>,
+    /// On a distributed cloud's system controller: the dcmanager API the dashboard's
+    /// Distributed Cloud page reads (with --dcmanager-token-file)
+    #[arg(long, value_name = "URL")]
+    dcmanager_url: Option<String>,
+    /// File holding an operator token of that dcmanager API
+    #[arg(long, value_name = "FILE")]
+    dcmanager_token_file: Option<PathBuf>,
     /// This controller's host name in a controller pair (with --peer), e.g. controller-0
     #[arg(long, value_name = "HOST")]
     host_name: Option<String>,
@@ -263,6 +270,12 @@ fn config_from(file: Option<&std::path::Path>, args: &Args) -> anyhow::Result<Co
     }
     if config.web_listen.as_deref() == Some("off") {
         config.web_listen = None;
+    }
+    if let Some(v) = &args.dcmanager_url {
+        config.dcmanager_url = Some(v.clone());
+    }
+    if let Some(v) = &args.dcmanager_token_file {
+        config.dcmanager_token_file = Some(v.clone());
     }
     if let Some(v) = &args.host_name {
         config.host_name = Some(v.clone());

@@ -15,15 +15,17 @@ pub(crate) enum Page {
     Hosts,
     Orchestration,
     Alarms,
+    DistributedCloud,
     None,
 }
 
-const NAV: [(Page, &str, &str); 5] = [
+const NAV: [(Page, &str, &str); 6] = [
     (Page::System, "/system", "System"),
     (Page::Patches, "/patches", "Patches"),
     (Page::Hosts, "/hosts", "Hosts"),
     (Page::Orchestration, "/orchestration", "Patch Orchestration"),
     (Page::Alarms, "/alarms", "Alarms"),
+    (Page::DistributedCloud, "/dc", "Distributed Cloud"),
 ];
 
 /// Why the swact button is greyed out: the patching service runs on one controller daemon.

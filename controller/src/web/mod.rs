@@ -12,6 +12,7 @@
 //! session's CSRF token; pages are sent with a strict Content-Security-Policy (no inline
 //! script, nothing from elsewhere) and are never cached.
 
+mod dc;
 mod hosts;
 mod layout;
 mod login;
@@ -82,6 +83,7 @@ pub(crate) fn router(service: Service, tokens: Operators, over_tls: bool) -> Rou
             post(orchestration::strategy_action),
         )
         .route("/alarms", get(system::alarms_page))
+        .route("/dc", get(dc::dc_page))
         .route("/static/dashboard.css", get(css))
         .route("/static/dashboard.js", get(js))
         .layer(DefaultBodyLimit::max(MAX_FORM));

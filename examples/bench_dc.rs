@@ -1,0 +1,607 @@
+//! Benchmark of the distributed cloud system controller at scale, on SQLite and on
+//! PostgreSQL:
+//!
+//! * **rollout**: a subcloud patch strategy over 1,000 subclouds, parallel, max 100 (10
+//!   stages), against the real `dc-controller` process and the real `sw-patch-controller`
+//!   as the system controller. Its wall time is set beside the ideal the issue defines:
+//!   stages × the time one subcloud's step takes alone (measured in the same run, on a
+//!   subcloud of its own). The dc-controller's peak RSS is read from `/proc`.
+//! * **steps list**: `GET /v1.0/sw-update-strategy/steps` with 5,000 subclouds in the
+//!   strategy: p50 and p99 of 200 calls.
+//!
+//! The subclouds are protocol-faithful stand-ins served by this process (one listener,
+//! `/sc/<n>` each): the patching API calls the system controller makes (`query`,
+//! `query_hosts`, `upload` of the signed file, `apply`, `remove`) and the orchestration
+//! API's patch strategy (create, `apply-all`, show, delete), whose apply takes `--apply-secs`
+//! before it is `applied`. Two CPUs cannot run 100 real subclouds' rollouts at once without
+//! their own installs dominating what is measured (see the orchestration benchmark's
+//! stricter ideal); the real subclouds' end-to-end behaviour is tested in
+//! `cli/tests/dc_strategy.rs`.
+//!
+//! Run: `cargo build --release --workspace --bins && cargo run --release --example bench_dc
+//!       [-- --subclouds 1000 --list-subclouds 5000 --apply-secs 5 --poll-ms 500]`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use patch_format::testing::TestRpm;
+use patch_format::{PatchBuilder, PatchMetadata, Status};
+use serde_json::{Value, json};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const TOKEN: &str = "bench-operator";
+
+/// One stand-in subcloud.
+#[derive(Default)]
+struct Standin {
+    /// Patch id → repository state.
+    patches: BTreeMap<String, String>,
+    /// Whether its one host runs what is applied.
+    current: bool,
+    /// Its patch strategy: when it was applied (none: ready to apply).
+    strategy: Option<Option<Instant>>,
+    /// Successful creates of its strategy.
+    creates: u32,
+}
+
+#[derive(Clone)]
+struct Standins {
+    clouds: Arc<Mutex<HashMap<usize, Standin>>>,
+    apply_time: Duration,
+}
+
+impl Standins {
+    fn with<T>(&self, n: usize, f: impl FnOnce(&mut Standin) -> T) -> T {
+        let mut clouds = self.clouds.lock().unwrap_or_else(|e| e.into_inner());
+        f(clouds.entry(n).or_insert_with(|| Standin {
+            current: true,
+            ..Standin::default()
+        }))
+    }
+}
+
+fn strategy_doc(s: &Standin, apply_time: Duration) -> Value {
+    match s.strategy {
+        None => json!({"strategy": null}),
+        Some(applied_at) => {
+            let state = match applied_at {
+                None => "ready-to-apply",
+                Some(t) if t.elapsed() >= apply_time => "applied",
+                Some(_) => "applying",
+            };
+            json!({"strategy": {"state": state, "current-phase-completion-percentage": 0,
+                "apply-phase": {"reason": ""}}})
+        }
+    }
+}
+
+/// The patching API of stand-in `n`.
+async fn patching(
+    State(st): State<Standins>,
+    UrlPath((n, rest)): UrlPath<(usize, String)>,
+    RawQuery(query): RawQuery,
+    method: Method,
+    body: Bytes,
+) -> Response {
+    let mut parts = rest.split('/');
+    let action = parts.next().unwrap_or_default();
+    let ids: Vec<String> = parts.map(str::to_owned).collect();
+    let reply = st.with(n, |s| match (method.as_str(), action) {
+        ("GET", "query") => json!({"pd": s.patches.iter().map(|(id, state)| {
+            (id.clone(), json!({"repostate": state, "patchstate": state}))
+        }).collect::<serde_json::Map<_, _>>()}),
+        ("GET", "query_hosts") => json!({"data": [{
+            "hostname": "controller-0", "patch_current": s.current, "interim_state": false,
+        }]}),
+        ("POST", "upload") => {
+            // The signed file arrives whole: a gzip stream named after its patch.
+            let id = query
+                .as_deref()
+                .and_then(|q| q.strip_prefix("filename="))
+                .and_then(|f| f.strip_suffix(".patch"))
+                .unwrap_or_default()
+                .to_owned();
+            if body.len() < 100 || body[..2] != [0x1f, 0x8b] || id.is_empty() {
+                return json!({"error": "not a patch file"});
+            }
+            s.patches.insert(id.clone(), "Available".into());
+            json!({"info": format!("{id} is now available\n"), "warning": "", "error": ""})
+        }
+        ("POST", "apply") | ("POST", "remove") => {
+            let to = if action == "apply" {
+                "Applied"
+            } else {
+                "Available"
+            };
+            for id in &ids {
+                s.patches.insert(id.clone(), to.into());
+            }
+            s.current = false;
+            json!({"info": "", "warning": "", "error": ""})
+        }
+        _ => json!({"error": format!("{method} {action} is not served by the stand-in")}),
+    });
+    axum::Json(reply).into_response()
+}
+
+/// The orchestration API's patch strategy of stand-in `n`.
+async fn strategy(
+    State(st): State<Standins>,
+    UrlPath(n): UrlPath<usize>,
+    method: Method,
+) -> Response {
+    let apply_time = st.apply_time;
+    st.with(n, |s| match method.as_str() {
+        "GET" => axum::Json(strategy_doc(s, apply_time)).into_response(),
+        "POST" if s.strategy.is_some() => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"faultstring": "strategy already exists of type:sw-patch"})),
+        )
+            .into_response(),
+        "POST" => {
+            s.strategy = Some(None);
+            s.creates += 1;
+            axum::Json(strategy_doc(s, apply_time)).into_response()
+        }
+        "DELETE" => {
+            if matches!(s.strategy, Some(Some(t)) if t.elapsed() >= apply_time) {
+                s.current = true;
+            }
+            s.strategy = None;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    })
+}
+
+async fn strategy_action(State(st): State<Standins>, UrlPath(n): UrlPath<usize>) -> Response {
+    let apply_time = st.apply_time;
+    st.with(n, |s| {
+        if s.strategy == Some(None) {
+            s.strategy = Some(Some(Instant::now()));
+        }
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(strategy_doc(s, apply_time)),
+        )
+            .into_response()
+    })
+}
+
+/// `dc-controller`, built beside this example.
+fn dc_command(
+    dir: &Path,
+    database_url: &str,
+    reference: &str,
+    poll_ms: u64,
+) -> Result<std::process::Command> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("dc-controller"))
+        .filter(|p| p.exists())
+        .ok_or("build it first: cargo build --release --workspace --bins")?;
+    std::fs::write(dir.join("tokens"), format!("{TOKEN}\n"))?;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--print-addresses"])
+        .arg("--state-dir")
+        .arg(dir.join("dc"))
+        .args(["--database-url", database_url])
+        .args(["--system-controller-url", reference])
+        .arg("--tokens-file")
+        .arg(dir.join("tokens"))
+        .args(["--audit-interval", "3600"])
+        .args(["--strategy-poll-ms", &poll_ms.to_string()])
+        .env("STX_PATCH_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    Ok(cmd)
+}
+
+struct Dc {
+    child: std::process::Child,
+    url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Drop for Dc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dc {
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/v1.0/{path}", self.url))
+            .header("X-Auth-Token", TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send()?;
+        let status = answer.status();
+        let text = answer.text()?;
+        if !status.is_success() {
+            return Err(format!("{path}: {status}: {text}").into());
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+
+    fn add(&self, name: &str, base: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "subclouds",
+            Some(json!({"name": name, "url": base, "vim-url": base, "token": "standin"})),
+        )?;
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("subclouds/{name}"),
+            Some(json!({"management-state": "managed"})),
+        )?;
+        Ok(())
+    }
+
+    fn state(&self) -> Result<String> {
+        let s = self.call(reqwest::Method::GET, "sw-update-strategy?type=patch", None)?;
+        Ok(s["state"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Applies the strategy and waits until it ends; the time it took.
+    fn apply(&self) -> Result<Duration> {
+        let start = Instant::now();
+        self.call(
+            reqwest::Method::POST,
+            "sw-update-strategy/actions?type=patch",
+            Some(json!({"action": "apply"})),
+        )?;
+        loop {
+            match self.state()?.as_str() {
+                "complete" => return Ok(start.elapsed()),
+                "failed" | "aborted" => {
+                    let steps =
+                        self.call(reqwest::Method::GET, "sw-update-strategy/steps", None)?;
+                    let failed: Vec<&Value> = steps["strategy-steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|s| s["state"] == "failed")
+                        .take(3)
+                        .collect();
+                    return Err(format!("the strategy failed: {failed:?}").into());
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+struct Run {
+    single: Duration,
+    stages: u64,
+    wall: Duration,
+    peak_rss_mib: f64,
+    list_p50: f64,
+    list_p99: f64,
+    list_bytes: usize,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opt = |name: &str, default: &str| support::opt(&args, name, default);
+    let subclouds: usize = opt("--subclouds", "1000").parse()?;
+    let list_subclouds: usize = opt("--list-subclouds", "5000").parse()?;
+    let apply_secs: f64 = opt("--apply-secs", "5").parse()?;
+    let poll_ms: u64 = opt("--poll-ms", "500").parse()?;
+    let dir = std::path::absolute(opt("--dir", "target/bench-dc"))?;
+    let key = support::bench_dir(&dir, &["feed", "patches"])?;
+
+    // The stand-in subclouds.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let standins = Standins {
+        clouds: Arc::new(Mutex::new(HashMap::new())),
+        apply_time: Duration::from_secs_f64(apply_secs),
+    };
+    let app = Router::new()
+        .route(
+            "/sc/{n}/api/orchestration/sw-patch/strategy",
+            axum::routing::any(strategy),
+        )
+        .route(
+            "/sc/{n}/api/orchestration/sw-patch/strategy/actions",
+            axum::routing::post(strategy_action),
+        )
+        .route("/sc/{n}/v1/{*rest}", axum::routing::any(patching))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .with_state(standins.clone());
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let standin_addr = listener.local_addr()?;
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    // The system controller's own controller, with one reboot-required patch applied.
+    std::fs::write(
+        dir.join("controller.toml"),
+        format!("state_dir = {:?}\nrelease = \"19.01\"\n", dir.join("state")),
+    )?;
+    std::fs::write(dir.join("token"), "bench-agent-token\n")?;
+    TestRpm::new("sysinv", "1.0", "230")
+        .file("/usr/lib/sysinv/api.py", "VERSION = 230\n")
+        .build(&dir.join("feed"));
+    let (mut controller, addrs) = support::spawn_controller(
+        support::controller_command()?
+            .arg("--config")
+            .arg(dir.join("controller.toml"))
+            .arg("--keyring")
+            .arg(dir.join("keyring"))
+            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+            .args(["--vim-listen", "127.0.0.1:0"])
+            .arg("--agent-token-file")
+            .arg(dir.join("token")),
+    )?;
+    let reference = format!("http://{}", addrs["api"].as_str().unwrap_or_default());
+    let http = reqwest::blocking::Client::new();
+    http.post(format!(
+        "{reference}/v1/init_release/19.01?feed={}",
+        dir.join("feed").display()
+    ))
+    .send()?;
+    let patch = {
+        let mut metadata = PatchMetadata::new("DC_BENCH_0001", "19.01");
+        metadata.status = Status::Released;
+        metadata.reboot_required = true;
+        let mut builder = PatchBuilder::new(metadata);
+        std::fs::create_dir_all(dir.join("rpms"))?;
+        let rpm = TestRpm::new("sysinv", "1.0", "231")
+            .file("/usr/lib/sysinv/api.py", "VERSION = 231\n")
+            .build(&dir.join("rpms"));
+        builder.add_rpm(&rpm, &[])?;
+        builder.write_to_dir(&dir.join("patches"), &key)?.0
+    };
+    let uploaded: Value = http
+        .post(format!(
+            "{reference}/v1/upload?filename=DC_BENCH_0001.patch"
+        ))
+        .body(std::fs::read(&patch)?)
+        .send()?
+        .json()?;
+    if !uploaded["error"].as_str().unwrap_or_default().is_empty() {
+        return Err(format!("upload: {uploaded}").into());
+    }
+    http.post(format!("{reference}/v1/apply/DC_BENCH_0001"))
+        .send()?;
+
+    let mut runs = Vec::new();
+    let postgres = dc_controller::test_postgres::Postgres::start();
+    for (backend, url) in [
+        (
+            "SQLite",
+            format!("sqlite://{}?mode=rwc", dir.join("dc.sqlite").display()),
+        ),
+        ("PostgreSQL", postgres.url()),
+    ] {
+        eprintln!("{backend}: {subclouds} subclouds…");
+        let run = rollout(
+            &dir,
+            &url,
+            &reference,
+            &standins,
+            standin_addr,
+            subclouds,
+            list_subclouds,
+            poll_ms,
+        )?;
+        runs.push(run);
+    }
+    let _ = controller.kill();
+    let _ = controller.wait();
+
+    println!(
+        "### Distributed cloud, {} CPUs\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("| measure | SQLite | PostgreSQL | goal |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&Run) -> String, goal: &str| {
+        println!("| {name} | {} | {} | {goal} |", f(&runs[0]), f(&runs[1]));
+    };
+    row(
+        &format!("one subcloud's step alone ({apply_secs} s apply, {poll_ms} ms poll)"),
+        &|r| format!("{:.2} s", r.single.as_secs_f64()),
+        "",
+    );
+    row(
+        &format!("{subclouds} subclouds, parallel, max 100: wall time"),
+        &|r| format!("{:.1} s ({} stages)", r.wall.as_secs_f64(), r.stages),
+        "",
+    );
+    row(
+        "… vs the ideal (stages × one subcloud alone)",
+        &|r| {
+            let ideal = r.single.as_secs_f64() * r.stages as f64;
+            format!("{:.3}× (ideal {ideal:.1} s)", r.wall.as_secs_f64() / ideal)
+        },
+        "≤ 1.10×",
+    );
+    row(
+        "dc-controller peak RSS",
+        &|r| format!("{:.1} MiB", r.peak_rss_mib),
+        "≤ 300 MiB",
+    );
+    row(
+        &format!("`strategy-step list`, {list_subclouds} subclouds (200 calls)"),
+        &|r| {
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms ({} KiB)",
+                r.list_p50,
+                r.list_p99,
+                r.list_bytes / 1024
+            )
+        },
+        "p99 ≤ 100 ms",
+    );
+    let _ = runtime;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rollout(
+    dir: &Path,
+    database_url: &str,
+    reference: &str,
+    standins: &Standins,
+    standin_addr: std::net::SocketAddr,
+    subclouds: usize,
+    list_subclouds: usize,
+    poll_ms: u64,
+) -> Result<Run> {
+    standins
+        .clouds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    let _ = std::fs::remove_dir_all(dir.join("dc"));
+    let (child, addrs) =
+        support::spawn_controller(&mut dc_command(dir, database_url, reference, poll_ms)?)?;
+    let dc = Dc {
+        child,
+        url: format!("http://{}", addrs["api"].as_str().unwrap_or_default()),
+        http: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?,
+    };
+    let base = |n: usize| format!("http://{standin_addr}/sc/{n}");
+    // Baseline: one subcloud alone (then left out of the big run).
+    dc.add("alone", &base(100_000))?;
+    for n in 0..subclouds {
+        dc.add(&format!("sc{n:05}"), &base(n))?;
+    }
+    wait_online(&dc, subclouds + 1)?;
+    dc.call(
+        reqwest::Method::POST,
+        "sw-update-strategy/",
+        Some(json!({"type": "patch", "cloud_name": "alone"})),
+    )?;
+    let single = dc.apply()?;
+    dc.call(
+        reqwest::Method::DELETE,
+        "sw-update-strategy?type=patch",
+        None,
+    )?;
+    dc.call(
+        reqwest::Method::PATCH,
+        "subclouds/alone",
+        Some(json!({"management-state": "unmanaged"})),
+    )?;
+    eprintln!("  one subcloud alone: {:.2} s", single.as_secs_f64());
+
+    let created = dc.call(
+        reqwest::Method::POST,
+        "sw-update-strategy/",
+        Some(json!({"type": "patch", "subcloud-apply-type": "parallel", "max-parallel-subclouds": 100})),
+    )?;
+    let stages = created["progress"]["stages"].as_u64().unwrap_or(0);
+    let wall = dc.apply()?;
+    let peak_rss_mib = support::status_kib(&dc.pid(), "VmHWM:") / 1024.0;
+    eprintln!(
+        "  {subclouds} subclouds: {:.1} s, peak RSS {peak_rss_mib:.1} MiB",
+        wall.as_secs_f64()
+    );
+    let twice: Vec<usize> = {
+        let clouds = standins.clouds.lock().unwrap_or_else(|e| e.into_inner());
+        clouds
+            .iter()
+            .filter(|(_, s)| s.creates > 1)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    if !twice.is_empty() {
+        return Err(format!("strategies created twice on {twice:?}").into());
+    }
+    dc.call(
+        reqwest::Method::DELETE,
+        "sw-update-strategy?type=patch",
+        None,
+    )?;
+
+    // The steps list with `list_subclouds` in the strategy.
+    for n in subclouds..list_subclouds {
+        dc.add(&format!("sc{n:05}"), &base(n))?;
+    }
+    wait_online(&dc, list_subclouds + 1)?;
+    dc.call(
+        reqwest::Method::POST,
+        "sw-update-strategy/",
+        Some(json!({"type": "patch"})),
+    )?;
+    let mut times = Vec::new();
+    let mut list_bytes = 0;
+    for _ in 0..200 {
+        let start = Instant::now();
+        let answer = dc
+            .http
+            .get(format!("{}/v1.0/sw-update-strategy/steps", dc.url))
+            .header("X-Auth-Token", TOKEN)
+            .send()?
+            .bytes()?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        list_bytes = answer.len();
+        let listed: Value = serde_json::from_slice(&answer)?;
+        if listed["strategy-steps"].as_array().map(Vec::len) != Some(list_subclouds) {
+            return Err("the steps list is short".into());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let list_p50 = times[times.len() / 2];
+    let list_p99 = times[times.len() * 99 / 100];
+    eprintln!("  steps list of {list_subclouds}: p50 {list_p50:.1} ms, p99 {list_p99:.1} ms");
+    Ok(Run {
+        single,
+        stages,
+        wall,
+        peak_rss_mib,
+        list_p50,
+        list_p99,
+        list_bytes,
+    })
+}
+
+/// Waits until the audit saw `n` subclouds online (it runs once at start and at each manage).
+fn wait_online(dc: &Dc, n: usize) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let list = dc.call(reqwest::Method::GET, "subclouds", None)?;
+        let online = list["subclouds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["availability-status"] == "online")
+            .count();
+        if online >= n {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(format!("only {online} of {n} subclouds came online").into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
