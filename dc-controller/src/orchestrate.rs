@@ -343,19 +343,31 @@ async fn create_strategy(ctx: &Ctx, remote: &Remote, name: &str) -> Outcome {
             .await
             .map_err(|e| e.to_string())?;
         let body = options.vim_create_body();
-        match remote.create_strategy(&body).await {
-            Ok(s) => {
-                tracing::info!(target: "audit", "subcloud {name}: patch strategy created");
-                strategy = Some(s);
+        loop {
+            match remote.create_strategy(&body).await {
+                Ok(s) => {
+                    tracing::info!(target: "audit", "subcloud {name}: patch strategy created");
+                    strategy = Some(s);
+                }
+                // Made by a request whose answer was lost (or seen late on a pair's
+                // standby): it is ours, once it shows.
+                Err(RemoteError::Unreachable(_)) => {}
+                Err(RemoteError::Refused {
+                    status: 409,
+                    message,
+                }) if message.contains("already exists") => {}
+                // A refusal that passes by itself (a pair's standby catching up with the
+                // patches just applied): asked again until the build deadline.
+                Err(RemoteError::Refused {
+                    status: 409,
+                    message,
+                }) if is_transient(&message) && Instant::now() < deadline => {
+                    tokio::time::sleep(ctx.timing.poll).await;
+                    continue;
+                }
+                Err(e) => return Err(format!("cannot create its patch strategy: {e}")),
             }
-            // Made by a request whose answer was lost (or seen late on a pair's standby): it
-            // is ours, once it shows.
-            Err(RemoteError::Unreachable(_)) => {}
-            Err(RemoteError::Refused {
-                status: 409,
-                message,
-            }) if message.contains("already exists") => {}
-            Err(e) => return Err(format!("cannot create its patch strategy: {e}")),
+            break;
         }
     }
     loop {
@@ -371,6 +383,13 @@ async fn create_strategy(ctx: &Ctx, remote: &Remote, name: &str) -> Outcome {
                     .as_ref()
                     .and_then(|s| s["build-phase"]["reason"].as_str())
                     .unwrap_or_default();
+                if is_transient(reason) && Instant::now() < deadline {
+                    // Built before its hosts re-reported: never applied, so it is deleted and
+                    // made again once they have.
+                    retry(ctx, || remote.delete_strategy()).await?;
+                    tokio::time::sleep(ctx.timing.poll).await;
+                    return Ok((StepState::CreatingStrategy, format!("rebuilding: {reason}")));
+                }
                 return Err(format!("its patch strategy {state}: {reason}"));
             }
             "initial" | "building" => {}
@@ -389,6 +408,13 @@ async fn create_strategy(ctx: &Ctx, remote: &Remote, name: &str) -> Outcome {
             return Ok((StepState::CreatingStrategy, "creating again".to_owned()));
         }
     }
+}
+
+/// Whether a subcloud's refusal to create or build its strategy passes by itself: its
+/// precheck's check of a pair's replication, and hosts that have not re-reported since the
+/// patches were applied.
+fn is_transient(message: &str) -> bool {
+    message.contains("controllers-in-sync fail") || message.contains("pending patch current")
 }
 
 /// The reason a subcloud's strategy gives for failing.

@@ -3,6 +3,7 @@
 //! its two controllers' (`https://a,https://b`): each request goes to the first that
 //! answers, and a standby's redirect of a mutation is followed to the active one.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -47,13 +48,35 @@ impl From<QueryError> for RemoteError {
 #[derive(Clone)]
 pub struct Remote {
     name: String,
-    patching: Vec<String>,
-    vim: Vec<String>,
+    /// A pair's URLs, the active one first once a redirect has shown which it is (reads go
+    /// to it too, so they see the newest state).
+    patching: Arc<Mutex<Vec<String>>>,
+    vim: Arc<Mutex<Vec<String>>>,
     token: String,
     client: reqwest::Client,
     /// Without redirects: a streamed upload cannot be replayed, so its redirect is
     /// followed by hand with a new stream.
     uploads: reqwest::Client,
+}
+
+/// Puts first the base of `answered` (the URL that answered, after any redirect) when it is
+/// one of `urls`: a pair's active controller, found by its standby's redirect.
+fn prefer(urls: &Mutex<Vec<String>>, answered: &str, path: &str) {
+    let path = path.split('?').next().unwrap_or(path);
+    let Some(base) = answered
+        .split('?')
+        .next()
+        .and_then(|u| u.strip_suffix(path))
+    else {
+        return;
+    };
+    let mut urls = urls.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = urls.iter().position(|u| u == base)
+        && i > 0
+    {
+        let active = urls.remove(i);
+        urls.insert(0, active);
+    }
 }
 
 /// The URLs of a comma-separated list.
@@ -74,12 +97,14 @@ impl Remote {
             .map_err(|e| QueryError::Http(e.to_string()))?;
         Ok(Remote {
             name: name.to_owned(),
-            patching: split_urls(&access.url),
-            vim: access
-                .vim_url
-                .as_deref()
-                .map(split_urls)
-                .unwrap_or_default(),
+            patching: Arc::new(Mutex::new(split_urls(&access.url))),
+            vim: Arc::new(Mutex::new(
+                access
+                    .vim_url
+                    .as_deref()
+                    .map(split_urls)
+                    .unwrap_or_default(),
+            )),
             token: access.token.clone(),
             client: client_for(access, name, Some(timeout))?,
             uploads,
@@ -95,11 +120,12 @@ impl Remote {
     /// answer's status and JSON body.
     async fn send(
         &self,
-        bases: &[String],
+        urls: &Mutex<Vec<String>>,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), RemoteError> {
+        let bases = urls.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if bases.is_empty() {
             return Err(RemoteError::Refused {
                 status: 0,
@@ -110,7 +136,7 @@ impl Remote {
             });
         }
         let mut last = String::new();
-        for base in bases {
+        for base in &bases {
             let url = format!("{base}{path}");
             let mut request = self
                 .client
@@ -122,6 +148,7 @@ impl Remote {
             match request.send().await {
                 Ok(answer) => {
                     let status = answer.status();
+                    prefer(urls, answer.url().as_str(), path);
                     let bytes = read_bounded(answer, &url).await?;
                     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
                         Value::Null
@@ -280,7 +307,11 @@ impl Remote {
         from: &reqwest::Client,
         id: &str,
     ) -> Result<(), String> {
-        let mut targets: Vec<String> = self.patching.clone();
+        let mut targets: Vec<String> = self
+            .patching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut hops = 0;
         let mut last = String::new();
         while let Some(base) = targets.first().cloned() {

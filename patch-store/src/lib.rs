@@ -51,4 +51,4 @@ pub use model::{
 pub use ops::{ChangeOptions, CommitPlan, UploadVerifier, VerifiedUpload};
 pub use repo_check::{RepoProblem, check_repository};
 pub use semantic::DEFAULT_SEMANTIC_TIMEOUT;
-pub use store::{Store, StoreConfig};
+pub use store::{SERIAL_FILE, Store, StoreConfig, index_serial};

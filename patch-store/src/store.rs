@@ -554,10 +554,51 @@ pub(crate) fn sort_entries(entries: &mut [IndexEntry]) {
     });
 }
 
+/// The file beside each `index.json` that holds its serial.
+pub const SERIAL_FILE: &str = "index.serial";
+
+/// Writes an index and, first, its serial: the time in ms, but always above the serial it
+/// replaces. The serial is a file in the state directory, so a controller pair's standby
+/// holds the active's serial as it holds the index (a serial taken from each file's own
+/// modification time differs between the two, and hosts refuse an index whose serial went
+/// back after a swact). Written before the index, so a reader that reads the index and then
+/// the serial never pairs a new index with an older serial.
 pub(crate) fn write_index(path: &Path, index: &RepoIndex) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(index)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode {}: {e}", path.display())))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let serial = match index_serial(path) {
+        Ok(previous) => now.max(previous + 1),
+        Err(_) => now,
+    };
+    durable_fs::write(
+        &path.with_file_name(SERIAL_FILE),
+        serial.to_string().as_bytes(),
+    )?;
     Ok(durable_fs::write(path, &json)?)
+}
+
+/// The serial of the index at `path`: the number in its [`SERIAL_FILE`], or for an index
+/// written before serial files, its modification time in ms.
+pub fn index_serial(path: &Path) -> std::io::Result<u64> {
+    match std::fs::read_to_string(path.with_file_name(SERIAL_FILE)) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not a serial number",
+                    path.with_file_name(SERIAL_FILE).display()
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(std::fs::metadata(path)?
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)),
+        Err(e) => Err(e),
+    }
 }
 
 fn read_index(path: &Path) -> Result<RepoIndex, StoreError> {
@@ -584,4 +625,38 @@ pub(crate) fn package_record(
         size,
         sha256: hex::encode(sha256),
     })
+}
+
+#[cfg(test)]
+mod serial_tests {
+    use super::*;
+
+    #[test]
+    fn an_index_serial_only_goes_up_and_travels_with_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        // Written before serial files: its modification time.
+        std::fs::write(&path, b"{}").unwrap();
+        let before = index_serial(&path).unwrap();
+        assert!(before > 1_700_000_000_000, "{before}");
+        write_index(&path, &RepoIndex::default()).unwrap();
+        let first = index_serial(&path).unwrap();
+        assert!(first > before || first == before + 1, "{before} {first}");
+        // A serial ahead of this clock (another controller's) is never gone back on.
+        let ahead = first + 3_600_000;
+        std::fs::write(dir.path().join(SERIAL_FILE), ahead.to_string()).unwrap();
+        write_index(&path, &RepoIndex::default()).unwrap();
+        assert_eq!(index_serial(&path).unwrap(), ahead + 1);
+        // A copy (a pair's standby) has the same serial, whatever its files' times.
+        let copy = tempfile::tempdir().unwrap();
+        for name in ["index.json", SERIAL_FILE] {
+            std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+        }
+        assert_eq!(
+            index_serial(&copy.path().join("index.json")).unwrap(),
+            ahead + 1
+        );
+        std::fs::write(copy.path().join(SERIAL_FILE), "x").unwrap();
+        assert!(index_serial(&copy.path().join("index.json")).is_err());
+    }
 }

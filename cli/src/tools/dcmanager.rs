@@ -409,13 +409,19 @@ fn subcloud_fields(s: &Value, detail: bool) -> String {
 }
 
 fn group_fields(g: &Value) -> String {
-    field_table(vec![
-        ("id", text(&g["id"])),
-        ("name", text(&g["name"])),
-        ("description", text(&g["description"])),
-        ("update apply type", text(&g["update_apply_type"])),
-        ("max parallel subclouds", text(&g["max_parallel_subclouds"])),
-    ])
+    json_fields(
+        g,
+        &[
+            ("id", Cell::Text("id")),
+            ("name", Cell::Text("name")),
+            ("description", Cell::Text("description")),
+            ("update apply type", Cell::Text("update_apply_type")),
+            (
+                "max parallel subclouds",
+                Cell::Text("max_parallel_subclouds"),
+            ),
+        ],
+    )
 }
 
 /// The original's strategy fields, plus the error budget, canary and progress.
@@ -460,92 +466,94 @@ fn strategy_fields(s: &Value) -> String {
     field_table(rows)
 }
 
-/// The original's `strategy-step list` columns.
-fn step_rows(list: &Value) -> String {
+/// A cell of a table made from JSON: a value as text, or seconds since the epoch as a time.
+#[derive(Clone, Copy)]
+enum Cell {
+    Text(&'static str),
+    Time(&'static str),
+}
+
+impl Cell {
+    fn of(self, v: &Value) -> String {
+        match self {
+            Cell::Text(key) => text(&v[key]),
+            Cell::Time(key) => time(&v[key]),
+        }
+    }
+}
+
+/// A grid of `list`'s objects, one row each, `columns` (header, cell) across.
+fn json_rows(list: &Value, columns: &[(&str, Cell)]) -> String {
     let rows: Vec<Vec<String>> = list
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| {
-            vec![
-                text(&s["cloud"]),
-                text(&s["stage"]),
-                text(&s["state"]),
-                text(&s["details"]),
-                time(&s["started-at"]),
-                time(&s["finished-at"]),
-            ]
-        })
+        .map(|item| columns.iter().map(|(_, cell)| cell.of(item)).collect())
         .collect();
-    grid(
-        &[
-            "cloud",
-            "stage",
-            "state",
-            "details",
-            "started_at",
-            "finished_at",
-        ],
-        &rows,
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    grid(&headers, &rows)
+}
+
+/// A Field/Value table of one object's `fields`.
+fn json_fields(v: &Value, fields: &[(&str, Cell)]) -> String {
+    field_table(
+        fields
+            .iter()
+            .map(|(name, cell)| (*name, cell.of(v)))
+            .collect(),
     )
+}
+
+/// The original's `strategy-step list` columns.
+const STEP_COLUMNS: &[(&str, Cell)] = &[
+    ("cloud", Cell::Text("cloud")),
+    ("stage", Cell::Text("stage")),
+    ("state", Cell::Text("state")),
+    ("details", Cell::Text("details")),
+    ("started_at", Cell::Time("started-at")),
+    ("finished_at", Cell::Time("finished-at")),
+];
+
+fn step_rows(list: &Value) -> String {
+    json_rows(list, STEP_COLUMNS)
 }
 
 fn step_fields(s: &Value) -> String {
-    field_table(vec![
-        ("cloud", text(&s["cloud"])),
-        ("stage", text(&s["stage"])),
-        ("state", text(&s["state"])),
-        ("details", text(&s["details"])),
-        ("started_at", time(&s["started-at"])),
-        ("finished_at", time(&s["finished-at"])),
-        ("created_at", time(&s["created-at"])),
-        ("updated_at", time(&s["updated-at"])),
-    ])
+    let mut fields = STEP_COLUMNS.to_vec();
+    fields.extend([
+        ("created_at", Cell::Time("created-at")),
+        ("updated_at", Cell::Time("updated-at")),
+    ]);
+    json_fields(s, &fields)
 }
 
+/// The original's `sw-update-options` columns.
+const OPTIONS_COLUMNS: &[(&str, Cell)] = &[
+    ("cloud", Cell::Text("name")),
+    ("storage apply type", Cell::Text("storage-apply-type")),
+    ("worker apply type", Cell::Text("worker-apply-type")),
+    ("max parallel workers", Cell::Text("max-parallel-workers")),
+    (
+        "alarm restriction type",
+        Cell::Text("alarm-restriction-type"),
+    ),
+    (
+        "default instance action",
+        Cell::Text("default-instance-action"),
+    ),
+];
+
 fn options_rows(list: &Value) -> String {
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            vec![
-                text(&o["name"]),
-                text(&o["storage-apply-type"]),
-                text(&o["worker-apply-type"]),
-                text(&o["max-parallel-workers"]),
-                text(&o["alarm-restriction-type"]),
-                text(&o["default-instance-action"]),
-            ]
-        })
-        .collect();
-    grid(
-        &[
-            "cloud",
-            "storage apply type",
-            "worker apply type",
-            "max parallel workers",
-            "alarm restriction type",
-            "default instance action",
-        ],
-        &rows,
-    )
+    json_rows(list, OPTIONS_COLUMNS)
 }
 
 fn options_fields(o: &Value) -> String {
-    field_table(vec![
-        ("cloud", text(&o["name"])),
-        ("storage apply type", text(&o["storage-apply-type"])),
-        ("worker apply type", text(&o["worker-apply-type"])),
-        ("max parallel workers", text(&o["max-parallel-workers"])),
-        ("alarm restriction type", text(&o["alarm-restriction-type"])),
-        (
-            "default instance action",
-            text(&o["default-instance-action"]),
-        ),
-        ("created_at", time(&o["created-at"])),
-        ("updated_at", time(&o["updated-at"])),
-    ])
+    let mut fields = OPTIONS_COLUMNS.to_vec();
+    fields.extend([
+        ("created_at", Cell::Time("created-at")),
+        ("updated_at", Cell::Time("updated-at")),
+    ]);
+    json_fields(o, &fields)
 }
 
 fn dry_run_text(d: &Value) -> String {
@@ -737,15 +745,14 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 GroupCommand::List => {
                     let list = client.call(Method::GET, "subcloud-groups", None)?;
                     print(&list, &|l| {
-                        let rows: Vec<Vec<String>> = l["subcloud_groups"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|g| {
-                                vec![text(&g["id"]), text(&g["name"]), text(&g["description"])]
-                            })
-                            .collect();
-                        grid(&["id", "name", "description"], &rows)
+                        json_rows(
+                            &l["subcloud_groups"],
+                            &[
+                                ("id", Cell::Text("id")),
+                                ("name", Cell::Text("name")),
+                                ("description", Cell::Text("description")),
+                            ],
+                        )
                     })?;
                 }
                 GroupCommand::Show { group } => {

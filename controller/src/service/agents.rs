@@ -33,21 +33,17 @@ impl FileArea {
 /// The largest index served (thousands of packages take a few MiB).
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 
-/// An index file as text, bounded, and its version (modification time in ms: every index is
-/// written anew by rename, so a later index has a later time). One that is missing, too large
-/// or not JSON (the envelope refuses it) is an error, never an empty index (agents would
-/// remove every package).
+/// An index file as text, bounded, and its serial ([`patch_store::index_serial`]: kept
+/// beside it, the same on both controllers of a pair). One that is missing, too large or not
+/// JSON (the envelope refuses it) is an error, never an empty index (agents would remove
+/// every package).
 fn read_index(path: &Path) -> Result<(String, u64), ServiceError> {
     let failed = |reason: String| ServiceError::Index(format!("{}: {reason}", path.display()));
-    let serial = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map_err(|e| failed(e.to_string()))?
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
     let bytes = durable_fs::read_bounded(path, MAX_INDEX_BYTES)
         .map_err(|e| failed(e.source.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|_| failed("not UTF-8 text".into()))?;
+    // Read after the index: its serial is written first, so this one is never older.
+    let serial = patch_store::index_serial(path).map_err(|e| failed(e.to_string()))?;
     Ok((text, serial))
 }
 
