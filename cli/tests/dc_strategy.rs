@@ -563,3 +563,46 @@ fn killed_at_random_moments(database_url: Option<&str>) {
     }
     eprintln!("{kills} kills, with steps in {killed_in:?}");
 }
+
+#[test]
+fn a_subcloud_that_goes_offline_mid_strategy_fails_its_step_and_holds_nothing_up() {
+    let sc = Site::new();
+    let pem = sc.path("keyring/dev.pem");
+    let up = simplex(&pem, false);
+    let mut down = simplex(&pem, false);
+    let patch = sc.patch("DC_OFF_0001", false, &[sysinv("231")], &[]);
+    sc.ok(&["upload", patch.to_str().unwrap()]);
+    sc.ok(&["apply", "DC_OFF_0001"]);
+    let dc = Dc::start_with(
+        &sc,
+        None,
+        &["--strategy-poll-ms", "100", "--offline-grace", "2"],
+    );
+    add(&dc, "down", &down, None);
+    add(&dc, "up", &up, None);
+    for name in ["down", "up"] {
+        dc.ok(&["subcloud", "manage", name]);
+        dc.wait_for(name, "online", "out-of-sync");
+    }
+    dc.ok(&[
+        "patch-strategy",
+        "create",
+        "--subcloud-apply-type",
+        "serial",
+    ]);
+    // Its controller dies after the strategy was made with it.
+    let _ = down.controller.kill();
+    let _ = down.controller.wait();
+    let start = Instant::now();
+    let s = apply_and_wait(&dc);
+    assert!(start.elapsed() < Duration::from_secs(60), "{s:#}");
+    assert_eq!(s["state"], "failed", "{s:#}");
+    assert_eq!(s["failed-subclouds"][0]["cloud"], "down", "{s:#}");
+    let reason = s["failed-subclouds"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("offline: subcloud down does not answer"),
+        "{reason}"
+    );
+    assert_eq!(step(&steps(&dc), "up")["state"], "complete");
+    assert_eq!(version(&up.root("controller-0")), "VERSION = 231\n");
+}
