@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 use crate::db::{Db, DbError, is_duplicate, now};
 use crate::model::ApplyType;
 use crate::sw_update::{
-    AlarmRestriction, InstanceAction, StepState, StrategySpec, StrategyState, StrategyStep,
-    SwUpdateStrategy, UpdateOptions,
+    AlarmRestriction, InstanceAction, StepState, StepStatus, StrategySpec, StrategyState,
+    StrategyStep, SwUpdateStrategy, UpdateOptions,
 };
 
 /// The tables (the same on SQLite and PostgreSQL: no generated ids).
@@ -277,6 +277,43 @@ impl Db {
         rows.iter().map(step).collect()
     }
 
+    /// Where every step is (what the runner looks at each tick: no join, three columns).
+    pub async fn step_statuses(&self) -> Result<Vec<StepStatus>, DbError> {
+        let rows = sqlx::query("SELECT subcloud_id, stage, state FROM strategy_steps")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StepStatus {
+                    subcloud_id: row.try_get("subcloud_id")?,
+                    stage: row.try_get("stage")?,
+                    state: row.try_get::<String, _>("state")?.parse()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every step as the API lists them (`[{"cloud": …, "stage": …}, …]`), made by the
+    /// database in one value: thousands of rows would otherwise each cross the driver.
+    pub async fn steps_json(&self) -> Result<String, DbError> {
+        let fields = "'cloud', s.name, 'stage', st.stage, 'state', st.state, \
+            'details', st.details, 'started-at', st.started_at, 'finished-at', st.finished_at, \
+            'created-at', st.created_at, 'updated-at', st.updated_at";
+        let order = "ORDER BY st.stage, st.subcloud_id";
+        let query = match self.backend() {
+            crate::db::Backend::Sqlite => format!(
+                "SELECT json_group_array(json_object({fields}) {order}) AS steps \
+                 FROM strategy_steps st JOIN subclouds s ON s.id = st.subcloud_id"
+            ),
+            crate::db::Backend::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_object({fields}) {order}), '[]'::json)::text AS steps \
+                 FROM strategy_steps st JOIN subclouds s ON s.id = st.subcloud_id"
+            ),
+        };
+        let row = sqlx::query(&query).fetch_one(&self.pool).await?;
+        Ok(row.try_get("steps")?)
+    }
+
     /// One subcloud's step (by subcloud name).
     pub async fn step(&self, cloud: &str) -> Result<StrategyStep, DbError> {
         let row = sqlx::query(&format!(
@@ -303,6 +340,8 @@ impl Db {
         details: &str,
     ) -> Result<(), DbError> {
         let at = now();
+        // One transaction (one commit) for the step and its timing.
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE strategy_steps SET state = $1, details = $2, updated_at = $3, \
              started_at = CASE WHEN $4 = 1 THEN COALESCE(started_at, $3) ELSE started_at END, \
@@ -315,7 +354,7 @@ impl Db {
         .bind(flag(state != StepState::Initial))
         .bind(flag(state.is_terminal()))
         .bind(subcloud_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if state == StepState::Complete {
             // Kept for dry runs' predicted durations (a repeat after a crash adds nothing).
@@ -325,9 +364,10 @@ impl Db {
                  WHERE subcloud_id = $1 AND started_at IS NOT NULL ON CONFLICT DO NOTHING",
             )
             .bind(subcloud_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

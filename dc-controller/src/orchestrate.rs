@@ -111,7 +111,7 @@ async fn tick(ctx: &Arc<Ctx>, in_flight: &mut HashMap<i64, JoinHandle<()>>) -> R
     if !strategy.state.is_active() {
         return Ok(());
     }
-    let steps = ctx.db.steps().await?;
+    let steps = ctx.db.step_statuses().await?;
     let decision = decide(&strategy, &steps);
     if !decision.abort.is_empty() {
         let why = if strategy.state == StrategyState::AbortRequested {

@@ -203,13 +203,14 @@ pub(crate) async fn action(
     }
 }
 
-/// `GET /v1.0/sw-update-strategy/steps`.
+/// `GET /v1.0/sw-update-strategy/steps` (the list is made by the database in one value).
 pub(crate) async fn steps(State(api): State<Api>) -> Response {
-    match api.db.steps().await {
-        Ok(steps) => axum::Json(json!({
-            "strategy-steps": steps.iter().map(step_json).collect::<Vec<_>>()
-        }))
-        .into_response(),
+    match api.db.steps_json().await {
+        Ok(list) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            format!("{{\"strategy-steps\": {list}}}"),
+        )
+            .into_response(),
         Err(e) => failure(e),
     }
 }

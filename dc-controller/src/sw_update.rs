@@ -240,6 +240,17 @@ pub struct StrategyStep {
     pub updated_at: i64,
 }
 
+/// Where a step is: what the runner's rules look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepStatus {
+    /// The subcloud's id.
+    pub subcloud_id: i64,
+    /// Its stage.
+    pub stage: i64,
+    /// Its state.
+    pub state: StepState,
+}
+
 /// Splits the subclouds (each with its group, in the order to update them) into stages:
 /// the canary first when asked, then either the strategy's own apply type and limit for
 /// all, or each group's (groups in order, each one's subclouds in chunks of its limit).
@@ -301,7 +312,7 @@ pub struct Decision {
 /// (`--stop-on-failure` = 0, `--max-failed-subclouds`); beyond it, or once abort is asked,
 /// nothing new starts and those under way finish; a failed canary stops everything; a
 /// passed canary pauses until applied again.
-pub fn decide(strategy: &SwUpdateStrategy, steps: &[StrategyStep]) -> Decision {
+pub fn decide(strategy: &SwUpdateStrategy, steps: &[StepStatus]) -> Decision {
     let failed = steps
         .iter()
         .filter(|s| s.state == StepState::Failed)
@@ -441,17 +452,11 @@ mod tests {
         );
     }
 
-    fn step(id: i64, stage: i64, state: StepState) -> StrategyStep {
-        StrategyStep {
+    fn step(id: i64, stage: i64, state: StepState) -> StepStatus {
+        StepStatus {
             subcloud_id: id,
-            cloud: format!("subcloud{id}"),
             stage,
             state,
-            details: String::new(),
-            started_at: None,
-            finished_at: None,
-            created_at: 0,
-            updated_at: 0,
         }
     }
 
