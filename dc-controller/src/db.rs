@@ -27,6 +27,9 @@ pub enum DbError {
     /// No such subcloud or group.
     #[error("{0}")]
     NotFound(String),
+    /// A batched write failed (the cause, as the batch's writer saw it).
+    #[error("database: {0}")]
+    Write(String),
 }
 
 /// Which database it is.

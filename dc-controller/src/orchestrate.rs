@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit::{PatchSet, QUERY_TIMEOUT, client_for, compare};
 use crate::db::{AuditResult, Db, DbError};
+use crate::db_strategy::StepWrite;
 use crate::model::{Access, Availability, SyncStatus};
 use crate::remote::{Remote, RemoteError};
 use crate::sw_update::{StepState, StrategyState, decide};
@@ -46,9 +47,70 @@ impl Default for Timing {
     }
 }
 
+/// Step writes from every task, committed together: each task still waits until its own
+/// write is durable before it acts, but the writes of a hundred tasks moving at once share a
+/// commit (SQLite has one writer, and each commit is an fsync).
+#[derive(Clone)]
+struct Writer {
+    queue: mpsc::UnboundedSender<(StepWrite, oneshot::Sender<Result<bool, String>>)>,
+}
+
+impl Writer {
+    fn start(db: Db) -> Writer {
+        let (queue, mut pending) =
+            mpsc::unbounded_channel::<(StepWrite, oneshot::Sender<Result<bool, String>>)>();
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 1024 {
+                    match pending.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let writes: Vec<StepWrite> = batch.iter().map(|(w, _)| w.clone()).collect();
+                match db.write_steps(&writes).await {
+                    Ok(taken) => {
+                        for ((_, done), took) in batch.into_iter().zip(taken) {
+                            let _ = done.send(Ok(took));
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        for (_, done) in batch {
+                            let _ = done.send(Err(why.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Writer { queue }
+    }
+
+    /// Writes `write` durably; whether it took.
+    async fn write(&self, write: StepWrite) -> Result<bool, DbError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send((write, done))
+            .map_err(|_| DbError::Write("the step writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| DbError::Write("the step writer has stopped".into()))?
+            .map_err(DbError::Write)
+    }
+
+    async fn set(&self, id: i64, state: StepState, details: &str) -> Result<(), DbError> {
+        self.write(StepWrite::Set(id, state, details.to_owned()))
+            .await
+            .map(|_| ())
+    }
+}
+
 /// What every step task shares.
 struct Ctx {
     db: Db,
+    /// Every step change goes through it.
+    writer: Writer,
     reference: Access,
     /// The system controller's own patching API, as a client made once.
     reference_api: Remote,
@@ -78,6 +140,7 @@ pub(crate) async fn run(
         }
     };
     let ctx = Arc::new(Ctx {
+        writer: Writer::start(db.clone()),
         db,
         reference,
         reference_api,
@@ -155,7 +218,7 @@ async fn drive(ctx: &Ctx, id: i64) -> Result<(), DbError> {
     };
     let mut state = ctx.db.step(&name).await?.state;
     if state == StepState::Initial {
-        if !ctx.db.start_step(id).await? {
+        if !ctx.writer.write(StepWrite::Start(id)).await? {
             return Ok(());
         }
         state = StepState::UpdatingPatches;
@@ -165,8 +228,8 @@ async fn drive(ctx: &Ctx, id: i64) -> Result<(), DbError> {
         Ok(r) => r,
         Err(e) => {
             return ctx
-                .db
-                .set_step(id, StepState::Failed, &format!("cannot reach it: {e}"))
+                .writer
+                .set(id, StepState::Failed, &format!("cannot reach it: {e}"))
                 .await;
         }
     };
@@ -189,7 +252,7 @@ async fn drive(ctx: &Ctx, id: i64) -> Result<(), DbError> {
             Ok(next) => next,
             Err(why) => (StepState::Failed, why),
         };
-        ctx.db.set_step(id, next, &details).await?;
+        ctx.writer.set(id, next, &details).await?;
         if next == StepState::Failed {
             tracing::warn!(target: "audit", "subcloud {name}: failed: {details}");
         } else {
@@ -452,8 +515,8 @@ async fn apply_strategy(ctx: &Ctx, remote: &Remote, id: i64) -> Outcome {
                     strategy["current-phase-completion-percentage"]
                 );
                 if progress != shown {
-                    ctx.db
-                        .set_step(id, StepState::ApplyingStrategy, &progress)
+                    ctx.writer
+                        .set(id, StepState::ApplyingStrategy, &progress)
                         .await
                         .map_err(|e| e.to_string())?;
                     shown = progress;
