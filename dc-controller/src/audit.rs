@@ -167,13 +167,12 @@ pub async fn audit_once(db: &Db, reference: &Access) -> Result<usize, DbError> {
 
 /// Audits one subcloud now (as it becomes managed), not at the next round.
 pub async fn audit_subcloud(db: &Db, reference: &Access, id: i64) -> Result<usize, DbError> {
-    let managed = db
-        .managed()
-        .await?
-        .into_iter()
-        .filter(|(s, _)| s.id == id)
-        .collect();
-    audit_these(db, reference, managed).await
+    let subcloud = db.subcloud(&id.to_string()).await?;
+    if subcloud.management != crate::model::Management::Managed {
+        return Ok(0);
+    }
+    let access = db.access(id).await?;
+    audit_these(db, reference, vec![(subcloud, access)]).await
 }
 
 async fn audit_these(

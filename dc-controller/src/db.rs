@@ -564,25 +564,37 @@ impl Db {
 
     /// Records an audit's result, unless the subcloud was unmanaged meanwhile.
     pub async fn record_audit(&self, id: i64, result: &AuditResult) -> Result<(), DbError> {
-        sqlx::query(
-            "UPDATE subclouds SET availability = $1, sync_status = $2, sync_detail = $3, \
-             audited_at = $4 WHERE id = $5 AND management = $6",
-        )
-        .bind(result.availability.as_str())
-        .bind(result.sync_status.as_str())
-        .bind(&result.sync_detail)
-        .bind(now())
-        .bind(id)
-        .bind(Management::Managed.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        record_audit_in(&self.pool, id, result).await
     }
 
     /// Closes the connections.
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Records an audit's result through `executor` (the pool, or a transaction).
+pub(crate) async fn record_audit_in<'e, E>(
+    executor: E,
+    id: i64,
+    result: &AuditResult,
+) -> Result<(), DbError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "UPDATE subclouds SET availability = $1, sync_status = $2, sync_detail = $3, \
+         audited_at = $4 WHERE id = $5 AND management = $6",
+    )
+    .bind(result.availability.as_str())
+    .bind(result.sync_status.as_str())
+    .bind(result.sync_detail.clone())
+    .bind(now())
+    .bind(id)
+    .bind(Management::Managed.as_str())
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 fn check_max_parallel(n: i64) -> Result<(), DbError> {

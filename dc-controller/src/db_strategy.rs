@@ -138,6 +138,8 @@ pub enum StepWrite {
     Start(i64),
     /// Move it to a state with details.
     Set(i64, StepState, String),
+    /// Record the subcloud's sync status, as an audit would.
+    Audit(i64, crate::db::AuditResult),
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
@@ -425,6 +427,10 @@ impl Db {
                 StepWrite::Start(id) => start(&mut tx, *id).await?,
                 StepWrite::Set(id, state, details) => {
                     write_step(&mut tx, *id, *state, details).await?;
+                    true
+                }
+                StepWrite::Audit(id, result) => {
+                    crate::db::record_audit_in(&mut *tx, *id, result).await?;
                     true
                 }
             });

@@ -114,6 +114,9 @@ struct Ctx {
     reference: Access,
     /// The system controller's own patching API, as a client made once.
     reference_api: Remote,
+    /// Its patches as last read, and when: a hundred steps in a stage share one read per
+    /// poll interval instead of asking twice each.
+    reference_cache: tokio::sync::Mutex<Option<(Instant, PatchSet)>>,
     /// A client fetching the system controller's patch files (no overall timeout: files
     /// may be large).
     files: reqwest::Client,
@@ -144,6 +147,7 @@ pub(crate) async fn run(
         db,
         reference,
         reference_api,
+        reference_cache: tokio::sync::Mutex::new(None),
         files,
         timing,
         wake: wake.clone(),
@@ -291,10 +295,20 @@ where
 
 /// The system controller's own patches.
 async fn reference_patches(ctx: &Ctx) -> Result<PatchSet, String> {
-    ctx.reference_api
+    // Held while reading, so the steps that ask at once wait for one read.
+    let mut cache = ctx.reference_cache.lock().await;
+    if let Some((at, patches)) = cache.as_ref()
+        && at.elapsed() < ctx.timing.poll
+    {
+        return Ok(patches.clone());
+    }
+    let patches = ctx
+        .reference_api
         .patches()
         .await
-        .map_err(|e| format!("the system controller's patches cannot be read: {e}"))
+        .map_err(|e| format!("the system controller's patches cannot be read: {e}"))?;
+    *cache = Some((Instant::now(), patches.clone()));
+    Ok(patches)
 }
 
 fn counts(state: &str) -> bool {
@@ -538,7 +552,7 @@ async fn finish(ctx: &Ctx, remote: &Remote, id: i64) -> Outcome {
         sync_status,
         sync_detail: sync_detail.clone(),
     };
-    if let Err(e) = ctx.db.record_audit(id, &recorded).await {
+    if let Err(e) = ctx.writer.write(StepWrite::Audit(id, recorded)).await {
         tracing::warn!("recording subcloud {id}'s sync: {e}");
     }
     if sync_status != SyncStatus::InSync {
