@@ -14,22 +14,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::api_shared::{Api, error, failure};
 use crate::db::{Db, DbError, GroupUpdate};
 use crate::model::{Access, ApplyType, Group, Management, NewSubcloud, Subcloud};
 use crate::strategy_api;
 
 /// The largest request body (a subcloud's CA bundle is the largest part).
 const MAX_BODY: usize = 1 << 20;
-
-#[derive(Clone)]
-pub(crate) struct Api {
-    pub(crate) db: Db,
-    tokens: Arc<Vec<Vec<u8>>>,
-    /// The system controller's own patching API.
-    pub(crate) reference: Arc<Access>,
-    /// Makes the strategy runner look at once.
-    pub(crate) wake: Arc<tokio::sync::Notify>,
-}
 
 /// The router over `db`, accepting `tokens`.
 pub(crate) fn router(
@@ -130,21 +121,6 @@ async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> R
         );
     }
     next.run(request).await
-}
-
-pub(crate) fn error(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(json!({"error": message}))).into_response()
-}
-
-pub(crate) fn failure(e: DbError) -> Response {
-    match e {
-        DbError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        DbError::Refused(m) => error(StatusCode::BAD_REQUEST, m),
-        e => {
-            tracing::error!("{e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-    }
 }
 
 /// The request body as `T`, or why not (a 400's message).
@@ -491,7 +467,7 @@ async fn proxy(
             );
         }
     };
-    let client = match crate::audit::client_for(&access, &name, None) {
+    let client = match crate::client::client_for(&access, &name, None) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };

@@ -85,9 +85,56 @@ fn schema(backend: Backend) -> Vec<String> {
             )"
         ),
     ];
-    tables.extend(crate::db_strategy::SCHEMA.iter().map(|t| (*t).to_owned()));
+    tables.extend(STRATEGY_SCHEMA.iter().map(|t| (*t).to_owned()));
     tables
 }
+
+/// The subcloud strategy's tables ([`crate::db_strategy`]; the same on SQLite and
+/// PostgreSQL: no generated ids).
+const STRATEGY_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS sw_update_strategy (
+        id BIGINT PRIMARY KEY,
+        subcloud_apply_type TEXT,
+        max_parallel_subclouds BIGINT,
+        stop_on_failure BIGINT NOT NULL,
+        max_failed_subclouds BIGINT,
+        canary BIGINT NOT NULL,
+        upload_only BIGINT NOT NULL,
+        cloud_name TEXT,
+        subcloud_group TEXT,
+        state TEXT NOT NULL,
+        canary_done BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS strategy_steps (
+        subcloud_id BIGINT PRIMARY KEY REFERENCES subclouds(id),
+        stage BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        details TEXT NOT NULL,
+        started_at BIGINT,
+        finished_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS strategy_steps_by_stage ON strategy_steps (stage, subcloud_id)",
+    "CREATE TABLE IF NOT EXISTS step_durations (
+        finished_at BIGINT NOT NULL,
+        subcloud_id BIGINT NOT NULL,
+        seconds BIGINT NOT NULL,
+        PRIMARY KEY (finished_at, subcloud_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS sw_update_options (
+        cloud TEXT PRIMARY KEY,
+        storage_apply_type TEXT NOT NULL,
+        worker_apply_type TEXT NOT NULL,
+        max_parallel_workers BIGINT NOT NULL,
+        alarm_restriction_type TEXT NOT NULL,
+        default_instance_action TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+];
 
 const SUBCLOUD_COLUMNS: &str = "id, name, url, vim_url, description, location, group_id, management, \
      availability, sync_status, sync_detail, created_at, updated_at, audited_at";

@@ -13,52 +13,6 @@ use crate::sw_update::{
     StrategyStep, SwUpdateStrategy, UpdateOptions,
 };
 
-/// The tables (the same on SQLite and PostgreSQL: no generated ids).
-pub(crate) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS sw_update_strategy (
-        id BIGINT PRIMARY KEY,
-        subcloud_apply_type TEXT,
-        max_parallel_subclouds BIGINT,
-        stop_on_failure BIGINT NOT NULL,
-        max_failed_subclouds BIGINT,
-        canary BIGINT NOT NULL,
-        upload_only BIGINT NOT NULL,
-        cloud_name TEXT,
-        subcloud_group TEXT,
-        state TEXT NOT NULL,
-        canary_done BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS strategy_steps (
-        subcloud_id BIGINT PRIMARY KEY REFERENCES subclouds(id),
-        stage BIGINT NOT NULL,
-        state TEXT NOT NULL,
-        details TEXT NOT NULL,
-        started_at BIGINT,
-        finished_at BIGINT,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS strategy_steps_by_stage ON strategy_steps (stage, subcloud_id)",
-    "CREATE TABLE IF NOT EXISTS step_durations (
-        finished_at BIGINT NOT NULL,
-        subcloud_id BIGINT NOT NULL,
-        seconds BIGINT NOT NULL,
-        PRIMARY KEY (finished_at, subcloud_id)
-    )",
-    "CREATE TABLE IF NOT EXISTS sw_update_options (
-        cloud TEXT PRIMARY KEY,
-        storage_apply_type TEXT NOT NULL,
-        worker_apply_type TEXT NOT NULL,
-        max_parallel_workers BIGINT NOT NULL,
-        alarm_restriction_type TEXT NOT NULL,
-        default_instance_action TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    )",
-];
-
 const STRATEGY_COLUMNS: &str = "subcloud_apply_type, max_parallel_subclouds, stop_on_failure, \
     max_failed_subclouds, canary, upload_only, cloud_name, subcloud_group, state, canary_done, \
     created_at, updated_at";
@@ -367,7 +321,7 @@ impl Db {
             // PostgreSQL hands rows over fast; its json_agg text was slower (measured).
             let steps = self.steps().await?;
             let list: Vec<serde_json::Value> =
-                steps.iter().map(crate::strategy_api::step_json).collect();
+                steps.iter().map(crate::sw_update::step_json).collect();
             return serde_json::to_string(&list)
                 .map_err(|e| DbError::Write(format!("encoding the steps: {e}")));
         }

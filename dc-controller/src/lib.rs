@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_shared;
 pub mod audit;
+pub mod client;
 pub mod db;
 mod db_strategy;
 pub mod model;
@@ -30,7 +32,7 @@ pub use model::{
     Access, ApplyType, Availability, DEFAULT_GROUP, Group, Management, NewSubcloud, Subcloud,
     SyncStatus,
 };
-pub use strategy_api::{step_json, strategy_json};
+pub use sw_update::{step_json, strategy_json};
 
 /// The original dcmanager API's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8119";

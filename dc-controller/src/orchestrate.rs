@@ -19,7 +19,8 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::audit::{PatchSet, QUERY_TIMEOUT, client_for, compare};
+use crate::audit::compare;
+use crate::client::{PatchSet, QUERY_TIMEOUT, client_for};
 use crate::db::{AuditResult, Db, DbError};
 use crate::db_strategy::StepWrite;
 use crate::model::{Access, Availability, SyncStatus};
@@ -403,16 +404,20 @@ async fn create_strategy(ctx: &Ctx, remote: &Remote, name: &str) -> Outcome {
     let mut strategy = retry(ctx, || remote.strategy()).await?;
     if strategy.is_none() {
         // The subcloud's controller refuses to build while hosts have not re-reported since
-        // an apply or remove.
-        loop {
+        // an apply or remove. Settled means seen settled on two looks a poll apart (a host
+        // can be marked pending just after the apply's answer).
+        let mut settled_looks = 0;
+        while settled_looks < 2 {
+            tokio::time::sleep(ctx.timing.poll).await;
             let hosts = retry(ctx, || remote.hosts()).await?;
             if hosts.iter().all(|h| h["interim_state"] != true) {
-                break;
+                settled_looks += 1;
+            } else {
+                settled_looks = 0;
             }
             if Instant::now() >= deadline {
                 return Err("its hosts did not settle after the patches were applied".into());
             }
-            tokio::time::sleep(ctx.timing.poll).await;
         }
         let options = ctx
             .db
@@ -462,7 +467,11 @@ async fn create_strategy(ctx: &Ctx, remote: &Remote, name: &str) -> Outcome {
                     .unwrap_or_default();
                 if is_transient(reason) && Instant::now() < deadline {
                     // Built before its hosts re-reported: never applied, so it is deleted and
-                    // made again once they have.
+                    // made again once they have (logged: the one deliberate second create).
+                    tracing::warn!(
+                        target: "audit",
+                        "subcloud {name}: patch strategy rebuilt: {reason}"
+                    );
                     retry(ctx, || remote.delete_strategy()).await?;
                     tokio::time::sleep(ctx.timing.poll).await;
                     return Ok((StepState::CreatingStrategy, format!("rebuilding: {reason}")));

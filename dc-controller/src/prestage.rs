@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::audit::{QueryError, client_for, patches_of};
+use crate::audit::patches_of;
+use crate::client::{QueryError, client_for};
 use crate::model::Access;
 use crate::remote::Remote;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::audit::{PatchSet, QueryError, chain, client_for, read_bounded};
+use crate::client::{PatchSet, QueryError, chain, client_builder, client_for, read_bounded};
 use crate::model::Access;
 
 /// The orchestration API's patch strategy.
@@ -91,7 +91,7 @@ impl Remote {
     /// A client of the controller(s) at `access`, named `name` in messages; each request
     /// gives up after `timeout`.
     pub fn new(access: &Access, name: &str, timeout: Duration) -> Result<Remote, QueryError> {
-        let uploads = crate::audit::client_builder(access, name)?
+        let uploads = client_builder(access, name)?
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| QueryError::Http(e.to_string()))?;

@@ -390,6 +390,55 @@ pub fn decide(strategy: &SwUpdateStrategy, steps: &[StepStatus]) -> Decision {
     }
 }
 
+/// The strategy as the API shows it, with its steps' progress.
+pub fn strategy_json(s: &SwUpdateStrategy, steps: &[StrategyStep]) -> Value {
+    let count = |state: StepState| steps.iter().filter(|st| st.state == state).count();
+    let failed: Vec<Value> = steps
+        .iter()
+        .filter(|st| st.state == StepState::Failed)
+        .map(|st| json!({"cloud": st.cloud, "reason": st.details}))
+        .collect();
+    json!({
+        "id": 1,
+        "type": "patch",
+        "subcloud-apply-type": s.spec.subcloud_apply_type.map(ApplyType::as_str),
+        "max-parallel-subclouds": s.spec.max_parallel_subclouds,
+        "stop-on-failure": s.spec.stop_on_failure,
+        "max-failed-subclouds": s.spec.max_failed_subclouds,
+        "canary": s.spec.canary,
+        "cloud_name": s.spec.cloud_name,
+        "subcloud_group": s.spec.group,
+        "state": s.state.as_str(),
+        "created-at": s.created_at,
+        "updated-at": s.updated_at,
+        "extra-args": {"upload-only": s.spec.upload_only},
+        "progress": {
+            "total": steps.len(),
+            "stages": steps.iter().map(|st| st.stage).max().unwrap_or(0),
+            "complete": count(StepState::Complete),
+            "failed": count(StepState::Failed),
+            "aborted": count(StepState::Aborted),
+            "initial": count(StepState::Initial),
+            "in-progress": steps.iter().filter(|st| st.state.is_running()).count(),
+        },
+        "failed-subclouds": failed,
+    })
+}
+
+/// One step as the API shows it.
+pub fn step_json(s: &StrategyStep) -> Value {
+    json!({
+        "cloud": s.cloud,
+        "stage": s.stage,
+        "state": s.state.as_str(),
+        "details": s.details,
+        "started-at": s.started_at,
+        "finished-at": s.finished_at,
+        "created-at": s.created_at,
+        "updated-at": s.updated_at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
