@@ -484,6 +484,15 @@ impl ControllerConfig {
         }
     }
 
+    /// The dcmanager API's operator token (first non-comment line of
+    /// `dcmanager_token_file`).
+    pub(crate) fn dcmanager_token(&self) -> Result<String, ConfigError> {
+        let path = self.dcmanager_token_file.as_ref().ok_or_else(|| {
+            ConfigError::Invalid("dcmanager_url needs dcmanager_token_file".into())
+        })?;
+        first_token(path)
+    }
+
     /// The controllers' shared token (first non-comment line of `peer_token_file`).
     pub(crate) fn peer_token(&self) -> Result<String, ConfigError> {
         let path = self.peer_token_file.as_ref().ok_or_else(|| {

@@ -26,8 +26,8 @@ pub(super) async fn dc_page(
 ) -> Response {
     let session = session_or_login!(web, headers, uri);
     let config = web.service.config();
-    let body = match (&config.dcmanager_url, &config.dcmanager_token_file) {
-        (Some(url), Some(token_file)) => match read(url, token_file).await {
+    let body = match &config.dcmanager_url {
+        Some(url) => match read(url, config.dcmanager_token()).await {
             Ok(state) => page(&state),
             Err(why) => html! {
                 h1 { "Distributed Cloud" }
@@ -52,15 +52,13 @@ struct DcState {
     steps: Vec<Value>,
 }
 
-async fn read(url: &str, token_file: &std::path::Path) -> Result<DcState, String> {
-    let token = std::fs::read_to_string(token_file)
-        .map_err(|e| format!("{}: {e}", token_file.display()))?;
-    let token = token
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or_else(|| format!("{}: no token in it", token_file.display()))?
-        .to_owned();
+/// Reads the page's state from the dcmanager API with `token` (read from its file at each
+/// view, so a rotated token is picked up).
+async fn read(
+    url: &str,
+    token: Result<String, crate::config::ConfigError>,
+) -> Result<DcState, String> {
+    let token = token.map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .timeout(READ_TIMEOUT)
         .build()
