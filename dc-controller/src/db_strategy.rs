@@ -356,20 +356,6 @@ impl Db {
         }
     }
 
-    /// Moves a step to `state` with `details`; the start time is set when it leaves
-    /// `initial`, the finish time when it ends.
-    pub async fn set_step(
-        &self,
-        subcloud_id: i64,
-        state: StepState,
-        details: &str,
-    ) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
-        write_step(&mut tx, subcloud_id, state, details).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Applies `writes` in one transaction (one commit for all: a hundred subclouds' steps
     /// moving at once cost one fsync, not a hundred). Each answer says whether that write
     /// took (a start is refused when the step has started or was aborted).
@@ -406,14 +392,6 @@ impl Db {
             .collect::<Result<_, _>>()?;
         secs.sort_unstable();
         Ok(secs.get(secs.len() / 2).copied())
-    }
-
-    /// Starts a step that has not started (false if it has, or was aborted meanwhile).
-    pub async fn start_step(&self, subcloud_id: i64) -> Result<bool, DbError> {
-        let mut tx = self.pool.begin().await?;
-        let started = start(&mut tx, subcloud_id).await?;
-        tx.commit().await?;
-        Ok(started)
     }
 
     /// Whether a subcloud has a step in the strategy.
