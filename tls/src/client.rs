@@ -25,6 +25,10 @@ pub enum Trust {
         /// The PEM text.
         pem: Vec<u8>,
     },
+    /// Servers the platform's trust store vouches for (what a client given no CA uses).
+    /// Loading the store takes milliseconds: a client making many connections builds this
+    /// configuration once and shares it.
+    System,
 }
 
 impl Trust {
@@ -60,6 +64,13 @@ impl Trust {
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
+            Trust::System => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(
+                    rustls_platform_verifier::Verifier::new(provider())
+                        .map_err(rustls_error("the system's trust store"))?,
+                ))
+                .with_no_client_auth(),
             Trust::Insecure => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyServer(provider())))

@@ -63,6 +63,14 @@ async fn a_client_trusting_the_dev_ca_talks_to_its_server_and_one_trusting_anoth
     .await
     .unwrap_err();
     assert!(wrong_ca.contains("invalid peer certificate"), "{wrong_ca}");
+    // The system's trust store does not hold a development CA.
+    let untrusted = exchange(&server, &Trust::System, "localhost")
+        .await
+        .unwrap_err();
+    assert!(
+        untrusted.contains("invalid peer certificate"),
+        "{untrusted}"
+    );
     // --insecure still encrypts: the exchange works whatever the certificate.
     assert_eq!(
         exchange(&server, &Trust::Insecure, "evil.example")
