@@ -613,3 +613,71 @@ fn a_subcloud_that_goes_offline_mid_strategy_fails_its_step_and_holds_nothing_up
     assert_eq!(step(&steps(&dc), "up")["state"], "complete");
     assert_eq!(version(&up.root("controller-0")), "VERSION = 231\n");
 }
+
+/// A subcloud's own controller SIGKILLed while its patch strategy applies (its host
+/// locked, a reboot-required patch): the step waits for it within the offline grace, its
+/// strategy resumes there, and the step completes without a second strategy.
+#[test]
+fn a_subcloud_controller_killed_while_its_strategy_applies_comes_back_and_completes() {
+    let sc = Site::new();
+    let pem = sc.path("keyring/dev.pem");
+    let mut site = simplex_settling(&pem, false, 3);
+    let patch = sc.patch("DC_SCKILL_0001", true, &[sysinv("231")], &[]);
+    sc.ok(&["upload", patch.to_str().unwrap()]);
+    sc.ok(&["apply", "DC_SCKILL_0001"]);
+    let dc = Dc::start_with(
+        &sc,
+        None,
+        &["--strategy-poll-ms", "100", "--offline-grace", "60"],
+    );
+    add(&dc, "subcloud0", &site, None);
+    dc.ok(&["subcloud", "manage", "subcloud0"]);
+    dc.wait_for("subcloud0", "online", "out-of-sync");
+    dc.ok(&["patch-strategy", "create"]);
+    dc.ok(&["patch-strategy", "apply"]);
+    let start = Instant::now();
+    // Until the step shows the subcloud's own strategy under way ("applying N%").
+    while !{
+        let steps = steps(&dc);
+        let st = step(&steps, "subcloud0");
+        st["state"] == "applying VIM patch strategy"
+            && st["details"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("applying")
+    } {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            dc.ok(&["strategy-step", "list"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The metrics are the controller's memory: what this life counted, before it ends.
+    let created_before = strategies_created(&site.url);
+    let _ = site.controller.kill();
+    let _ = site.controller.wait();
+    std::thread::sleep(Duration::from_secs(2));
+    site.restart_controller();
+    let s = loop {
+        let s = strategy(&dc);
+        if matches!(s["state"].as_str(), Some("complete" | "failed" | "aborted")) {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{}",
+            dc.ok(&["strategy-step", "list"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s["state"], "complete", "{s:#}");
+    assert_eq!(dc.subcloud("subcloud0")["sync_status"], "in-sync");
+    assert_eq!(version(&site.root("controller-0")), "VERSION = 231\n");
+    assert!(site.hosts().iter().all(|h| h["patch_current"] == true));
+    assert_eq!(
+        created_before + strategies_created(&site.url),
+        1,
+        "the subcloud's patch strategy was created more than once"
+    );
+}
