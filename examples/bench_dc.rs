@@ -4,23 +4,36 @@
 //! * **rollout**: a subcloud patch strategy over 1,000 subclouds, parallel, max 100 (10
 //!   stages), against the real `dc-controller` process and the real `sw-patch-controller`
 //!   as the system controller. Its wall time is set beside the ideal the issue defines:
-//!   stages × the time one subcloud's step takes alone (measured in the same run, on a
-//!   subcloud of its own). The dc-controller's peak RSS is read from `/proc`.
+//!   Σ over stages of the time one subcloud's step takes alone — of the slowest kind of
+//!   subcloud in that stage, each kind measured alone in the same run, on subclouds of
+//!   their own. The dc-controller's peak RSS is read from `/proc`, and the CPU it and the
+//!   subclouds used during the rollout.
 //! * **steps list**: `GET /v1.0/sw-update-strategy/steps` with 5,000 subclouds in the
 //!   strategy: p50 and p99 of 200 calls.
 //!
-//! The subclouds are protocol-faithful stand-ins served by this process (one listener,
-//! `/sc/<n>` each): the patching API calls the system controller makes (`query`,
-//! `query_hosts`, `upload` of the signed file, `apply`, `remove`) and the orchestration
-//! API's patch strategy (create, `apply-all`, show, delete), whose apply takes `--apply-secs`
-//! before it is `applied`. Two CPUs cannot run 100 real subclouds' rollouts at once without
-//! their own installs dominating what is measured (see the orchestration benchmark's
-//! stricter ideal); the real subclouds' end-to-end behaviour is tested in
-//! `cli/tests/dc_strategy.rs`.
+//! Subclouds are of two kinds, mixed evenly (`--real N` of them real, so every stage has
+//! its share):
+//!
+//! * **real**: the `sw-patch-controller` library, many per process (this one), each a
+//!   simplex cloud whose one host is the `agent` library installing into a root of its
+//!   own; reached over TLS with a token, as any subcloud. Each verifies and stores the
+//!   uploaded patch, builds and runs its own VIM strategy (lock, install, unlock) and ends
+//!   with the new package in its root, which is checked, as is that each created its
+//!   strategy once.
+//! * **protocol-faithful stand-ins** served by this process (one listener, `/sc/<n>` each):
+//!   the patching API calls the system controller makes (`query`, `query_hosts`, `upload`
+//!   of the signed file, `apply`, `remove`) and the orchestration API's patch strategy
+//!   (create, `apply-all`, show, delete), whose apply takes `--apply-secs` before it is
+//!   `applied`. Why not all real: 1,000 real subclouds fit in memory (about 0.3 GiB) but
+//!   their own work does not fit two CPUs — a stage of 100 real ones took 2.2× one alone,
+//!   which measures the subclouds' CPU, not the system controller (BENCHMARKS.md).
 //!
 //! Run: `cargo build --release --workspace --bins && cargo run --release --example bench_dc
-//!       [-- --subclouds 1000 --list-subclouds 5000 --apply-secs 5 --poll-ms 500]`.
+//!       [-- --subclouds 1000 --real 100 --list-subclouds 5000 --apply-secs 5 --poll-ms 500]`.
+//! `BENCH_DC_LOG=info` shows the dc-controller's log (each step's states, timed).
 
+#[path = "support/real_subclouds.rs"]
+mod real_subclouds;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -36,6 +49,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use patch_format::testing::TestRpm;
 use patch_format::{PatchBuilder, PatchMetadata, Status};
+use real_subclouds::{Farm, RealSubcloud};
 use serde_json::{Value, json};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -203,7 +217,10 @@ fn dc_command(
         .arg(dir.join("tokens"))
         .args(["--audit-interval", "3600"])
         .args(["--strategy-poll-ms", &poll_ms.to_string()])
-        .env("STX_PATCH_LOG", "error")
+        .env(
+            "STX_PATCH_LOG",
+            std::env::var("BENCH_DC_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
     Ok(cmd)
@@ -245,11 +262,23 @@ impl Dc {
     }
 
     fn add(&self, name: &str, base: &str) -> Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            "subclouds",
-            Some(json!({"name": name, "url": base, "vim-url": base, "token": "standin"})),
-        )?;
+        self.add_with(
+            name,
+            json!({"name": name, "url": base, "vim-url": base, "token": "standin"}),
+        )
+    }
+
+    /// Adds a real subcloud of `farm`, reached over TLS with its token.
+    fn add_real(&self, name: &str, cloud: &RealSubcloud, farm: &Farm) -> Result<()> {
+        self.add_with(
+            name,
+            json!({"name": name, "url": cloud.url, "vim-url": cloud.vim_url,
+                "token": real_subclouds::TOKEN, "ca-pem": farm.ca_pem}),
+        )
+    }
+
+    fn add_with(&self, name: &str, body: Value) -> Result<()> {
+        self.call(reqwest::Method::POST, "subclouds", Some(body))?;
         self.call(
             reqwest::Method::PATCH,
             &format!("subclouds/{name}"),
@@ -297,8 +326,15 @@ impl Dc {
 }
 
 struct Run {
+    /// One stand-in subcloud's step alone (median of 3).
     single: Duration,
+    /// One real subcloud's step alone (median of 3), when real ones take part.
+    single_real: Option<Duration>,
     stages: u64,
+    /// Stages with at least one real subcloud.
+    real_stages: u64,
+    /// Σ over stages of the longest alone time among the kinds of subcloud in it.
+    ideal: f64,
     wall: Duration,
     peak_rss_mib: f64,
     list_p50: f64,
@@ -306,14 +342,31 @@ struct Run {
     list_bytes: usize,
 }
 
+/// What every run shares.
+struct Bench<'a> {
+    dir: &'a Path,
+    reference: &'a str,
+    standins: &'a Standins,
+    standin_addr: std::net::SocketAddr,
+    runtime: &'a tokio::runtime::Runtime,
+    subclouds: usize,
+    real: usize,
+    list_subclouds: usize,
+    poll_ms: u64,
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opt = |name: &str, default: &str| support::opt(&args, name, default);
     let subclouds: usize = opt("--subclouds", "1000").parse()?;
+    let real: usize = opt("--real", "100").parse()?;
     let list_subclouds: usize = opt("--list-subclouds", "5000").parse()?;
     let apply_secs: f64 = opt("--apply-secs", "5").parse()?;
     let poll_ms: u64 = opt("--poll-ms", "500").parse()?;
     let dir = std::path::absolute(opt("--dir", "target/bench-dc"))?;
+    if real > subclouds || list_subclouds < subclouds {
+        return Err("--real ≤ --subclouds ≤ --list-subclouds".into());
+    }
     let key = support::bench_dir(&dir, &["feed", "patches"])?;
 
     // The stand-in subclouds.
@@ -390,6 +443,17 @@ fn main() -> Result<()> {
     http.post(format!("{reference}/v1/apply/DC_BENCH_0001"))
         .send()?;
 
+    let bench = Bench {
+        dir: &dir,
+        reference: &reference,
+        standins: &standins,
+        standin_addr,
+        runtime: &runtime,
+        subclouds,
+        real,
+        list_subclouds,
+        poll_ms,
+    };
     let mut runs = Vec::new();
     let postgres = dc_controller::test_postgres::Postgres::start();
     for (backend, url) in [
@@ -399,18 +463,8 @@ fn main() -> Result<()> {
         ),
         ("PostgreSQL", postgres.url()),
     ] {
-        eprintln!("{backend}: {subclouds} subclouds…");
-        let run = rollout(
-            &dir,
-            &url,
-            &reference,
-            &standins,
-            standin_addr,
-            subclouds,
-            list_subclouds,
-            poll_ms,
-        )?;
-        runs.push(run);
+        eprintln!("{backend}: {subclouds} subclouds, {real} of them real…");
+        runs.push(bench.rollout(backend, &url)?);
     }
     let _ = controller.kill();
     let _ = controller.wait();
@@ -426,21 +480,38 @@ fn main() -> Result<()> {
     };
     row(
         &format!(
-            "one subcloud's step alone ({apply_secs} s apply, {poll_ms} ms poll; median of 3)"
+            "one stand-in subcloud's step alone ({apply_secs} s apply, {poll_ms} ms poll; median of 3)"
         ),
         &|r| format!("{:.2} s", r.single.as_secs_f64()),
         "",
     );
+    if real > 0 {
+        row(
+            "one real subcloud's step alone (median of 3)",
+            &|r| format!("{:.2} s", r.single_real.unwrap_or_default().as_secs_f64()),
+            "",
+        );
+    }
     row(
-        &format!("{subclouds} subclouds, parallel, max 100: wall time"),
-        &|r| format!("{:.1} s ({} stages)", r.wall.as_secs_f64(), r.stages),
+        &format!("{subclouds} subclouds ({real} real), parallel, max 100: wall time"),
+        &|r| {
+            format!(
+                "{:.1} s ({} stages, {} with real ones)",
+                r.wall.as_secs_f64(),
+                r.stages,
+                r.real_stages
+            )
+        },
         "",
     );
     row(
-        "… vs the ideal (stages × one subcloud alone)",
+        "… vs the ideal (Σ stages × its subclouds' longest time alone)",
         &|r| {
-            let ideal = r.single.as_secs_f64() * r.stages as f64;
-            format!("{:.3}× (ideal {ideal:.1} s)", r.wall.as_secs_f64() / ideal)
+            format!(
+                "{:.3}× (ideal {:.1} s)",
+                r.wall.as_secs_f64() / r.ideal,
+                r.ideal
+            )
         },
         "≤ 1.10×",
     );
@@ -461,144 +532,276 @@ fn main() -> Result<()> {
         },
         "p99 ≤ 100 ms",
     );
-    let _ = runtime;
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rollout(
-    dir: &Path,
-    database_url: &str,
-    reference: &str,
-    standins: &Standins,
-    standin_addr: std::net::SocketAddr,
-    subclouds: usize,
-    list_subclouds: usize,
-    poll_ms: u64,
-) -> Result<Run> {
-    standins
-        .clouds
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
-    let _ = std::fs::remove_dir_all(dir.join("dc"));
-    let (child, addrs) =
-        support::spawn_controller(&mut dc_command(dir, database_url, reference, poll_ms)?)?;
-    let dc = Dc {
-        child,
-        url: format!("http://{}", addrs["api"].as_str().unwrap_or_default()),
-        http: reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?,
-    };
-    let base = |n: usize| format!("http://{standin_addr}/sc/{n}");
-    // Baseline: one subcloud alone, three times (three subclouds of their own, each then
-    // left out of the big run); the median.
-    for n in 0..3 {
-        dc.add(&format!("alone{n}"), &base(100_000 + n))?;
+/// Whether subcloud `n` of `total` is a real one: `real` of them, evenly spread, so that
+/// every stage of 100 has its share.
+fn is_real(n: usize, total: usize, real: usize) -> bool {
+    n * real / total != (n + 1) * real / total
+}
+
+impl Bench<'_> {
+    /// Runs the strategy on `n` subclouds, each alone in turn, and returns the median time.
+    fn alone(&self, dc: &Dc, names: &[String]) -> Result<Duration> {
+        let mut times = Vec::new();
+        for name in names {
+            dc.call(
+                reqwest::Method::POST,
+                "sw-update-strategy/",
+                Some(json!({"type": "patch", "cloud_name": name})),
+            )?;
+            times.push(dc.apply()?.as_secs_f64());
+            dc.call(
+                reqwest::Method::DELETE,
+                "sw-update-strategy?type=patch",
+                None,
+            )?;
+            dc.call(
+                reqwest::Method::PATCH,
+                &format!("subclouds/{name}"),
+                Some(json!({"management-state": "unmanaged"})),
+            )?;
+        }
+        let median = support::median(&mut times);
+        eprintln!("  alone: {times:.2?} s, median {median:.2} s");
+        Ok(Duration::from_secs_f64(median))
     }
-    for n in 0..subclouds {
-        dc.add(&format!("sc{n:05}"), &base(n))?;
-    }
-    wait_online(&dc, subclouds + 3)?;
-    let mut singles = Vec::new();
-    for n in 0..3 {
-        let name = format!("alone{n}");
-        dc.call(
+
+    fn rollout(&self, backend: &str, database_url: &str) -> Result<Run> {
+        let dir = self.dir;
+        self.standins
+            .clouds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let _ = std::fs::remove_dir_all(dir.join("dc"));
+        // Real subclouds of their own for each run (the last three measured alone).
+        let farm = if self.real > 0 {
+            let started = Instant::now();
+            let farm = self.runtime.block_on(Farm::start(
+                &dir.join(format!("real-{backend}")),
+                self.real + 3,
+                &dir.join("keyring"),
+                &dir.join("feed"),
+            ))?;
+            eprintln!(
+                "  {} real subclouds up in {:.1} s, this process's RSS {:.0} MiB",
+                self.real + 3,
+                started.elapsed().as_secs_f64(),
+                support::status_kib("self", "VmRSS:") / 1024.0
+            );
+            Some(farm)
+        } else {
+            None
+        };
+        let (child, addrs) = support::spawn_controller(&mut dc_command(
+            dir,
+            database_url,
+            self.reference,
+            self.poll_ms,
+        )?)?;
+        let dc = Dc {
+            child,
+            url: format!("http://{}", addrs["api"].as_str().unwrap_or_default()),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+        };
+        let base = |n: usize| format!("http://{}/sc/{n}", self.standin_addr);
+        // Baseline: one subcloud alone, three times (three subclouds of their own, each
+        // then left out of the big run); the median. Of each kind.
+        let alone: Vec<String> = (0..3).map(|n| format!("alone{n}")).collect();
+        let real_alone: Vec<String> = (0..3).map(|n| format!("alone-real{n}")).collect();
+        for (n, name) in alone.iter().enumerate() {
+            dc.add(name, &base(100_000 + n))?;
+        }
+        let mut reals = Vec::new();
+        if let Some(farm) = &farm {
+            for (n, name) in real_alone.iter().enumerate() {
+                dc.add_real(name, &farm.clouds[self.real + n], farm)?;
+            }
+        }
+        for n in 0..self.subclouds {
+            let name = format!("sc{n:05}");
+            match &farm {
+                Some(farm) if is_real(n, self.subclouds, self.real) => {
+                    dc.add_real(&name, &farm.clouds[reals.len()], farm)?;
+                    reals.push(name);
+                }
+                _ => dc.add(&name, &base(n))?,
+            }
+        }
+        wait_online(&dc, self.subclouds + if farm.is_some() { 6 } else { 3 })?;
+        let single = self.alone(&dc, &alone)?;
+        let single_real = match farm {
+            Some(_) => Some(self.alone(&dc, &real_alone)?),
+            None => None,
+        };
+
+        let created = dc.call(
             reqwest::Method::POST,
             "sw-update-strategy/",
-            Some(json!({"type": "patch", "cloud_name": name})),
+            Some(json!({"type": "patch", "subcloud-apply-type": "parallel", "max-parallel-subclouds": 100})),
         )?;
-        singles.push(dc.apply()?.as_secs_f64());
+        let stages = created["progress"]["stages"].as_u64().unwrap_or(0);
+        // The ideal: each stage as long as the slowest kind of subcloud in it takes alone.
+        let steps = dc.call(reqwest::Method::GET, "sw-update-strategy/steps", None)?;
+        // (stage → (has a stand-in, has a real subcloud))
+        let mut kinds: BTreeMap<i64, (bool, bool)> = BTreeMap::new();
+        for step in steps["strategy-steps"].as_array().into_iter().flatten() {
+            let cloud = step["cloud"].as_str().unwrap_or_default();
+            let kind = kinds
+                .entry(step["stage"].as_i64().unwrap_or(0))
+                .or_default();
+            if reals.iter().any(|r| r == cloud) {
+                kind.1 = true;
+            } else {
+                kind.0 = true;
+            }
+        }
+        let real_stages = kinds.values().filter(|k| k.1).count() as u64;
+        let ideal: f64 = kinds
+            .values()
+            .map(|&(standin, real)| {
+                let standin = if standin { single } else { Duration::ZERO };
+                let real = match single_real {
+                    Some(r) if real => r,
+                    _ => Duration::ZERO,
+                };
+                standin.max(real).as_secs_f64()
+            })
+            .sum();
+        let cpu_before = (
+            support::cpu_seconds(&dc.pid()),
+            support::cpu_seconds("self"),
+        );
+        let wall = dc.apply()?;
+        eprintln!(
+            "  CPU during the rollout: dc-controller {:.1} s, subclouds (this process) {:.1} s",
+            support::cpu_seconds(&dc.pid()) - cpu_before.0,
+            support::cpu_seconds("self") - cpu_before.1
+        );
+        let peak_rss_mib = support::status_kib(&dc.pid(), "VmHWM:") / 1024.0;
+        eprintln!(
+            "  {} subclouds: {:.1} s (ideal {ideal:.1} s), peak RSS {peak_rss_mib:.1} MiB",
+            self.subclouds,
+            wall.as_secs_f64()
+        );
+        let twice: Vec<usize> = {
+            let clouds = self
+                .standins
+                .clouds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            clouds
+                .iter()
+                .filter(|(_, s)| s.creates > 1)
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        if !twice.is_empty() {
+            return Err(format!("strategies created twice on stand-ins {twice:?}").into());
+        }
+        if let Some(farm) = farm {
+            self.runtime.block_on(check_real(&farm, self.real + 3))?;
+            self.runtime.block_on(farm.stop());
+        }
         dc.call(
             reqwest::Method::DELETE,
             "sw-update-strategy?type=patch",
             None,
         )?;
-        dc.call(
-            reqwest::Method::PATCH,
-            &format!("subclouds/{name}"),
-            Some(json!({"management-state": "unmanaged"})),
-        )?;
-    }
-    let single = Duration::from_secs_f64(support::median(&mut singles));
-    eprintln!(
-        "  one subcloud alone: {singles:.2?} s, median {:.2} s",
-        single.as_secs_f64()
-    );
 
-    let created = dc.call(
-        reqwest::Method::POST,
-        "sw-update-strategy/",
-        Some(json!({"type": "patch", "subcloud-apply-type": "parallel", "max-parallel-subclouds": 100})),
-    )?;
-    let stages = created["progress"]["stages"].as_u64().unwrap_or(0);
-    let wall = dc.apply()?;
-    let peak_rss_mib = support::status_kib(&dc.pid(), "VmHWM:") / 1024.0;
-    eprintln!(
-        "  {subclouds} subclouds: {:.1} s, peak RSS {peak_rss_mib:.1} MiB",
-        wall.as_secs_f64()
-    );
-    let twice: Vec<usize> = {
-        let clouds = standins.clouds.lock().unwrap_or_else(|e| e.into_inner());
-        clouds
-            .iter()
-            .filter(|(_, s)| s.creates > 1)
-            .map(|(n, _)| *n)
-            .collect()
-    };
-    if !twice.is_empty() {
-        return Err(format!("strategies created twice on {twice:?}").into());
-    }
-    dc.call(
-        reqwest::Method::DELETE,
-        "sw-update-strategy?type=patch",
-        None,
-    )?;
-
-    // The steps list with `list_subclouds` in the strategy.
-    for n in subclouds..list_subclouds {
-        dc.add(&format!("sc{n:05}"), &base(n))?;
-    }
-    wait_online(&dc, list_subclouds)?;
-    dc.call(
-        reqwest::Method::POST,
-        "sw-update-strategy/",
-        Some(json!({"type": "patch"})),
-    )?;
-    let mut times = Vec::new();
-    let mut list_bytes = 0;
-    for _ in 0..200 {
-        let start = Instant::now();
-        let answer = dc
-            .http
-            .get(format!("{}/v1.0/sw-update-strategy/steps", dc.url))
-            .header("X-Auth-Token", TOKEN)
-            .send()?
-            .bytes()?;
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
-        list_bytes = answer.len();
-        let listed: Value = serde_json::from_slice(&answer)?;
-        if listed["strategy-steps"].as_array().map(Vec::len) != Some(list_subclouds) {
-            return Err("the steps list is short".into());
+        // The steps list with `list_subclouds` in the strategy (stand-ins added; the real
+        // ones, stopped, are unmanaged first).
+        for name in &reals {
+            dc.call(
+                reqwest::Method::PATCH,
+                &format!("subclouds/{name}"),
+                Some(json!({"management-state": "unmanaged"})),
+            )?;
         }
+        let replaced =
+            (0..self.subclouds).filter(|n| self.real > 0 && is_real(*n, self.subclouds, self.real));
+        for n in replaced {
+            dc.add(&format!("standin{n:05}"), &base(n))?;
+        }
+        for n in self.subclouds..self.list_subclouds {
+            dc.add(&format!("sc{n:05}"), &base(n))?;
+        }
+        wait_online(&dc, self.list_subclouds)?;
+        dc.call(
+            reqwest::Method::POST,
+            "sw-update-strategy/",
+            Some(json!({"type": "patch"})),
+        )?;
+        let mut times = Vec::new();
+        let mut list_bytes = 0;
+        for _ in 0..200 {
+            let start = Instant::now();
+            let answer = dc
+                .http
+                .get(format!("{}/v1.0/sw-update-strategy/steps", dc.url))
+                .header("X-Auth-Token", TOKEN)
+                .send()?
+                .bytes()?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            list_bytes = answer.len();
+            let listed: Value = serde_json::from_slice(&answer)?;
+            if listed["strategy-steps"].as_array().map(Vec::len) != Some(self.list_subclouds) {
+                return Err("the steps list is short".into());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let list_p50 = times[times.len() / 2];
+        let list_p99 = times[times.len() * 99 / 100];
+        eprintln!(
+            "  steps list of {}: p50 {list_p50:.1} ms, p99 {list_p99:.1} ms",
+            self.list_subclouds
+        );
+        Ok(Run {
+            single,
+            single_real,
+            stages,
+            real_stages,
+            ideal,
+            wall,
+            peak_rss_mib,
+            list_p50,
+            list_p99,
+            list_bytes,
+        })
     }
-    times.sort_by(f64::total_cmp);
-    let list_p50 = times[times.len() / 2];
-    let list_p99 = times[times.len() * 99 / 100];
-    eprintln!("  steps list of {list_subclouds}: p50 {list_p50:.1} ms, p99 {list_p99:.1} ms");
-    Ok(Run {
-        single,
-        stages,
-        wall,
-        peak_rss_mib,
-        list_p50,
-        list_p99,
-        list_bytes,
-    })
 }
 
-/// Waits until the audit saw `n` subclouds online (it runs once at start and at each manage).
+/// Every real subcloud (the first `n` of the farm) ends as a patched subcloud should: the
+/// patch applied in its store, its host current with the new package installed in its
+/// root, and its own patch strategy created once.
+async fn check_real(farm: &Farm, n: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    for cloud in &farm.clouds[..n] {
+        let patches = cloud.patches(&http).await?;
+        let installed =
+            std::fs::read_to_string(cloud.root.join("usr/lib/sysinv/api.py")).unwrap_or_default();
+        let creates = cloud.strategy_creates(&http).await?;
+        if patches.get("DC_BENCH_0001").map(String::as_str) != Some("Applied")
+            || !cloud.current(&http).await?
+            || installed != "VERSION = 231\n"
+            || creates != 1
+        {
+            return Err(format!(
+                "real subcloud {} not patched as it should be: {patches:?}, installed {installed:?}, {creates} strategy creates",
+                cloud.plain_url
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the audit saw `n` managed subclouds online (it runs once at start and at
+/// each manage).
 fn wait_online(dc: &Dc, n: usize) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -607,7 +810,7 @@ fn wait_online(dc: &Dc, n: usize) -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| s["availability-status"] == "online")
+            .filter(|s| s["availability-status"] == "online" && s["management-state"] == "managed")
             .count();
         if online >= n {
             return Ok(());

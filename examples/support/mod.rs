@@ -154,3 +154,19 @@ pub fn status_kib(pid: &str, field: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// CPU seconds (user + system) process `pid` has used so far; 0 when it is gone. `pid`
+/// may be `self`.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised command name.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
