@@ -326,16 +326,7 @@ fn walkthrough(work: PathBuf) -> Result<()> {
     // The strategy API, with the original's waits shortened to seconds for the demo.
     config.vim_listen = Some("127.0.0.1:0".into());
     config.strategy_audit_ms = 200;
-    config.strategy_timing = orchestrator::Timing {
-        swact_settle: 0,
-        stabilize_after_install: 1,
-        stabilize_in_service: 1,
-        stabilize_final: 1,
-        reboot_settle: 0,
-        alarms_first_query: 0,
-        data_sync_first_query: 0,
-        ..orchestrator::Timing::default()
-    };
+    config.strategy_timing = orchestrator::Timing::shortened();
     let controller = runtime.block_on(Controller::start(config))?;
     let vim_url = format!("https://{}", controller.vim_addr.ok_or("no strategy API")?);
     let agent_url = format!(

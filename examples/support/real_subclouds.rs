@@ -37,21 +37,6 @@ pub struct Farm {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// Strategy waits shortened to seconds, as in the tests' simplex subclouds.
-fn fast_timing() -> orchestrator::Timing {
-    orchestrator::Timing {
-        swact_settle: 0,
-        lock_no_disable_wait: 0,
-        stabilize_after_install: 1,
-        stabilize_in_service: 1,
-        stabilize_final: 1,
-        reboot_settle: 0,
-        alarms_first_query: 0,
-        data_sync_first_query: 0,
-        ..orchestrator::Timing::default()
-    }
-}
-
 impl Farm {
     /// Starts `n` subclouds under `dir`, trusting the patches signed for `keyring` and
     /// running release 19.01 from `feed`; returns once every host reports patch-current.
@@ -75,7 +60,7 @@ impl Farm {
             config.vim_listen = Some("127.0.0.1:0".into());
             config.single_controller = true;
             config.strategy_audit_ms = 100;
-            config.strategy_timing = fast_timing();
+            config.strategy_timing = orchestrator::Timing::shortened();
             config.tls_cert = Some(ca.server_cert.clone());
             config.tls_key = Some(ca.server_key.clone());
             let controller = Controller::start(config).await?;

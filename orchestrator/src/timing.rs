@@ -81,3 +81,21 @@ impl Default for Timing {
         }
     }
 }
+
+impl Timing {
+    /// The original's fixed waits shortened to seconds (timeouts kept): a whole strategy
+    /// then runs in seconds, for demos, tests and benchmarks on fast simulated hosts.
+    pub fn shortened() -> Timing {
+        Timing {
+            swact_settle: 0,
+            lock_no_disable_wait: 0,
+            stabilize_after_install: 1,
+            stabilize_in_service: 1,
+            stabilize_final: 1,
+            reboot_settle: 0,
+            alarms_first_query: 0,
+            data_sync_first_query: 0,
+            ..Timing::default()
+        }
+    }
+}
