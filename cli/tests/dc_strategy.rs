@@ -681,3 +681,31 @@ fn a_subcloud_controller_killed_while_its_strategy_applies_comes_back_and_comple
         "the subcloud's patch strategy was created more than once"
     );
 }
+
+/// A patch applied on the system controller just before a strategy is made reaches the
+/// subclouds, even when a strategy read its patches moments before (the read the steps
+/// share is never older than the look that started them).
+#[test]
+fn a_patch_applied_just_before_a_strategy_reaches_the_subclouds() {
+    let sc = Site::new();
+    let pem = sc.path("keyring/dev.pem");
+    let site = simplex(&pem, false);
+    // A long poll: a cached read of the system controller's patches would outlive the
+    // moment between the two strategies.
+    let dc = Dc::start_with(&sc, None, &["--strategy-poll-ms", "3000"]);
+    add(&dc, "subcloud0", &site, None);
+    dc.ok(&["subcloud", "manage", "subcloud0"]);
+    dc.wait_for("subcloud0", "online", "in-sync");
+    // Nothing to do: the step reads the system controller's patches and completes.
+    dc.ok(&["patch-strategy", "create"]);
+    assert_eq!(apply_and_wait(&dc)["state"], "complete");
+    dc.ok(&["patch-strategy", "delete"]);
+    let patch = sc.patch("DC_FRESH_0001", false, &[sysinv("231")], &[]);
+    sc.ok(&["upload", patch.to_str().unwrap()]);
+    sc.ok(&["apply", "DC_FRESH_0001"]);
+    dc.ok(&["patch-strategy", "create"]);
+    let s = apply_and_wait(&dc);
+    assert_eq!(s["state"], "complete", "{s:#}");
+    assert_eq!(version(&site.root("controller-0")), "VERSION = 231\n");
+    assert_eq!(dc.subcloud("subcloud0")["sync_status"], "in-sync");
+}

@@ -115,8 +115,8 @@ struct Ctx {
     reference: Access,
     /// The system controller's own patching API, as a client made once.
     reference_api: Remote,
-    /// Its patches as last read, and when: a hundred steps in a stage share one read per
-    /// poll interval instead of asking twice each.
+    /// Its patches as last read, and when that read began: the hundred steps a look starts
+    /// share one read instead of asking twice each.
     reference_cache: tokio::sync::Mutex<Option<(Instant, PatchSet)>>,
     /// A client fetching the system controller's patch files (no overall timeout: files
     /// may be large).
@@ -193,11 +193,15 @@ async fn tick(ctx: &Arc<Ctx>, in_flight: &mut HashMap<i64, JoinHandle<()>>) -> R
         };
         ctx.db.abort_steps(&decision.abort, &why).await?;
     }
+    // What the steps started now sync to: the system controller's patches as of this look
+    // or later, never a read from before (a patch applied there just before this strategy
+    // was made must reach every subcloud).
+    let since = Instant::now();
     for id in decision.run {
         in_flight.entry(id).or_insert_with(|| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                if let Err(e) = drive(&ctx, id).await {
+                if let Err(e) = drive(&ctx, id, since).await {
                     tracing::warn!("subcloud {id}'s step: {e} (retried at the next look)");
                 }
                 ctx.wake.notify_one();
@@ -213,8 +217,9 @@ async fn tick(ctx: &Arc<Ctx>, in_flight: &mut HashMap<i64, JoinHandle<()>>) -> R
     Ok(())
 }
 
-/// Walks one subcloud's step to its end, storing each state before acting on it.
-async fn drive(ctx: &Ctx, id: i64) -> Result<(), DbError> {
+/// Walks one subcloud's step to its end, storing each state before acting on it; it syncs
+/// the subcloud to the system controller's patches as read at `since` or later.
+async fn drive(ctx: &Ctx, id: i64, since: Instant) -> Result<(), DbError> {
     let subcloud = ctx.db.subcloud(&id.to_string()).await?;
     let name = subcloud.name;
     let access = ctx.db.access(id).await?;
@@ -241,14 +246,14 @@ async fn drive(ctx: &Ctx, id: i64) -> Result<(), DbError> {
     while !state.is_terminal() {
         let outcome = match state {
             StepState::UpdatingPatches => {
-                update_patches(ctx, &remote, strategy.spec.upload_only).await
+                update_patches(ctx, &remote, strategy.spec.upload_only, since).await
             }
             StepState::CreatingStrategy => create_strategy(ctx, &remote, &name).await,
             StepState::ApplyingStrategy => apply_strategy(ctx, &remote, id).await,
             StepState::DeletingStrategy => retry(ctx, || remote.delete_strategy())
                 .await
                 .map(|()| (StepState::Finishing, String::new())),
-            StepState::Finishing => finish(ctx, &remote, id).await,
+            StepState::Finishing => finish(ctx, &remote, id, since).await,
             StepState::Initial | StepState::Complete | StepState::Failed | StepState::Aborted => {
                 break;
             }
@@ -294,21 +299,22 @@ where
     }
 }
 
-/// The system controller's own patches.
-async fn reference_patches(ctx: &Ctx) -> Result<PatchSet, String> {
+/// The system controller's own patches, from a read that began at `since` or later.
+async fn reference_patches(ctx: &Ctx, since: Instant) -> Result<PatchSet, String> {
     // Held while reading, so the steps that ask at once wait for one read.
     let mut cache = ctx.reference_cache.lock().await;
-    if let Some((at, patches)) = cache.as_ref()
-        && at.elapsed() < ctx.timing.poll
+    if let Some((began, patches)) = cache.as_ref()
+        && *began >= since
     {
         return Ok(patches.clone());
     }
+    let began = Instant::now();
     let patches = ctx
         .reference_api
         .patches()
         .await
         .map_err(|e| format!("the system controller's patches cannot be read: {e}"))?;
-    *cache = Some((Instant::now(), patches.clone()));
+    *cache = Some((began, patches.clone()));
     Ok(patches)
 }
 
@@ -318,8 +324,8 @@ fn counts(state: &str) -> bool {
 
 /// Uploads what the subcloud lacks and applies and removes to match the system controller;
 /// a finished strategy of its own is cleared, one under way fails the step.
-async fn update_patches(ctx: &Ctx, remote: &Remote, upload_only: bool) -> Outcome {
-    let ours = reference_patches(ctx).await?;
+async fn update_patches(ctx: &Ctx, remote: &Remote, upload_only: bool, since: Instant) -> Outcome {
+    let ours = reference_patches(ctx, since).await?;
     let theirs = retry(ctx, || remote.patches()).await?;
     let wanted: Vec<&String> = ours
         .iter()
@@ -552,8 +558,8 @@ async fn apply_strategy(ctx: &Ctx, remote: &Remote, id: i64) -> Outcome {
 
 /// Complete when the subcloud is in sync and every host is patch-current; its sync status is
 /// recorded at once.
-async fn finish(ctx: &Ctx, remote: &Remote, id: i64) -> Outcome {
-    let ours = reference_patches(ctx).await?;
+async fn finish(ctx: &Ctx, remote: &Remote, id: i64, since: Instant) -> Outcome {
+    let ours = reference_patches(ctx, since).await?;
     let theirs = retry(ctx, || remote.patches()).await?;
     let (sync_status, sync_detail) = compare(&ours, &theirs);
     let recorded = AuditResult {
