@@ -2,7 +2,6 @@
 //! subcloud's): TLS trust of the CA given for each, bounded answers, errors with their causes.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::model::Access;
@@ -22,9 +21,6 @@ pub enum QueryError {
     /// The TLS trust could not be set up.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
-    /// The system's trust store could not be loaded (for a controller given no CA).
-    #[error("TLS: {0}")]
-    TrustStore(String),
     /// The request failed or timed out.
     #[error("{0}")]
     Http(String),
@@ -57,26 +53,13 @@ pub fn client_builder(access: &Access, name: &str) -> Result<reqwest::ClientBuil
             pem: pem.as_bytes().to_vec(),
         }
         .client_config()?,
-        None => system_trust()?,
+        // Loaded once per process by tls: the runner and the audit make clients for every
+        // subcloud.
+        None => tls::Trust::System.client_config()?,
     };
     Ok(reqwest::Client::builder()
         .connect_timeout(QUERY_TIMEOUT)
         .tls_backend_preconfigured(config))
-}
-
-/// The system's trust store as a client configuration, loaded once: loading it takes about
-/// 3 ms of CPU, and the runner and the audit make clients for every subcloud (a stage of a
-/// hundred made two hundred of them at once).
-fn system_trust() -> Result<tls::ClientConfig, QueryError> {
-    static SYSTEM: OnceLock<Result<tls::ClientConfig, String>> = OnceLock::new();
-    SYSTEM
-        .get_or_init(|| {
-            tls::Trust::System
-                .client_config()
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(QueryError::TrustStore)
 }
 
 /// An answer's body, refused beyond [`MAX_ANSWER_BYTES`] (whoever answers cannot make the

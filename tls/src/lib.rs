@@ -13,8 +13,6 @@ mod pem;
 mod server;
 
 pub use client::Trust;
-/// What [`Trust::client_config`] makes: rustls's client configuration.
-pub use rustls::ClientConfig;
 pub use server::ServerTls;
 
 use std::path::PathBuf;
