@@ -12,8 +12,9 @@ use crate::model::{Access, Availability, SyncStatus};
 /// Subclouds asked at once.
 const CONCURRENT_QUERIES: usize = 64;
 
-/// Whether a repository state counts for sync.
-fn counts(state: &str) -> bool {
+/// Whether a repository state counts for sync (what a subcloud must match: applied or
+/// committed there too).
+pub(crate) fn counts(state: &str) -> bool {
     matches!(state, "Applied" | "Committed")
 }
 

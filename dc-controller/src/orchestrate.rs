@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::audit::compare;
+use crate::audit::{compare, counts};
 use crate::client::{PatchSet, QUERY_TIMEOUT, client_for};
 use crate::db::{AuditResult, Db, DbError};
 use crate::db_strategy::StepWrite;
@@ -316,10 +316,6 @@ async fn reference_patches(ctx: &Ctx, since: Instant) -> Result<PatchSet, String
         .map_err(|e| format!("the system controller's patches cannot be read: {e}"))?;
     *cache = Some((began, patches.clone()));
     Ok(patches)
-}
-
-fn counts(state: &str) -> bool {
-    matches!(state, "Applied" | "Committed")
 }
 
 /// Uploads what the subcloud lacks and applies and removes to match the system controller;

@@ -27,14 +27,14 @@ pub(super) async fn dc_page(
     let session = session_or_login!(web, headers, uri);
     let config = web.service.config();
     let body = match &config.dcmanager_url {
-        Some(url) => match read(url, config.dcmanager_token()).await {
+        Some(url) => match read(url, config).await {
             Ok(state) => page(&state),
             Err(why) => html! {
                 h1 { "Distributed Cloud" }
                 p.message id="dc-error" { "The dcmanager API cannot be read: " (why) }
             },
         },
-        _ => html! {
+        None => html! {
             h1 { "Distributed Cloud" }
             p.message id="dc-error" {
                 "This controller is not a distributed cloud's system controller: set dcmanager_url and dcmanager_token_file to show its subclouds here."
@@ -52,13 +52,10 @@ struct DcState {
     steps: Vec<Value>,
 }
 
-/// Reads the page's state from the dcmanager API with `token` (read from its file at each
-/// view, so a rotated token is picked up).
-async fn read(
-    url: &str,
-    token: Result<String, crate::config::ConfigError>,
-) -> Result<DcState, String> {
-    let token = token.map_err(|e| e.to_string())?;
+/// Reads the page's state from the dcmanager API at `url` with the token of `config` (read
+/// from its file at each view, so a rotated token is picked up).
+async fn read(url: &str, config: &crate::config::ControllerConfig) -> Result<DcState, String> {
+    let token = config.dcmanager_token().map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .timeout(READ_TIMEOUT)
         .build()
