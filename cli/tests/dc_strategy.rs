@@ -431,24 +431,19 @@ fn a_subcloud_strategy_patches_every_subcloud_and_keeps_to_its_rules() {
     dc.ok(&["patch-strategy", "delete"]);
 }
 
-/// How many times the subcloud at `url` answered a create of its patch strategy with
-/// success (its controller's own request counter).
+/// How many patch strategies the subcloud at `url` created since its controller started
+/// (its own counter, counted when stored: a create whose caller was killed before the answer
+/// counts too).
 fn strategies_created(url: &str) -> u64 {
     let text = reqwest::blocking::get(format!("{url}/metrics"))
         .unwrap()
         .text()
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with("stx_patch_http_requests_total{"))
-        .filter(|l| {
-            l.contains("listener=\"vim\"")
-                && l.contains("route=\"/api/orchestration/{kind}/strategy\"")
-                && l.contains("method=\"POST\"")
-                && l.contains("status=\"200\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .find_map(|l| l.strip_prefix("stx_patch_strategies_created_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
-        .sum()
+        .unwrap_or_else(|| panic!("no strategies-created counter in {url}/metrics:\n{text}"))
 }
 
 /// A pseudo-random number in `range` (xorshift, seeded from the OS through `RandomState`;

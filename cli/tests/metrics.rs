@@ -108,6 +108,10 @@ fn metrics_follow_a_strategy_rollout_and_match_their_documentation() {
         sample(&before, "stx_patch_strategy_state", &[("state", "none")]),
         Some(1.0)
     );
+    assert_eq!(
+        sample(&before, "stx_patch_strategies_created_total", &[]),
+        Some(0.0)
+    );
 
     apply_patch(&site, "METRICS_RR", true, &[]);
     let applied = scrape(&site.url);
@@ -185,6 +189,10 @@ fn metrics_follow_a_strategy_rollout_and_match_their_documentation() {
         "patch-current hosts moved through too few values: {current_seen:?}"
     );
     assert_eq!(hosts(&last, "patch-current"), Some(3.0), "{last}");
+    assert_eq!(
+        sample(&last, "stx_patch_strategies_created_total", &[]),
+        Some(1.0)
+    );
     assert_eq!(hosts(&last, "locked"), Some(0.0));
     assert_eq!(
         sample(&last, "stx_patch_patches", &[("state", "Applied")]),

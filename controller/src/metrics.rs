@@ -58,6 +58,7 @@ fn duration_histogram() -> Histogram {
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    strategies_created: Counter,
     installs: Durations,
     uploads: Durations,
     /// When each host's latest install order was given (not persisted: an install that
@@ -73,6 +74,12 @@ impl Default for Metrics {
             "stx_patch_http_requests",
             "API requests answered, by listener, route, method and status",
             requests.clone(),
+        );
+        let strategies_created = Counter::default();
+        registry.register(
+            "stx_patch_strategies_created",
+            "Patch strategies created and stored, whether or not the client waited for the answer",
+            strategies_created.clone(),
         );
         let installs = Durations::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register(
@@ -97,6 +104,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
+            strategies_created,
             installs,
             uploads,
             install_started: Mutex::new(HashMap::new()),
@@ -168,6 +176,11 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// Counts one patch strategy stored.
+    pub(crate) fn strategy_created(&self) {
+        self.strategies_created.inc();
     }
 
     /// Times one upload.
@@ -371,23 +384,54 @@ pub(crate) struct RequestCounting {
     pub(crate) actions: &'static [&'static str],
 }
 
+/// The status a request is counted with when its client went away before the answer (the
+/// "client closed request" of common proxies).
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
 /// Counts each request a listener answers, with the route it matched (the patching API's
-/// known action, never the raw path: the label set stays bounded).
+/// known action, never the raw path: the label set stays bounded). A request whose client
+/// went away first drops its handler mid-way; it still counts, as [`CLIENT_CLOSED`].
 pub(crate) async fn count_requests(
     State(counting): State<RequestCounting>,
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().as_str().to_owned();
-    let route = route_label(&request, counting.actions);
+    let mut pending = PendingRequest {
+        method: request.method().as_str().to_owned(),
+        route: Some(route_label(&request, counting.actions)),
+        counting,
+    };
     let response = next.run(request).await;
-    counting.metrics.count_request(
-        counting.listener,
-        &method,
-        route,
-        response.status().as_u16(),
-    );
+    pending.count(response.status().as_u16());
     response
+}
+
+/// A request not counted yet: counted once, with its answer's status or, if dropped
+/// unanswered, with [`CLIENT_CLOSED`].
+struct PendingRequest {
+    counting: RequestCounting,
+    method: String,
+    /// Taken when counted.
+    route: Option<String>,
+}
+
+impl PendingRequest {
+    fn count(&mut self, status: u16) {
+        if let Some(route) = self.route.take() {
+            self.counting.metrics.count_request(
+                self.counting.listener,
+                &self.method,
+                route,
+                status,
+            );
+        }
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        self.count(CLIENT_CLOSED);
+    }
 }
 
 /// The route a request matched: its pattern, or for the patching API's `/v1/{*rest}` the
@@ -416,4 +460,74 @@ fn route_label(request: &Request, actions: &[&str]) -> String {
 /// The answer to `GET /metrics`.
 pub(crate) fn response(text: String) -> Response {
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn recorded(metrics: &Metrics) -> String {
+        let mut text = String::new();
+        encode_registry(&mut text, &metrics.registry).unwrap();
+        text
+    }
+
+    /// A client that hangs up drops the request's handler; the request is still counted, as
+    /// 499, once (the crash test of the distributed cloud lost a strategy create this way).
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_is_counted_once_as_client_closed() {
+        let metrics = Arc::new(Metrics::default());
+        let counting = RequestCounting {
+            metrics: metrics.clone(),
+            listener: "vim",
+            actions: &[],
+        };
+        let router = axum::Router::new()
+            .route("/answered", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/never",
+                axum::routing::post(std::future::pending::<&'static str>),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                counting,
+                count_requests,
+            ));
+        let request = |method: &str, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let answered = router
+            .clone()
+            .oneshot(request("GET", "/answered"))
+            .await
+            .unwrap();
+        assert_eq!(answered.status(), 200);
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            router.oneshot(request("POST", "/never")),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the handler never answers");
+        let text = recorded(&metrics);
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("stx_patch_http_requests_total{"))
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                r#"stx_patch_http_requests_total{listener="vim",method="GET",route="/answered",status="200"} 1"#,
+                r#"stx_patch_http_requests_total{listener="vim",method="POST",route="/never",status="499"} 1"#,
+            ],
+            "{text}"
+        );
+    }
 }

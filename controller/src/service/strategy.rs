@@ -112,6 +112,7 @@ impl Service {
                 .collect();
         }
         let orch = self.orch.clone();
+        let metrics = self.app.metrics.clone();
         let created = blocking(move || {
             let saved = orch.with_strategy(|slot| match slot {
                 Some(existing) => (Err(StrategyError::Exists(existing.name.clone())), false),
@@ -122,7 +123,10 @@ impl Service {
                     (Ok(s), true)
                 }
             });
-            Ok(saved.map_err(StrategyError::Save)??)
+            let created = saved.map_err(StrategyError::Save)??;
+            // Counted here, once stored: the request may be dropped before its answer.
+            metrics.strategy_created();
+            Ok(created)
         })
         .await;
         let created = self.settled(created).await?;
