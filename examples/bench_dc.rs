@@ -337,6 +337,10 @@ struct Run {
     ideal: f64,
     wall: Duration,
     peak_rss_mib: f64,
+    /// CPU seconds over the rollout: the dc-controller's, and this process's (every
+    /// subcloud, real and stand-in).
+    cpu_dc: f64,
+    cpu_subclouds: f64,
     list_p50: f64,
     list_p99: f64,
     list_bytes: usize,
@@ -521,6 +525,11 @@ fn main() -> Result<()> {
         "≤ 300 MiB",
     );
     row(
+        "CPU over the rollout: dc-controller / subclouds (real and stand-in)",
+        &|r| format!("{:.1} s / {:.1} s", r.cpu_dc, r.cpu_subclouds),
+        "",
+    );
+    row(
         &format!("`strategy-step list`, {list_subclouds} subclouds (200 calls)"),
         &|r| {
             format!(
@@ -542,7 +551,8 @@ fn is_real(n: usize, total: usize, real: usize) -> bool {
 }
 
 impl Bench<'_> {
-    /// Runs the strategy on `n` subclouds, each alone in turn, and returns the median time.
+    /// Runs the strategy on each of the subclouds `names` alone in turn and returns the
+    /// median time.
     fn alone(&self, dc: &Dc, names: &[String]) -> Result<Duration> {
         let mut times = Vec::new();
         for name in names {
@@ -677,10 +687,10 @@ impl Bench<'_> {
             support::cpu_seconds("self"),
         );
         let wall = dc.apply()?;
+        let cpu_dc = support::cpu_seconds(&dc.pid()) - cpu_before.0;
+        let cpu_subclouds = support::cpu_seconds("self") - cpu_before.1;
         eprintln!(
-            "  CPU during the rollout: dc-controller {:.1} s, subclouds (this process) {:.1} s",
-            support::cpu_seconds(&dc.pid()) - cpu_before.0,
-            support::cpu_seconds("self") - cpu_before.1
+            "  CPU during the rollout: dc-controller {cpu_dc:.1} s, subclouds (this process) {cpu_subclouds:.1} s"
         );
         let peak_rss_mib = support::status_kib(&dc.pid(), "VmHWM:") / 1024.0;
         eprintln!(
@@ -722,8 +732,7 @@ impl Bench<'_> {
                 Some(json!({"management-state": "unmanaged"})),
             )?;
         }
-        let replaced =
-            (0..self.subclouds).filter(|n| self.real > 0 && is_real(*n, self.subclouds, self.real));
+        let replaced = (0..self.subclouds).filter(|n| is_real(*n, self.subclouds, self.real));
         for n in replaced {
             dc.add(&format!("standin{n:05}"), &base(n))?;
         }
@@ -768,6 +777,8 @@ impl Bench<'_> {
             ideal,
             wall,
             peak_rss_mib,
+            cpu_dc,
+            cpu_subclouds,
             list_p50,
             list_p99,
             list_bytes,
@@ -781,7 +792,14 @@ impl Bench<'_> {
 async fn check_real(farm: &Farm, n: usize) -> Result<()> {
     let http = reqwest::Client::new();
     for cloud in &farm.clouds[..n] {
-        let patches = cloud.patches(&http).await?;
+        // Read as the system controller reads it: its authenticated API, its CA.
+        let access = dc_controller::Access {
+            url: cloud.url.clone(),
+            token: real_subclouds::TOKEN.to_owned(),
+            ca_pem: Some(farm.ca_pem.clone()),
+            vim_url: None,
+        };
+        let patches = dc_controller::audit::patches_of(&access, &cloud.plain_url).await?;
         let installed =
             std::fs::read_to_string(cloud.root.join("usr/lib/sysinv/api.py")).unwrap_or_default();
         let creates = cloud.strategy_creates(&http).await?;

@@ -65,15 +65,13 @@ impl Farm {
             config.tls_key = Some(ca.server_key.clone());
             let controller = Controller::start(config).await?;
             let plain_url = format!("http://{}", controller.api_addr);
-            let answer = http
-                .post(format!(
-                    "{plain_url}/v1/init_release/19.01?feed={}",
-                    feed.display()
-                ))
-                .send()
-                .await?
-                .error_for_status()?;
-            drop(answer);
+            http.post(format!(
+                "{plain_url}/v1/init_release/19.01?feed={}",
+                feed.display()
+            ))
+            .send()
+            .await?
+            .error_for_status()?;
             let root = site.join("root");
             std::fs::create_dir_all(&root)?;
             let agent_addr = controller.agent_addr.ok_or("no agent listener")?;
@@ -148,31 +146,8 @@ impl RealSubcloud {
             .is_some_and(|h| h.len() == 1 && h[0]["patch_current"] == true))
     }
 
-    /// The patch states its controller holds (id → repostate).
-    pub async fn patches(
-        &self,
-        http: &reqwest::Client,
-    ) -> Result<std::collections::BTreeMap<String, String>> {
-        let query: serde_json::Value = http
-            .get(format!("{}/v1/query", self.plain_url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(query["pd"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(id, p)| {
-                (
-                    id.clone(),
-                    p["repostate"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect())
-    }
-
-    /// How many times its VIM API created a patch strategy (its request counter).
+    /// How many patch strategies its controller created (its own counter, counted when
+    /// stored).
     pub async fn strategy_creates(&self, http: &reqwest::Client) -> Result<u64> {
         let text = http
             .get(format!("{}/metrics", self.plain_url))
@@ -180,16 +155,16 @@ impl RealSubcloud {
             .await?
             .text()
             .await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("stx_patch_http_requests_total{"))
-            .filter(|l| {
-                l.contains("listener=\"vim\"")
-                    && l.contains("route=\"/api/orchestration/{kind}/strategy\"")
-                    && l.contains("method=\"POST\"")
-                    && l.contains("status=\"200\"")
+        text.lines()
+            .find_map(|l| l.strip_prefix("stx_patch_strategies_created_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .ok_or_else(|| {
+                format!(
+                    "no strategies-created counter in {}/metrics",
+                    self.plain_url
+                )
+                .into()
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
     }
 }
