@@ -258,6 +258,8 @@ async fn dispatch(
                 false,
             )
         {
+            let limit = api.service.config().max_upload_bytes;
+            crate::http::drain_body(request.into_body(), limit).await;
             return refusal;
         }
         perform(&api.service, call, headers, request).await

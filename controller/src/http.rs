@@ -68,6 +68,29 @@ pub(crate) fn not_active_response(
     Some(response)
 }
 
+/// How long a refused request's body is read for, at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads and discards what is left of a request's body (at most `limit` bytes, for at most a
+/// minute) before the request is refused. A client that sends its whole body before it reads
+/// the answer (reqwest's blocking client, so `sw-patch upload`) otherwise finds the connection
+/// closed under its body ("receiver is gone") and never sees the answer: a standby's `307`
+/// that would have sent it on to the active controller.
+pub(crate) async fn drain_body(body: axum::body::Body, limit: u64) {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut read = 0_u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            read += chunk.len() as u64;
+            if read > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Parses `a=b&c=d` strictly: a `%` must start a two-digit hex escape and the decoded text
 /// must be UTF-8 (a lenient decoder would silently turn garbage into other values).
 pub(crate) fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
@@ -281,6 +304,49 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that refuses an upload with a `307`, draining the body first when `drain`;
+    /// what a blocking client streaming 16 MiB to it gets back.
+    fn refused_upload(drain: bool) -> Result<u16, String> {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refuse = move |request: axum::extract::Request| async move {
+            if drain {
+                drain_body(request.into_body(), 64 << 20).await;
+            }
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                "Error message: not active\n",
+            )
+        };
+        let app = axum::Router::new().route("/v1/upload", axum::routing::post(refuse));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let body = std::io::Cursor::new(vec![0_u8; 16 << 20]);
+        client
+            .post(format!("http://{addr}/v1/upload"))
+            .body(reqwest::blocking::Body::new(body))
+            .send()
+            .map(|answer| answer.status().as_u16())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// The bug it prevents: a standby answered an upload's `307` before reading its body, and
+    /// `sw-patch`, still sending, saw "receiver is gone" instead of the answer.
+    #[test]
+    fn a_client_still_sending_its_body_gets_the_refusal_not_a_closed_connection() {
+        assert!(
+            refused_upload(false).is_err(),
+            "undrained, the streaming client should lose the answer (the bug this guards)"
+        );
+        assert_eq!(refused_upload(true), Ok(307));
+    }
 
     #[tokio::test]
     async fn the_audit_outcome_reads_small_answers_and_never_eats_a_large_one() {

@@ -114,6 +114,7 @@ async fn redirect_mutations(
         && let Some(r) =
             crate::http::not_active_response(&service, |u| u.vim.clone(), request.uri(), true)
     {
+        crate::http::drain_body(request.into_body(), strategy_api::MAX_BODY as u64).await;
         return r;
     }
     next.run(request).await
