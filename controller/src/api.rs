@@ -250,18 +250,23 @@ async fn dispatch(
     crate::http::audited_mutation(operator.as_ref(), &from, &action, refuse, async move {
         // A forced swact is how a standby takes over from a dead active: not redirected.
         let forced_swact = call.action == "host_swact" && call.flag("force");
-        if !forced_swact
-            && let Some(refusal) = crate::http::not_active_response(
+        let request = if forced_swact {
+            request
+        } else {
+            let limit = api.service.config().max_upload_bytes;
+            match crate::http::refuse_if_not_active(
                 &api.service,
                 |u| u.api.clone(),
-                request.uri(),
+                request,
                 false,
+                limit,
             )
-        {
-            let limit = api.service.config().max_upload_bytes;
-            crate::http::drain_body(request.into_body(), limit).await;
-            return refusal;
-        }
+            .await
+            {
+                Ok(request) => request,
+                Err(refusal) => return refusal,
+            }
+        };
         perform(&api.service, call, headers, request).await
     })
     .await

@@ -68,6 +68,25 @@ pub(crate) fn not_active_response(
     Some(response)
 }
 
+/// A change sent to a controller that is not active: `Err` with its refusal (see
+/// [`not_active_response`]) once the request's body has been read to its end (at most
+/// `body_limit` bytes), else `Ok` with the request to carry out.
+pub(crate) async fn refuse_if_not_active(
+    service: &Service,
+    pick: fn(&Urls) -> Option<String>,
+    request: axum::extract::Request,
+    fault: bool,
+    body_limit: u64,
+) -> Result<axum::extract::Request, Response> {
+    match not_active_response(service, pick, request.uri(), fault) {
+        None => Ok(request),
+        Some(refusal) => {
+            drain_body(request.into_body(), body_limit).await;
+            Err(refusal)
+        }
+    }
+}
+
 /// How long a refused request's body is read for, at most.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -76,7 +95,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// the answer (reqwest's blocking client, so `sw-patch upload`) otherwise finds the connection
 /// closed under its body ("receiver is gone") and never sees the answer: a standby's `307`
 /// that would have sent it on to the active controller.
-pub(crate) async fn drain_body(body: axum::body::Body, limit: u64) {
+async fn drain_body(body: axum::body::Body, limit: u64) {
     use futures_util::StreamExt;
     let mut chunks = body.into_data_stream();
     let mut read = 0_u64;

@@ -72,7 +72,7 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "stx_patch_http_requests",
-            "API requests answered, by listener, route, method and status",
+            "API requests, by listener, route, method and status (499: the client went away before the answer)",
             requests.clone(),
         );
         let strategies_created = Counter::default();

@@ -110,14 +110,15 @@ async fn redirect_mutations(
         *request.method(),
         axum::http::Method::POST | axum::http::Method::DELETE
     );
-    if mutating
-        && let Some(r) =
-            crate::http::not_active_response(&service, |u| u.vim.clone(), request.uri(), true)
-    {
-        crate::http::drain_body(request.into_body(), strategy_api::MAX_BODY as u64).await;
-        return r;
+    if !mutating {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let limit = strategy_api::MAX_BODY as u64;
+    match crate::http::refuse_if_not_active(&service, |u| u.vim.clone(), request, true, limit).await
+    {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal,
+    }
 }
 
 /// A service error as a fault body with the original's status.
